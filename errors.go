@@ -1,0 +1,28 @@
+package ferry
+
+import (
+	"errors"
+	"strconv"
+)
+
+// ErrDropped is returned (to Scan.Done) when a scan was not accepted because
+// a bounded queue in front of the buffer was full.
+var ErrDropped = errors.New("dropped: queue full")
+
+// ErrClosed is returned when a part is used after it was closed, and to
+// Scan.Done for scans still queued when the buffer shut down.
+var ErrClosed = errors.New("closed")
+
+// ErrInvalidConfig is returned (wrapped) when a configuration is refused.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// ParseError is returned when a word is not one of those expected.
+type ParseError struct {
+	What  string // "severity", "lane", …
+	Value string
+	Want  string // the accepted words, comma-separated
+}
+
+func (e *ParseError) Error() string {
+	return e.What + " " + strconv.Quote(e.Value) + " is not one of " + e.Want
+}

@@ -1,0 +1,445 @@
+// Package codec is the binary encoding of the records ferry keeps in its
+// buffer: the scans of one device committed together (telemetry), or one
+// alert transition. It is compact (a point name is written once per record,
+// values are varints or 4/8-byte floats, a sample whose time equals its
+// scan's time costs no time bytes), versioned, and safe on hostile input:
+// Decode functions return an error for any malformed record and never panic.
+//
+// Format, version 1 (all integers are varints, strings are uvarint length +
+// bytes, times are Unix nanoseconds):
+//
+//	record    = version:byte(1) kind:byte header body
+//	header    = config_version:string
+//	telemetry = device:string npoints:uvarint point:string* nscans:uvarint scan*
+//	scan      = time:varint(delta from previous scan, first from 0) nsamples:uvarint sample*
+//	sample    = point:uvarint(index) flags:byte value [reason:string] [dt:varint]
+//	flags     = kind(bits 0-2) | status(bits 3-4) | has_reason(5) | has_dt(6) | aux(7)
+//	value     = float: 4 bytes (aux=1, exact float32) or 8 bytes, little endian;
+//	            int: zigzag varint; uint: uvarint; bool: aux bit; string: string; none: nothing
+//	alert     = id rule device point:string severity:byte state:byte
+//	            value_flags:byte value message:string nlabels:uvarint (key value:string)*
+//	            since:varint time:varint
+//
+// A change of the format gets a new version byte; decoders keep reading
+// every older version, because a buffer can hold records for days.
+package codec
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/ferry-edge/ferry"
+)
+
+// Version is the format version written by this package.
+const Version = 1
+
+// Kind is what a record holds.
+type Kind byte
+
+// The record kinds.
+const (
+	KindTelemetry Kind = 1
+	KindAlert     Kind = 2
+)
+
+// Limits that keep a hostile or corrupt record from making the decoder
+// allocate without bound.
+const (
+	maxString = 1 << 20
+	maxCount  = 1 << 24
+)
+
+// ErrCorrupt is returned when a record cannot be decoded.
+var ErrCorrupt = errors.New("codec: corrupt record")
+
+// Header is what every record starts with.
+type Header struct {
+	Version int
+	Kind    Kind
+	// ConfigVersion identifies the configuration (device map) that produced
+	// the record, so the receiver knows what each point meant.
+	ConfigVersion string
+}
+
+// Telemetry is a decoded telemetry record.
+type Telemetry struct {
+	Header
+	Device string
+	Scans  []ferry.Scan
+}
+
+const (
+	flagReason = 1 << 5
+	flagDT     = 1 << 6
+	flagAux    = 1 << 7
+)
+
+// Encoder appends records. It keeps scratch space between calls, so that
+// steady-state encoding does not allocate. An Encoder is not safe for
+// concurrent use.
+type Encoder struct {
+	index map[string]uint64
+	names []string
+}
+
+// AppendTelemetry appends a telemetry record holding scans (all of device)
+// to dst and returns the extended buffer.
+func (e *Encoder) AppendTelemetry(dst []byte, configVersion, device string, scans []ferry.Scan) []byte {
+	if e.index == nil {
+		e.index = make(map[string]uint64)
+	}
+	clear(e.index)
+	e.names = e.names[:0]
+	for i := range scans {
+		for j := range scans[i].Samples {
+			p := scans[i].Samples[j].Point
+			if _, ok := e.index[p]; !ok {
+				e.index[p] = uint64(len(e.names))
+				e.names = append(e.names, p)
+			}
+		}
+	}
+	dst = append(dst, Version, byte(KindTelemetry))
+	dst = appendString(dst, configVersion)
+	dst = appendString(dst, device)
+	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
+	for _, n := range e.names {
+		dst = appendString(dst, n)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(scans)))
+	var prev int64
+	for i := range scans {
+		sc := &scans[i]
+		t := sc.Time.UnixNano()
+		dst = binary.AppendVarint(dst, t-prev)
+		prev = t
+		dst = binary.AppendUvarint(dst, uint64(len(sc.Samples)))
+		for j := range sc.Samples {
+			s := &sc.Samples[j]
+			dst = binary.AppendUvarint(dst, e.index[s.Point])
+			var dt int64
+			if !s.Time.IsZero() {
+				dt = s.Time.UnixNano() - t
+			}
+			dst = appendSample(dst, s.Value, s.Quality, dt)
+		}
+	}
+	return dst
+}
+
+// AppendTelemetry appends a telemetry record with a throw-away Encoder.
+func AppendTelemetry(dst []byte, configVersion, device string, scans []ferry.Scan) []byte {
+	var e Encoder
+	return e.AppendTelemetry(dst, configVersion, device, scans)
+}
+
+func appendSample(dst []byte, v ferry.Value, q ferry.Quality, dt int64) []byte {
+	flags := byte(v.Kind()) | byte(q.Status&3)<<3
+	if q.Reason != "" {
+		flags |= flagReason
+	}
+	if dt != 0 {
+		flags |= flagDT
+	}
+	dst = appendValue(dst, flags, v)
+	if q.Reason != "" {
+		dst = appendString(dst, q.Reason)
+	}
+	if dt != 0 {
+		dst = binary.AppendVarint(dst, dt)
+	}
+	return dst
+}
+
+// appendValue writes the flags byte (with the aux bit set as the value
+// needs) and the value.
+func appendValue(dst []byte, flags byte, v ferry.Value) []byte {
+	switch v.Kind() {
+	case ferry.KindFloat:
+		f := v.Float64()
+		if f32 := float32(f); float64(f32) == f || f != f {
+			dst = append(dst, flags|flagAux)
+			return binary.LittleEndian.AppendUint32(dst, math.Float32bits(f32))
+		}
+		dst = append(dst, flags)
+		return binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
+	case ferry.KindInt:
+		return binary.AppendVarint(append(dst, flags), v.Int64())
+	case ferry.KindUint:
+		return binary.AppendUvarint(append(dst, flags), v.Uint64())
+	case ferry.KindBool:
+		if v.Bool() {
+			flags |= flagAux
+		}
+		return append(dst, flags)
+	case ferry.KindString:
+		return appendString(append(dst, flags), v.Str())
+	}
+	return append(dst, flags)
+}
+
+// AppendAlert appends an alert record to dst.
+func AppendAlert(dst []byte, configVersion string, a *ferry.Alert) []byte {
+	dst = append(dst, Version, byte(KindAlert))
+	dst = appendString(dst, configVersion)
+	dst = appendString(dst, a.ID)
+	dst = appendString(dst, a.Rule)
+	dst = appendString(dst, a.Device)
+	dst = appendString(dst, a.Point)
+	dst = append(dst, byte(a.Severity), byte(a.State))
+	dst = appendValue(dst, byte(a.Value.Kind()), a.Value)
+	dst = appendString(dst, a.Message)
+	keys := make([]string, 0, len(a.Labels))
+	for k := range a.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	dst = binary.AppendUvarint(dst, uint64(len(keys)))
+	for _, k := range keys {
+		dst = appendString(dst, k)
+		dst = appendString(dst, a.Labels[k])
+	}
+	dst = binary.AppendVarint(dst, unixNano(a.Since))
+	return binary.AppendVarint(dst, unixNano(a.Time))
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// PeekHeader decodes the header of a record without decoding its body.
+func PeekHeader(data []byte) (Header, error) {
+	r := reader{b: data}
+	h := r.header()
+	return h, r.err
+}
+
+// DecodeTelemetry decodes a telemetry record.
+func DecodeTelemetry(data []byte) (Telemetry, error) {
+	r := reader{b: data}
+	var t Telemetry
+	t.Header = r.header()
+	if r.err == nil && t.Kind != KindTelemetry {
+		return t, fmt.Errorf("%w: kind %d is not telemetry", ErrCorrupt, t.Kind)
+	}
+	t.Device = r.string()
+	np := r.count(1)
+	names := make([]string, 0, np)
+	for i := 0; i < np && r.err == nil; i++ {
+		names = append(names, r.string())
+	}
+	ns := r.count(2)
+	if r.err != nil {
+		return t, r.err
+	}
+	t.Scans = make([]ferry.Scan, 0, ns)
+	var prev int64
+	for i := 0; i < ns && r.err == nil; i++ {
+		prev += r.varint()
+		st := time.Unix(0, prev)
+		n := r.count(2)
+		if r.err != nil {
+			break
+		}
+		sc := ferry.Scan{Device: t.Device, Time: st, Samples: make([]ferry.Sample, 0, n)}
+		for j := 0; j < n && r.err == nil; j++ {
+			idx := r.uvarint()
+			if r.err == nil && idx >= uint64(len(names)) {
+				r.fail("point index %d of %d", idx, len(names))
+				break
+			}
+			flags := r.byte()
+			v := r.value(flags)
+			q := ferry.Quality{Status: ferry.Status(flags >> 3 & 3)}
+			if flags&flagReason != 0 {
+				q.Reason = r.string()
+			}
+			ts := st
+			if flags&flagDT != 0 {
+				ts = st.Add(time.Duration(r.varint()))
+			}
+			if r.err != nil {
+				break
+			}
+			sc.Samples = append(sc.Samples, ferry.Sample{Device: t.Device, Point: names[idx], Value: v, Quality: q, Time: ts})
+		}
+		t.Scans = append(t.Scans, sc)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("%d trailing bytes", len(r.b))
+	}
+	return t, r.err
+}
+
+// DecodeAlert decodes an alert record.
+func DecodeAlert(data []byte) (Header, ferry.Alert, error) {
+	r := reader{b: data}
+	var a ferry.Alert
+	h := r.header()
+	if r.err == nil && h.Kind != KindAlert {
+		return h, a, fmt.Errorf("%w: kind %d is not an alert", ErrCorrupt, h.Kind)
+	}
+	a.ID = r.string()
+	a.Rule = r.string()
+	a.Device = r.string()
+	a.Point = r.string()
+	a.Severity = ferry.Severity(r.byte())
+	a.State = ferry.AlertState(r.byte())
+	a.Value = r.value(r.byte())
+	a.Message = r.string()
+	if n := r.count(2); n > 0 {
+		a.Labels = make(map[string]string, n)
+		for i := 0; i < n && r.err == nil; i++ {
+			k := r.string()
+			a.Labels[k] = r.string()
+		}
+	}
+	a.Since = fromUnixNano(r.varint())
+	a.Time = fromUnixNano(r.varint())
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("%d trailing bytes", len(r.b))
+	}
+	return h, a, r.err
+}
+
+// reader decodes with sticky errors: after the first failure every read
+// returns a zero value, so decoders check r.err once per loop.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+	}
+	r.b = nil
+}
+
+func (r *reader) header() Header {
+	var h Header
+	v := r.byte()
+	if r.err == nil && v != Version {
+		r.fail("version %d is not supported (want %d)", v, Version)
+		return h
+	}
+	h.Version = int(v)
+	h.Kind = Kind(r.byte())
+	h.ConfigVersion = r.string()
+	return h
+}
+
+func (r *reader) byte() byte {
+	if len(r.b) < 1 {
+		r.fail("truncated")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a length that is followed by at least minBytes bytes per
+// element, and refuses counts the remaining input cannot hold.
+func (r *reader) count(minBytes int) int {
+	n := r.uvarint()
+	if r.err != nil {
+		return 0
+	}
+	if n > maxCount || n*uint64(minBytes) > uint64(len(r.b)) {
+		r.fail("count %d exceeds the record", n)
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > maxString || n > uint64(len(r.b)) {
+		r.fail("string of %d bytes exceeds the record", n)
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) value(flags byte) ferry.Value {
+	if r.err != nil {
+		return ferry.Value{}
+	}
+	switch ferry.Kind(flags & 7) {
+	case ferry.KindNone:
+		return ferry.Value{}
+	case ferry.KindFloat:
+		if flags&flagAux != 0 {
+			if len(r.b) < 4 {
+				r.fail("truncated float32")
+				return ferry.Value{}
+			}
+			f := math.Float32frombits(binary.LittleEndian.Uint32(r.b))
+			r.b = r.b[4:]
+			return ferry.FloatValue(float64(f))
+		}
+		if len(r.b) < 8 {
+			r.fail("truncated float64")
+			return ferry.Value{}
+		}
+		f := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+		r.b = r.b[8:]
+		return ferry.FloatValue(f)
+	case ferry.KindInt:
+		return ferry.IntValue(r.varint())
+	case ferry.KindUint:
+		return ferry.UintValue(r.uvarint())
+	case ferry.KindBool:
+		return ferry.BoolValue(flags&flagAux != 0)
+	case ferry.KindString:
+		return ferry.StringValue(r.string())
+	}
+	r.fail("unknown value kind %d", flags&7)
+	return ferry.Value{}
+}

@@ -1,0 +1,442 @@
+// Package config loads ferry's configuration: one YAML file plus every
+// *.yaml file in its devices_dir, each holding one or more device maps.
+//
+// Loading is strict. An unknown key, a duplicate key, a wrong type, an
+// out-of-range number, a duplicate device or point name, or a rule that
+// names an unknown point is an error that names file:line:column and the
+// field path:
+//
+//	devices.d/press3.yaml:14:7: devices[0].points[2].type: "flaot32" is not one of bool, int16, …
+//
+// Every problem found is reported, not only the first. Defaults are applied
+// first, then the file is decoded over them. Durations are written "500ms",
+// sizes "1GiB"; any scalar may reference the environment as ${NAME} or
+// ${NAME:-default}; a secret field such as `password` may instead be given
+// as `password_file: PATH`. Hostile input is refused quickly: files over
+// MaxFileSize, alias bombs and deep nesting are errors.
+//
+// Each part of ferry owns its section's Config type, its defaults
+// (SetDefaults) and its Validate method; this package composes them.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/drivers/modbus"
+	"github.com/ferry-edge/ferry/drivers/mqtt"
+	"github.com/ferry-edge/ferry/drivers/opcua"
+	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/httpapi"
+	"github.com/ferry-edge/ferry/internal/sinks"
+	"github.com/ferry-edge/ferry/rules"
+	"github.com/ferry-edge/ferry/uplink"
+)
+
+// DefaultPath is where ferry looks for its configuration.
+const DefaultPath = "/etc/ferry/ferry.yaml"
+
+// Config is the whole configuration.
+type Config struct {
+	Gateway    Gateway        `yaml:"gateway"`
+	DataDir    string         `yaml:"data_dir"`
+	DevicesDir string         `yaml:"devices_dir"`
+	Log        Log            `yaml:"log"`
+	Devices    []Device       `yaml:"devices"`
+	Rules      []rules.Rule   `yaml:"rules"`
+	Alerts     sinks.Config   `yaml:"alerts"`
+	Buffer     buffer.Config  `yaml:"buffer"`
+	Uplink     uplink.Config  `yaml:"uplink"`
+	HTTP       httpapi.Config `yaml:"http"`
+
+	// Set by Load.
+
+	// Path is the main file; Files lists it and every device file read.
+	Path  string   `yaml:"-"`
+	Files []string `yaml:"-"`
+	// Version identifies this configuration: a hash of every file's name
+	// and content. Records carry it so that the cloud side knows which map
+	// produced a value.
+	Version string `yaml:"-"`
+	// The devices of each protocol, decoded and validated.
+	Modbus []modbus.Device `yaml:"-"`
+	OPCUA  []opcua.Device  `yaml:"-"`
+	MQTT   []mqtt.Device   `yaml:"-"`
+	// Points describes every configured point, in file order.
+	Points []ferry.PointInfo `yaml:"-"`
+}
+
+// Gateway names this gateway. ID and Site become NATS subject tokens and
+// record ids.
+type Gateway struct {
+	ID   string `yaml:"id" doc:"unique name of this gateway; part of record ids and subjects"`
+	Site string `yaml:"site" doc:"plant or site name; part of subjects"`
+}
+
+// Log configures ferry's own logs.
+type Log struct {
+	Level  string `yaml:"level" enum:"debug,info,warn,error"`
+	Format string `yaml:"format" enum:"text,json"`
+}
+
+// Device is one entry of a `devices:` list: a name, exactly one protocol
+// block, and the points in that protocol's form.
+type Device struct {
+	Name        string         `yaml:"name"`
+	Description string         `yaml:"description"`
+	Modbus      *modbus.Config `yaml:"modbus"`
+	OPCUA       *opcua.Config  `yaml:"opcua"`
+	MQTT        *mqtt.Config   `yaml:"mqtt"`
+	Points      yaml.Node      `yaml:"points"`
+
+	// Set by Load.
+	Protocol string `yaml:"-"`
+	File     string `yaml:"-"`
+}
+
+// SetDefaults sets the defaults applied before decoding.
+func (c *Config) SetDefaults() {
+	c.DataDir = "/var/lib/ferry"
+	c.Log = Log{Level: "info", Format: "text"}
+}
+
+// Summary is the one line `ferry validate` prints.
+func (c *Config) Summary() string {
+	return fmt.Sprintf("%d devices, %d points, %d rules (version %s)", len(c.Devices), len(c.Points), len(c.Rules), c.Version)
+}
+
+// Load reads and validates the configuration at path and the device maps
+// of its devices_dir. On failure the error is an *Errors listing every
+// problem; it wraps ferry.ErrInvalidConfig.
+func Load(path string) (*Config, error) {
+	l := &loader{errs: &Errors{order: map[string]int{}}, decs: map[string]*decoder{}}
+	c := l.load(path)
+	if err := l.errs.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+type loader struct {
+	errs  *Errors
+	decs  map[string]*decoder // by file as shown
+	files []string
+	hash  []byte
+}
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func (l *loader) load(path string) *Config {
+	c := &Config{Path: path}
+	deepDefaults(reflect.ValueOf(c).Elem())
+	h := sha256.New()
+	d := l.decodeFile(path, path, c, h)
+	if d == nil {
+		return c
+	}
+	main := d
+	for i := range c.Devices {
+		c.Devices[i].File = path
+	}
+	devIndex := make([]int, len(c.Devices)) // index within its own file
+	for i := range devIndex {
+		devIndex[i] = i
+	}
+	if c.DevicesDir != "" {
+		dir := c.DevicesDir
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(filepath.Dir(path), dir)
+		}
+		names, err := deviceFiles(dir)
+		if err != nil {
+			l.errs.add(&Error{Pos: main.position("devices_dir"), Path: "devices_dir", Msg: err.Error()})
+		}
+		for _, name := range names {
+			var df struct {
+				Devices []Device `yaml:"devices"`
+			}
+			shown := name
+			if rel, err := filepath.Rel(filepath.Dir(path), name); err == nil && !strings.HasPrefix(rel, "..") {
+				shown = rel
+			}
+			if l.decodeFile(name, shown, &df, h) == nil {
+				continue
+			}
+			for i := range df.Devices {
+				df.Devices[i].File = shown
+				devIndex = append(devIndex, i)
+			}
+			c.Devices = append(c.Devices, df.Devices...)
+		}
+	}
+	c.Files = l.files
+	c.Version = hex.EncodeToString(h.Sum(nil))[:12]
+
+	l.checkGateway(c, main)
+	known := l.checkDevices(c, devIndex)
+	l.validate(main, "rules", rules.Validate(c.Rules, func(ref string) bool { return known[ref] }))
+	l.validate(main, "alerts", c.Alerts.Validate())
+	l.validate(main, "buffer", c.Buffer.Validate())
+	l.validate(main, "uplink", c.Uplink.Validate())
+	l.validate(main, "http", c.HTTP.Validate())
+	if err := conf.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
+		l.at(main, "log.level", err.Error())
+	}
+	if err := conf.OneOf(c.Log.Format, "text", "json"); err != nil {
+		l.at(main, "log.format", err.Error())
+	}
+	if c.DataDir == "" {
+		l.at(main, "data_dir", "is required")
+	}
+	return c
+}
+
+// decodeFile reads, parses and decodes one file into v. It returns nil
+// when the file could not be read or parsed at all.
+func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
+	l.errs.order[shown] = len(l.errs.order)
+	data, err := readLimited(name)
+	if err != nil {
+		l.errs.add(&Error{Pos: Pos{File: shown}, Msg: err.Error()})
+		return nil
+	}
+	l.files = append(l.files, name)
+	fmt.Fprintf(h, "%s\x00%d\x00", shown, len(data))
+	h.Write(data)
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		l.errs.add(parseError(shown, err))
+		return nil
+	}
+	d := newDecoder(shown, l.errs)
+	d.baseDir = filepath.Dir(name)
+	l.decs[shown] = d
+	if len(root.Content) > 0 && root.Content[0].Kind != yaml.MappingNode && !isNull(root.Content[0]) {
+		d.errorf(root.Content[0], "", "expected a mapping at the top of the file, got %s", nodeWord(root.Content[0]))
+		return nil
+	}
+	d.decode(&root, reflect.ValueOf(v).Elem(), "")
+	return d
+}
+
+// checkGateway validates the gateway section.
+func (l *loader) checkGateway(c *Config, d *decoder) {
+	if c.Gateway.ID == "" {
+		l.at(d, "gateway.id", "is required")
+	} else if !tokenRE.MatchString(c.Gateway.ID) {
+		l.at(d, "gateway.id", fmt.Sprintf("%q may hold only letters, digits, _ and -", c.Gateway.ID))
+	}
+	if c.Gateway.Site != "" && !tokenRE.MatchString(c.Gateway.Site) {
+		l.at(d, "gateway.site", fmt.Sprintf("%q may hold only letters, digits, _ and -", c.Gateway.Site))
+	}
+}
+
+// checkDevices validates every device, decodes its points into the
+// protocol's form, and returns the set of known "device.point" names.
+func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
+	known := map[string]bool{}
+	type first struct {
+		file string
+		pos  Pos
+	}
+	names := map[string]first{}
+	for i := range c.Devices {
+		dev := &c.Devices[i]
+		d := l.decs[dev.File]
+		p := conf.Index("devices", fileIndex[i])
+		switch {
+		case dev.Name == "":
+			l.at(d, p+".name", "is required")
+		case !tokenRE.MatchString(dev.Name):
+			l.at(d, p+".name", fmt.Sprintf("%q may hold only letters, digits, _ and -", dev.Name))
+		default:
+			if f, dup := names[dev.Name]; dup {
+				l.at(d, p+".name", fmt.Sprintf("duplicate device name %q (first at %s)", dev.Name, f.pos))
+			} else {
+				names[dev.Name] = first{dev.File, d.position(p + ".name")}
+			}
+		}
+		var protos []string
+		if dev.Modbus != nil {
+			protos = append(protos, "modbus")
+		}
+		if dev.OPCUA != nil {
+			protos = append(protos, "opcua")
+		}
+		if dev.MQTT != nil {
+			protos = append(protos, "mqtt")
+		}
+		if len(protos) != 1 {
+			if len(protos) == 0 {
+				l.at(d, p, "needs one protocol block: modbus, opcua or mqtt")
+			} else {
+				l.at(d, p, "has several protocol blocks ("+strings.Join(protos, ", ")+"); a device speaks one")
+			}
+			continue
+		}
+		dev.Protocol = protos[0]
+		pp := p + ".points"
+		var infos []ferry.PointInfo
+		var pointNames []string
+		var err error
+		switch dev.Protocol {
+		case "modbus":
+			md := modbus.Device{Name: dev.Name, Config: *dev.Modbus}
+			l.decodePoints(d, dev, pp, &md.Points)
+			for j := range md.Points {
+				pointNames = append(pointNames, md.Points[j].Name)
+				infos = append(infos, md.Points[j].Info())
+			}
+			err = md.Validate()
+			c.Modbus = append(c.Modbus, md)
+		case "opcua":
+			od := opcua.Device{Name: dev.Name, Config: *dev.OPCUA}
+			l.decodePoints(d, dev, pp, &od.Points)
+			for j := range od.Points {
+				pointNames = append(pointNames, od.Points[j].Name)
+				infos = append(infos, od.Points[j].Info())
+			}
+			err = od.Validate()
+			c.OPCUA = append(c.OPCUA, od)
+		case "mqtt":
+			qd := mqtt.Device{Name: dev.Name, Config: *dev.MQTT}
+			l.decodePoints(d, dev, pp, &qd.Points)
+			for j := range qd.Points {
+				pointNames = append(pointNames, qd.Points[j].Name)
+				infos = append(infos, qd.Points[j].Info())
+			}
+			err = qd.Validate()
+			c.MQTT = append(c.MQTT, qd)
+		}
+		l.validate(d, p, err)
+		seen := map[string]int{}
+		for j, n := range pointNames {
+			np := conf.Index(pp, j) + ".name"
+			switch {
+			case n == "":
+				l.at(d, np, "is required")
+			case !tokenRE.MatchString(n):
+				l.at(d, np, fmt.Sprintf("%q may hold only letters, digits, _ and -", n))
+			default:
+				if k, dup := seen[n]; dup {
+					l.at(d, np, fmt.Sprintf("duplicate point name %q (first at %s)", n, d.position(conf.Index(pp, k)+".name")))
+					continue
+				}
+				seen[n] = j
+				known[dev.Name+"."+n] = true
+				infos[j].Device = dev.Name
+				if infos[j].Description == "" && len(pointNames) == 1 {
+					infos[j].Description = dev.Description
+				}
+				c.Points = append(c.Points, infos[j])
+			}
+		}
+	}
+	return known
+}
+
+// decodePoints decodes a device's points node into the protocol's point
+// slice (a pointer to []P).
+func (l *loader) decodePoints(d *decoder, dev *Device, path string, dst any) {
+	n := &dev.Points
+	if n.Kind == 0 || isNull(n) {
+		return
+	}
+	d.decode(n, reflect.ValueOf(dst).Elem(), path)
+}
+
+// validate records the FieldErrors of err at their positions in d's file.
+func (l *loader) validate(d *decoder, prefix string, err error) {
+	for _, fe := range conf.Flatten(err) {
+		l.at(d, conf.Join(prefix, fe.Path), fe.Msg)
+	}
+}
+
+func (l *loader) at(d *decoder, path, msg string) {
+	l.errs.add(&Error{Pos: d.position(path), Path: path, Msg: msg})
+}
+
+// deviceFiles lists the *.yaml and *.yml files of dir, sorted.
+func deviceFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("directory %s does not exist", dir)
+		}
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || strings.HasPrefix(n, ".") {
+			continue
+		}
+		if strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml") {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func readLimited(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("file is larger than %d bytes", MaxFileSize)
+	}
+	return data, nil
+}
+
+var lineRE = regexp.MustCompile(`line (\d+)(?::(\d+))?: `)
+
+// parseError turns a yaml.v3 syntax error into an Error with a position.
+func parseError(file string, err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	e := &Error{Pos: Pos{File: file}}
+	if m := lineRE.FindStringSubmatchIndex(msg); m != nil {
+		e.Line, _ = strconv.Atoi(msg[m[2]:m[3]])
+		if m[4] >= 0 {
+			e.Column, _ = strconv.Atoi(msg[m[4]:m[5]])
+		}
+		msg = msg[:m[0]] + msg[m[1]:]
+	}
+	e.Msg = strings.TrimSpace(msg)
+	return e
+}
+
+// deepDefaults calls SetDefaults on v's nested struct fields (inner first)
+// and then on v, so that a section the file omits keeps its defaults.
+func deepDefaults(v reflect.Value) {
+	if v.Kind() != reflect.Struct || v.Type() == nodeType {
+		return
+	}
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct && f.CanSet() && v.Type().Field(i).Tag.Get("yaml") != "-" {
+			deepDefaults(f)
+		}
+	}
+	setDefaults(v)
+}

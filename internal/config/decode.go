@@ -1,0 +1,601 @@
+package config
+
+import (
+	"encoding"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ferry-edge/ferry/internal/conf"
+)
+
+// Limits against hostile input. A real configuration is far below each.
+const (
+	// MaxFileSize is the largest configuration file read.
+	MaxFileSize = 4 << 20
+	// maxNodes bounds how many YAML nodes one file may expand to, aliases
+	// included: an alias bomb trips it long before memory does.
+	maxNodes = 1_000_000
+	// maxDepth bounds nesting; ferry's schema is a few levels deep.
+	maxDepth = 64
+	// maxSecretFile is the largest *_file secret read.
+	maxSecretFile = 64 << 10
+)
+
+// Pos is a place in a file.
+type Pos struct {
+	File   string
+	Line   int
+	Column int
+}
+
+func (p Pos) String() string {
+	if p.Line == 0 {
+		return p.File
+	}
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column)
+}
+
+// Defaulter is implemented by config structs that set their defaults before
+// decoding, so that a key the file omits keeps its default.
+type Defaulter interface {
+	SetDefaults()
+}
+
+var (
+	durationType        = reflect.TypeOf(time.Duration(0))
+	secretType          = reflect.TypeOf(conf.Secret(""))
+	nodeType            = reflect.TypeOf(yaml.Node{})
+	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+	defaulterType       = reflect.TypeOf((*Defaulter)(nil)).Elem()
+)
+
+// decoder turns a yaml.v3 node tree into Go values, strictly: an unknown
+// key, a duplicate key, a wrong type or an out-of-range number is an error
+// at the node's line and column with the field path. It records every
+// error instead of stopping at the first, and the position of every path it
+// decodes, so that errors found later by Validate can be placed too.
+type decoder struct {
+	file    string // as shown in errors
+	baseDir string // for relative *_file paths
+	lookup  func(string) (string, bool)
+	errs    *Errors
+	pos     map[string]Pos
+	nodes   int
+	depth   int
+	aborted bool
+}
+
+func newDecoder(file string, errs *Errors) *decoder {
+	return &decoder{
+		file:    file,
+		baseDir: filepath.Dir(file),
+		lookup:  os.LookupEnv,
+		errs:    errs,
+		pos:     make(map[string]Pos),
+	}
+}
+
+func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	p := Pos{File: d.file}
+	if n != nil {
+		p.Line, p.Column = n.Line, n.Column
+	}
+	d.errs.add(&Error{Pos: p, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// position returns the position recorded for path or for its closest
+// ancestor.
+func (d *decoder) position(path string) Pos {
+	for {
+		if p, ok := d.pos[path]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i <= 0 {
+			if p, ok := d.pos[""]; ok {
+				return p
+			}
+			return Pos{File: d.file}
+		}
+		path = path[:i]
+	}
+}
+
+// decode decodes n into v (addressable) at path.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.aborted {
+		return
+	}
+	d.nodes++
+	if d.nodes > maxNodes {
+		d.errorf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
+		d.aborted = true
+		return
+	}
+	d.depth++
+	defer func() { d.depth-- }()
+	if d.depth > maxDepth {
+		d.errorf(n, path, "nested deeper than %d levels", maxDepth)
+		d.aborted = true
+		return
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return
+		}
+		d.depth--
+		d.nodes--
+		d.decode(n.Content[0], v, path)
+		d.depth++
+		return
+	case yaml.AliasNode:
+		d.decode(n.Alias, v, path)
+		return
+	}
+	if _, ok := d.pos[path]; !ok {
+		d.pos[path] = Pos{File: d.file, Line: n.Line, Column: n.Column}
+	}
+	t := v.Type()
+	if t == nodeType {
+		v.Set(reflect.ValueOf(*n))
+		return
+	}
+	if t.Kind() == reflect.Pointer {
+		if isNull(n) {
+			v.SetZero()
+			return
+		}
+		if v.IsNil() {
+			v.Set(newValue(t.Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+		return
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(textUnmarshalerType) && t != secretType {
+		s, ok := d.scalar(n, path, "a "+typeWord(t))
+		if !ok {
+			return
+		}
+		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
+			d.errorf(n, path, "%v", err)
+		}
+		return
+	}
+	switch {
+	case t == durationType:
+		s, ok := d.scalar(n, path, "a duration")
+		if !ok {
+			return
+		}
+		dur, err := time.ParseDuration(s)
+		if err != nil {
+			if s == "0" {
+				dur, err = 0, nil
+			} else {
+				d.errorf(n, path, "%q is not a duration (want e.g. 500ms, 10s, 5m)", s)
+				return
+			}
+		}
+		v.SetInt(int64(dur))
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case reflect.Slice:
+		if isNull(n) {
+			v.SetZero()
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(n, path, "expected a list, got %s", nodeWord(n))
+			return
+		}
+		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			e := s.Index(i)
+			deepDefaults(e)
+			d.decode(item, e, conf.Index(path, i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		if isNull(n) {
+			v.SetZero()
+			return
+		}
+		if n.Kind != yaml.MappingNode || t.Key().Kind() != reflect.String {
+			d.errorf(n, path, "expected a mapping, got %s", nodeWord(n))
+			return
+		}
+		m := reflect.MakeMapWithSize(t, len(n.Content)/2)
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			key, ok := d.scalar(k, path, "a string key")
+			if !ok {
+				continue
+			}
+			if seen[key] {
+				d.errorf(k, conf.Join(path, key), "duplicate key %q", key)
+				continue
+			}
+			seen[key] = true
+			e := reflect.New(t.Elem()).Elem()
+			deepDefaults(e)
+			d.decode(val, e, conf.Join(path, key))
+			m.SetMapIndex(reflect.ValueOf(key).Convert(t.Key()), e)
+		}
+		v.Set(m)
+	case reflect.String:
+		s, ok := d.scalar(n, path, "a string")
+		if ok {
+			v.SetString(s)
+		}
+	case reflect.Bool:
+		s, ok := d.scalar(n, path, "true or false")
+		if !ok {
+			return
+		}
+		b, err := strconv.ParseBool(s)
+		if err != nil || (n.Tag != "!!bool" && n.Tag != "!!str") {
+			d.errorf(n, path, "%q is not a boolean (want true or false)", s)
+			return
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		s, ok := d.scalar(n, path, "an integer")
+		if !ok {
+			return
+		}
+		i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 0, 64)
+		lo, hi := intRange(t.Bits())
+		switch {
+		case err != nil && isRangeErr(err):
+			d.errorf(n, path, "%s is out of range %d..%d", s, lo, hi)
+		case err != nil:
+			d.errorf(n, path, "%q is not an integer", s)
+		case i < lo || i > hi:
+			d.errorf(n, path, "%d is out of range %d..%d", i, lo, hi)
+		default:
+			v.SetInt(i)
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		s, ok := d.scalar(n, path, "an integer")
+		if !ok {
+			return
+		}
+		hi := uint64(math.MaxUint64) >> (64 - t.Bits())
+		if strings.HasPrefix(s, "-") {
+			d.errorf(n, path, "%s is out of range 0..%d", s, hi)
+			return
+		}
+		u, err := strconv.ParseUint(strings.ReplaceAll(s, "_", ""), 0, 64)
+		switch {
+		case err != nil && isRangeErr(err):
+			d.errorf(n, path, "%s is out of range 0..%d", s, hi)
+		case err != nil:
+			d.errorf(n, path, "%q is not an integer", s)
+		case u > hi:
+			d.errorf(n, path, "%d is out of range 0..%d", u, hi)
+		default:
+			v.SetUint(u)
+		}
+	case reflect.Float32, reflect.Float64:
+		s, ok := d.scalar(n, path, "a number")
+		if !ok {
+			return
+		}
+		f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), t.Bits())
+		if err != nil {
+			switch strings.ToLower(s) {
+			case ".inf", "+.inf":
+				f, err = math.Inf(1), nil
+			case "-.inf":
+				f, err = math.Inf(-1), nil
+			}
+		}
+		if err != nil || math.IsNaN(f) {
+			d.errorf(n, path, "%q is not a number", s)
+			return
+		}
+		v.SetFloat(f)
+	default:
+		d.errorf(n, path, "cannot decode into %s (ferry bug)", t)
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "expected a mapping, got %s", nodeWord(n))
+		return
+	}
+	fields := structFields(v.Type())
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Value == "<<" && k.Tag == "!!merge" {
+			d.merge(val, v, path)
+			continue
+		}
+		key, ok := d.scalar(k, path, "a string key")
+		if !ok {
+			continue
+		}
+		fpath := conf.Join(path, key)
+		if prev, dup := seen[key]; dup {
+			d.errorf(k, fpath, "duplicate key %q (first at line %d)", key, prev.Line)
+			continue
+		}
+		seen[key] = k
+		f, ok := fields[key]
+		if ok {
+			d.pos[fpath] = Pos{File: d.file, Line: val.Line, Column: val.Column}
+			d.decode(val, v.FieldByIndex(f.index), fpath)
+			continue
+		}
+		// `password_file: PATH` sets the Secret field `password`.
+		if base, isFile := strings.CutSuffix(key, "_file"); isFile {
+			if f, ok := fields[base]; ok && f.typ == secretType {
+				if _, both := seen[base]; both {
+					d.errorf(k, fpath, "set either %s or %s, not both", base, key)
+					continue
+				}
+				seen[base] = k
+				d.pos[conf.Join(path, base)] = Pos{File: d.file, Line: val.Line, Column: val.Column}
+				d.secretFile(val, v.FieldByIndex(f.index), fpath)
+				continue
+			}
+		}
+		d.errorf(k, fpath, "unknown field %q%s", key, suggest(key, fields))
+	}
+}
+
+// merge applies a YAML merge key (<<: *defaults) to a struct.
+func (d *decoder) merge(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		d.decodeStruct(n, v, path)
+	case yaml.SequenceNode:
+		for _, m := range n.Content {
+			d.merge(m, v, path)
+		}
+	default:
+		d.errorf(n, path, "merge key needs a mapping, got %s", nodeWord(n))
+	}
+}
+
+func (d *decoder) secretFile(n *yaml.Node, v reflect.Value, path string) {
+	name, ok := d.scalar(n, path, "a file path")
+	if !ok {
+		return
+	}
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(d.baseDir, name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+		return
+	}
+	defer f.Close()
+	b := make([]byte, maxSecretFile+1)
+	m, _ := f.Read(b)
+	if m > maxSecretFile {
+		d.errorf(n, path, "%s is larger than %d bytes", name, maxSecretFile)
+		return
+	}
+	v.SetString(strings.TrimRight(string(b[:m]), "\r\n"))
+}
+
+// scalar returns the value of a scalar node with ${ENV} references
+// expanded, or records an error naming what was wanted.
+func (d *decoder) scalar(n *yaml.Node, path, want string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "expected %s, got %s", want, nodeWord(n))
+		return "", false
+	}
+	if !strings.Contains(n.Value, "$") {
+		return n.Value, true
+	}
+	s, err := expandEnv(n.Value, d.lookup)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+		return "", false
+	}
+	return s, true
+}
+
+// expandEnv replaces ${NAME} and ${NAME:-default} with the environment's
+// values; $$ is a literal $. A $ not followed by { or $ is kept as is.
+func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '$' || i+1 == len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '{':
+			end := strings.IndexByte(s[i:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated ${ in %q", s)
+			}
+			ref := s[i+2 : i+end]
+			name, def, hasDef := strings.Cut(ref, ":-")
+			if !validEnvName(name) {
+				return "", fmt.Errorf("%q is not a valid environment variable name", name)
+			}
+			val, ok := lookup(name)
+			switch {
+			case ok && val != "":
+				b.WriteString(val)
+			case hasDef:
+				b.WriteString(def)
+			case ok:
+			default:
+				return "", fmt.Errorf("environment variable %s is not set", name)
+			}
+			i += end
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		if c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+type field struct {
+	index []int
+	typ   reflect.Type
+}
+
+var fieldCache sync.Map // reflect.Type → map[string]field
+
+// structFields maps the YAML names of t's fields (tag `yaml:"name"`,
+// `yaml:",inline"` flattens a struct) to their indexes. Fields without a
+// yaml tag or tagged "-" are not decoded.
+func structFields(t reflect.Type) map[string]field {
+	if m, ok := fieldCache.Load(t); ok {
+		return m.(map[string]field)
+	}
+	m := map[string]field{}
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag, ok := sf.Tag.Lookup("yaml")
+		if !ok || tag == "-" || !sf.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if strings.Contains(opts, "inline") {
+			for k, f := range structFields(sf.Type) {
+				m[k] = field{index: append([]int{i}, f.index...), typ: f.typ}
+			}
+			continue
+		}
+		m[name] = field{index: []int{i}, typ: sf.Type}
+	}
+	fieldCache.Store(t, m)
+	return m
+}
+
+// suggest returns ` (did you mean "x"?)` for the closest known key, or the
+// list of valid keys when none is close.
+func suggest(key string, fields map[string]field) string {
+	names := make([]string, 0, len(fields))
+	best, bestD := "", 3
+	for n := range fields {
+		names = append(names, n)
+		if dd := editDistance(key, n); dd < bestD {
+			best, bestD = n, dd
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	sort.Strings(names)
+	return " (valid: " + strings.Join(names, ", ") + ")"
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 99
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func newValue(t reflect.Type) reflect.Value {
+	p := reflect.New(t)
+	deepDefaults(p.Elem())
+	return p
+}
+
+// setDefaults calls SetDefaults on v when its type has one.
+func setDefaults(v reflect.Value) {
+	if v.CanAddr() && v.Addr().Type().Implements(defaulterType) {
+		v.Addr().Interface().(Defaulter).SetDefaults()
+	}
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+func isRangeErr(err error) bool {
+	ne, ok := err.(*strconv.NumError)
+	return ok && ne.Err == strconv.ErrRange
+}
+
+func intRange(bits int) (int64, int64) {
+	return -1 << (bits - 1), 1<<(bits-1) - 1
+}
+
+func nodeWord(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	if isNull(n) {
+		return "nothing (null)"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+func typeWord(t reflect.Type) string {
+	if t == reflect.TypeOf(conf.Size(0)) {
+		return "size"
+	}
+	return "string"
+}
