@@ -366,7 +366,14 @@ func (l *loader) validate(d *decoder, prefix string, err error) {
 	}
 }
 
+// at records a validation error, unless decoding already reported one at
+// the same path (a value that failed to decode is also "missing").
 func (l *loader) at(d *decoder, path, msg string) {
+	for _, e := range l.errs.List {
+		if e.File == d.file && e.Path == path {
+			return
+		}
+	}
 	l.errs.add(&Error{Pos: d.position(path), Path: path, Msg: msg})
 }
 

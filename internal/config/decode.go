@@ -42,6 +42,9 @@ func (p Pos) String() string {
 	if p.Line == 0 {
 		return p.File
 	}
+	if p.Column == 0 {
+		return fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
 	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column)
 }
 
@@ -366,6 +369,15 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 
 // merge applies a YAML merge key (<<: *defaults) to a struct.
 func (d *decoder) merge(n *yaml.Node, v reflect.Value, path string) {
+	if d.aborted {
+		return
+	}
+	d.nodes++
+	if d.nodes > maxNodes {
+		d.errorf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
+		d.aborted = true
+		return
+	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}

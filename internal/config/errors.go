@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
@@ -33,16 +34,30 @@ func (e *Error) Error() string {
 type Errors struct {
 	List []*Error
 
-	order map[string]int // file → load order, for sorting
+	order   map[string]int // file → load order, for sorting
+	dropped int
 }
 
-func (e *Errors) add(err *Error) { e.List = append(e.List, err) }
+// maxErrors caps the list: past it, one more line says how many were left
+// out (a hostile file cannot grow the list without bound).
+const maxErrors = 100
+
+func (e *Errors) add(err *Error) {
+	if len(e.List) < maxErrors {
+		e.List = append(e.List, err)
+	} else {
+		e.dropped++
+	}
+}
 
 // Error lists the problems, one per line, in file and line order.
 func (e *Errors) Error() string {
 	lines := make([]string, len(e.List))
 	for i, x := range e.List {
 		lines[i] = x.Error()
+	}
+	if e.dropped > 0 {
+		lines = append(lines, fmt.Sprintf("… and %d more errors", e.dropped))
 	}
 	return strings.Join(lines, "\n")
 }

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-edge/ferry"
+)
+
+// TestGolden loads every testdata/*.good.yaml (must load) and
+// testdata/*.bad.yaml (must fail with exactly the text of the matching
+// .bad.err file, when one exists).
+func TestGolden(t *testing.T) {
+	t.Setenv("FERRY_TEST_HOST", "10.1.2.3")
+	t.Chdir("testdata")
+	goods, _ := filepath.Glob("*.good.yaml")
+	bads, _ := filepath.Glob("*.bad.yaml")
+	if len(goods) == 0 || len(bads) == 0 {
+		t.Fatal("no golden files")
+	}
+	for _, f := range goods {
+		t.Run(f, func(t *testing.T) {
+			if _, err := Load(f); err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+		})
+	}
+	for _, f := range bads {
+		t.Run(f, func(t *testing.T) {
+			_, err := Load(f)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !errors.Is(err, ferry.ErrInvalidConfig) {
+				t.Errorf("error does not wrap ErrInvalidConfig: %v", err)
+			}
+			want, rerr := os.ReadFile(strings.TrimSuffix(f, ".yaml") + ".err")
+			if rerr != nil {
+				t.Fatalf("missing expected-error file: %v", rerr)
+			}
+			if got := err.Error(); got != strings.TrimRight(string(want), "\n") {
+				t.Errorf("errors differ\n got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestFullConfigValues(t *testing.T) {
+	t.Setenv("FERRY_TEST_HOST", "10.1.2.3")
+	c, err := Load("testdata/full.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Modbus[0].Config.URL; got != "tcp://10.1.2.3:502" {
+		t.Errorf("${ENV:-default} expansion: url = %q", got)
+	}
+	if got := c.MQTT[0].Config.Password.Reveal(); got != "s3cret" {
+		t.Errorf("password_file: got %q", got)
+	}
+	if got := c.Buffer.MaxSize; got != 512<<20 {
+		t.Errorf("max_size = %d", got)
+	}
+	if len(c.OPCUA) != 1 || c.OPCUA[0].Name != "boiler" || c.Devices[2].File != "devices.d/boiler.yaml" {
+		t.Errorf("device from devices_dir not loaded: %+v", c.OPCUA)
+	}
+	if len(c.Files) != 2 || len(c.Points) != 4 || c.Version == "" {
+		t.Errorf("files %v, %d points, version %q", c.Files, len(c.Points), c.Version)
+	}
+	if c.Points[0].Device != "press3" || c.Points[0].Protocol != "modbus" {
+		t.Errorf("point info %+v", c.Points[0])
+	}
+	// Defaults survive for keys the file omits.
+	if c.Modbus[0].Config.Unit != 1 || c.OPCUA[0].Config.Mode != "subscribe" || c.Log.Level != "debug" {
+		t.Errorf("defaults/values: %+v %+v %+v", c.Modbus[0].Config, c.OPCUA[0].Config, c.Log)
+	}
+	if got := c.Summary(); !strings.HasPrefix(got, "3 devices, 4 points, 1 rules") {
+		t.Errorf("Summary() = %q", got)
+	}
+}
+
+func TestVersionChangesWithContent(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f.yaml")
+	os.WriteFile(p, []byte("gateway: {id: a}\n"), 0o600)
+	c1, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p, []byte("gateway: {id: b}\n"), 0o600)
+	c2, _ := Load(p)
+	if c1.Version == c2.Version {
+		t.Fatal("version did not change with the file")
+	}
+}
+
+// TestAliasBombRefused feeds a ~1 MB file whose merge keys would expand to
+// 10^9 nodes: it must be refused with the expansion bound, not decoded.
+func TestAliasBombRefused(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("l0: &l0 {unit: 1}\n")
+	for i := 1; i <= 9; i++ {
+		b.WriteString("l" + itoa(i) + ": &l" + itoa(i) + " {<<: [")
+		for j := 0; j < 10; j++ {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("*l" + itoa(i-1))
+		}
+		b.WriteString("]}\n")
+	}
+	b.WriteString("gateway: {id: gw}\ndevices:\n  - name: d\n    modbus: {url: tcp://h:1, <<: *l9}\n")
+	for b.Len() < 1<<20 {
+		b.WriteString("# padding to a megabyte ..........................................\n")
+	}
+	p := filepath.Join(t.TempDir(), "bomb.yaml")
+	os.WriteFile(p, []byte(b.String()), 0o600)
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
+		t.Fatalf("want the expansion bound, got %v", err)
+	}
+}
+
+func TestHostileFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		data string
+		want string
+	}{
+		{"huge", "gateway: {id: gw}\n" + strings.Repeat("#", MaxFileSize), "larger than"},
+		{"deep", "gateway: {id: gw}\nalerts: " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000), "expected a mapping"},
+		{"flow_limit", strings.Repeat("[", 20000), "exceeded max depth"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, tt.name+".yaml")
+			os.WriteFile(p, []byte(tt.data), 0o600)
+			_, err := Load(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("want error containing %q, got %v", tt.want, err)
+			}
+		})
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	env := map[string]string{"A": "x", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	tests := []struct {
+		in, want string
+		wantErr  bool
+	}{
+		{"plain", "plain", false},
+		{"${A}/${A}", "x/x", false},
+		{"$$A costs $5", "$A costs $5", false},
+		{"${B:-def}", "def", false},
+		{"${EMPTY:-def}", "def", false},
+		{"${EMPTY}", "", false},
+		{"${B}", "", true},
+		{"${A", "", true},
+		{"${1A}", "", true},
+	}
+	for _, tt := range tests {
+		got, err := expandEnv(tt.in, lookup)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("expandEnv(%q) = %q, %v; want %q, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func itoa(i int) string { return string(rune('0' + i)) }
+
+func FuzzLoad(f *testing.F) {
+	for _, g := range []string{"testdata/full.good.yaml", "testdata/wrong_types.bad.yaml", "testdata/duplicates.bad.yaml"} {
+		b, _ := os.ReadFile(g)
+		f.Add(b)
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Skip()
+		}
+		c, err := Load(p)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil && !errors.Is(err, ferry.ErrInvalidConfig) {
+			t.Fatalf("error does not wrap ErrInvalidConfig: %v", err)
+		}
+	})
+}
