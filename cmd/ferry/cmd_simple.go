@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/ferry-edge/ferry/internal/config"
+)
+
+func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("version", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ver, rev := buildVersion()
+	fmt.Fprintf(stdout, "ferry %s (commit %s, %s, %s/%s)\n", ver, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ferry validate [FILE]\n\nLoads FILE (default %s) and its devices_dir exactly as `ferry run` would,\nprints every problem with file:line:column and exits 1, or prints a summary and exits 0.\n", config.DefaultPath)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	path := config.DefaultPath
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		path = fs.Arg(0)
+	default:
+		return usageError("want at most one FILE, got %d", fs.NArg())
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		// The loader's message lists one problem per line with its place.
+		fmt.Fprintln(stderr, err)
+		return &exitError{code: 1, err: fmt.Errorf("%s is not valid", path)}
+	}
+	fmt.Fprintf(stdout, "%s: ok: %s\n", path, c.Summary())
+	return nil
+}
+
+func cmdSchema(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("schema", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	b, err := config.Schema()
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(b)
+	return err
+}

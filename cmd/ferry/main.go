@@ -1,0 +1,149 @@
+// Command ferry is the industrial IoT edge gateway daemon: it polls Modbus
+// and OPC UA devices, subscribes to MQTT, evaluates local alert rules,
+// keeps every sample and alert in a crash-safe buffer and forwards them to
+// NATS JetStream.
+//
+// Usage:
+//
+//	ferry run [-config FILE]          run the gateway (default /etc/ferry/ferry.yaml)
+//	ferry validate [FILE]             check a configuration and print a summary
+//	ferry version                     print version, commit and Go version
+//	ferry schema                      print the configuration's JSON Schema
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+)
+
+// Set with -ldflags "-X main.version=… -X main.commit=…" by `make build`.
+var (
+	version = ""
+	commit  = ""
+)
+
+// exitError carries a process exit code through the command functions.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError marks a mistake in the command line (exit code 2).
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run the gateway", cmdRun},
+		{"validate", "check a configuration file and print a summary", cmdValidate},
+		{"version", "print version, commit and Go version", cmdVersion},
+		{"schema", "print the JSON Schema of the configuration", cmdSchema},
+	}
+}
+
+func main() {
+	os.Exit(runMain(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		if err == nil {
+			return 0
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		code := 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		fmt.Fprintf(stderr, "ferry %s: %v\n", c.name, err)
+		return code
+	}
+	fmt.Fprintf(stderr, "ferry: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "ferry — industrial IoT edge gateway\n\nUsage: ferry COMMAND [ARGS]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'ferry COMMAND -h' for a command's flags.\n")
+}
+
+// newFlags returns a FlagSet that reports errors instead of exiting.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ferry "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args, turning a flag mistake into a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2, err: err}
+	}
+	return nil
+}
+
+// buildVersion returns ferry's version and commit, from -ldflags when set,
+// else from the module build info.
+func buildVersion() (ver, rev string) {
+	ver, rev = version, commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if ver == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			ver = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && rev == "" {
+				rev = s.Value
+				if len(rev) > 12 {
+					rev = rev[:12]
+				}
+			}
+			if s.Key == "vcs.modified" && s.Value == "true" && rev != "" && !strings.HasSuffix(rev, "-dirty") {
+				rev += "-dirty"
+			}
+		}
+	}
+	if ver == "" {
+		ver = "dev"
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return ver, rev
+}
