@@ -1,0 +1,79 @@
+package plantsim
+
+import (
+	"bytes"
+	"fmt"
+	"text/template"
+)
+
+// ConfigOptions shape the ferry configuration WriteConfig produces.
+type ConfigOptions struct {
+	GatewayID string // default "demo"
+	DataDir   string // required
+	HTTP      string // listen address; default 127.0.0.1:9440
+	Interval  string // Modbus poll interval; default 1s
+}
+
+// Config returns a ferry configuration that reads every device of the
+// plant, with the rules that its faults trip, forwarding to its NATS.
+func (p *Plant) Config(o ConfigOptions) ([]byte, error) {
+	if o.GatewayID == "" {
+		o.GatewayID = "demo"
+	}
+	if o.HTTP == "" {
+		o.HTTP = "127.0.0.1:9440"
+	}
+	if o.Interval == "" {
+		o.Interval = "1s"
+	}
+	if o.DataDir == "" {
+		return nil, fmt.Errorf("plantsim config: DataDir is required")
+	}
+	var b bytes.Buffer
+	err := configTmpl.Execute(&b, struct {
+		ConfigOptions
+		P *Plant
+	}{o, p})
+	return b.Bytes(), err
+}
+
+var configTmpl = template.Must(template.New("cfg").Parse(`# ferry configuration for the plantsim demo plant (written by plantsim -write-config).
+gateway: {id: {{.GatewayID}}, site: plantsim}
+data_dir: {{.DataDir}}
+log: {level: info, format: text}
+devices:
+{{- range .P.Presses}}
+  - name: {{.Name}}
+    description: simulated hydraulic press {{.N}}
+    modbus: {url: "tcp://{{.Addr}}", unit: 1, interval: {{$.Interval}}, timeout: 500ms}
+    points:
+      - {name: oil_temp, table: holding, address: 0, type: float32, unit: degC}
+      - {name: oil_temp_cdab, table: holding, address: 2, type: float32, unit: degC}
+      - {name: pressure, table: holding, address: 4, type: int16, scale: 0.1, unit: bar}
+      - {name: cycles, table: holding, address: 6, type: uint32}
+      - {name: vibration, table: holding, address: 8, type: float32, unit: mm/s}
+      - {name: spare, table: holding, address: 25, type: uint16}
+      - {name: running, table: coil, address: 0}
+{{- end}}
+  - name: boiler
+    opcua: {endpoint: "{{.P.Boiler.Endpoint}}", security_policy: None, allow_insecure: true, mode: subscribe, interval: 500ms}
+    points:
+      - {name: pressure, node: "ns={{.P.Boiler.NS}};s=Boiler.Pressure", unit: bar}
+      - {name: temperature, node: "ns={{.P.Boiler.NS}};s=Boiler.Temperature", unit: degC}
+      - {name: running, node: "ns={{.P.Boiler.NS}};s=Boiler.Running"}
+      - {name: count, node: "ns={{.P.Boiler.NS}};s=Boiler.Count"}
+      - {name: name, node: "ns={{.P.Boiler.NS}};s=Boiler.Name"}
+  - name: env
+    mqtt: {broker: "tcp://{{.P.MQTT.Addr}}", topic: "sensors/hall1/env", qos: 1, format: json}
+    points:
+      - {name: temperature, path: temp, unit: degC}
+      - {name: humidity, path: hum, unit: "%"}
+rules:
+  - {name: oil_hot, point: press1.oil_temp, stale: 10s}
+buffer: {max_size: 256MiB, max_age: 24h}
+{{- if .P.NATS}}
+uplink:
+  nats: {urls: ["{{.P.NATS.URL}}"], stream: FERRY}
+{{- end}}
+http: {listen: "{{.HTTP}}"}
+`))
