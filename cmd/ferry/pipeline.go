@@ -1,0 +1,72 @@
+package main
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry"
+)
+
+// pipeline carries scans from the drivers to the rule engine and the
+// buffer. Drivers call Emit from their own goroutines; one goroutine (Run)
+// takes each scan, lets the rules see it, then hands it to the buffer.
+//
+// The channel between them is bounded. When it is full, Emit drops the
+// newest scan, counts it and finishes it with ferry.ErrDropped (an MQTT
+// QoS 1 message is then not acknowledged and comes back): a slow disk never
+// blocks a driver.
+type pipeline struct {
+	in       chan ferry.Scan
+	evaluate func(*ferry.Scan) // the rule engine, or nil
+	store    func(ferry.Scan)  // the buffer
+
+	scans   prometheus.Counter
+	samples prometheus.Counter
+	dropped prometheus.Counter
+
+	closeOnce sync.Once
+}
+
+func newPipeline(size int, evaluate func(*ferry.Scan), store func(ferry.Scan), reg prometheus.Registerer) *pipeline {
+	p := &pipeline{
+		in:       make(chan ferry.Scan, size),
+		evaluate: evaluate,
+		store:    store,
+		scans:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_scans_total", Help: "Scans received from the drivers."}),
+		samples:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_samples_total", Help: "Samples received from the drivers."}),
+		dropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_dropped_scans_total", Help: "Scans dropped because the pipeline queue was full."}),
+	}
+	if reg != nil {
+		reg.MustRegister(p.scans, p.samples, p.dropped, prometheus.NewGaugeFunc(
+			prometheus.GaugeOpts{Name: "ferry_pipeline_queue_length", Help: "Scans waiting between the drivers and the buffer."},
+			func() float64 { return float64(len(p.in)) }))
+	}
+	return p
+}
+
+// Emit is the drivers' ferry.EmitFunc. It never blocks.
+func (p *pipeline) Emit(s ferry.Scan) {
+	select {
+	case p.in <- s:
+	default:
+		p.dropped.Inc()
+		s.Finish(ferry.ErrDropped)
+	}
+}
+
+// Run processes scans until Close; it returns once the queue is drained.
+func (p *pipeline) Run() {
+	for s := range p.in {
+		p.scans.Inc()
+		p.samples.Add(float64(len(s.Samples)))
+		if p.evaluate != nil {
+			p.evaluate(&s)
+		}
+		p.store(s)
+	}
+}
+
+// Close ends Run after the queued scans. Call it only after every driver
+// has stopped emitting.
+func (p *pipeline) Close() { p.closeOnce.Do(func() { close(p.in) }) }

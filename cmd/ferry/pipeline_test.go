@@ -1,0 +1,53 @@
+package main
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferry-edge/ferry"
+)
+
+func TestPipelineOrderAndDrain(t *testing.T) {
+	var mu sync.Mutex
+	var evaluated, stored []string
+	p := newPipeline(16,
+		func(s *ferry.Scan) { mu.Lock(); evaluated = append(evaluated, s.Device); mu.Unlock() },
+		func(s ferry.Scan) { mu.Lock(); stored = append(stored, s.Device); mu.Unlock() },
+		prometheus.NewRegistry())
+	for _, d := range []string{"a", "b", "c"} {
+		p.Emit(ferry.Scan{Device: d, Samples: make([]ferry.Sample, 2)})
+	}
+	done := make(chan struct{})
+	go func() { p.Run(); close(done) }()
+	p.Close()
+	<-done
+	if len(stored) != 3 || stored[0] != "a" || stored[2] != "c" || len(evaluated) != 3 {
+		t.Fatalf("evaluated %v, stored %v", evaluated, stored)
+	}
+	if got := testutil.ToFloat64(p.samples); got != 6 {
+		t.Fatalf("samples counter %v", got)
+	}
+}
+
+func TestPipelineDropsNewestWhenFull(t *testing.T) {
+	p := newPipeline(2, nil, func(ferry.Scan) {}, nil)
+	var dropped []error
+	for i := 0; i < 5; i++ {
+		p.Emit(ferry.Scan{Done: func(err error) { dropped = append(dropped, err) }})
+	}
+	if len(dropped) != 3 {
+		t.Fatalf("%d scans finished early, want 3", len(dropped))
+	}
+	for _, err := range dropped {
+		if !errors.Is(err, ferry.ErrDropped) {
+			t.Fatalf("finished with %v, want ErrDropped", err)
+		}
+	}
+	if got := testutil.ToFloat64(p.dropped); got != 3 {
+		t.Fatalf("dropped counter %v", got)
+	}
+}
