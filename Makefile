@@ -54,3 +54,10 @@ cross:
 
 clean:
 	rm -rf bin dist
+
+.PHONY: demo bench
+demo:
+	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
