@@ -1,0 +1,113 @@
+package devstat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferry-edge/ferry"
+)
+
+func TestStateChangesLoggedOnce(t *testing.T) {
+	var logs bytes.Buffer
+	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	d := m.Device("modbus", "press1", "tcp://x:502", lg, nil)
+
+	for i := 0; i < 3; i++ {
+		d.Lost(fmt.Errorf("dial: %w", syscall.ECONNREFUSED))
+	}
+	for i := 0; i < 3; i++ {
+		d.Connected()
+	}
+	d.Lost(io.EOF)
+	d.Lost(io.EOF)
+	d.Connected()
+
+	out := logs.String()
+	for _, want := range []string{"cannot connect", "connected", "connection lost", "connection back"} {
+		key := "msg=" + want + " "
+		if strings.Contains(want, " ") {
+			key = "msg=\"" + want + "\""
+		}
+		if n := strings.Count(out, key); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", want, n, out)
+		}
+	}
+	st := d.Status()
+	if !st.Connected || st.Errors[ferry.ReasonConnRefused] != 3 || st.Errors[ferry.ReasonDisconnected] != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	if got := testutil.ToFloat64(m.errs.WithLabelValues("modbus", "press1", ferry.ReasonConnRefused)); got != 3 {
+		t.Fatalf("errors counter %v", got)
+	}
+	if got := testutil.ToFloat64(m.connected.WithLabelValues("modbus", "press1")); got != 1 {
+		t.Fatalf("connected gauge %v", got)
+	}
+}
+
+func TestPolledAndForget(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	d := m.Device("opcua", "boiler", "opc.tcp://x", nil, nil)
+	samples := []ferry.Sample{{Quality: ferry.GoodQuality}, {Quality: ferry.GoodQuality}, {Quality: ferry.BadQuality("x")}}
+	d.Polled(time.Now(), 5*time.Millisecond, samples)
+	if got := testutil.ToFloat64(m.points.WithLabelValues("opcua", "boiler", "good")); got != 2 {
+		t.Fatalf("good points %v", got)
+	}
+	if got := testutil.ToFloat64(m.points.WithLabelValues("opcua", "boiler", "bad")); got != 1 {
+		t.Fatalf("bad points %v", got)
+	}
+	d.Forget()
+	n, err := testutil.GatherAndCount(reg, "ferry_device_points")
+	if err != nil || n != 0 {
+		t.Fatalf("after Forget: %d series, %v", n, err)
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestReason(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{&net.OpError{Op: "read", Err: timeoutErr{}}, ferry.ReasonTimeout},
+		{context.DeadlineExceeded, ferry.ReasonTimeout},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, ferry.ReasonConnRefused},
+		{fmt.Errorf("read: %w", io.EOF), ferry.ReasonDisconnected},
+		{syscall.ECONNRESET, ferry.ReasonDisconnected},
+		{&net.DNSError{Err: "no such host", Name: "plc"}, "dns"},
+		{errors.New("weird"), "error"},
+	}
+	for _, tt := range tests {
+		if got := Reason(tt.err); got != tt.want {
+			t.Errorf("Reason(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestBadSamples(t *testing.T) {
+	now := time.Now()
+	s := BadSamples(make([]ferry.Sample, 5), "d", []string{"a", "b"}, ferry.ReasonTimeout, now)
+	if len(s) != 2 || s[1].Point != "b" || s[0].Quality.Status != ferry.Bad || s[0].Quality.Reason != ferry.ReasonTimeout || !s[0].Time.Equal(now) {
+		t.Fatalf("%+v", s)
+	}
+}
