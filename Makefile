@@ -4,6 +4,8 @@
 #   make test    the full test suite with the race detector (what CI runs)
 #   make build   bin/ferry and bin/plantsim for this machine
 #   make cross   static binaries for linux/amd64, linux/arm64, linux/arm (GOARM=7)
+#   make dist    cross + release archives (install.sh inside) + dist/SHA256SUMS
+#   make deb     .deb packages (nfpm) for amd64, arm64, armhf; DEB_ARCHES=amd64 for one
 #   make lint    gofmt + go vet (+ govulncheck when installed)
 #   make schema  regenerate configs/ferry.schema.json from the Go types
 #   make bench   the benchmark table (scripts/bench.sh)
@@ -14,8 +16,12 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
+# Debian wants a version that starts with a digit: v1.2.3-4-gabc → 1.2.3+4+gabc.
+DEB_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v//; /^[0-9]/!s/^/0.0.0+git/; s/-rc/~rc/; s/-/+/g')
+DEB_ARCHES ?= amd64 arm64 armhf
+NFPM     := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
-.PHONY: all build test test-short lint fmt vet schema cross clean
+.PHONY: all build test test-short lint fmt vet schema cross dist deb clean
 
 all: lint test build
 
@@ -51,6 +57,23 @@ cross:
 		echo "build dist/ferry-$$os-$$suffix"; \
 		GOOS=$$os GOARCH=$$arch GOARM=$$arm $(BUILD) -o dist/ferry-$$os-$$suffix ./cmd/ferry; \
 	done
+
+# Release archives and checksums: dist/ferry-VERSION-linux-ARCH.tar.gz, dist/SHA256SUMS.
+dist: cross
+	scripts/dist.sh $(VERSION)
+
+# Debian packages: dist/ferry_VERSION-1_ARCH.deb (armhf holds the armv7 binary).
+deb:
+	@mkdir -p dist
+	@set -e; for deb in $(DEB_ARCHES); do \
+		case $$deb in amd64) bin=amd64; goarch=amd64; arm="";; arm64) bin=arm64; goarch=arm64; arm="";; \
+		armhf) bin=armv7; goarch=arm; arm=7;; *) echo "unknown Debian arch $$deb"; exit 1;; esac; \
+		echo "build dist/ferry-linux-$$bin"; \
+		GOOS=linux GOARCH=$$goarch GOARM=$$arm $(BUILD) -o dist/ferry-linux-$$bin ./cmd/ferry; \
+		NFPM_ARCH=$$deb FERRY_BIN=dist/ferry-linux-$$bin DEB_VERSION='$(DEB_VERSION)' \
+			$(NFPM) package --config scripts/nfpm.yaml --packager deb --target dist/; \
+	done
+	scripts/dist.sh --sums
 
 clean:
 	rm -rf bin dist

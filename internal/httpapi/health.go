@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // checks holds the readiness checks in the order they were added.
@@ -124,5 +126,24 @@ func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 		case verbose:
 			fmt.Fprintf(w, "[+] %s: ok\n", c.Name)
 		}
+	}
+}
+
+var readyDesc = prometheus.NewDesc("ferry_ready",
+	"1 when the readiness check passes, 0 when it fails (its reason is on /readyz).", []string{"check"}, nil)
+
+// readyCollector exports each readiness check as ferry_ready{check}, run
+// at scrape time, so that Prometheus can alert on the part that is down.
+type readyCollector struct{ c *checks }
+
+func (r readyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- readyDesc }
+
+func (r readyCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, res := range r.c.run().Checks {
+		v := 0.0
+		if res.OK {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, v, res.Name)
 	}
 }

@@ -62,7 +62,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Gatherer is served on /metrics; nil serves an empty registry.
 	Gatherer prometheus.Gatherer
-	// Registerer, when set, receives ferry_http_requests_total.
+	// Registerer, when set, receives ferry_http_requests_total and
+	// ferry_ready{check} (each readiness check, run at scrape time).
 	Registerer prometheus.Registerer
 	// Version is shown on the index page.
 	Version string
@@ -124,6 +125,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 			Help: "HTTP requests served by the local listener, by route pattern and status code.",
 		}, []string{"handler", "code"})
 		if err := opts.Registerer.Register(s.requests); err != nil {
+			return nil, fmt.Errorf("http: register metrics: %w", err)
+		}
+		if err := opts.Registerer.Register(readyCollector{&s.checks}); err != nil {
 			return nil, fmt.Errorf("http: register metrics: %w", err)
 		}
 	}

@@ -156,7 +156,8 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
-	s, _ := start(t, local(), Options{})
+	reg := prometheus.NewRegistry()
+	s, _ := start(t, local(), Options{Gatherer: reg, Registerer: reg})
 	base := "http://" + s.Addr()
 	var uplinkErr atomic.Pointer[error]
 	s.AddCheck("buffer", func() error { return nil })
@@ -181,6 +182,12 @@ func TestReadyz(t *testing.T) {
 	want := "not ready: 1 of 2 checks failing\n[-] uplink: not connected to nats://10.0.0.5:4222: connection refused\n"
 	if body != want {
 		t.Errorf("uplink down: body\n%q\nwant\n%q", body, want)
+	}
+	_, _, body = get(t, nil, base+"/metrics")
+	for _, w := range []string{`ferry_ready{check="buffer"} 1`, `ferry_ready{check="uplink"} 0`} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %q", w)
+		}
 	}
 	code, hdr, body := get(t, nil, base+"/readyz?format=json")
 	var r Readiness
