@@ -179,8 +179,9 @@ func (s *Server) Addr() string {
 
 // Listen opens the listening socket and loads the TLS material, so that a
 // port in use or a bad certificate is reported before the rest of the
-// daemon starts. Run calls it when it has not been called. It does nothing
-// when the listener is off or already open.
+// daemon starts. Run calls it when it has not been called, and closes the
+// socket when it returns. It does nothing when the listener is off or
+// already open.
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
