@@ -139,10 +139,10 @@ var (
 )
 
 // lookup finds the value at path p in doc and returns its raw bytes
-// (a string value with its quotes). doc need not be valid JSON: a
-// malformed document gives errNotJSON (or errMissingPath when the path ends
-// before the damage); it never panics. It does not allocate, except to
-// unescape an object key that holds escapes.
+// (a string value with its quotes). It reads only what it needs: damage on
+// its way gives errNotJSON, damage after the value goes unseen (the driver
+// checks each payload with json.Valid first). It never panics on any input,
+// and does not allocate, except to unescape an object key with escapes.
 func lookup(doc []byte, p jsonPath) ([]byte, error) {
 	i := skipWS(doc, 0)
 	for _, seg := range p {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ferry-edge/ferry"
 )
@@ -199,8 +200,17 @@ func parseTime(raw []byte, layout string) (time.Time, error) {
 		}
 		return time.Unix(0, ns).UTC(), nil
 	}
-	s, err := jsonString(raw)
-	if err != nil {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return time.Time{}, errWrongType
+	}
+	var s string
+	var err error
+	if inner := raw[1 : len(raw)-1]; layout == LayoutRFC3339 && len(inner) > 0 && bytes.IndexByte(inner, '\\') < 0 {
+		// RFC 3339 is parsed in place, without a copy: time.Parse keeps no
+		// reference to s for this layout (numeric offsets only, no zone
+		// names), and its error, which would, is dropped.
+		s = unsafe.String(&inner[0], len(inner))
+	} else if s, err = jsonString(raw); err != nil {
 		return time.Time{}, errWrongType
 	}
 	if layout == LayoutRFC3339 {
