@@ -391,7 +391,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 	s.dialMu.Unlock()
 	if err := tok.Error(); err != nil {
-		s.client.Disconnect(0)
+		// paho has closed what it opened.
 		return fmt.Errorf("connect to %s as %s: %w", d.cfg.Broker, d.clientID, err)
 	}
 	s.connected = true
@@ -412,7 +412,9 @@ func (s *session) run(ctx context.Context) error {
 	}()
 	end := func(quiesce uint) {
 		close(stop)
-		s.client.Disconnect(quiesce)
+		if s.client.IsConnectionOpen() {
+			s.client.Disconnect(quiesce) // waits for paho's goroutines
+		}
 		wg.Wait()
 		s.acks.close()
 	}
@@ -506,41 +508,93 @@ func (s *session) drain() {
 	}
 }
 
+// subscribeTries is how often subscribe asks before it reports a filter
+// refused, and subscribeRetry the pause between: some brokers (mochi)
+// refuse a SUBSCRIBE whose packet id equals one of their own unacknowledged
+// messages to ferry, which happens right after a reconnect with a session;
+// the next try carries another id, and the pause lets those messages be
+// committed and acknowledged.
+const (
+	subscribeTries = 3
+	subscribeRetry = 100 * time.Millisecond
+)
+
 // subscribe subscribes to filters and records what the broker refused.
 func (s *session) subscribe(ctx context.Context, filters map[string]byte) error {
 	d := s.d
-	if len(filters) == 0 {
-		return nil
+	var refused map[string]byte
+	for try := 1; len(filters) > 0; try++ {
+		var err error
+		if refused, err = s.subscribeOnce(ctx, filters); err != nil {
+			return err
+		}
+		if len(refused) == 0 || try == subscribeTries {
+			break
+		}
+		d.log.Debug("subscription refused, asking again", "filters", len(refused))
+		t := time.NewTimer(subscribeRetry)
+		select {
+		case <-t.C:
+		case err := <-s.lostCh:
+			t.Stop()
+			return fmt.Errorf("connection to %s lost while subscribing: %w", d.cfg.Broker, err)
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		filters = refused
 	}
+	for f := range filters {
+		if _, no := refused[f]; !no {
+			delete(d.refused, f)
+			continue
+		}
+		d.refused[f] = true
+		err := fmt.Errorf("subscribe %q on %s: refused by the broker (check its ACL for user %q)", f, d.cfg.Broker, d.cfg.Username)
+		now := d.now()
+		for _, dv := range d.byFilter[f] {
+			dv.stat.Lost(err)
+			d.mu.Lock()
+			bad := dv.bad
+			dv.bad = true
+			d.mu.Unlock()
+			if !bad && dv.tmpl == nil {
+				s.emit(ferry.Scan{Device: dv.name, Time: now, Samples: devstat.BadSamples(nil, dv.name, dv.names, reasonSubRefused, now)})
+			}
+		}
+	}
+	return nil
+}
+
+// subscribeOnce sends one SUBSCRIBE and returns the filters refused.
+func (s *session) subscribeOnce(ctx context.Context, filters map[string]byte) (map[string]byte, error) {
+	d := s.d
 	tok := s.client.SubscribeMultiple(filters, nil)
 	timer := time.NewTimer(d.cfg.ConnectTimeout)
 	defer timer.Stop()
 	select {
 	case <-tok.Done():
 	case err := <-s.lostCh:
-		return fmt.Errorf("connection to %s lost while subscribing: %w", d.cfg.Broker, err)
+		return nil, fmt.Errorf("connection to %s lost while subscribing: %w", d.cfg.Broker, err)
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-timer.C:
-		return fmt.Errorf("subscribe on %s: no SUBACK within %v: %w", d.cfg.Broker, d.cfg.ConnectTimeout, os.ErrDeadlineExceeded)
+		return nil, fmt.Errorf("subscribe on %s: no SUBACK within %v: %w", d.cfg.Broker, d.cfg.ConnectTimeout, os.ErrDeadlineExceeded)
 	}
 	if err := tok.Error(); err != nil {
-		return fmt.Errorf("subscribe on %s: %w", d.cfg.Broker, err)
+		return nil, fmt.Errorf("subscribe on %s: %w", d.cfg.Broker, err)
 	}
 	res := tok.(*paho.SubscribeToken).Result()
-	for f := range filters {
-		code, ok := res[f]
-		if ok && code <= 2 {
-			delete(d.refused, f)
-			continue
-		}
-		d.refused[f] = true
-		err := fmt.Errorf("subscribe %q on %s: refused by the broker (check its ACL for user %q)", f, d.cfg.Broker, d.cfg.Username)
-		for _, dv := range d.byFilter[f] {
-			dv.stat.Lost(err)
+	var refused map[string]byte
+	for f, q := range filters {
+		if code, ok := res[f]; !ok || code > 2 {
+			if refused == nil {
+				refused = map[string]byte{}
+			}
+			refused[f] = q
 		}
 	}
-	return nil
+	return refused, nil
 }
 
 func (d *Driver) refusedDevice(dv *device) bool {

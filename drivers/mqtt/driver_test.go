@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -536,4 +540,71 @@ func TestValidate(t *testing.T) {
 			t.Fatalf("errors at %v (%v), want one at %s", paths, err, tt.wantPath)
 		})
 	}
+}
+
+// aclHook allows every client and denies subscriptions to one filter
+// until told otherwise.
+type aclHook struct {
+	mochi.HookBase
+	deny atomic.Value // string
+}
+
+func (h *aclHook) ID() string { return "test-acl" }
+func (h *aclHook) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+func (h *aclHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+func (h *aclHook) OnACLCheck(_ *mochi.Client, topic string, write bool) bool {
+	return write || topic != h.deny.Load().(string)
+}
+
+// TestSubscriptionRefused: the broker refuses one device's topic; that
+// device is reported and gets Bad samples, the other works, and once the
+// ACL allows it the subscription is retried and succeeds.
+func TestSubscriptionRefused(t *testing.T) {
+	acl := &aclHook{}
+	acl.deny.Store("secret/x")
+	b := startBroker(t, brokerOpts{auth: acl})
+	store := newCommitStore(t)
+	ok := jsonDevice("open", b.url(), "open/x", Point{Name: "v", Path: "v"})
+	nope := jsonDevice("closed", b.url(), "secret/x", Point{Name: "v", Path: "v"})
+	r := start(t, []Device{ok, nope}, testOptions(nil), store.emit)
+	waitFor(t, "refusal reported", 5*time.Second, func() bool {
+		return strings.Contains(r.d.DeviceStatus()[1].LastError, "refused by the broker")
+	})
+	waitFor(t, "Bad sample", 5*time.Second, func() bool {
+		s := store.samples("closed")
+		return len(s) == 1 && s[0].Quality == ferry.BadQuality(reasonSubRefused)
+	})
+	waitFor(t, "open connected", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].Connected })
+	b.publish(t, "open/x", []byte(`{"v":1}`), 1, false)
+	waitFor(t, "open works", 5*time.Second, func() bool { return len(store.samples("open")) == 1 })
+
+	acl.deny.Store("")
+	waitFor(t, "closed subscribed after the ACL changed", 5*time.Second, func() bool { return r.d.DeviceStatus()[1].Connected })
+	b.publish(t, "secret/x", []byte(`{"v":2}`), 1, false)
+	waitFor(t, "closed works", 5*time.Second, func() bool { return len(store.samples("closed")) == 2 })
+}
+
+// TestNoGoroutineLeak: after Run returns, no goroutine of the driver or
+// of paho is left.
+func TestNoGoroutineLeak(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	store := newCommitStore(t)
+	dev := jsonDevice("env", b.url(), "s/env", Point{Name: "v", Path: "v"})
+	time.Sleep(50 * time.Millisecond)
+	base := runtime.NumGoroutine()
+	for i := 0; i < 3; i++ {
+		r := start(t, []Device{dev}, testOptions(nil), store.emit)
+		r.waitSubscribed(t, b, 1)
+		b.publish(t, "s/env", []byte(`{"v":1}`), 1, false)
+		waitFor(t, "message", 5*time.Second, func() bool { return len(store.samples("env")) == i+1 })
+		r.stop(t)
+	}
+	// Also after failed connection attempts.
+	bad := jsonDevice("gone", "tcp://"+freePort(t), "s/env", Point{Name: "v", Path: "v"})
+	r := start(t, []Device{bad}, testOptions(nil), store.emit)
+	waitFor(t, "a failed attempt", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].LastError != "" })
+	r.stop(t)
+	waitFor(t, "goroutines back to the baseline", 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
 }

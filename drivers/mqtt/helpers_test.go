@@ -34,6 +34,7 @@ type brokerOpts struct {
 	tls     *tls.Config // TLS listener
 	store   string      // bolt file: sessions survive a restart
 	noServe bool        // load the store but add no listener yet (see listen)
+	auth    mochi.Hook  // default: allow everything
 }
 
 func quietLogger() *slog.Logger {
@@ -46,7 +47,11 @@ func quietLogger() *slog.Logger {
 func startBroker(t testing.TB, o brokerOpts) *testBroker {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: quietLogger()})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	var h mochi.Hook = new(auth.AllowHook)
+	if o.auth != nil {
+		h = o.auth
+	}
+	if err := srv.AddHook(h, nil); err != nil {
 		t.Fatal(err)
 	}
 	if o.store != "" {

@@ -32,6 +32,7 @@ const (
 	reasonStaleDeath   = "stale death"
 	reasonNodeDeath    = "node death"
 	reasonDeviceDeath  = "device death"
+	reasonSubRefused   = "subscription refused"
 )
 
 // reasonOf maps a decode error to its reason.
