@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -99,37 +100,43 @@ func TestWildcardRouting(t *testing.T) {
 	}
 }
 
-// TestAckOnlyAfterCommit shows that a QoS 1 message stays unacknowledged
-// at the broker until its scan is committed.
+// TestAckOnlyAfterCommit shows that a QoS 1 or 2 message stays
+// unacknowledged at the broker until its scan is committed.
 func TestAckOnlyAfterCommit(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
-	store := newCommitStore(t)
-	store.setHold(true)
-	reg := prometheus.NewRegistry()
-	opts := testOptions(reg)
-	r := start(t, []Device{jsonDevice("env", b.url(), "s/env", Point{Name: "temp", Path: "temp"})}, opts, store.emit)
-	r.waitSubscribed(t, b, 1)
-	id := r.d.ClientID()
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+			b := startBroker(t, brokerOpts{})
+			store := newCommitStore(t)
+			store.setHold(true)
+			reg := prometheus.NewRegistry()
+			opts := testOptions(reg)
+			dev := jsonDevice("env", b.url(), "s/env", Point{Name: "temp", Path: "temp"})
+			dev.Config.QoS = qos
+			r := start(t, []Device{dev}, opts, store.emit)
+			r.waitSubscribed(t, b, 1)
+			id := r.d.ClientID()
 
-	b.publish(t, "s/env", []byte(`{"temp":20}`), 1, false)
-	b.publish(t, "s/env", []byte(`{"temp":21}`), 1, false)
-	waitFor(t, "scans held", 5*time.Second, func() bool { return store.heldCount() == 2 })
-	time.Sleep(50 * time.Millisecond) // an early ack would show now
-	if got := b.inflight(id); got != 2 {
-		t.Fatalf("broker holds %d unacknowledged messages before the commit, want 2", got)
+			b.publish(t, "s/env", []byte(`{"temp":20}`), qos, false)
+			b.publish(t, "s/env", []byte(`{"temp":21}`), qos, false)
+			waitFor(t, "scans held", 5*time.Second, func() bool { return store.heldCount() == 2 })
+			time.Sleep(50 * time.Millisecond) // an early ack would show now
+			if got := b.inflight(id); got != 2 {
+				t.Fatalf("broker holds %d unacknowledged messages before the commit, want 2", got)
+			}
+			if got := testutil.ToFloat64(opts.Metrics.acksPending.WithLabelValues(id)); got != 2 {
+				t.Errorf("acks_pending %v, want 2", got)
+			}
+			store.setHold(false)
+			store.commitHeld()
+			waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(id) == 0 })
+			if got := testutil.ToFloat64(opts.Metrics.acks.WithLabelValues(id, "sent")); got != 2 {
+				t.Errorf("acks sent %v, want 2", got)
+			}
+			waitFor(t, "acks_pending back to 0", time.Second, func() bool {
+				return testutil.ToFloat64(opts.Metrics.acksPending.WithLabelValues(id)) == 0
+			})
+		})
 	}
-	if got := testutil.ToFloat64(opts.Metrics.acksPending.WithLabelValues(id)); got != 2 {
-		t.Errorf("acks_pending %v, want 2", got)
-	}
-	store.setHold(false)
-	store.commitHeld()
-	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(id) == 0 })
-	if got := testutil.ToFloat64(opts.Metrics.acks.WithLabelValues(id, "sent")); got != 2 {
-		t.Errorf("acks sent %v, want 2", got)
-	}
-	waitFor(t, "acks_pending back to 0", time.Second, func() bool {
-		return testutil.ToFloat64(opts.Metrics.acksPending.WithLabelValues(id)) == 0
-	})
 }
 
 // TestQoS1StopBeforeCommit: ferry stops after receiving a message but
