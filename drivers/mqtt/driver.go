@@ -433,15 +433,7 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	s.subscribed = true
-	for _, dv := range d.devices {
-		if dv.node != nil || d.refusedDevice(dv) {
-			continue // Sparkplug devices are up when their node is born
-		}
-		d.mu.Lock()
-		dv.bad = false
-		d.mu.Unlock()
-		dv.stat.Connected()
-	}
+	d.markUp()
 	d.log.Debug("subscribed", "session_present", sessionPresent, "filters", len(want))
 
 	var resyncT, resubT <-chan time.Time
@@ -479,11 +471,7 @@ func (s *session) run(ctx context.Context) error {
 			if len(d.refused) > 0 {
 				resubT = time.After(resubBo.Next())
 			}
-			for _, dv := range d.devices {
-				if dv.node == nil && !d.refusedDevice(dv) {
-					dv.stat.Connected()
-				}
-			}
+			d.markUp()
 		}
 	}
 }
@@ -595,6 +583,20 @@ func (s *session) subscribeOnce(ctx context.Context, filters map[string]byte) (m
 		}
 	}
 	return refused, nil
+}
+
+// markUp records that the json and value devices whose subscriptions
+// stand are connected. Sparkplug devices are up when their node is born.
+func (d *Driver) markUp() {
+	for _, dv := range d.devices {
+		if dv.node != nil || d.refusedDevice(dv) {
+			continue
+		}
+		d.mu.Lock()
+		dv.bad = false
+		d.mu.Unlock()
+		dv.stat.Connected()
+	}
 }
 
 func (d *Driver) refusedDevice(dv *device) bool {
