@@ -859,18 +859,20 @@ func (d *Driver) decode(dv *device, topic string, payload []byte, caps []span, n
 	return append(out, routed{dv: dv, scan: ferry.Scan{Device: name, Time: now, Samples: samples}})
 }
 
-// report counts a message for dv and its problems.
+// report counts a message for dv and its problems (payload_errors_total
+// counts each problem).
 func (d *Driver) report(dv *device, topic string, probs []problem) {
 	if len(probs) == 0 {
 		dv.m.ok.Inc()
 		return
 	}
 	dv.m.bad.Inc()
-	err := &payloadError{topic: topic, problems: probs}
 	for _, p := range probs {
 		dv.m.payloadError(p.reason)
-		dv.stat.Error(p.reason, err)
 	}
+	// One Debug line per message, listing every problem; the device's
+	// error count takes the message under its first problem.
+	dv.stat.Error(probs[0].reason, &payloadError{topic: topic, problems: probs})
 }
 
 // sparkplug handles a message of a Sparkplug edge node ferry knows.

@@ -233,10 +233,14 @@ func isName(s string) bool {
 // token downstream (NATS subjects, metric labels stay with the configured
 // device). It returns "" when the name would be empty or too long.
 func (t *template) expand(topic string, caps []span) string {
+	for _, part := range t.parts {
+		if part.capture >= 0 && caps[part.capture].start == caps[part.capture].end {
+			return "" // an empty level: "plant//x" names no device
+		}
+	}
 	if len(t.parts) == 1 && t.parts[0].capture >= 0 {
 		sp := caps[t.parts[0].capture]
-		s := topic[sp.start:sp.end]
-		if s != "" && len(s) <= maxDeviceName && isName(s) {
+		if s := topic[sp.start:sp.end]; len(s) <= maxDeviceName && isName(s) {
 			return s // the common case, no allocation
 		}
 	}
@@ -256,18 +260,8 @@ func (t *template) expand(topic string, caps []span) string {
 			}
 		}
 	}
-	if b.Len() == 0 || b.Len() > maxDeviceName {
+	if b.Len() > maxDeviceName {
 		return ""
 	}
-	allCaptured := true
-	s := b.String()
-	for _, part := range t.parts {
-		if part.capture >= 0 && caps[part.capture].start == caps[part.capture].end {
-			allCaptured = false
-		}
-	}
-	if !allCaptured {
-		return "" // an empty level: "plant//x" names no device
-	}
-	return s
+	return b.String()
 }
