@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/conf"
@@ -202,8 +203,8 @@ func validateBroker(errs *conf.Errors, c *Config) {
 	} else if u.Port() == "" && u.Scheme != "ws" && u.Scheme != "wss" {
 		errs.Add("mqtt.broker", "%q has no port (1883 for tcp, 8883 for TLS)", c.Broker)
 	}
-	if c.ClientID != "" && (len(c.ClientID) > 65535 || strings.ContainsAny(c.ClientID, "\x00+#/")) {
-		errs.Add("mqtt.client_id", "%q may not hold NUL, +, # or /", c.ClientID)
+	if c.ClientID != "" && (len(c.ClientID) > 65535 || !utf8.ValidString(c.ClientID) || strings.ContainsAny(c.ClientID, "\x00+#")) {
+		errs.Add("mqtt.client_id", "%q must be UTF-8 without NUL, + or #", c.ClientID)
 	}
 }
 

@@ -474,6 +474,7 @@ func TestValidate(t *testing.T) {
 		{"no port", func(d *Device) { d.Config.Broker = "tcp://h" }, "mqtt.broker"},
 		{"ws without port", func(d *Device) { d.Config.Broker = "ws://h/mqtt" }, ""},
 		{"qos 3", func(d *Device) { d.Config.QoS = 3 }, "mqtt.qos"},
+		{"client id with #", func(d *Device) { d.Config.ClientID = "a#" }, "mqtt.client_id"},
 		{"format", func(d *Device) { d.Config.Format = "xml" }, "mqtt.format"},
 		{"no topic", func(d *Device) { d.Config.Topic = "" }, "mqtt.topic"},
 		{"# not last", func(d *Device) { d.Config.Topic = "a/#/b" }, "mqtt.topic"},
