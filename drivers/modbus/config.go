@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +79,11 @@ func (s *Serial) SetDefaults() {
 func (s Serial) String() string {
 	return fmt.Sprintf("%d %d%c%d", s.Baud, s.DataBits, strings.ToUpper(s.Parity)[0], s.StopBits)
 }
+
+// baudRates are the rates a Linux serial port can be set to.
+var baudRates = []int{50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400,
+	57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000,
+	3000000, 3500000, 4000000}
 
 // Point is one value read from a device.
 type Point struct {
@@ -176,8 +182,8 @@ func (d *Device) Validate() error {
 		if err == nil && lk.scheme != schemeRTU {
 			errs.Add("modbus.serial", "is only for rtu:// links (this one is %s://)", lk.scheme)
 		}
-		if s.Baud <= 0 || s.Baud > 4_000_000 {
-			errs.Add("modbus.serial.baud", "%d is out of range 1..4000000", s.Baud)
+		if !slices.Contains(baudRates, s.Baud) {
+			errs.Add("modbus.serial.baud", "%d is not a standard baud rate (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, …)", s.Baud)
 		}
 		if s.DataBits < 5 || s.DataBits > 8 {
 			errs.Add("modbus.serial.data_bits", "%d is out of range 5..8 (Modbus RTU uses 8)", s.DataBits)
@@ -362,6 +368,19 @@ func (t table) String() string {
 // bits reports whether t holds bits (coils, discrete inputs) rather than
 // registers.
 func (t table) bits() bool { return t == tableCoil || t == tableDiscrete }
+
+// function returns the Modbus function code that reads t.
+func (t table) function() byte {
+	switch t {
+	case tableCoil:
+		return 0x01
+	case tableDiscrete:
+		return 0x02
+	case tableHolding:
+		return 0x03
+	}
+	return 0x04
+}
 
 func parseTable(s string) (table, bool) {
 	for i, n := range tableNames {

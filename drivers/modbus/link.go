@@ -263,10 +263,15 @@ func (l *link) call(d *device, r *request) (data []byte, err error) {
 		l.lastEnd = time.Now()
 		l.m.duration.Observe(l.lastEnd.Sub(start).Seconds())
 		o := outcomeOf(err)
-		if err == nil {
+		var me *modbus.Error
+		switch {
+		case err == nil:
 			if msg := checkLength(r, data); msg != "" {
 				err, o = errors.New(msg), outBadFrame
 			}
+		case errors.As(err, &me) && me.FunctionCode != r.table.function()|0x80:
+			// The library takes any other function code for an exception.
+			err, o = fmt.Errorf("response has function code 0x%02X, not 0x%02X or its exception", me.FunctionCode, r.table.function()), outBadFrame
 		}
 		if o == outTimeout && devstat.Reason(err) != ferry.ReasonTimeout {
 			err = &timeoutError{err}
