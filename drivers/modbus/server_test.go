@@ -32,6 +32,9 @@ type bank struct {
 
 	fail error // answer every read with this exception
 
+	quiet  bool // count requests without logging them (benchmarks)
+	served int
+
 	writable bool // accept writes (test setup through a client)
 	writes   int  // writes refused: the driver must never write
 }
@@ -42,6 +45,7 @@ type unitMap struct {
 }
 
 type seenReq struct {
+	at    time.Time
 	unit  uint8
 	table string
 	addr  uint16
@@ -152,7 +156,10 @@ func (b *bank) read(unit uint8, table string, addr, qty uint16) (regs []uint16, 
 	b.mu.Lock()
 	delay := b.delay
 	defer func() {
-		b.reqs = append(b.reqs, seenReq{unit, table, addr, qty, err})
+		b.served++
+		if !b.quiet {
+			b.reqs = append(b.reqs, seenReq{time.Now(), unit, table, addr, qty, err})
+		}
 		b.mu.Unlock()
 		if delay > 0 {
 			time.Sleep(delay)
