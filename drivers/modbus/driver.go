@@ -156,7 +156,7 @@ func (d *Driver) Plan() []LinkPlan {
 	for _, l := range d.links {
 		lp := LinkPlan{Link: l.addr.String()}
 		if l.addr.scheme == schemeRTU {
-			lp.Serial = l.serial.String()
+			lp.Serial, lp.Baud = l.serial.String(), l.serial.Baud
 		}
 		for _, dev := range l.devs {
 			lp.Devices = append(lp.Devices, dev.planSnapshot())

@@ -203,3 +203,44 @@ func TestPlantsimConfig(t *testing.T) {
 		t.Error("the hole was never hit")
 	}
 }
+
+// TestReadmePlan: the `ferry plan` output shown in the README is what the
+// README's example configuration plans.
+func TestReadmePlan(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	start := strings.Index(md, "```yaml\n# ferry.yaml")
+	end := strings.Index(md[start+8:], "```")
+	c, err := config.Load(writeConfig(t, md[start+8:start+8+end]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, line := range strings.Split(md[start+8+end:], "\n") {
+		if strings.HasPrefix(line, "    unit ") {
+			want = append(want, strings.TrimSpace(line))
+		}
+		if strings.HasPrefix(line, "total:") {
+			break
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no plan lines found after the README example")
+	}
+	var got []string
+	for _, d := range c.Modbus {
+		drv, err := modbus.New([]modbus.Device{d}, modbus.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range drv.Plan()[0].Devices[0].Requests {
+			got = append(got, r.String())
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("README shows\n%s\nthe example plans\n%s", strings.Join(want, "\n"), strings.Join(got, "\n"))
+	}
+}

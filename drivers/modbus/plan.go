@@ -202,8 +202,10 @@ func (k *knowledge) blocks(t table, s span) bool {
 type LinkPlan struct {
 	// Link is the normalized URL (the GroupKey).
 	Link string
-	// Serial is the line setting of an rtu:// link ("9600 8N1").
+	// Serial is the line setting of an rtu:// link ("9600 8N1"), Baud its
+	// rate.
 	Serial  string
+	Baud    int
 	Devices []DevicePlan
 }
 
@@ -228,18 +230,22 @@ type RequestPlan struct {
 	Points []string
 }
 
-// String formats the request as "unit 1 holding 100..124 → 6 points".
+// String formats the request as
+// "unit 1 holding 100..124 (25 registers) → 6 points: a, b, …".
 func (r RequestPlan) String() string {
-	what := "registers"
+	what := "register"
 	if r.Table == "coil" || r.Table == "discrete" {
-		what = "bits"
+		what = "bit"
 	}
 	s := span{int(r.Start), int(r.Start) + int(r.Count)}
-	np := "points"
-	if len(r.Points) == 1 {
-		np = "point"
+	return fmt.Sprintf("unit %d %s %s (%s) → %s: %s", r.Unit, r.Table, s, plural(int(r.Count), what), plural(len(r.Points), "point"), nameList(r.Points, 8))
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
 	}
-	return fmt.Sprintf("unit %d %s %s (%d %s) → %d %s: %s", r.Unit, r.Table, s, r.Count, what, len(r.Points), np, nameList(r.Points, 8))
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // BadRange is a range of a table that a device refused.
