@@ -134,6 +134,11 @@ type poll struct {
 	read    []bool // the point has its sample
 	queue   []*job
 	learned bool // knowledge changed: replan when done
+	// clean is false when a request failed for a reason other than what
+	// fault isolation learns from (timeout, bad frame, other exception):
+	// the poll then proves nothing about ranges it did not learn.
+	clean bool
+	fresh bool // nothing was known when the poll began
 
 	reprobe bool
 	before  knowledge // reprobe: what was known before
@@ -150,7 +155,8 @@ type job struct {
 
 // begin starts a poll at now.
 func (d *device) begin(now time.Time) {
-	p := &poll{start: now, samples: make([]ferry.Sample, len(d.points)), read: make([]bool, len(d.points))}
+	p := &poll{start: now, samples: make([]ferry.Sample, len(d.points)), read: make([]bool, len(d.points)),
+		clean: true, fresh: d.know.empty()}
 	if d.reprobe > 0 && !d.know.empty() && now.Sub(d.lastReprobe) >= d.reprobe {
 		d.mu.Lock()
 		p.reprobe, p.before = true, d.know
@@ -227,17 +233,33 @@ func (d *device) abort(reason string, t time.Time) {
 		}
 	}
 	p.queue = p.queue[:0]
+	p.clean = false
 }
 
 // finish completes the poll: learn, replan, report and emit.
 func (d *device) finish(now time.Time, emit ferry.EmitFunc) {
 	p := d.poll
 	d.poll = nil
+	switch {
+	case p.reprobe && !p.clean:
+		// Inconclusive: keep what was known, retry at the next re-probe.
+		d.mu.Lock()
+		for _, b := range p.before.bad {
+			d.know.add(b)
+		}
+		for t, n := range p.before.limit {
+			if n > 0 && (d.know.limit[t] == 0 || n < d.know.limit[t]) {
+				d.know.limit[t] = n
+			}
+		}
+		d.mu.Unlock()
+	case p.reprobe:
+		d.logReprobe(p.before)
+	case p.learned && p.fresh:
+		d.lastReprobe = p.start // the first re-probe comes one period after learning
+	}
 	if p.learned || p.reprobe {
 		d.replan()
-	}
-	if p.reprobe {
-		d.logReprobe(p.before)
 	}
 	d.stat.Polled(p.start, now.Sub(p.start), p.samples)
 	emit(ferry.Scan{Device: d.name, Time: p.start, Samples: p.samples})

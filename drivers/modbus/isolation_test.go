@@ -1,7 +1,9 @@
 package modbus
 
 import (
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -316,5 +318,47 @@ func TestUnknownUnitIsTimeout(t *testing.T) {
 	}
 	if st := drv.DeviceStatus()[0]; st.Connected || st.Errors[ferry.ReasonTimeout] == 0 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestReprobeInconclusive: a re-probe that fails for another reason
+// (the device is busy) proves nothing: the learned ranges are kept.
+func TestReprobeInconclusive(t *testing.T) {
+	b := newBank()
+	b.fill(1, 0, 10, func(a int) uint16 { return uint16(a) })
+	srv := startServer(t, b)
+	d := dev("press", srv.url(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("hole", 12, "uint16"))
+	d.Config.Reprobe = 200 * time.Millisecond
+	var logs syncBuffer
+	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	drv := newDriver(t, Options{Metrics: m, Logger: lg}, d)
+	col := newCollector()
+	run(t, drv, col)
+	col.next(t, "press") // learns the hole
+	col.next(t, "press")
+	if v := testutil.ToFloat64(m.reprobes.WithLabelValues("press")); v != 0 {
+		t.Fatalf("re-probed %v times right after learning", v)
+	}
+	b.setFail(mbserver.ErrServerDeviceBusy)
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(m.reprobes.WithLabelValues("press")) < 1 {
+		col.next(t, "press")
+		if time.Now().After(deadline) {
+			t.Fatal("no re-probe")
+		}
+	}
+	col.next(t, "press")
+	b.setFail(nil)
+	s := col.waitFor(t, "press", "a good again", func(s ferry.Scan) bool { return sample(t, s, "a").Quality.IsGood() })
+	if q := sample(t, s, "hole").Quality; q.Reason != ferry.ReasonIllegalAddress {
+		t.Errorf("hole: %v", q)
+	}
+	if dp := drv.Plan()[0].Devices[0]; len(dp.Bad) != 1 || len(dp.Requests) != 1 {
+		t.Errorf("plan after an inconclusive re-probe: %+v", dp)
+	}
+	if strings.Contains(logs.String(), "readable again") {
+		t.Errorf("logged a range as readable after an inconclusive re-probe:\n%s", logs.String())
 	}
 }

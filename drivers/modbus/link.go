@@ -327,14 +327,18 @@ func (l *link) handle(d *device, j *job, data []byte, err error, now time.Time) 
 			d.abort(d.stat.Lost(&timeoutError{err}), now)
 			return
 		}
+		isolate := me.ExceptionCode == modbus.ExceptionCodeIllegalDataAddress || me.ExceptionCode == modbus.ExceptionCodeIllegalDataValue
+		if !isolate {
+			d.poll.clean = false
+		}
 		d.stat.Connected()
 		d.stat.Error(reason, err)
-		if me.ExceptionCode == modbus.ExceptionCodeIllegalDataAddress || me.ExceptionCode == modbus.ExceptionCodeIllegalDataValue {
+		if isolate {
 			if len(j.req.atoms) > 1 {
 				l.split(d, j)
 				return
 			}
-			l.learn(d, badRange{table: j.req.table, span: j.req.span, reason: reason}, now)
+			l.learn(d, badRange{table: j.req.table, span: j.req.span, reason: reason})
 		}
 		d.fail(j.req, reason, now)
 		l.done(d, j, false)
@@ -357,6 +361,7 @@ func (l *link) handle(d *device, j *job, data []byte, err error, now time.Time) 
 			l.closeConn() // resynchronise the stream
 		}
 		d.stat.Error(ReasonBadFrame, err)
+		d.poll.clean = false
 		d.fail(j.req, ReasonBadFrame, now)
 		l.done(d, j, false)
 	}
@@ -394,7 +399,7 @@ func (l *link) done(d *device, j *job, ok bool) {
 		if p.allOK {
 			left, right := p.kids[0].req, p.kids[1].req
 			if right.start > left.end {
-				l.learn(d, badRange{table: p.req.table, span: span{left.end, right.start}, gap: true}, l.now())
+				l.learn(d, badRange{table: p.req.table, span: span{left.end, right.start}, gap: true})
 			} else if n := max(left.count(), right.count()); d.learnLimit(p.req.table, n) {
 				d.poll.learned = true
 				d.log.Info("device refuses large requests; reading fewer at a time", "table", p.req.table.String(), "refused", p.req.count(), "max", n)
@@ -405,16 +410,12 @@ func (l *link) done(d *device, j *job, ok bool) {
 }
 
 // learn records a bad range found by fault isolation.
-func (l *link) learn(d *device, b badRange, now time.Time) {
-	wasEmpty := d.know.empty()
+func (l *link) learn(d *device, b badRange) {
 	if !d.learn(b) {
 		return
 	}
 	p := d.poll
 	p.learned = true
-	if wasEmpty && !p.reprobe {
-		d.lastReprobe = now
-	}
 	known := false
 	for _, x := range p.before.bad {
 		if x.table == b.table && x.span == b.span && x.gap == b.gap {
