@@ -44,6 +44,7 @@ type Options struct {
 type Driver struct {
 	links   []*link
 	devices []*device
+	metrics *Metrics
 	running atomic.Bool
 }
 
@@ -76,7 +77,7 @@ func New(devices []Device, opts Options) (*Driver, error) {
 	var errs conf.Errors
 	names := map[string]bool{}
 	byKey := map[string]*link{}
-	drv := &Driver{}
+	drv := &Driver{metrics: opts.Metrics}
 	for i := range devices {
 		dev := devices[i]
 		at := dev.Name
@@ -146,6 +147,18 @@ func (d *Driver) DeviceStatus() []ferry.DeviceStatus {
 		out[i] = dev.stat.Status()
 	}
 	return out
+}
+
+// Forget removes the metric series of the driver's devices and links, for
+// devices a reload removed. Call it after Run has returned.
+func (d *Driver) Forget() {
+	for _, dev := range d.devices {
+		dev.stat.Forget()
+		d.metrics.forgetDevice(dev.name)
+	}
+	for _, l := range d.links {
+		d.metrics.forgetLink(l.addr.String())
+	}
 }
 
 // Plan returns the requests one poll of each device makes now: before Run

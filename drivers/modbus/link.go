@@ -296,12 +296,12 @@ func (l *link) call(d *device, r *request) (data []byte, err error) {
 
 // checkLength checks that data holds what r asked for.
 func checkLength(r *request, data []byte) string {
-	want := 2 * r.count()
+	want, what := 2*r.count(), "registers"
 	if r.table.bits() {
-		want = (r.count() + 7) / 8
+		want, what = (r.count()+7)/8, "bits"
 	}
 	if len(data) < want {
-		return fmt.Sprintf("short response: %d bytes for %d %s", len(data), r.count(), map[bool]string{true: "bits", false: "registers"}[r.table.bits()])
+		return fmt.Sprintf("short response: %d bytes for %d %s", len(data), r.count(), what)
 	}
 	return ""
 }

@@ -114,3 +114,21 @@ func (m *Metrics) device(name string) deviceMetrics {
 		reprobes:  m.reprobes.WithLabelValues(name),
 	}
 }
+
+// forgetDevice removes the series of device.
+func (m *Metrics) forgetDevice(device string) {
+	l := prometheus.Labels{"device": device}
+	m.splits.DeletePartialMatch(l)
+	m.badRanges.DeletePartialMatch(l)
+	m.planned.DeletePartialMatch(l)
+	m.decodeErr.DeletePartialMatch(l)
+	m.reprobes.DeletePartialMatch(l)
+}
+
+// forgetLink removes the series of link.
+func (m *Metrics) forgetLink(link string) {
+	l := prometheus.Labels{"link": link}
+	m.requests.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.connects.DeletePartialMatch(l)
+}

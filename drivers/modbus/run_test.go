@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/devstat"
 )
 
 // linkGoroutines counts goroutines running this package's link code.
@@ -107,5 +110,33 @@ func TestDeviceStatus(t *testing.T) {
 	}
 	if st[1].Connected || !strings.Contains(st[1].LastError, "connection refused") || st[1].Endpoint != "tcp://127.0.0.1:1" {
 		t.Errorf("gone status %+v", st[1])
+	}
+}
+
+// TestForget removes every series of the driver's devices and links.
+func TestForget(t *testing.T) {
+	b := newBank()
+	b.fill(1, 0, 50, func(a int) uint16 { return 1 })
+	srv := startServer(t, b)
+	reg := prometheus.NewRegistry()
+	m, ds := NewMetrics(reg), devstat.NewMetrics(reg)
+	drv := newDriver(t, Options{Metrics: m, Devices: ds}, dev("plc", srv.url(), 1, 20*time.Millisecond, hr("x", 0, "uint16"), hr("y", 40, "uint16")))
+	col := newCollector()
+	stop := run(t, drv, col)
+	col.waitFor(t, "plc", "good", allGood)
+	stop()
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) < 5 {
+		t.Fatalf("%d families before Forget: %v", len(mfs), err)
+	}
+	drv.Forget()
+	mfs, err = reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) > 0 {
+			t.Errorf("%s still has %d series", mf.GetName(), len(mf.GetMetric()))
+		}
 	}
 }
