@@ -52,6 +52,7 @@ func commands() []command {
 	return []command{
 		{"run", "run the gateway", cmdRun},
 		{"validate", "check a configuration file and print a summary", cmdValidate},
+		{"plan", "print the Modbus requests each poll makes, per link and device", cmdPlan},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
 	}

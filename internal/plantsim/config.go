@@ -48,12 +48,18 @@ devices:
     modbus: {url: "tcp://{{.Addr}}", unit: 1, interval: {{$.Interval}}, timeout: 500ms}
     points:
       - {name: oil_temp, table: holding, address: 0, type: float32, unit: degC}
-      - {name: oil_temp_cdab, table: holding, address: 2, type: float32, unit: degC}
+      - {name: oil_temp_cdab, table: holding, address: 2, type: float32, order: CDAB, unit: degC}
       - {name: pressure, table: holding, address: 4, type: int16, scale: 0.1, unit: bar}
+      - {name: speed, table: holding, address: 5, type: uint16, unit: 1/min}
       - {name: cycles, table: holding, address: 6, type: uint32}
       - {name: vibration, table: holding, address: 8, type: float32, unit: mm/s}
-      - {name: spare, table: holding, address: 25, type: uint16}
+      - {name: overheating, table: holding, address: 10, type: bool, bit: 1}
+      - {name: spare, table: holding, address: 25, type: uint16, description: inside the unmapped hole 20..29; stays Bad}
+      - {name: energy, table: holding, address: 30, type: float64, unit: kWh}
+      - {name: label, table: holding, address: 34, type: string, length: 8}
+      - {name: motor_current, table: input, address: 0, type: uint16, scale: 0.01, unit: A}
       - {name: running, table: coil, address: 0}
+      - {name: door_open, table: discrete, address: 0}
 {{- end}}
   - name: boiler
     opcua: {endpoint: "{{.P.Boiler.Endpoint}}", security_policy: None, allow_insecure: true, mode: subscribe, interval: 500ms}
