@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -11,6 +12,8 @@ import (
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
+
+	"github.com/ferry-edge/ferry"
 )
 
 // maxExprLen bounds one expression; a real rule is a line.
@@ -74,6 +77,10 @@ func parseExpr(src string, known func(string) bool) (*parsed, error) {
 	p := &parsed{src: src, tree: tree}
 	f := &refFinder{bases: map[*ast.IdentifierNode]bool{}, vars: map[string]bool{}}
 	ast.Walk(&tree.Node, f)
+	if f.err != nil {
+		f.err.src = src
+		return nil, f.err
+	}
 	idx := map[string]bool{}
 	for _, r := range f.refs {
 		if !idx[r.String()] {
@@ -100,8 +107,8 @@ func parseExpr(src string, known func(string) bool) (*parsed, error) {
 	}
 	// A condition must be a bool. expr cannot tell for untyped points
 	// (`press3.oil_temp + 1` passes its checker), the native compiler can.
-	dummy := &point{}
-	nc := &nativeCompiler{slot: func(ref) *point { return dummy }}
+	dummy, bad, punt := &point{}, false, false
+	nc := &nativeCompiler{slot: func(ref) *point { return dummy }, bad: &bad, punt: &punt}
 	if t, err := nc.compile(tree.Node); err == nil && (t.t == tNum || t.t == tStr) {
 		what := "a number"
 		if t.t == tStr {
@@ -114,6 +121,7 @@ func parseExpr(src string, known func(string) bool) (*parsed, error) {
 
 // refFinder collects the point references and identifiers of a tree.
 type refFinder struct {
+	err    *exprError
 	refs   []ref
 	idents []*ast.IdentifierNode
 	bases  map[*ast.IdentifierNode]bool // identifiers that are part of a ref
@@ -130,6 +138,10 @@ func (f *refFinder) Visit(n *ast.Node) {
 		if r, base, ok := refOf(n); ok {
 			f.refs = append(f.refs, r)
 			f.bases[base] = true
+		} else if inner, isMember := n.Node.(*ast.MemberNode); isMember && f.err == nil {
+			if r, _, ok := refOf(inner); ok {
+				f.err = &exprError{at: r.at, msg: fmt.Sprintf("%q is a point; it has no member %s", r.String(), n.Property)}
+			}
 		}
 	}
 }
@@ -186,10 +198,18 @@ func envFor(refs []ref) map[string]any {
 // closures over the engine's point slots: they do not allocate. Anything
 // the native compiler does not cover runs on expr's VM, which allocates
 // (boxing each point value into its environment).
+//
+// Native programs follow expr's semantics: numbers compare and add as
+// numbers whatever their kind (arithmetic is float64), == between values
+// of different types is false, and a point used where its value's type
+// does not fit (a string in arithmetic, a number after `not`) is an error:
+// the rule is not evaluated and ferry_rules_errors_total counts it.
 type program struct {
 	src    string
 	refs   []*point
 	native func() bool
+	bad    bool // set by native closures on a type error
+	punt   bool // set by native closures for a case only expr's VM handles
 
 	// expr fallback
 	prog *vm.Program
@@ -202,6 +222,9 @@ type program struct {
 // expr.
 var errNotNative = errors.New("not native")
 
+// errType is the run-time error of a native program.
+var errType = errors.New("a point's value has the wrong type for the expression")
+
 // bindProgram binds p to the points given by slot and compiles it:
 // natively when it can, else for expr's VM.
 func bindProgram(p *parsed, slot func(dev, pt string) *point) (*program, error) {
@@ -212,13 +235,14 @@ func bindProgram(p *parsed, slot func(dev, pt string) *point) (*program, error) 
 		pg.refs = append(pg.refs, pt)
 		byRef[r.String()] = pt
 	}
-	nc := &nativeCompiler{slot: func(r ref) *point { return byRef[r.String()] }}
+	nc := &nativeCompiler{slot: func(r ref) *point { return byRef[r.String()] }, bad: &pg.bad, punt: &pg.punt}
 	if t, err := nc.compile(p.tree.Node); err == nil {
-		if b, err := t.asBool(); err == nil {
+		if b, err := nc.asBool(t); err == nil {
 			pg.native = b
-			return pg, nil
 		}
 	}
+	// The VM program is kept for native programs too: a closure may punt
+	// a rare case to it (two strings joined with +).
 	prog, err := compileExpr(p)
 	if err != nil {
 		return nil, err
@@ -232,7 +256,7 @@ func bindProgram(p *parsed, slot func(dev, pt string) *point) (*program, error) 
 }
 
 // eval runs the program. ok is false when a point has no usable value or
-// expr failed at run time (err says why).
+// the expression failed at run time (err says why).
 func (pg *program) eval() (v, ok bool, err error) {
 	for _, p := range pg.refs {
 		if !p.usable {
@@ -240,7 +264,16 @@ func (pg *program) eval() (v, ok bool, err error) {
 		}
 	}
 	if pg.native != nil {
-		return pg.native(), true, nil
+		pg.bad, pg.punt = false, false
+		v = pg.native()
+		switch {
+		case pg.punt:
+			// fall through to the VM
+		case pg.bad:
+			return false, false, errType
+		default:
+			return v, true, nil
+		}
 	}
 	for i, p := range pg.refs {
 		pg.devs[i][p.name] = p.val.Any()
@@ -256,8 +289,37 @@ func (pg *program) eval() (v, ok bool, err error) {
 	return b, true, nil
 }
 
-// typ is the static type of a native node. A point is tDyn: its use
-// decides whether it is read as a number, a bool or a string.
+// numOf returns v as a number when it is one (not a bool or string).
+func numOf(v ferry.Value) (float64, bool) {
+	switch v.Kind() {
+	case ferry.KindFloat, ferry.KindInt, ferry.KindUint:
+		f, _ := v.Number()
+		return f, true
+	}
+	return 0, false
+}
+
+// valuesEqual is expr's == on two point values: numbers by value, bools
+// and strings by value, different types never equal.
+func valuesEqual(a, b ferry.Value) bool {
+	if x, ok := numOf(a); ok {
+		y, ok := numOf(b)
+		return ok && x == y
+	}
+	if a.Kind() != b.Kind() {
+		return false
+	}
+	switch a.Kind() {
+	case ferry.KindBool:
+		return a.Bool() == b.Bool()
+	case ferry.KindString:
+		return a.Str() == b.Str()
+	}
+	return false
+}
+
+// typ is the static type of a native node. A point is tDyn: its value's
+// kind is only known at run time.
 type typ uint8
 
 const (
@@ -271,53 +333,54 @@ type typed struct {
 	t   typ
 	num func() float64
 	b   func() bool
-	s   func() string
 	pt  *point   // tDyn
-	k   *float64 // a numeric constant (for specialisation)
+	k   *float64 // a numeric constant
 	ks  *string  // a string constant
 	kb  *bool    // a bool constant
 }
 
-func (x typed) asNum() (func() float64, error) {
+type nativeCompiler struct {
+	slot func(ref) *point
+	bad  *bool
+	punt *bool
+}
+
+// asNum reads x as a number; a point holding anything else is a type
+// error.
+func (c *nativeCompiler) asNum(x typed) (func() float64, error) {
 	switch x.t {
 	case tNum:
 		return x.num, nil
 	case tDyn:
-		p := x.pt
+		p, bad := x.pt, c.bad
 		return func() float64 {
-			if f, ok := p.val.Number(); ok {
+			if f, ok := numOf(p.val); ok {
 				return f
 			}
+			*bad = true
 			return math.NaN()
 		}, nil
 	}
 	return nil, errNotNative
 }
 
-func (x typed) asBool() (func() bool, error) {
+// asBool reads x as a bool; a point holding anything else is a type
+// error.
+func (c *nativeCompiler) asBool(x typed) (func() bool, error) {
 	switch x.t {
 	case tBool:
 		return x.b, nil
 	case tDyn:
-		p := x.pt
-		return func() bool { return p.val.Bool() }, nil
+		p, bad := x.pt, c.bad
+		return func() bool {
+			if p.val.Kind() == ferry.KindBool {
+				return p.val.Bool()
+			}
+			*bad = true
+			return false
+		}, nil
 	}
 	return nil, errNotNative
-}
-
-func (x typed) asStr() (func() string, error) {
-	switch x.t {
-	case tStr:
-		return x.s, nil
-	case tDyn:
-		p := x.pt
-		return func() string { return p.val.Str() }, nil
-	}
-	return nil, errNotNative
-}
-
-type nativeCompiler struct {
-	slot func(ref) *point
 }
 
 func constNum(f float64) typed {
@@ -335,7 +398,7 @@ func (c *nativeCompiler) compile(n ast.Node) (typed, error) {
 		return typed{t: tBool, b: func() bool { return v }, kb: &v}, nil
 	case *ast.StringNode:
 		v := n.Value
-		return typed{t: tStr, s: func() string { return v }, ks: &v}, nil
+		return typed{t: tStr, ks: &v}, nil
 	case *ast.MemberNode:
 		r, _, ok := refOf(n)
 		if !ok {
@@ -347,25 +410,25 @@ func (c *nativeCompiler) compile(n ast.Node) (typed, error) {
 		}
 		return typed{t: tDyn, pt: p}, nil
 	case *ast.UnaryNode:
+		if i, ok := n.Node.(*ast.IntegerNode); ok && n.Operator == "-" {
+			return constNum(float64(-i.Value)), nil // integer: -0 is 0, not -0.0
+		}
 		x, err := c.compile(n.Node)
 		if err != nil {
 			return typed{}, err
 		}
 		switch n.Operator {
-		case "-":
-			f, err := x.asNum()
+		case "-", "+":
+			f, err := c.asNum(x)
 			if err != nil {
 				return typed{}, err
+			}
+			if n.Operator == "+" {
+				return typed{t: tNum, num: f}, nil
 			}
 			return typed{t: tNum, num: func() float64 { return -f() }}, nil
-		case "+":
-			f, err := x.asNum()
-			if err != nil {
-				return typed{}, err
-			}
-			return typed{t: tNum, num: f}, nil
 		case "!", "not":
-			b, err := x.asBool()
+			b, err := c.asBool(x)
 			if err != nil {
 				return typed{}, err
 			}
@@ -374,48 +437,50 @@ func (c *nativeCompiler) compile(n ast.Node) (typed, error) {
 	case *ast.BinaryNode:
 		return c.binary(n)
 	case *ast.ConditionalNode:
-		cond, err := c.compile(n.Cond)
-		if err != nil {
-			return typed{}, err
-		}
-		cb, err := cond.asBool()
-		if err != nil {
-			return typed{}, err
-		}
-		a, err := c.compile(n.Exp1)
-		if err != nil {
-			return typed{}, err
-		}
-		b, err := c.compile(n.Exp2)
-		if err != nil {
-			return typed{}, err
-		}
-		if a.t == tBool || b.t == tBool {
-			fa, err1 := a.asBool()
-			fb, err2 := b.asBool()
-			if err1 != nil || err2 != nil {
-				return typed{}, errNotNative
+		return c.conditional(n)
+	case *ast.BuiltinNode:
+		return c.builtin(n)
+	}
+	return typed{}, errNotNative
+}
+
+func (c *nativeCompiler) conditional(n *ast.ConditionalNode) (typed, error) {
+	cond, err := c.compile(n.Cond)
+	if err != nil {
+		return typed{}, err
+	}
+	cb, err := c.asBool(cond)
+	if err != nil {
+		return typed{}, err
+	}
+	a, err := c.compile(n.Exp1)
+	if err != nil {
+		return typed{}, err
+	}
+	b, err := c.compile(n.Exp2)
+	if err != nil {
+		return typed{}, err
+	}
+	// Only branches of one static type: a point's value in a branch
+	// keeps its own type in expr (`c ? 1 : p.b` may be a bool), which
+	// the fallback handles.
+	switch {
+	case a.t == tBool && b.t == tBool:
+		fa, fb := a.b, b.b
+		return typed{t: tBool, b: func() bool {
+			if cb() {
+				return fa()
 			}
-			return typed{t: tBool, b: func() bool {
-				if cb() {
-					return fa()
-				}
-				return fb()
-			}}, nil
-		}
-		fa, err1 := a.asNum()
-		fb, err2 := b.asNum()
-		if err1 != nil || err2 != nil {
-			return typed{}, errNotNative
-		}
+			return fb()
+		}}, nil
+	case a.t == tNum && b.t == tNum:
+		fa, fb := a.num, b.num
 		return typed{t: tNum, num: func() float64 {
 			if cb() {
 				return fa()
 			}
 			return fb()
 		}}, nil
-	case *ast.BuiltinNode:
-		return c.builtin(n)
 	}
 	return typed{}, errNotNative
 }
@@ -427,7 +492,7 @@ func (c *nativeCompiler) builtin(n *ast.BuiltinNode) (typed, error) {
 		if err != nil {
 			return typed{}, err
 		}
-		if args[i], err = x.asNum(); err != nil {
+		if args[i], err = c.asNum(x); err != nil {
 			return typed{}, err
 		}
 	}
@@ -440,7 +505,12 @@ func (c *nativeCompiler) builtin(n *ast.BuiltinNode) (typed, error) {
 	}
 	switch n.Name {
 	case "abs":
-		return one(math.Abs)
+		return one(func(x float64) float64 { // as expr's: abs(-0.0) is -0.0
+			if x < 0 {
+				return -x
+			}
+			return x
+		})
 	case "ceil":
 		return one(math.Ceil)
 	case "floor":
@@ -477,8 +547,8 @@ func (c *nativeCompiler) binary(n *ast.BinaryNode) (typed, error) {
 	}
 	switch n.Operator {
 	case "and", "&&", "or", "||":
-		a, err1 := l.asBool()
-		b, err2 := r.asBool()
+		a, err1 := c.asBool(l)
+		b, err2 := c.asBool(r)
 		if err1 != nil || err2 != nil {
 			return typed{}, errNotNative
 		}
@@ -486,15 +556,34 @@ func (c *nativeCompiler) binary(n *ast.BinaryNode) (typed, error) {
 			return typed{t: tBool, b: func() bool { return a() && b() }}, nil
 		}
 		return typed{t: tBool, b: func() bool { return a() || b() }}, nil
-	case "+", "-", "*", "/", "%", "**", "^":
-		a, err1 := l.asNum()
-		b, err2 := r.asNum()
+	case "+", "-", "*", "/", "**", "^":
+		// % is left to expr: it is defined on integers only.
+		a, err1 := c.asNum(l)
+		b, err2 := c.asNum(r)
 		if err1 != nil || err2 != nil {
 			return typed{}, errNotNative
 		}
 		var f func() float64
 		switch n.Operator {
 		case "+":
+			if l.t == tDyn && r.t == tDyn {
+				// Two strings concatenate in expr: punt that to the VM.
+				p, q, bad, punt := l.pt, r.pt, c.bad, c.punt
+				f = func() float64 {
+					x, ok1 := numOf(p.val)
+					y, ok2 := numOf(q.val)
+					switch {
+					case ok1 && ok2:
+						return x + y
+					case p.val.Kind() == ferry.KindString && q.val.Kind() == ferry.KindString:
+						*punt = true
+					default:
+						*bad = true
+					}
+					return math.NaN()
+				}
+				break
+			}
 			f = func() float64 { return a() + b() }
 		case "-":
 			f = func() float64 { return a() - b() }
@@ -502,8 +591,6 @@ func (c *nativeCompiler) binary(n *ast.BinaryNode) (typed, error) {
 			f = func() float64 { return a() * b() }
 		case "/":
 			f = func() float64 { return a() / b() }
-		case "%":
-			f = func() float64 { return math.Mod(a(), b()) }
 		default:
 			f = func() float64 { return math.Pow(a(), b()) }
 		}
@@ -519,66 +606,62 @@ func (c *nativeCompiler) binary(n *ast.BinaryNode) (typed, error) {
 		}
 		return typed{t: tBool, b: b}, nil
 	case "<", "<=", ">", ">=":
-		if l.t == tStr || r.t == tStr {
-			return typed{}, errNotNative // string ordering: leave to expr
+		if l.t == tStr || r.t == tStr || l.t == tBool || r.t == tBool {
+			return typed{}, errNotNative // string ordering or a type error: expr decides
 		}
 		return c.compare(n.Operator, l, r)
 	}
 	return typed{}, errNotNative
 }
 
-// equal compiles l == r. A string on either side compares strings, a
-// bool compares bools, two points compare their values, anything else
-// compares numbers.
+// equal compiles l == r with expr's semantics: values of different types
+// are not equal (no error).
 func (c *nativeCompiler) equal(l, r typed) (func() bool, error) {
+	if r.t == tDyn && l.t != tDyn {
+		l, r = r, l
+	}
 	switch {
-	case l.t == tStr || r.t == tStr:
-		a, err1 := l.asStr()
-		b, err2 := r.asStr()
-		if err1 != nil || err2 != nil {
-			return nil, errNotNative
-		}
-		if l.t == tDyn && r.ks != nil {
-			p, k := l.pt, *r.ks
-			return func() bool { return p.val.Str() == k }, nil
-		}
-		return func() bool { return a() == b() }, nil
-	case l.t == tBool || r.t == tBool:
-		a, err1 := l.asBool()
-		b, err2 := r.asBool()
-		if err1 != nil || err2 != nil {
-			return nil, errNotNative
-		}
-		return func() bool { return a() == b() }, nil
 	case l.t == tDyn && r.t == tDyn:
 		a, b := l.pt, r.pt
-		return func() bool {
-			x, ok1 := a.val.Number()
-			y, ok2 := b.val.Number()
-			if ok1 && ok2 {
-				return x == y
-			}
-			return a.val.Equal(b.val)
-		}, nil
+		return func() bool { return valuesEqual(a.val, b.val) }, nil
+	case l.t == tDyn && r.t == tStr:
+		p, k := l.pt, *r.ks
+		return func() bool { return p.val.Kind() == ferry.KindString && p.val.Str() == k }, nil
+	case l.t == tDyn && r.t == tBool:
+		p, b := l.pt, r.b
+		// Both sides are evaluated, as expr does: a type error on the
+		// right is an error even when the left is of another type.
+		return func() bool { k := b(); return p.val.Kind() == ferry.KindBool && p.val.Bool() == k }, nil
+	case l.t == tDyn && r.t == tNum:
+		p, f := l.pt, r.num
+		return func() bool { k := f(); x, ok := numOf(p.val); return ok && x == k }, nil
+	case l.t == tStr && r.t == tStr:
+		eq := *l.ks == *r.ks
+		return func() bool { return eq }, nil
+	case l.t == tBool && r.t == tBool:
+		a, b := l.b, r.b
+		return func() bool { return a() == b() }, nil
+	case l.t == tNum && r.t == tNum:
+		a, b := l.num, r.num
+		return func() bool { return a() == b() }, nil
 	}
-	cmp, err := c.compare("==", l, r)
-	if err != nil {
-		return nil, err
-	}
-	return cmp.b, nil
+	return nil, errNotNative // mixed constant types: expr decides
 }
 
 // compare compiles a numeric comparison. A point against a constant (the
 // common `press3.oil_temp > 80`) becomes one closure.
 func (c *nativeCompiler) compare(op string, l, r typed) (typed, error) {
 	if l.t == tDyn && r.k != nil {
-		return typed{t: tBool, b: cmpPointConst(op, l.pt, *r.k)}, nil
+		return typed{t: tBool, b: cmpPointConst(op, l.pt, *r.k, c.bad)}, nil
 	}
 	if r.t == tDyn && l.k != nil {
-		return typed{t: tBool, b: cmpPointConst(flip(op), r.pt, *l.k)}, nil
+		return typed{t: tBool, b: cmpPointConst(flip(op), r.pt, *l.k, c.bad)}, nil
 	}
-	a, err1 := l.asNum()
-	b, err2 := r.asNum()
+	if l.t == tDyn && r.t == tDyn {
+		return typed{t: tBool, b: cmpPoints(op, l.pt, r.pt, c.bad)}, nil
+	}
+	a, err1 := c.asNum(l)
+	b, err2 := c.asNum(r)
 	if err1 != nil || err2 != nil {
 		return typed{}, errNotNative
 	}
@@ -590,10 +673,8 @@ func (c *nativeCompiler) compare(op string, l, r typed) (typed, error) {
 		f = func() bool { return a() <= b() }
 	case ">":
 		f = func() bool { return a() > b() }
-	case ">=":
-		f = func() bool { return a() >= b() }
 	default:
-		f = func() bool { return a() == b() }
+		f = func() bool { return a() >= b() }
 	}
 	return typed{t: tBool, b: f}, nil
 }
@@ -613,18 +694,77 @@ func flip(op string) string {
 	return op
 }
 
-// cmpPointConst compares a point with a constant. A point that holds no
-// number compares false (like NaN).
-func cmpPointConst(op string, p *point, k float64) func() bool {
+// cmpPointConst compares a point with a constant; a point that holds no
+// number is a type error.
+func cmpPointConst(op string, p *point, k float64, bad *bool) func() bool {
 	switch op {
 	case "<":
-		return func() bool { f, ok := p.val.Number(); return ok && f < k }
+		return func() bool {
+			if f, ok := numOf(p.val); ok {
+				return f < k
+			}
+			*bad = true
+			return false
+		}
 	case "<=":
-		return func() bool { f, ok := p.val.Number(); return ok && f <= k }
+		return func() bool {
+			if f, ok := numOf(p.val); ok {
+				return f <= k
+			}
+			*bad = true
+			return false
+		}
 	case ">":
-		return func() bool { f, ok := p.val.Number(); return ok && f > k }
-	case ">=":
-		return func() bool { f, ok := p.val.Number(); return ok && f >= k }
+		return func() bool {
+			if f, ok := numOf(p.val); ok {
+				return f > k
+			}
+			*bad = true
+			return false
+		}
 	}
-	return func() bool { f, ok := p.val.Number(); return ok && f == k }
+	return func() bool {
+		if f, ok := numOf(p.val); ok {
+			return f >= k
+		}
+		*bad = true
+		return false
+	}
+}
+
+// cmpPoints orders two point values as expr does: numbers by value,
+// strings lexically, anything else is a type error.
+func cmpPoints(op string, p, q *point, bad *bool) func() bool {
+	return func() bool {
+		var c int
+		if x, ok := numOf(p.val); ok {
+			y, ok := numOf(q.val)
+			if !ok {
+				*bad = true
+				return false
+			}
+			switch {
+			case x < y:
+				c = -1
+			case x > y:
+				c = 1
+			case x != y: // NaN
+				return false
+			}
+		} else if p.val.Kind() == ferry.KindString && q.val.Kind() == ferry.KindString {
+			c = strings.Compare(p.val.Str(), q.val.Str())
+		} else {
+			*bad = true
+			return false
+		}
+		switch op {
+		case "<":
+			return c < 0
+		case "<=":
+			return c <= 0
+		case ">":
+			return c > 0
+		}
+		return c >= 0
+	}
 }
