@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"fmt"
 	"math"
 	"regexp"
 	"sort"
@@ -345,5 +344,3 @@ func (a *Anomaly) warmup() time.Duration {
 	}
 	return a.Window
 }
-
-func (r *Rule) String() string { return fmt.Sprintf("rule %q", r.Name) }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ferry-edge/ferry"
 )
 
@@ -12,7 +14,7 @@ import (
 type logSink struct {
 	log  *slog.Logger
 	q    *queue
-	sent interface{ Inc() }
+	sent prometheus.Counter
 }
 
 func newLogSink(cfg LogConfig, log *slog.Logger, m *metrics) *logSink {

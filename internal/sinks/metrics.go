@@ -1,6 +1,10 @@
 package sinks
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the sinks' Prometheus series.
 type metrics struct {
@@ -32,19 +36,49 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sent, m.dropped, m.errors, m.connected, m.clients)
+		// Sinks may be built again on a reload with the same registry:
+		// the counters carry on, the queue gauges follow the new queues.
+		m.sent = register(reg, m.sent)
+		m.dropped = register(reg, m.dropped)
+		m.errors = register(reg, m.errors)
+		m.connected = register(reg, m.connected)
+		m.clients = register(reg, m.clients)
 	}
 	return m
 }
 
-// queued registers the queue length gauge of one sink.
+// register registers c, or returns the collector already registered
+// under its name.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old
+			}
+		}
+		panic(err) // a name clash with another part of ferry: a bug
+	}
+	return c
+}
+
+// queued registers the queue length gauge of one sink, replacing the one
+// of a previous Sinks.
 func (m *metrics) queued(sink string, length func() float64) {
 	if m.reg == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "ferry_alert_sink_queue_length",
 		Help:        "Alert transitions waiting in a sink's queue.",
 		ConstLabels: prometheus.Labels{"sink": sink},
-	}, length))
+	}, length)
+	if err := m.reg.Register(g); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			panic(err)
+		}
+		m.reg.Unregister(are.ExistingCollector)
+		m.reg.MustRegister(g)
+	}
 }

@@ -631,3 +631,25 @@ func TestAlertJSONValues(t *testing.T) {
 		}
 	}
 }
+
+// TestNewTwiceWithOneRegistry: a reload may build the sinks again.
+func TestNewTwiceWithOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := webhookConfig("http://127.0.0.1:1/x")
+	cfg.Log.Enabled = true
+	a, err := New(cfg, Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Send(alert("r", "r-1", ferry.AlertRaised))
+	b, err := New(cfg, Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.m.sent != b.m.sent {
+		t.Fatal("second Sinks does not share the counters")
+	}
+	if n, err := testutil.GatherAndCount(reg, "ferry_alert_sink_queue_length"); err != nil || n != 2 {
+		t.Fatalf("queue gauges %d %v", n, err)
+	}
+}
