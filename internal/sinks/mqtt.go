@@ -42,8 +42,10 @@ type mqttSink struct {
 	mu     sync.Mutex
 	active map[string]map[string]ferry.Alert // rule → id → alert
 	dirty  map[string]bool                   // rules whose retained message is out of date
-	dirtyC chan struct{}
-	lost   chan struct{}
+	// retainedFails counts failed publishes per rule; run's goroutine only.
+	retainedFails map[string]int
+	dirtyC        chan struct{}
+	lost          chan struct{}
 }
 
 func newMQTTSink(cfg MQTTConfig, opts Options, m *metrics) *mqttSink {
@@ -67,6 +69,7 @@ func newMQTTSink(cfg MQTTConfig, opts Options, m *metrics) *mqttSink {
 		connectedGauge: m.connected.WithLabelValues("mqtt"),
 		active:         map[string]map[string]ferry.Alert{},
 		dirty:          map[string]bool{},
+		retainedFails:  map[string]int{},
 		dirtyC:         make(chan struct{}, 1),
 		lost:           make(chan struct{}, 1),
 	}
@@ -115,7 +118,7 @@ func (s *mqttSink) run(ctx context.Context) {
 	var (
 		client    paho.Client
 		pending   *ferry.Alert
-		attempts  int
+		attempts  int // failed publishes of pending
 		connected bool
 		wasDown   bool // logged as unreachable: log the recovery
 		conn      = backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
@@ -127,6 +130,17 @@ func (s *mqttSink) run(ctx context.Context) {
 		}
 		s.connectedGauge.Set(0)
 	}()
+	// failed handles a failed publish. A publish that fails counts as an
+	// attempt even when the connection dropped with it: a broker refuses
+	// a topic (ACL) to an MQTT 3.1.1 client by disconnecting it, and such
+	// an alert must not loop through reconnects for ever. A broker that
+	// cannot be reached at all costs no attempts (nothing is published).
+	failed := func(err error) bool {
+		if !client.IsConnectionOpen() {
+			connected = s.down(&wasDown, err)
+		}
+		return retry.Wait(ctx)
+	}
 	for ctx.Err() == nil {
 		if !connected {
 			if client != nil {
@@ -156,9 +170,13 @@ func (s *mqttSink) run(ctx context.Context) {
 			} else {
 				s.log.Debug("alert broker connected")
 			}
+			// Republish every retained message (the broker may have lost
+			// them), except those it refused: they wait for a transition.
 			s.mu.Lock()
 			for rule := range s.active {
-				s.dirty[rule] = true
+				if s.retainedFails[rule] < s.cfg.Attempts {
+					s.dirty[rule] = true
+				}
 			}
 			s.mu.Unlock()
 		}
@@ -168,11 +186,7 @@ func (s *mqttSink) run(ctx context.Context) {
 			}
 			s.errs.Inc()
 			s.log.Debug("retained active alerts not published", "err", err)
-			if !client.IsConnectionOpen() {
-				connected = s.down(&wasDown, err)
-				continue
-			}
-			if !retry.Wait(ctx) {
+			if !failed(err) {
 				return
 			}
 			continue
@@ -195,19 +209,12 @@ func (s *mqttSink) run(ctx context.Context) {
 				return
 			}
 			s.errs.Inc()
-			if !client.IsConnectionOpen() {
-				// Not the alert's fault: keep it for the next connection.
-				connected = s.down(&wasDown, err)
-				continue
-			}
-			attempts++
-			if attempts >= s.cfg.Attempts {
+			if attempts++; attempts >= s.cfg.Attempts {
 				s.dropAttempts.Inc()
 				s.log.Warn("alert dropped after failed publishes", "rule", pending.Rule, "id", pending.ID, "state", pending.State.String(), "attempts", attempts, "err", err)
 				pending = nil
-				continue
 			}
-			if !retry.Wait(ctx) {
+			if !failed(err) {
 				return
 			}
 			continue
@@ -273,10 +280,19 @@ func (s *mqttSink) connect(ctx context.Context) (paho.Client, error) {
 }
 
 // flushRetained publishes the retained message of every rule whose active
-// set changed. A rule that fails stays dirty.
+// set changed. It stops at the first failure; the rules not published stay
+// dirty, except a rule whose message failed `attempts` times, which is
+// dropped (counted) until its next transition.
 func (s *mqttSink) flushRetained(ctx context.Context, c paho.Client) error {
 	s.mu.Lock()
-	rules := slices.Sorted(maps.Keys(s.dirty))
+	// Rules that failed before go last, so that one refused topic (which
+	// may cost the connection) does not starve the others.
+	rules := slices.SortedFunc(maps.Keys(s.dirty), func(a, b string) int {
+		if c := s.retainedFails[a] - s.retainedFails[b]; c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
 	payloads := make([][]byte, len(rules))
 	for i, rule := range rules {
 		set := s.active[rule]
@@ -294,14 +310,26 @@ func (s *mqttSink) flushRetained(ctx context.Context, c paho.Client) error {
 	s.mu.Unlock()
 	for i, rule := range rules {
 		tok := c.Publish(s.cfg.ActiveTopic+"/"+rule, 1, true, payloads[i])
-		if err := wait(ctx, tok, s.cfg.Timeout); err != nil {
-			s.mu.Lock()
-			for _, r := range rules[i:] {
-				s.dirty[r] = true
-			}
-			s.mu.Unlock()
-			return fmt.Errorf("publish %s/%s: %w", s.cfg.ActiveTopic, rule, err)
+		err := wait(ctx, tok, s.cfg.Timeout)
+		if err == nil {
+			delete(s.retainedFails, rule)
+			continue
 		}
+		rest := rules[i+1:]
+		if s.retainedFails[rule]++; s.retainedFails[rule] >= s.cfg.Attempts {
+			// Given up until the rule's next transition; the count stays,
+			// so a reconnect does not try it again.
+			s.dropAttempts.Inc()
+			s.log.Warn("retained active alerts dropped after failed publishes", "rule", rule, "attempts", s.cfg.Attempts, "err", err)
+		} else {
+			rest = rules[i:]
+		}
+		s.mu.Lock()
+		for _, r := range rest {
+			s.dirty[r] = true
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("publish %s/%s: %w", s.cfg.ActiveTopic, rule, err)
 	}
 	return nil
 }

@@ -88,8 +88,13 @@ func config() Config {
 // startBroker starts a mochi broker on addr ("127.0.0.1:0" for any port).
 func startBroker(t *testing.T, addr string) (*mochi.Server, string) {
 	t.Helper()
+	return startBrokerWith(t, addr, new(auth.AllowHook))
+}
+
+func startBrokerWith(t *testing.T, addr string, hook mochi.Hook) (*mochi.Server, string) {
+	t.Helper()
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	if err := srv.AddHook(hook, nil); err != nil {
 		t.Fatal(err)
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
@@ -652,4 +657,74 @@ func TestNewTwiceWithOneRegistry(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg, "ferry_alert_sink_queue_length"); err != nil || n != 2 {
 		t.Fatalf("queue gauges %d %v", n, err)
 	}
+}
+
+// aclHook lets every client in and refuses publishes to topics deny
+// names, as a broker ACL does (an MQTT 3.1.1 client is disconnected).
+type aclHook struct {
+	mochi.HookBase
+	mu   sync.Mutex
+	deny map[string]bool
+}
+
+func (h *aclHook) ID() string { return "acl" }
+
+func (h *aclHook) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+func (h *aclHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+func (h *aclHook) OnACLCheck(_ *mochi.Client, topic string, write bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !write || !h.deny[topic]
+}
+
+func (h *aclHook) set(topic string, deny bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.deny[topic] = deny
+}
+
+// TestMQTTSinkRefusedTopicIsDropped: a topic the broker refuses costs
+// `attempts` tries and is dropped, counted; it does not block the queue.
+func TestMQTTSinkRefusedTopicIsDropped(t *testing.T) {
+	acl := &aclHook{deny: map[string]bool{"ferry/alerts/active/poison": true}}
+	srv, addr := startBrokerWith(t, "127.0.0.1:0", acl)
+	var rec recorder
+	if err := srv.Subscribe("ferry/alerts", 1, rec.handler); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config()
+	cfg.MQTT = &MQTTConfig{Broker: "tcp://" + addr}
+	cfg.MQTT.SetDefaults()
+	cfg.MQTT.Attempts = 2
+	s, _ := newSinks(t, cfg)
+	run(t, s)
+	dropped := func() float64 { return testutil.ToFloat64(s.m.dropped.WithLabelValues("mqtt", "attempts")) }
+
+	s.Send(alert("poison", "poison-1", ferry.AlertRaised))
+	s.Send(alert("zgood", "zgood-1", ferry.AlertRaised))
+	eventually(t, "the refused retained message dropped", func() bool { return dropped() == 1 })
+	eventually(t, "the other rule's retained message", func() bool {
+		_, ok := retained(srv, "ferry/alerts/active/zgood")
+		return ok
+	})
+	eventually(t, "both transitions", func() bool { return len(rec.payloads()) == 2 })
+	if _, ok := retained(srv, "ferry/alerts/active/poison"); ok {
+		t.Fatal("refused topic retained")
+	}
+
+	// The transition topic refused: each alert is dropped after its
+	// attempts, and delivery resumes when the broker allows it again.
+	acl.set("ferry/alerts", true)
+	s.Send(alert("x", "x-1", ferry.AlertRaised))
+	eventually(t, "the refused transition dropped", func() bool { return dropped() == 2 })
+	acl.set("ferry/alerts", false)
+	s.Send(alert("x", "x-1", ferry.AlertCleared))
+	eventually(t, "delivery after the refusal", func() bool {
+		ps := rec.payloads()
+		return len(ps) == 3 && strings.Contains(ps[2], `"x-1"`) && strings.Contains(ps[2], "cleared")
+	})
 }
