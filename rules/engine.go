@@ -293,14 +293,14 @@ func fingerprint(r *Rule) string {
 func (e *Engine) Process(s *ferry.Scan) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.now()
 	if len(e.orphans) > 0 {
-		e.clearOrphans(now)
+		e.clearOrphans(e.now())
 	}
 	g := e.g
 	e.mark++
 	dirty := e.dirty[:0]
 	var n uint64
+	var now time.Time // read once, when a sample concerns a rule
 	for i := range s.Samples {
 		sm := &s.Samples[i]
 		dev := sm.Device
@@ -310,6 +310,9 @@ func (e *Engine) Process(s *ferry.Scan) {
 		p := g.devices[dev][sm.Point]
 		if p == nil {
 			continue
+		}
+		if now.IsZero() {
+			now = e.now()
 		}
 		p.seen = true
 		p.q = sm.Quality
