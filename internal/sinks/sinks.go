@@ -1,0 +1,181 @@
+// Package sinks delivers alert transitions to local destinations: ferry's
+// log, an MQTT broker (each transition, plus a retained "active alerts"
+// message per rule for HMIs), a webhook, and a Server-Sent Events stream
+// served on the local HTTP listener.
+//
+// Promises: Send never blocks. Each sink has its own bounded queue and its
+// own goroutine; a slow or dead sink fills its own queue and drops (and
+// counts) what does not fit, so it never delays the rule engine or another
+// sink. Transitions reach each sink in the order they were sent. Webhook
+// and MQTT deliveries are retried with capped, jittered backoff
+// (internal/backoff) and dropped, counted, after the configured attempts.
+//
+// Caveats: the sinks are best-effort notification channels. The durable
+// record of every alert is the buffer's alerts lane, forwarded upstream; a
+// sink's queue lives in memory and is lost on restart.
+package sinks
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry"
+)
+
+// Options are the sinks' collaborators.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Gateway is this gateway's id: the default MQTT client id and a field
+	// of every alert payload.
+	Gateway string
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Sinks fans alert transitions out to every configured sink.
+type Sinks struct {
+	log    *slog.Logger
+	sinks  []sink
+	stream *Stream
+	m      *metrics
+}
+
+var _ ferry.AlertSink = (*Sinks)(nil)
+
+// sink is one destination with its own queue and goroutine.
+type sink interface {
+	send(a ferry.Alert) // never blocks
+	run(ctx context.Context)
+}
+
+// New builds the sinks cfg asks for. It validates and does no I/O.
+func New(cfg Config, opts Options) (*Sinks, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Sinks{log: opts.Logger}
+	s.m = newMetrics(opts.Registerer)
+	if cfg.Log.Enabled {
+		s.sinks = append(s.sinks, newLogSink(cfg.Log, opts.Logger, s.m))
+	}
+	if cfg.MQTT != nil {
+		s.sinks = append(s.sinks, newMQTTSink(*cfg.MQTT, opts, s.m))
+	}
+	if cfg.Webhook != nil {
+		s.sinks = append(s.sinks, newWebhookSink(*cfg.Webhook, opts, s.m))
+	}
+	s.stream = newStream(cfg.Stream, opts, s.m)
+	return s, nil
+}
+
+// Send hands a transition to every sink. It never blocks.
+func (s *Sinks) Send(a ferry.Alert) {
+	for _, k := range s.sinks {
+		k.send(a)
+	}
+	s.stream.Publish(a)
+}
+
+// Restore tells the sinks which alerts are active at start (restored by
+// the rule engine without being emitted again), so that the MQTT sink's
+// retained per-rule messages are right even after the broker lost them.
+// Call it before Run.
+func (s *Sinks) Restore(active []ferry.Alert) {
+	for _, k := range s.sinks {
+		if m, ok := k.(*mqttSink); ok {
+			m.restore(active)
+		}
+	}
+}
+
+// Stream returns the Server-Sent Events hub.
+func (s *Sinks) Stream() *Stream { return s.stream }
+
+// Run delivers until ctx ends, then stops every sink, disconnects the
+// stream's clients and returns nil. Alerts still queued are dropped.
+func (s *Sinks) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, k := range s.sinks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k.run(ctx)
+		}()
+	}
+	<-ctx.Done()
+	wg.Wait()
+	s.stream.Close()
+	return nil
+}
+
+// queue is a sink's bounded queue.
+type queue struct {
+	ch   chan ferry.Alert
+	full prometheus.Counter
+}
+
+func newQueue(name string, size int, m *metrics) *queue {
+	q := &queue{ch: make(chan ferry.Alert, size), full: m.dropped.WithLabelValues(name, "queue_full")}
+	m.queued(name, func() float64 { return float64(len(q.ch)) })
+	return q
+}
+
+// push queues a, or drops and counts it when the queue is full.
+func (q *queue) push(a ferry.Alert) {
+	select {
+	case q.ch <- a:
+	default:
+		q.full.Inc()
+	}
+}
+
+// AlertJSON is the JSON form of an alert transition, as the MQTT and
+// webhook sinks, the SSE stream and the HTTP API send it.
+type AlertJSON struct {
+	ID       string            `json:"id"`
+	Gateway  string            `json:"gateway,omitempty"`
+	Rule     string            `json:"rule"`
+	Device   string            `json:"device,omitempty"`
+	Point    string            `json:"point,omitempty"`
+	Severity string            `json:"severity"`
+	State    string            `json:"state"`
+	Value    any               `json:"value"` // number, bool, string or null; NaN and ±Inf as strings
+	Message  string            `json:"message,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Since    time.Time         `json:"since"`
+	Time     time.Time         `json:"time"`
+}
+
+// NewAlertJSON returns the JSON form of a.
+func NewAlertJSON(a ferry.Alert, gateway string) AlertJSON {
+	j := AlertJSON{
+		ID: a.ID, Gateway: gateway, Rule: a.Rule, Device: a.Device, Point: a.Point,
+		Severity: a.Severity.String(), State: a.State.String(), Message: a.Message,
+		Labels: a.Labels, Since: a.Since, Time: a.Time,
+	}
+	switch a.Value.Kind() {
+	case ferry.KindNone:
+	case ferry.KindFloat:
+		f := a.Value.Float64()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			j.Value = a.Value.String()
+		} else {
+			j.Value = f
+		}
+	default:
+		j.Value = a.Value.Any()
+	}
+	return j
+}
