@@ -54,6 +54,8 @@ func commands() []command {
 		{"validate", "check a configuration file and print a summary", cmdValidate},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
+		{"opcua", "browse an OPC UA server: opcua browse ENDPOINT [NODE]", cmdOPCUA},
+		{"pki", "OPC UA certificates: pki list | trust FILE | own", cmdPKI},
 	}
 }
 

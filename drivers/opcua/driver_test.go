@@ -17,7 +17,9 @@ func testDevice(name, endpoint string, mod func(*Config), points ...Point) Devic
 	c.Endpoint = endpoint
 	c.Interval = 100 * time.Millisecond
 	c.Timeouts.Connect = 5 * time.Second
-	c.Timeouts.Request = 5 * time.Second
+	// The in-process server's Close does not close its TCP connections,
+	// so a client notices a stopped server by a request timeout.
+	c.Timeouts.Request = time.Second
 	c.Timeouts.Keepalive = time.Second
 	if mod != nil {
 		mod(&c)

@@ -412,9 +412,10 @@ func (p *PKI) Trust(file string) (string, error) {
 	if err := writeFileSync(dst, certs[0].Raw, 0o644); err != nil {
 		return "", err
 	}
-	rej, _ := filepath.Abs(filepath.Join(p.Dir, rejectedDir, certFileName(certs[0])))
-	if abs, err := filepath.Abs(file); err == nil && abs == rej {
-		if err := os.Remove(rej); err != nil {
+	// A file from rejected/ is moved, not copied.
+	rej, _ := filepath.Abs(filepath.Join(p.Dir, rejectedDir))
+	if abs, err := filepath.Abs(file); err == nil && filepath.Dir(abs) == rej {
+		if err := os.Remove(abs); err != nil {
 			return dst, err
 		}
 	}

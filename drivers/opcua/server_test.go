@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +33,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// lockedNode is a variable nobody may read (BadUserAccessDenied).
+const lockedNode = "Locked"
+
 // testNS is the namespace URI of the test server's nodes.
 const testNS = "urn:ferry:test:plant"
 
@@ -43,6 +48,8 @@ type serverOpts struct {
 	none bool
 	// extraNS adds namespaces before the test namespace, shifting its index.
 	extraNS int
+	// alias is another host:port the server is reached at (a proxy).
+	alias string
 	// cert and key: the server's certificate (generated when nil).
 	cert []byte
 	key  *rsa.PrivateKey
@@ -127,6 +134,11 @@ func (s *testServer) start() {
 	s.t.Helper()
 	o := s.opts
 	opts := []uaserver.Option{uaserver.EndPoint("127.0.0.1", s.port), uaserver.ServerName("ferry test server")}
+	if o.alias != "" {
+		host, port, _ := net.SplitHostPort(o.alias)
+		p, _ := strconv.Atoi(port)
+		opts = append(opts, uaserver.EndPoint(host, p))
+	}
 	if o.none {
 		opts = append(opts, uaserver.EnableSecurity("None", ua.MessageSecurityModeNone))
 	}
@@ -170,6 +182,15 @@ func (s *testServer) start() {
 }
 
 func (s *testServer) addNode(name string) {
+	if name == lockedNode {
+		n := uaserver.NewNode(ua.NewStringNodeID(s.NS, name), map[ua.AttributeID]*ua.DataValue{
+			ua.AttributeIDAccessLevel:     uaserver.DataValueFromValue(byte(ua.AccessLevelTypeNone)),
+			ua.AttributeIDUserAccessLevel: uaserver.DataValueFromValue(byte(ua.AccessLevelTypeNone)),
+			ua.AttributeIDNodeClass:       uaserver.DataValueFromValue(uint32(ua.NodeClassVariable)),
+		}, nil, func() *ua.DataValue { return uaserver.DataValueFromValue(1.0) })
+		s.ns.AddNode(n)
+		return
+	}
 	n := s.ns.AddNewVariableStringNode(name, func() *ua.DataValue {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -327,4 +348,75 @@ func runDriver(t *testing.T, d *Driver, c *collector) {
 			t.Errorf("Run did not return after cancel")
 		}
 	})
+}
+
+// proxy forwards TCP connections to a server; cut closes them all, as a
+// network failure or a crashed server process would.
+type proxy struct {
+	l      net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// startProxy listens; set target before the first connection.
+func startProxy(t *testing.T) *proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{l: l}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		l.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) Endpoint() string { return "opc.tcp://" + p.l.Addr().String() }
+
+func (p *proxy) setTarget(endpoint string) {
+	p.mu.Lock()
+	p.target = strings.TrimPrefix(endpoint, "opc.tcp://")
+	p.mu.Unlock()
+}
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go func() { defer p.wg.Done(); io.Copy(s, c); s.Close() }()
+		go func() { defer p.wg.Done(); io.Copy(c, s); c.Close() }()
+	}
+}
+
+// cut closes every forwarded connection.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }

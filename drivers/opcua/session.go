@@ -36,7 +36,7 @@ var policyRank = map[string]int{
 // server for it.
 type session struct {
 	c        *opcua.Client
-	lost     chan struct{} // closed… signalled once when the client reports the connection gone
+	lost     chan struct{} // receives when the client reports the connection gone
 	maxRead  int
 	maxItems int
 	policy   string
@@ -124,7 +124,7 @@ func dial(ctx context.Context, o dialOptions, state func(opcua.ConnState)) (*opc
 	}
 	if err := cl.Connect(cctx); err != nil {
 		cl.Close(context.Background())
-		return nil, nil, fmt.Errorf("connect to %s (%s, %s): %w", c.Endpoint, policyName(ep.SecurityPolicyURI), ep.SecurityMode, explainConnect(err, c, ownCert))
+		return nil, nil, fmt.Errorf("connect to %s (%s, %s): %w", c.Endpoint, policyName(ep.SecurityPolicyURI), modeName(ep.SecurityMode), explainConnect(err, c, ownCert))
 	}
 	return cl, ep, nil
 }
@@ -134,6 +134,9 @@ func dial(ctx context.Context, o dialOptions, state func(opcua.ConnState)) (*opc
 // configured mode. None is chosen only when configured, or when it is
 // all the server offers and allow_insecure is set.
 func selectEndpoint(eps []*ua.EndpointDescription, c *Config) (*ua.EndpointDescription, error) {
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("%w: server returned no endpoints for %s; it may know itself by another host name or port: use the one of its own endpoint URL", ErrNoEndpoint, c.Endpoint)
+	}
 	var best *ua.EndpointDescription
 	var offered []string
 	wantMode := ua.MessageSecurityModeFromString(c.securityMode())
@@ -142,7 +145,7 @@ func selectEndpoint(eps []*ua.EndpointDescription, c *Config) (*ua.EndpointDescr
 		if ep.TransportProfileURI != "" && !strings.Contains(ep.TransportProfileURI, "uatcp") {
 			continue
 		}
-		offered = append(offered, policyName(ep.SecurityPolicyURI)+"/"+ep.SecurityMode.String())
+		offered = append(offered, policyName(ep.SecurityPolicyURI)+"/"+modeName(ep.SecurityMode))
 		rank, known := policyRank[ep.SecurityPolicyURI]
 		if ep.SecurityPolicyURI != ua.SecurityPolicyURINone {
 			onlyNone = false
@@ -164,7 +167,7 @@ func selectEndpoint(eps []*ua.EndpointDescription, c *Config) (*ua.EndpointDescr
 	if best != nil {
 		return best, nil
 	}
-	if c.SecurityPolicy == "" && onlyNone && len(eps) > 0 {
+	if c.SecurityPolicy == "" && onlyNone {
 		if !c.AllowInsecure {
 			return nil, ErrInsecure
 		}
@@ -180,6 +183,10 @@ func selectEndpoint(eps []*ua.EndpointDescription, c *Config) (*ua.EndpointDescr
 }
 
 func policyName(uri string) string { return strings.TrimPrefix(uri, ua.SecurityPolicyURIPrefix) }
+
+func modeName(m ua.MessageSecurityMode) string {
+	return strings.TrimPrefix(m.String(), "MessageSecurityMode")
+}
 
 // tokenType returns the user token type of the configured login, checking
 // that the endpoint accepts it.
@@ -202,7 +209,7 @@ func tokenType(ep *ua.EndpointDescription, a *Auth) (ua.UserTokenType, error) {
 		return want, nil
 	}
 	return want, fmt.Errorf("endpoint %s/%s accepts no %s login (it accepts %s) (BadIdentityTokenRejected)",
-		policyName(ep.SecurityPolicyURI), ep.SecurityMode, a.Kind(), strings.Join(offered, ", "))
+		policyName(ep.SecurityPolicyURI), modeName(ep.SecurityMode), a.Kind(), strings.Join(offered, ", "))
 }
 
 func loadUserCert(a *Auth) ([]byte, *rsa.PrivateKey, error) {
@@ -264,7 +271,7 @@ func (dv *device) session(ctx context.Context, emit ferry.EmitFunc) (up bool, er
 	}
 	dv.everConnected = true
 	dv.st.Connected()
-	dv.log.Debug("session open", "policy", policyName(ep.SecurityPolicyURI), "mode", ep.SecurityMode.String(), "auth", c.Auth.Kind())
+	dv.log.Debug("session open", "policy", policyName(ep.SecurityPolicyURI), "mode", modeName(ep.SecurityMode), "auth", c.Auth.Kind())
 
 	s := &session{c: cl, lost: lost, policy: ep.SecurityPolicyURI, mode: ep.SecurityMode}
 	if err := dv.prepare(ctx, s); err != nil {
