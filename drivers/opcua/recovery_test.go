@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -156,6 +157,63 @@ func TestConnectionCut(t *testing.T) {
 		c.waitFor(t, n, "values again", func(m map[string]ferry.Sample) bool {
 			s, ok := m["a"]
 			return ok && s.Quality.IsGood() && s.Value.Equal(ferry.FloatValue(v))
+		})
+	}
+}
+
+// TestBatching: a poll of more nodes than the server's MaxNodesPerRead
+// (32 on the gopcua server) is split into several Read requests, and
+// monitored items are created in batches; an unknown node in the middle
+// of a batch harms no other point.
+func TestBatching(t *testing.T) {
+	for _, mode := range []string{"poll", "subscribe"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := startServer(t, serverOpts{none: true})
+			var points []Point
+			for i := range 100 {
+				name := fmt.Sprintf("N%03d", i)
+				if i != 50 {
+					srv.add(sourceTime, name, float64(i))
+				}
+				points = append(points, Point{Name: "p" + name, Node: srv.node(name)})
+			}
+			m := NewMetrics(nil)
+			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...)},
+				Options{DataDir: t.TempDir(), Metrics: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.devs[0].itemLimit = 7 // as if the server had refused larger batches
+			c := newCollector()
+			runDriver(t, d, c)
+			c.waitFor(t, 0, "100 points", func(s map[string]ferry.Sample) bool {
+				if len(s) != 100 {
+					return false
+				}
+				for i := range 100 {
+					p := s[fmt.Sprintf("pN%03d", i)]
+					if i == 50 {
+						if p.Quality != ferry.BadQuality("BadNodeIdUnknown") {
+							return false
+						}
+					} else if !p.Quality.IsGood() || !p.Value.Equal(ferry.FloatValue(float64(i))) {
+						return false
+					}
+				}
+				return true
+			})
+			if mode == "poll" {
+				reads := testutil.ToFloat64(m.reads.WithLabelValues("plc"))
+				nodes := testutil.ToFloat64(m.readNodes.WithLabelValues("plc"))
+				if reads < 4 || nodes/reads > 32 {
+					t.Errorf("%v reads for %v nodes: requests larger than MaxNodesPerRead 32", reads, nodes)
+				}
+				if nodes/reads < 25 {
+					t.Errorf("%v reads for %v nodes: want 4 requests per poll of 100 nodes", reads, nodes)
+				}
+			} else if got := testutil.ToFloat64(m.items.WithLabelValues("plc")); got != 100 {
+				t.Errorf("monitored items %v, want 100", got)
+			}
 		})
 	}
 }
