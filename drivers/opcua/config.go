@@ -174,9 +174,6 @@ func (d *Device) Validate() error {
 			errs.Add("opcua.timeouts."+t.name, "must be positive")
 		}
 	}
-	if len(d.Points) == 0 {
-		errs.Add("points", "a device needs at least one point")
-	}
 	for i := range d.Points {
 		p := &d.Points[i]
 		pp := conf.Index("points", i)

@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 		{"deadband value without type", func(d *Device) { d.Config.Deadband.Value = 1 }, "opcua.deadband.type: is none but a value is set"},
 		{"point deadband", func(d *Device) { d.Points[0].Deadband = &Deadband{Type: "rel"} }, `points[0].deadband.type: "rel" is not one of`},
 		{"timeout", func(d *Device) { d.Config.Timeouts.Request = 0 }, "opcua.timeouts.request: must be positive"},
-		{"no points", func(d *Device) { d.Points = nil }, "points: a device needs at least one point"},
+		{"no points", func(d *Device) { d.Points = nil }, ""},
 		{"no node", func(d *Device) { d.Points[0].Node = "" }, "points[0].node: is required"},
 		{"bad node", func(d *Device) { d.Points = append(d.Points, Point{Name: "q", Node: "ns=2;Boiler"}) }, `points[1].node: "ns=2;Boiler": want i=, s=, g= or b=`},
 		{"negative index", func(d *Device) { d.Points[0].Index = idx(-1) }, "points[0].index: -1 is out of range"},

@@ -262,6 +262,9 @@ func (dv *device) wait(ctx context.Context, b *backoff.Backoff, emit ferry.EmitF
 }
 
 func (dv *device) emitBad(emit ferry.EmitFunc, reason string) {
+	if len(dv.names) == 0 {
+		return
+	}
 	now := dv.now()
 	samples := devstat.BadSamples(make([]ferry.Sample, 0, len(dv.names)), dv.cfg.Name, dv.names, reason, now)
 	emit(ferry.Scan{Device: dv.cfg.Name, Time: now, Samples: samples})

@@ -447,6 +447,9 @@ func (dv *device) pollOnce(ctx context.Context, s *session, ids []*ua.ReadValueI
 	for i, p := range dv.points {
 		dv.notePoint(p, samples[i].Quality)
 	}
+	if len(samples) == 0 {
+		return nil
+	}
 	emit(ferry.Scan{Device: dv.cfg.Name, Time: start, Samples: samples})
 	dv.st.Polled(start, dv.now().Sub(start), samples)
 	return nil
