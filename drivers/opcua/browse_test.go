@@ -13,6 +13,7 @@ import (
 // TestBrowse lists the variables of the test namespace with their values
 // over a secure session, after the server certificate was trusted.
 func TestBrowse(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, serverOpts{secure: true})
 	srv.add(sourceTime, "Pressure", 4.5, "Running", true, "Name", "Kessel 1")
 	dataDir := t.TempDir()

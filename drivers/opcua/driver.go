@@ -131,7 +131,7 @@ func (d *Driver) identity() (*Identity, error) {
 	}
 	id, err := d.pki.Own(d.appURI, d.opts.Gateway)
 	if err != nil {
-		return nil, fmt.Errorf("application certificate in %s: %w", d.pki.Dir, err)
+		return nil, fmt.Errorf("%w in %s: %w", errOwnCert, d.pki.Dir, err)
 	}
 	if id.ApplicationURI != d.appURI {
 		d.log.Warn("application certificate has another application URI; keeping it (the servers trust it). Remove the pki/own directory to make a new one",

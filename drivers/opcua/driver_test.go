@@ -73,6 +73,7 @@ func typeCases() []typeCase {
 func TestTypes(t *testing.T) {
 	for _, mode := range []string{"poll", "subscribe"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			srv := startServer(t, serverOpts{none: true})
 			var points []Point
 			for _, tc := range typeCases() {

@@ -18,6 +18,13 @@ var ErrInsecure = errors.New("server offers only security policy None; set secur
 // the server has no endpoint with the configured security policy and mode.
 var ErrNoEndpoint = errors.New("no matching endpoint")
 
+// errOwnCert and errUserCert mark failures to load or create ferry's
+// application certificate and the configured user certificate.
+var (
+	errOwnCert  = errors.New("application certificate")
+	errUserCert = errors.New("user certificate")
+)
+
 // errLost is returned when the client reports its connection gone.
 var errLost = errors.New("connection lost")
 
@@ -37,6 +44,10 @@ func reasonOf(err error) string {
 		return "BadSecurityPolicyRejected"
 	case errors.Is(err, errLost):
 		return ferry.ReasonDisconnected
+	case errors.Is(err, errOwnCert):
+		return "application certificate"
+	case errors.Is(err, errUserCert):
+		return "user certificate"
 	case errors.As(err, &sc):
 		switch sc {
 		case ua.StatusBadTimeout, ua.StatusBadRequestTimeout:

@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 func TestBadNodesIsolated(t *testing.T) {
 	for _, mode := range []string{"poll", "subscribe"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			srv := startServer(t, serverOpts{none: true, extraNS: 1})
 			ts := sourceTime
 			srv.add(ts, "A", 1.0, "B", 2.0, "C", 3.0, lockedNode, 0.0)
@@ -30,7 +32,12 @@ func TestBadNodesIsolated(t *testing.T) {
 				{Name: "locked", Node: nsu(lockedNode)},
 				{Name: "c", Node: srv.node("C")}, // by index: valid until the restart below
 			}
-			d := newDriver(t, testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...))
+			logs := newLogCapture()
+			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...)},
+				Options{DataDir: t.TempDir(), Logger: slog.New(logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
 			c := newCollector()
 			runDriver(t, d, c)
 
@@ -69,6 +76,23 @@ func TestBadNodesIsolated(t *testing.T) {
 			srv.set("A", 10.0, ts.Add(time.Second))
 			srv.set("B", 20.0, ts.Add(time.Second))
 			check(n, ferry.BadQuality("BadNodeIdUnknown"), map[string]float64{"a": 10, "b": 20})
+
+			// Each node problem is logged once, although it was seen in
+			// many polls or notifications and in two sessions.
+			for name := range want {
+				if name == "no_namespace_index" {
+					continue // plain "Bad" is a value quality, not a node problem: not logged
+				}
+				if n := logs.count("point cannot be read; the other points are not affected", "point", name); n != 1 {
+					t.Errorf("%s: logged %d times, want once", name, n)
+				}
+			}
+			if n := logs.count("point cannot be read; the other points are not affected", "point", "c"); n != 1 {
+				t.Errorf("c: logged %d times, want once", n)
+			}
+			if n := logs.count("point cannot be read; the other points are not affected", "point", "a"); n != 0 {
+				t.Errorf("a: logged %d times", n)
+			}
 		})
 	}
 }
@@ -79,12 +103,14 @@ func TestBadNodesIsolated(t *testing.T) {
 func TestServerRestart(t *testing.T) {
 	for _, mode := range []string{"poll", "subscribe"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			srv := startServer(t, serverOpts{none: true})
 			srv.add(sourceTime, "A", 1.0, "B", int32(2))
 			m := NewMetrics(nil)
+			logs := newLogCapture()
 			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode },
 				Point{Name: "a", Node: srv.node("A")}, Point{Name: "b", Node: srv.node("B")})},
-				Options{DataDir: t.TempDir(), Metrics: m})
+				Options{DataDir: t.TempDir(), Metrics: m, Logger: slog.New(logs)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,8 +149,14 @@ func TestServerRestart(t *testing.T) {
 			if !d.DeviceStatus()[0].Connected {
 				t.Error("status not connected")
 			}
-			if r := testutil.ToFloat64(m.reconnects.WithLabelValues("plc")); r < 1 {
-				t.Errorf("reconnects = %v", r)
+			if r := testutil.ToFloat64(m.reconnects.WithLabelValues("plc")); r != 1 {
+				t.Errorf("reconnects = %v, want 1", r)
+			}
+			// One outage, logged once each way, however many retries failed.
+			for _, msg := range []string{"connected", "connection lost", "connection back"} {
+				if n := logs.count(msg, "", ""); n != 1 {
+					t.Errorf("%q logged %d times, want once", msg, n)
+				}
 			}
 		})
 	}
@@ -134,11 +166,11 @@ func TestServerRestart(t *testing.T) {
 // failure, a crashed server process) is noticed at once, the points turn
 // Bad "disconnected", and the subscription is created again.
 func TestConnectionCut(t *testing.T) {
-	px := startProxy(t)
-	srv := startServer(t, serverOpts{none: true, alias: px.l.Addr().String()})
-	px.setTarget(srv.Endpoint)
+	t.Parallel()
+	srv := startServer(t, serverOpts{none: true})
+	px := srv.px
 	srv.add(sourceTime, "A", 1.0)
-	d := newDriver(t, testDevice("plc", px.Endpoint(), func(c *Config) {
+	d := newDriver(t, testDevice("plc", srv.Endpoint, func(c *Config) {
 		insecure(c)
 		c.Timeouts.Request = time.Minute // the cut must be seen without a timeout
 		c.Timeouts.Keepalive = time.Minute
@@ -168,6 +200,7 @@ func TestConnectionCut(t *testing.T) {
 func TestBatching(t *testing.T) {
 	for _, mode := range []string{"poll", "subscribe"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			srv := startServer(t, serverOpts{none: true})
 			var points []Point
 			for i := range 100 {

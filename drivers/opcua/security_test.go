@@ -34,6 +34,7 @@ func trustServer(t *testing.T, dataDir string, srv *testServer) {
 // TestSecureSessions connects with signing and encryption, generated
 // application certificates and each login type.
 func TestSecureSessions(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, serverOpts{secure: true})
 	srv.add(sourceTime, "Pressure", 4.5)
 
@@ -87,6 +88,7 @@ func TestSecureSessions(t *testing.T) {
 
 // TestSelectEndpoint picks endpoints from what the gopcua server offers.
 func TestSelectEndpoint(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, serverOpts{secure: true, none: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -139,6 +141,7 @@ func TestSelectEndpoint(t *testing.T) {
 // message that says how to trust it, lands in pki/rejected, and trusting
 // it (as `ferry pki trust` does) lets the next retry connect.
 func TestUntrustedServer(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, serverOpts{secure: true})
 	srv.add(sourceTime, "Pressure", 4.5)
 	dataDir := t.TempDir()
@@ -193,6 +196,7 @@ func TestNoneRefused(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 
+	t.Parallel()
 	srv := startServer(t, serverOpts{none: true})
 	srv.add(sourceTime, "Pressure", 1.0)
 	d := newDriver(t, testDevice("old", srv.Endpoint, nil, Point{Name: "pressure", Node: srv.node("Pressure")}))
@@ -236,5 +240,29 @@ func TestAccessDeniedMapping(t *testing.T) {
 	err = explainConnect(ua.StatusBadSecurityChecksFailed, c, "/data/pki/own/cert.der")
 	if !strings.Contains(err.Error(), "/data/pki/own/cert.der") || reasonOf(err) != "BadSecurityChecksFailed" {
 		t.Errorf("BadSecurityChecksFailed: %v (%s)", err, reasonOf(err))
+	}
+}
+
+// TestUserCertificateMissing: a user certificate that cannot be read
+// makes the points Bad "user certificate" and the status names the file.
+func TestUserCertificateMissing(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverOpts{secure: true})
+	srv.add(sourceTime, "Pressure", 4.5)
+	dataDir := t.TempDir()
+	trustServer(t, dataDir, srv)
+	d, err := New([]Device{testDevice("boiler", srv.Endpoint, func(c *Config) {
+		c.Auth = Auth{CertFile: "/nonexistent/user.der", KeyFile: "/nonexistent/user.key"}
+	}, Point{Name: "pressure", Node: srv.node("Pressure")})}, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector()
+	runDriver(t, d, c)
+	c.waitFor(t, 0, "Bad user certificate", func(m map[string]ferry.Sample) bool {
+		return m["pressure"].Quality == ferry.BadQuality("user certificate")
+	})
+	if st := d.DeviceStatus()[0]; !strings.Contains(st.LastError, "/nonexistent/user.der") {
+		t.Errorf("last error %q", st.LastError)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
@@ -58,7 +59,7 @@ type serverOpts struct {
 // testServer is an in-process gopcua server holding one variable per
 // name, whose value the test sets.
 type testServer struct {
-	t        *testing.T
+	t        testing.TB
 	opts     serverOpts
 	port     int
 	Endpoint string
@@ -70,6 +71,7 @@ type testServer struct {
 
 	mu     sync.Mutex
 	values map[string]*ua.DataValue
+	px     *proxy
 }
 
 // freePort reserves a free port and releases it: gopcua's server cannot
@@ -123,8 +125,13 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if o.secure && o.cert == nil {
 		o.cert, o.key = selfSigned(t, "test server", "urn:ferry:test:server", false, nil, nil, time.Now().Add(24*time.Hour))
 	}
-	s := &testServer{t: t.(*testing.T), opts: o, port: freePort(t), values: map[string]*ua.DataValue{}}
-	s.Endpoint = fmt.Sprintf("opc.tcp://127.0.0.1:%d", s.port)
+	s := &testServer{t: t, opts: o, port: freePort(t), values: map[string]*ua.DataValue{}}
+	s.px = startProxy(t)
+	s.opts.alias = s.px.l.Addr().String()
+	s.px.setTarget(fmt.Sprintf("opc.tcp://127.0.0.1:%d", s.port))
+	// Clients connect through the proxy; the server advertises its
+	// address as an endpoint too.
+	s.Endpoint = s.px.Endpoint()
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -243,10 +250,14 @@ func dataValue(v any, ts time.Time) *ua.DataValue {
 // node returns "ns=<n>;s=<name>" for the current server.
 func (s *testServer) node(name string) string { return fmt.Sprintf("ns=%d;s=%s", s.NS, name) }
 
+// stop stops the server like a process exit: its connections close.
+// (gopcua's server.Close leaves its TCP connections open, so the clients
+// connect through a proxy that is cut here.)
 func (s *testServer) stop() {
 	if s.srv == nil {
 		return
 	}
+	s.px.cut()
 	s.srv.Close()
 	s.cancel()
 	s.srv = nil
@@ -315,7 +326,7 @@ func (c *collector) count() int {
 // waitFor waits until cond holds for the latest samples since from.
 func (c *collector) waitFor(t *testing.T, from int, what string, cond func(map[string]ferry.Sample) bool) map[string]ferry.Sample {
 	t.Helper()
-	deadline := time.NewTimer(20 * time.Second)
+	deadline := time.NewTimer(60 * time.Second) // generous: the test machine may be loaded
 	defer deadline.Stop()
 	for {
 		m := c.latest(from)
@@ -362,7 +373,7 @@ type proxy struct {
 }
 
 // startProxy listens; set target before the first connection.
-func startProxy(t *testing.T) *proxy {
+func startProxy(t testing.TB) *proxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -419,4 +430,46 @@ func (p *proxy) cut() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// logCapture is a slog handler that keeps every record.
+type logCapture struct {
+	mu   *sync.Mutex
+	recs *[]slog.Record
+}
+
+func newLogCapture() logCapture { return logCapture{mu: &sync.Mutex{}, recs: &[]slog.Record{}} }
+
+func (l logCapture) Enabled(context.Context, slog.Level) bool { return true }
+func (l logCapture) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	*l.recs = append(*l.recs, r.Clone())
+	l.mu.Unlock()
+	return nil
+}
+func (l logCapture) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l logCapture) WithGroup(string) slog.Handler      { return l }
+
+// count returns how many records have msg and, when attr is not "", an
+// attribute attr=val.
+func (l logCapture) count(msg, attr, val string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range *l.recs {
+		if r.Message != msg {
+			continue
+		}
+		ok := attr == ""
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == attr && a.Value.String() == val {
+				ok = true
+			}
+			return true
+		})
+		if ok {
+			n++
+		}
+	}
+	return n
 }

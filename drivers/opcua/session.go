@@ -109,7 +109,7 @@ func dial(ctx context.Context, o dialOptions, state func(opcua.ConnState)) (*opc
 	case "certificate":
 		cert, key, err := loadUserCert(&c.Auth)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("%w: %w", errUserCert, err)
 		}
 		opts = append(opts, opcua.AuthCertificate(cert), opcua.AuthPrivateKey(key))
 	default:
@@ -215,19 +215,19 @@ func tokenType(ep *ua.EndpointDescription, a *Auth) (ua.UserTokenType, error) {
 func loadUserCert(a *Auth) ([]byte, *rsa.PrivateKey, error) {
 	cb, err := os.ReadFile(a.CertFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("user certificate: %w", err)
+		return nil, nil, err
 	}
 	certs, err := parseCerts(cb)
 	if err != nil {
-		return nil, nil, fmt.Errorf("user certificate %s: %w", a.CertFile, err)
+		return nil, nil, fmt.Errorf("%s: %w", a.CertFile, err)
 	}
 	kb, err := os.ReadFile(a.KeyFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("user key: %w", err)
+		return nil, nil, err
 	}
 	key, err := parseRSAKey(kb)
 	if err != nil {
-		return nil, nil, fmt.Errorf("user key %s: %w", a.KeyFile, err)
+		return nil, nil, fmt.Errorf("%s: %w", a.KeyFile, err)
 	}
 	return certs[0].Raw, key, nil
 }
