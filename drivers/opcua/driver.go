@@ -101,6 +101,15 @@ func New(devices []Device, opts Options) (*Driver, error) {
 // Run connects every device and emits its scans until ctx ends. It
 // returns nil then; it never gives up on a device.
 func (d *Driver) Run(ctx context.Context, emit ferry.EmitFunc) error {
+	for _, dv := range d.devs {
+		if dv.cfg.Config.SecurityPolicy != "None" {
+			// Make the application certificate at the first start, so
+			// that it can be given to the servers' administrators. A
+			// failure is reported by the connect that needs it.
+			_, _ = d.identity()
+			break
+		}
+	}
 	var wg sync.WaitGroup
 	for _, dv := range d.devs {
 		wg.Add(1)

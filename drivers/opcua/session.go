@@ -506,17 +506,7 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 		if len(res.Results) != b[1]-b[0] {
 			return fmt.Errorf("create %d monitored items: server answered %d results", b[1]-b[0], len(res.Results))
 		}
-		for k, r := range res.Results {
-			if r == nil || severity(r.StatusCode) == ferry.Bad {
-				code := ua.StatusBad
-				if r != nil {
-					code = r.StatusCode
-				}
-				dv.points[idx[b[0]+k]].failed = StatusName(code)
-				continue
-			}
-			created++
-		}
+		created += dv.itemResults(idx[b[0]:b[1]], res.Results)
 	}
 	dv.m.items.Set(float64(created))
 	// One scan with every point that cannot be monitored, so that rules
@@ -578,6 +568,28 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 			heard = dv.now()
 		}
 	}
+}
+
+// itemResults applies the per-item results of one CreateMonitoredItems
+// call (idx: the point of each item) and returns how many items were
+// created. A refused item marks only its point Bad.
+func (dv *device) itemResults(idx []int, results []*ua.MonitoredItemCreateResult) int {
+	created := 0
+	for k, r := range results {
+		if k >= len(idx) {
+			break
+		}
+		if r == nil || severity(r.StatusCode) == ferry.Bad {
+			code := ua.StatusBad
+			if r != nil {
+				code = r.StatusCode
+			}
+			dv.points[idx[k]].failed = StatusName(code)
+			continue
+		}
+		created++
+	}
+	return created
 }
 
 // drvHint lowers the device's monitored item batch size after the server

@@ -148,3 +148,46 @@ func FuzzSampleOf(f *testing.F) {
 		}
 	})
 }
+
+// TestItemResults: a monitored item the server refuses (per-item result
+// code, as real servers answer for an unknown node; the gopcua test server
+// always answers Good) marks only its point Bad.
+func TestItemResults(t *testing.T) {
+	d := newDriver(t, testDevice("plc", "opc.tcp://127.0.0.1:4840", insecure,
+		Point{Name: "a", Node: "i=1"}, Point{Name: "b", Node: "i=2"}, Point{Name: "c", Node: "i=3"}, Point{Name: "d", Node: "i=4"}))
+	dv := d.devs[0]
+	n := dv.itemResults([]int{0, 1, 2, 3}, []*ua.MonitoredItemCreateResult{
+		{StatusCode: ua.StatusOK},
+		{StatusCode: ua.StatusBadNodeIDUnknown},
+		nil,
+		{StatusCode: ua.StatusUncertain},
+	})
+	if n != 2 {
+		t.Errorf("created %d, want 2", n)
+	}
+	want := []string{"", "BadNodeIdUnknown", "Bad", ""}
+	for i, p := range dv.points {
+		if p.failed != want[i] {
+			t.Errorf("%s: failed %q, want %q", p.name, p.failed, want[i])
+		}
+	}
+}
+
+func TestDeadbandFilter(t *testing.T) {
+	if f := deadbandFilter(Deadband{Type: "none"}); f != nil {
+		t.Errorf("none: %v", f)
+	}
+	for _, tt := range []struct {
+		typ  string
+		want ua.DeadbandType
+	}{{"absolute", ua.DeadbandTypeAbsolute}, {"percent", ua.DeadbandTypePercent}} {
+		eo := deadbandFilter(Deadband{Type: tt.typ, Value: 0.5})
+		f, ok := eo.Value.(*ua.DataChangeFilter)
+		if !ok || f.DeadbandType != uint32(tt.want) || f.DeadbandValue != 0.5 || f.Trigger != ua.DataChangeTriggerStatusValue {
+			t.Errorf("%s: %+v", tt.typ, eo.Value)
+		}
+		if _, err := ua.Encode(eo); err != nil {
+			t.Errorf("%s: does not encode: %v", tt.typ, err)
+		}
+	}
+}
