@@ -157,7 +157,7 @@ func BenchmarkPoll10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cl.Close(ctx)
-	s := &session{c: cl}
+	s := &session{c: cl, ready: func() {}}
 	if err := dv.prepare(ctx, s); err != nil {
 		b.Fatal(err)
 	}

@@ -41,6 +41,7 @@ type session struct {
 	maxItems int
 	policy   string
 	mode     ua.MessageSecurityMode
+	ready    func() // called when the session delivers
 }
 
 // dialOptions are the security and identity settings of a connection
@@ -266,21 +267,31 @@ func (dv *device) session(ctx context.Context, emit ferry.EmitFunc) (up bool, er
 		defer cancel()
 		cl.Close(cctx)
 	}()
-	if dv.everConnected {
-		dv.m.reconnects.Inc()
-	}
-	dv.everConnected = true
-	dv.st.Connected()
 	dv.log.Debug("session open", "policy", policyName(ep.SecurityPolicyURI), "mode", modeName(ep.SecurityMode), "auth", c.Auth.Kind())
-
 	s := &session{c: cl, lost: lost, policy: ep.SecurityPolicyURI, mode: ep.SecurityMode}
-	if err := dv.prepare(ctx, s); err != nil {
-		return true, err
+	// The device counts as connected once it delivers: after the first
+	// poll, or once the monitored items exist. A server that accepts the
+	// session but fails the subscription is not logged as flapping.
+	s.ready = func() {
+		if up {
+			return
+		}
+		up = true
+		if dv.everConnected {
+			dv.m.reconnects.Inc()
+		}
+		dv.everConnected = true
+		dv.st.Connected()
+	}
+	if err = dv.prepare(ctx, s); err != nil {
+		return up, err
 	}
 	if c.Mode == "poll" {
-		return true, dv.poll(ctx, s, emit)
+		err = dv.poll(ctx, s, emit)
+	} else {
+		err = dv.subscribe(ctx, s, emit)
 	}
-	return true, dv.subscribe(ctx, s, emit)
+	return up, err
 }
 
 // prepare resolves the points' node ids through the namespace array the
@@ -309,7 +320,12 @@ func (dv *device) prepare(ctx context.Context, s *session) error {
 	}
 	res, err := s.c.Read(ctx, req)
 	if err != nil {
-		return fmt.Errorf("read operation limits: %w", err)
+		if transport(reasonOf(err)) {
+			return fmt.Errorf("read operation limits: %w", err)
+		}
+		// A server that will not tell: keep the defaults.
+		dv.log.Debug("cannot read the server's operation limits; using defaults", "err", err)
+		res = &ua.ReadResponse{}
 	}
 	for i, r := range res.Results {
 		if i > 1 || r == nil || r.Status != ua.StatusOK || r.Value == nil {
@@ -390,6 +406,7 @@ func (dv *device) poll(ctx context.Context, s *session, emit ferry.EmitFunc) err
 		if err := dv.pollOnce(ctx, s, ids, idx, emit); err != nil {
 			return err
 		}
+		s.ready()
 		if took := dv.now().Sub(start); took > interval {
 			dv.st.Overrun()
 		}
@@ -509,6 +526,7 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 		created += dv.itemResults(idx[b[0]:b[1]], res.Results)
 	}
 	dv.m.items.Set(float64(created))
+	s.ready()
 	// One scan with every point that cannot be monitored, so that rules
 	// see them Bad at once.
 	cur := make([]ferry.Sample, len(dv.points)) // quality of every point, for the points gauge
