@@ -74,11 +74,12 @@ func TestTypes(t *testing.T) {
 	for _, mode := range []string{"poll", "subscribe"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			srv := startServer(t, serverOpts{none: true})
+			srv := sharedServer(t, false)
+			prefix := "Types" + mode + "."
 			var points []Point
 			for _, tc := range typeCases() {
-				srv.add(sourceTime, tc.name, tc.in)
-				points = append(points, Point{Name: tc.name, Node: srv.node(tc.name)})
+				srv.add(sourceTime, prefix+tc.name, tc.in)
+				points = append(points, Point{Name: tc.name, Node: srv.node(prefix + tc.name)})
 			}
 			d := newDriver(t, testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...))
 			c := newCollector()
@@ -102,7 +103,7 @@ func TestTypes(t *testing.T) {
 			// A change arrives with its new source time.
 			t2 := sourceTime.Add(time.Second)
 			n := c.count()
-			srv.set("Double", 7.25, t2)
+			srv.set(prefix+"Double", 7.25, t2)
 			c.waitFor(t, n, "changed value", func(m map[string]ferry.Sample) bool {
 				s, ok := m["Double"]
 				return ok && s.Value.Equal(ferry.FloatValue(7.25)) && s.Time.Equal(t2)

@@ -201,14 +201,14 @@ func TestBatching(t *testing.T) {
 	for _, mode := range []string{"poll", "subscribe"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			srv := startServer(t, serverOpts{none: true})
+			srv := sharedServer(t, false)
 			var points []Point
 			for i := range 100 {
-				name := fmt.Sprintf("N%03d", i)
+				name := fmt.Sprintf("%s.N%03d", mode, i)
 				if i != 50 {
 					srv.add(sourceTime, name, float64(i))
 				}
-				points = append(points, Point{Name: "p" + name, Node: srv.node(name)})
+				points = append(points, Point{Name: fmt.Sprintf("pN%03d", i), Node: srv.node(name)})
 			}
 			m := NewMetrics(nil)
 			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...)},

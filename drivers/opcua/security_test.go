@@ -35,7 +35,7 @@ func trustServer(t *testing.T, dataDir string, srv *testServer) {
 // application certificates and each login type.
 func TestSecureSessions(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, serverOpts{secure: true})
+	srv := sharedServer(t, true)
 	srv.add(sourceTime, "Pressure", 4.5)
 
 	userCert, userKey := selfSigned(t, "operator", "", false, nil, nil, time.Now().Add(time.Hour))
@@ -89,7 +89,7 @@ func TestSecureSessions(t *testing.T) {
 // TestSelectEndpoint picks endpoints from what the gopcua server offers.
 func TestSelectEndpoint(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, serverOpts{secure: true, none: true})
+	srv := sharedServer(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	eps, err := opcua.GetEndpoints(ctx, srv.Endpoint)
@@ -142,7 +142,7 @@ func TestSelectEndpoint(t *testing.T) {
 // it (as `ferry pki trust` does) lets the next retry connect.
 func TestUntrustedServer(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, serverOpts{secure: true})
+	srv := sharedServer(t, true)
 	srv.add(sourceTime, "Pressure", 4.5)
 	dataDir := t.TempDir()
 	d, err := New([]Device{testDevice("boiler", srv.Endpoint, nil, Point{Name: "pressure", Node: srv.node("Pressure")})},
@@ -197,7 +197,7 @@ func TestNoneRefused(t *testing.T) {
 	}
 
 	t.Parallel()
-	srv := startServer(t, serverOpts{none: true})
+	srv := sharedServer(t, false)
 	srv.add(sourceTime, "Pressure", 1.0)
 	d := newDriver(t, testDevice("old", srv.Endpoint, nil, Point{Name: "pressure", Node: srv.node("Pressure")}))
 	c := newCollector()
@@ -247,7 +247,7 @@ func TestAccessDeniedMapping(t *testing.T) {
 // makes the points Bad "user certificate" and the status names the file.
 func TestUserCertificateMissing(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, serverOpts{secure: true})
+	srv := sharedServer(t, true)
 	srv.add(sourceTime, "Pressure", 4.5)
 	dataDir := t.TempDir()
 	trustServer(t, dataDir, srv)

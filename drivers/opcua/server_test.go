@@ -31,7 +31,9 @@ import (
 func TestMain(m *testing.M) {
 	// gopcua's server and client print through the standard logger.
 	log.SetOutput(io.Discard)
-	os.Exit(m.Run())
+	code := m.Run()
+	closeShared()
+	os.Exit(code)
 }
 
 // lockedNode is a variable nobody may read (BadUserAccessDenied).
@@ -72,6 +74,7 @@ type testServer struct {
 	mu     sync.Mutex
 	values map[string]*ua.DataValue
 	px     *proxy
+	shared bool
 }
 
 // freePort reserves a free port and releases it: gopcua's server cannot
@@ -122,6 +125,49 @@ func selfSigned(t testing.TB, cn, uri string, isCA bool, parent *x509.Certificat
 // startServer starts a server on a free port; it is stopped at cleanup.
 func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
+	s := newTestServer(t, o)
+	t.Cleanup(s.close)
+	return s
+}
+
+// Shared servers, for tests that neither stop nor cut them (each test
+// uses its own node names). Starting a gopcua server is slow under the
+// race detector (it imports the whole standard node set).
+var shared struct {
+	mu     sync.Mutex
+	none   *testServer // security None only
+	secure *testServer // Basic256Sha256 and Aes256_Sha256_RsaPss, and None
+}
+
+// sharedServer returns the shared server (secure, or None only), starting
+// it on first use; TestMain stops it.
+func sharedServer(t testing.TB, secure bool) *testServer {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	p, o := &shared.none, serverOpts{none: true}
+	if secure {
+		p, o = &shared.secure, serverOpts{none: true, secure: true}
+	}
+	if *p == nil {
+		*p = newTestServer(t, o)
+		(*p).shared = true
+	}
+	return *p
+}
+
+func closeShared() {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	for _, s := range []*testServer{shared.none, shared.secure} {
+		if s != nil {
+			s.close()
+		}
+	}
+}
+
+func newTestServer(t testing.TB, o serverOpts) *testServer {
+	t.Helper()
 	if o.secure && o.cert == nil {
 		o.cert, o.key = selfSigned(t, "test server", "urn:ferry:test:server", false, nil, nil, time.Now().Add(24*time.Hour))
 	}
@@ -133,8 +179,12 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	// address as an endpoint too.
 	s.Endpoint = s.px.Endpoint()
 	s.start()
-	t.Cleanup(s.stop)
 	return s
+}
+
+func (s *testServer) close() {
+	s.stop()
+	s.px.close()
 }
 
 func (s *testServer) start() {
@@ -203,7 +253,12 @@ func (s *testServer) addNode(name string) {
 		defer s.mu.Unlock()
 		return s.values[name]
 	})
-	s.ns.Objects().AddRef(n, id.HasComponent, true)
+	// gopcua's Node.AddRef is not safe for concurrent use: the nodes of a
+	// shared server (added by parallel tests) are readable but not
+	// browsable.
+	if !s.shared {
+		s.ns.Objects().AddRef(n, id.HasComponent, true)
+	}
 }
 
 // add creates variables with their first values (source time ts).
@@ -382,12 +437,14 @@ func startProxy(t testing.TB) *proxy {
 	p := &proxy{l: l}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(func() {
-		l.Close()
-		p.cut()
-		p.wg.Wait()
-	})
 	return p
+}
+
+// close stops the proxy and waits for its goroutines.
+func (p *proxy) close() {
+	p.l.Close()
+	p.cut()
+	p.wg.Wait()
 }
 
 func (p *proxy) Endpoint() string { return "opc.tcp://" + p.l.Addr().String() }
