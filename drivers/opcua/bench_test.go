@@ -152,7 +152,7 @@ func BenchmarkPoll10k(b *testing.B) {
 	}
 	dv := d.devs[0]
 	ctx := context.Background()
-	cl, _, err := dial(ctx, dialOptions{cfg: &dv.cfg.Config, pki: d.pki, ident: d.identity, appName: "bench", session: "bench"}, nil)
+	cl, _, err := dial(ctx, dialOptions{cfg: &dv.cfg.Config, pki: d.pki, ident: d.identity, appURI: d.appURI, appName: "bench", session: "bench"}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

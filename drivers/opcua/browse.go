@@ -79,7 +79,7 @@ func Browse(ctx context.Context, o BrowseOptions) (*BrowseResult, error) {
 		return nil, err
 	}
 	cl, ep, err := dial(ctx, dialOptions{
-		cfg: &c, pki: drv.pki, ident: drv.identity, appName: "ferry browse", session: "ferry browse",
+		cfg: &c, pki: drv.pki, ident: drv.identity, appURI: drv.appURI, appName: "ferry browse", session: "ferry browse",
 	}, nil)
 	if err != nil {
 		return nil, err

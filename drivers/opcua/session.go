@@ -50,6 +50,7 @@ type dialOptions struct {
 	cfg     *Config
 	pki     *PKI
 	ident   func() (*Identity, error)
+	appURI  string
 	appName string
 	session string
 	// warnNone is called when security policy None is selected
@@ -86,6 +87,7 @@ func dial(ctx context.Context, o dialOptions, state func(opcua.ConnState)) (*opc
 		opcua.RequestTimeout(c.Timeouts.Request),
 		opcua.SessionTimeout(c.Timeouts.Session),
 		opcua.ApplicationName(o.appName),
+		opcua.ApplicationURI(o.appURI), // replaced by the certificate's URI when there is one
 		opcua.ProductURI("urn:ferry"),
 		opcua.SessionName(o.session),
 	}
@@ -247,9 +249,9 @@ func (dv *device) session(ctx context.Context, emit ferry.EmitFunc) (up bool, er
 		}
 	}
 	o := dialOptions{
-		cfg: c, pki: dv.drv.pki, ident: dv.drv.identity,
-		appName: "ferry " + dv.drv.opts.Gateway,
-		session: "ferry " + dv.drv.opts.Gateway + " " + dv.cfg.Name,
+		cfg: c, pki: dv.drv.pki, ident: dv.drv.identity, appURI: dv.drv.appURI,
+		appName: strings.TrimSpace("ferry " + dv.drv.opts.Gateway),
+		session: strings.Join(strings.Fields("ferry "+dv.drv.opts.Gateway+" "+dv.cfg.Name), " "),
 		warnNone: func() {
 			if !dv.warnedInsecure {
 				dv.warnedInsecure = true
