@@ -55,6 +55,8 @@ func commands() []command {
 		{"plan", "print the Modbus requests each poll makes, per link and device", cmdPlan},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
+		{"opcua", "browse an OPC UA server: opcua browse ENDPOINT [NODE]", cmdOPCUA},
+		{"pki", "OPC UA certificates: pki list | trust FILE | own", cmdPKI},
 	}
 }
 

@@ -64,11 +64,11 @@ devices:
   - name: boiler
     opcua: {endpoint: "{{.P.Boiler.Endpoint}}", security_policy: None, allow_insecure: true, mode: subscribe, interval: 500ms}
     points:
-      - {name: pressure, node: "ns={{.P.Boiler.NS}};s=Boiler.Pressure", unit: bar}
-      - {name: temperature, node: "ns={{.P.Boiler.NS}};s=Boiler.Temperature", unit: degC}
-      - {name: running, node: "ns={{.P.Boiler.NS}};s=Boiler.Running"}
-      - {name: count, node: "ns={{.P.Boiler.NS}};s=Boiler.Count"}
-      - {name: name, node: "ns={{.P.Boiler.NS}};s=Boiler.Name"}
+      - {name: pressure, node: "nsu=urn:ferry:plantsim:boiler;s=Boiler.Pressure", unit: bar}
+      - {name: temperature, node: "nsu=urn:ferry:plantsim:boiler;s=Boiler.Temperature", unit: degC}
+      - {name: running, node: "nsu=urn:ferry:plantsim:boiler;s=Boiler.Running"}
+      - {name: count, node: "nsu=urn:ferry:plantsim:boiler;s=Boiler.Count"}
+      - {name: name, node: "nsu=urn:ferry:plantsim:boiler;s=Boiler.Name"}
   - name: env
     mqtt: {broker: "tcp://{{.P.MQTT.Addr}}", topic: "sensors/hall1/env", qos: 1, format: json}
     points:

@@ -1,0 +1,106 @@
+package opcua
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the OPC UA driver's own series, labelled by device. The
+// shared device series (connected, errors by reason, points by quality,
+// poll durations) are in internal/devstat. One Metrics is created by
+// cmd/ferry and shared by every Driver.
+type Metrics struct {
+	notifications *prometheus.CounterVec
+	reads         *prometheus.CounterVec
+	readNodes     *prometheus.CounterVec
+	reconnects    *prometheus.CounterVec
+	sessionErrs   *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	items         *prometheus.GaugeVec
+	badNodes      *prometheus.GaugeVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_notifications_total",
+			Help: "Monitored item values received in data change notifications.",
+		}, []string{"device"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_reads_total",
+			Help: "Read requests sent (a poll of more nodes than the server's MaxNodesPerRead sends several).",
+		}, []string{"device"}),
+		readNodes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_read_nodes_total",
+			Help: "Node values requested by Read requests.",
+		}, []string{"device"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_session_reconnects_total",
+			Help: "Sessions established again after a lost or failed one.",
+		}, []string{"device"}),
+		sessionErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_session_errors_total",
+			Help: "Failed connects and lost sessions, by reason (a status name such as BadCertificateUntrusted, or timeout, connection refused, disconnected).",
+		}, []string{"device", "reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_certificates_rejected_total",
+			Help: "Connects refused because the server certificate is not trusted or not valid.",
+		}, []string{"device"}),
+		items: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_opcua_monitored_items",
+			Help: "Monitored items the server accepted in the current subscription.",
+		}, []string{"device"}),
+		badNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_opcua_bad_nodes",
+			Help: "Points whose node the server refused or could not resolve in the current session.",
+		}, []string{"device"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.notifications, m.reads, m.readNodes, m.reconnects, m.sessionErrs, m.rejected, m.items, m.badNodes)
+	}
+	return m
+}
+
+// Forget removes the series of a device (removed by a reload).
+func (m *Metrics) Forget(device string) {
+	l := prometheus.Labels{"device": device}
+	m.notifications.DeletePartialMatch(l)
+	m.reads.DeletePartialMatch(l)
+	m.readNodes.DeletePartialMatch(l)
+	m.reconnects.DeletePartialMatch(l)
+	m.sessionErrs.DeletePartialMatch(l)
+	m.rejected.DeletePartialMatch(l)
+	m.items.DeletePartialMatch(l)
+	m.badNodes.DeletePartialMatch(l)
+}
+
+// deviceMetrics are the series of one device, resolved once.
+type deviceMetrics struct {
+	m             *Metrics
+	device        string
+	notifications prometheus.Counter
+	reads         prometheus.Counter
+	readNodes     prometheus.Counter
+	reconnects    prometheus.Counter
+	rejected      prometheus.Counter
+	items         prometheus.Gauge
+	badNodes      prometheus.Gauge
+}
+
+func (m *Metrics) device(name string) *deviceMetrics {
+	return &deviceMetrics{
+		m: m, device: name,
+		notifications: m.notifications.WithLabelValues(name),
+		reads:         m.reads.WithLabelValues(name),
+		readNodes:     m.readNodes.WithLabelValues(name),
+		reconnects:    m.reconnects.WithLabelValues(name),
+		rejected:      m.rejected.WithLabelValues(name),
+		items:         m.items.WithLabelValues(name),
+		badNodes:      m.badNodes.WithLabelValues(name),
+	}
+}
+
+func (dm *deviceMetrics) sessionError(reason string) {
+	dm.m.sessionErrs.WithLabelValues(dm.device, reason).Inc()
+}
