@@ -244,7 +244,7 @@ func (dv *device) fail(err error) string {
 	if errors.As(err, &ce) {
 		dv.m.rejected.Inc()
 	}
-	dv.st.Lost(err)
+	dv.st.Lost(reasonedError{err, reason})
 	if dv.everConnected && transport(reason) {
 		return ferry.ReasonDisconnected
 	}

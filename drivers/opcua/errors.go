@@ -133,3 +133,14 @@ func policyShort(p string) string {
 	}
 	return p
 }
+
+// reasonedError carries the reason reasonOf found to devstat, so that
+// ferry_device_errors_total counts OPC UA status names, not "error".
+type reasonedError struct {
+	err    error
+	reason string
+}
+
+func (e reasonedError) Error() string  { return e.err.Error() }
+func (e reasonedError) Unwrap() error  { return e.err }
+func (e reasonedError) Reason() string { return e.reason }

@@ -257,14 +257,24 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// Reasoner is implemented by errors that know their own quality reason (an
+// OPC UA status, a Modbus exception): Reason uses it before guessing.
+type Reasoner interface {
+	Reason() string
+}
+
 // Reason classifies a connection or request error into one of the shared
-// quality reasons: ferry.ReasonTimeout, ferry.ReasonConnRefused,
-// ferry.ReasonDisconnected, or "error" for anything else.
+// quality reasons: the error's own (see Reasoner), ferry.ReasonTimeout,
+// ferry.ReasonConnRefused, ferry.ReasonDisconnected, or "error" for
+// anything else.
 func Reason(err error) string {
 	var ne net.Error
+	var r Reasoner
 	switch {
 	case err == nil:
 		return ""
+	case errors.As(err, &r) && r.Reason() != "":
+		return r.Reason()
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.As(err, &ne) && ne.Timeout():
 		return ferry.ReasonTimeout

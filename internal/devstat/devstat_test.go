@@ -96,6 +96,7 @@ func TestReason(t *testing.T) {
 		{syscall.ECONNRESET, ferry.ReasonDisconnected},
 		{&net.DNSError{Err: "no such host", Name: "plc"}, "dns"},
 		{errors.New("weird"), "error"},
+		{fmt.Errorf("read: %w", reasonErr("BadSessionIdInvalid")), "BadSessionIdInvalid"},
 	}
 	for _, tt := range tests {
 		if got := Reason(tt.err); got != tt.want {
@@ -111,3 +112,8 @@ func TestBadSamples(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+type reasonErr string
+
+func (e reasonErr) Error() string  { return "status " + string(e) }
+func (e reasonErr) Reason() string { return string(e) }
