@@ -254,13 +254,18 @@ func checkURL(s string) error {
 	return nil
 }
 
-// redactURL prints u without its password.
+// redactURL prints u without its password, or without its user name when
+// that is a token (nats://TOKEN@host).
 func redactURL(u *url.URL) string {
 	if u.User == nil {
 		return u.String()
 	}
 	c := *u
-	c.User = url.User("[redacted]")
+	if _, has := u.User.Password(); has {
+		c.User = url.UserPassword(u.User.Username(), "redacted")
+	} else {
+		c.User = url.User("redacted")
+	}
 	return c.String()
 }
 

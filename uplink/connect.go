@@ -41,7 +41,7 @@ func natsOptions(c *NATSConfig, name string) ([]nats.Option, error) {
 	case c.NKey != "":
 		o, err := nats.NkeyOptionFromSeed(c.NKey)
 		if err != nil {
-			return nil, fmt.Errorf("%w: nkey seed file %s: %v", errCredentials, c.NKey, err)
+			return nil, fmt.Errorf("%w: nkey seed file: %v", errCredentials, err)
 		}
 		opts = append(opts, o)
 	case c.Token != "":
@@ -145,10 +145,17 @@ func errorReason(err error) string {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
 		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrPermissionViolation):
 		return reasonAuth
-	case errors.Is(err, ErrStreamNotFound):
-		return reasonStreamAbsent
-	case errors.Is(err, ErrStreamMismatch):
-		return reasonStream
 	}
 	return reasonConnect
+}
+
+// streamReason classifies an error of ensureStreams.
+func streamReason(err error) string {
+	switch {
+	case errors.Is(err, ErrStreamNotFound):
+		return reasonStreamAbsent
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
+		return reasonAuth
+	}
+	return reasonStream
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,9 @@ type drain struct {
 	ackc    chan struct{} // acked grew
 	ackStop chan struct{} // closed at shutdown: the acker flushes and returns
 	ackDone chan struct{} // closed when the acker has returned
+
+	// degraded is set after a failure until the next PubAck.
+	degraded atomic.Bool
 }
 
 // part is one published message; a record is one message, or several when
@@ -103,6 +107,9 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 	d.u.m.inflightBytes.Set(float64(d.bytes))
 	d.mu.Unlock()
 
+	if d.degraded.Load() && d.degraded.CompareAndSwap(true, false) {
+		d.u.setState(nil, "")
+	}
 	mt := d.u.m
 	mt.ack[laneIndex(p.e.rec.Lane)].Inc()
 	mt.ackLatency.Observe(time.Since(p.sent).Seconds())
@@ -141,7 +148,9 @@ func (d *drain) resolveFailed(m *nats.Msg, err error) {
 		d.failed = append(d.failed, p.e.rec)
 	}
 	if d.trouble == nil {
-		d.trouble = fmt.Errorf("publish %s: %w", p.e.rec.ID, err)
+		// Without the record id, so that the same failure repeated is
+		// one state (logged once).
+		d.trouble = fmt.Errorf("publish: %w", err)
 		d.reason = reason
 	}
 	d.u.m.inflight.Set(float64(d.count))
@@ -226,6 +235,9 @@ func (d *drain) waitRoom(ctx context.Context, parts, size int) bool {
 func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 	cfg := &d.u.cfg
 	for ctx.Err() == nil {
+		if bo.Attempt() > 0 && !d.degraded.Load() {
+			bo.Reset() // publishing works again
+		}
 		if d.troubled() {
 			d.recover(ctx, ev, bo)
 			continue
@@ -333,8 +345,7 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 	trouble, reason := d.trouble, d.reason
 	d.mu.Unlock()
 	d.release(failed)
-	d.u.setState(trouble, "")
-	_ = reason // counted when the failure happened
+	d.u.setState(trouble, reason) // counted when it happened
 	for {
 		if !waitOrClosed(ctx, ev.closed, bo) {
 			return
@@ -356,7 +367,7 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 			if ctx.Err() != nil {
 				return
 			}
-			d.u.setState(err, errorReason(err))
+			d.u.fail(err, streamReason(err))
 			continue
 		}
 		for _, w := range plan.warnings {
@@ -367,7 +378,10 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		d.trouble = nil
 		d.reason = ""
 		d.mu.Unlock()
-		d.u.setState(nil, "")
+		// Healthy again once a PubAck arrives (onAck), not before: a
+		// failure that repeats does not flap between "not ready" and
+		// "back".
+		d.degraded.Store(true)
 		return
 	}
 }

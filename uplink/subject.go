@@ -43,6 +43,9 @@ func parseTemplate(s string, allowed ...string) (template, error) {
 			if !slices.Contains(allowed, name) {
 				return t, fmt.Errorf("%q: unknown placeholder {%s} (known here: {%s})", s, name, strings.Join(allowed, "}, {"))
 			}
+			if slices.Contains(t.tokens, tok) {
+				return t, fmt.Errorf("%q uses %s more than once", s, tok)
+			}
 		}
 		t.tokens = append(t.tokens, tok)
 	}

@@ -148,6 +148,13 @@ func (u *Uplink) SetCatalog(c Catalog) {
 	}
 }
 
+// fail counts a failure under reason and records it as the uplink's
+// state.
+func (u *Uplink) fail(err error, reason string) {
+	u.m.err(reason)
+	u.setState(err, reason)
+}
+
 // setState records the uplink's health. A change is logged once: a
 // problem at Warn, recovery at Info.
 func (u *Uplink) setState(err error, reason string) {
@@ -168,9 +175,6 @@ func (u *Uplink) setState(err error, reason string) {
 		u.m.connected.Set(1)
 	} else {
 		u.m.connected.Set(0)
-		if reason != "" {
-			u.m.err(reason)
-		}
 	}
 	if !changed {
 		if err != nil {
@@ -204,7 +208,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		nc, err := u.dial()
 		if err != nil {
-			u.setState(err, errorReason(err))
+			u.fail(err, errorReason(err))
 			if !bo.Wait(ctx) {
 				break
 			}
@@ -215,7 +219,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		}
 		first = false
 		if err := u.session(ctx, nc, bo); err != nil {
-			u.setState(err, errorReason(err))
+			u.fail(err, errorReason(err))
 		}
 		nc.Close()
 		if ctx.Err() != nil || !bo.Wait(ctx) {
@@ -252,7 +256,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, bo *backoff.Backoff
 			err = nats.ErrConnectionClosed
 		}
 		if !c.IsClosed() {
-			u.setState(fmt.Errorf("disconnected from %s: %w", serverList(u.cfg.URLs), err), reasonConnect)
+			u.fail(fmt.Errorf("disconnected from %s: %w", serverList(u.cfg.URLs), err), reasonConnect)
 		}
 		ev.notify()
 	})
@@ -297,7 +301,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, bo *backoff.Backoff
 		if ctx.Err() != nil {
 			return nil
 		}
-		u.setState(err, errorReason(err))
+		u.fail(err, streamReason(err))
 		if !waitOrClosed(ctx, ev.closed, bo) {
 			if ctx.Err() != nil {
 				return nil

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
@@ -434,4 +438,103 @@ func createFerryStreams(ctx context.Context, js jetstream.JetStream) error {
 	}
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FERRY_CATALOG", Subjects: []string{"ferry.*.*.catalog"}, MaxMsgsPerSubject: 1})
 	return err
+}
+
+// TestCredentials starts with credentials the server refuses or cannot
+// read: a clear error and a metric, records stay, retries; once the
+// credentials are fixed the records arrive.
+func TestCredentials(t *testing.T) {
+	right, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, _ := nkeys.CreateUser()
+	pub, _ := right.PublicKey()
+	rightSeed, _ := right.Seed()
+	wrongSeed, _ := wrong.Seed()
+
+	tests := []struct {
+		name    string
+		server  func(*natsserver.Options)
+		config  func(*NATSConfig, string)
+		fix     func(*testServer, string)
+		wantErr error
+		reason  string
+	}{
+		{
+			name:   "nkey not allowed",
+			server: func(o *natsserver.Options) { o.Nkeys = []*natsserver.NkeyUser{{Nkey: pub}} },
+			config: func(c *NATSConfig, dir string) {
+				c.NKey = filepath.Join(dir, "gw.nk")
+				os.WriteFile(c.NKey, wrongSeed, 0o600)
+			},
+			fix:     func(_ *testServer, dir string) { os.WriteFile(filepath.Join(dir, "gw.nk"), rightSeed, 0o600) },
+			wantErr: nats.ErrAuthorization,
+			reason:  "auth",
+		},
+		{
+			name:    "nkey file missing",
+			server:  func(o *natsserver.Options) { o.Nkeys = []*natsserver.NkeyUser{{Nkey: pub}} },
+			config:  func(c *NATSConfig, dir string) { c.NKey = filepath.Join(dir, "gw.nk") },
+			fix:     func(_ *testServer, dir string) { os.WriteFile(filepath.Join(dir, "gw.nk"), rightSeed, 0o600) },
+			wantErr: errCredentials,
+			reason:  "credentials",
+		},
+		{
+			name:   "wrong password",
+			server: func(o *natsserver.Options) { o.Users = []*natsserver.User{{Username: "gw", Password: "old"}} },
+			config: func(c *NATSConfig, _ string) { c.User, c.Password = "gw", "new" },
+			fix: func(s *testServer, _ string) {
+				o := s.opts.Clone()
+				o.Users = []*natsserver.User{{Username: "gw", Password: "new"}}
+				if err := s.srv.ReloadOptions(o); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: nats.ErrAuthorization,
+			reason:  "auth",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, tt.server)
+			dir := t.TempDir()
+			src := newMemSource("gw1")
+			rec := src.addAlert("v", alert(1))
+			reg := prometheus.NewRegistry()
+			cfg := testConfig(srv.URL)
+			tt.config(&cfg, dir)
+			u := newTestUplink(t, cfg, src, reg)
+			runUplink(t, u, src)
+			waitFor(t, 10*time.Second, "retries", func() bool {
+				return metric(t, reg, "ferry_uplink_errors_total", "reason", tt.reason) >= 2
+			})
+			if err := u.Err(); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Err() = %v, want %v", err, tt.wantErr)
+			}
+			if strings.Contains(u.Err().Error(), "new") || strings.Contains(u.Err().Error(), string(wrongSeed)) {
+				t.Errorf("Err() reveals a secret: %v", u.Err())
+			}
+			if p, _ := src.state(); p != 1 {
+				t.Fatalf("the record left the Source before the uplink connected")
+			}
+			tt.fix(srv, dir)
+			src.waitEmpty(t, 10*time.Second)
+			_, js := jsClient(t, srv.URL, nats.UserInfo("gw", "new"), nkeyOpt(t, dir))
+			checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), []ferry.Record{rec})
+		})
+	}
+}
+
+// nkeyOpt authenticates a test client with the seed in dir, if any.
+func nkeyOpt(t *testing.T, dir string) nats.Option {
+	p := filepath.Join(dir, "gw.nk")
+	if _, err := os.Stat(p); err != nil {
+		return func(*nats.Options) error { return nil }
+	}
+	o, err := nats.NkeyOptionFromSeed(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }

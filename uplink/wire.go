@@ -47,10 +47,10 @@ var ErrMalformed = errors.New("malformed ferry message")
 // TelemetryMessage is the body of a telemetry message: the scans of one
 // device that the buffer committed together.
 type TelemetryMessage struct {
-	Gateway       string        `json:"gateway"`
-	Site          string        `json:"site,omitempty"`
-	Device        string        `json:"device"`
-	ConfigVersion string        `json:"config_version,omitempty"`
+	Gateway       string `json:"gateway"`
+	Site          string `json:"site,omitempty"`
+	Device        string `json:"device"`
+	ConfigVersion string `json:"config_version,omitempty"`
 	// Part and Parts are set when a record larger than the server's
 	// max_payload was cut into several messages (Part counts from 1).
 	Part  int           `json:"part,omitempty"`
