@@ -22,6 +22,7 @@ type outMsg struct {
 type msgBuilder struct {
 	u          *Uplink
 	enc        *encoder
+	tc         transcoder
 	maxPayload int // body and headers, at most
 	scratch    []byte
 	out        []outMsg
@@ -47,20 +48,20 @@ func newMsgBuilder(u *Uplink, maxPayload int64) *msgBuilder {
 	}
 }
 
-func (b *msgBuilder) header(kind []string, id, configVersion string) nats.Header {
+func (b *msgBuilder) header(kind []string, id string, configVersion []byte) nats.Header {
 	h := make(nats.Header, 5)
 	h[nats.MsgIdHdr] = []string{id}
 	h[HeaderContentType] = b.ctype
 	h[HeaderKind] = kind
 	h[HeaderVersion] = b.fver
-	if configVersion != "" {
-		cv, ok := b.cfgVer[configVersion]
+	if len(configVersion) > 0 {
+		cv, ok := b.cfgVer[string(configVersion)]
 		if !ok {
 			if len(b.cfgVer) > 64 {
 				clear(b.cfgVer)
 			}
-			cv = []string{configVersion}
-			b.cfgVer[configVersion] = cv
+			cv = []string{string(configVersion)}
+			b.cfgVer[cv[0]] = cv
 		}
 		h[HeaderConfigVersion] = cv
 	}
@@ -113,7 +114,7 @@ func (b *msgBuilder) alert(rec ferry.Record) ([]outMsg, error) {
 	if err != nil {
 		return nil, err
 	}
-	hdr := b.header(b.kindAlert, rec.ID, h.ConfigVersion)
+	hdr := b.header(b.kindAlert, rec.ID, []byte(h.ConfigVersion))
 	limit := b.maxPayload - headerSize(hdr)
 	b.scratch = b.enc.appendAlert(b.scratch[:0], h.ConfigVersion, &a)
 	if len(b.scratch) > limit && len(a.Message) > 0 {
@@ -127,6 +128,24 @@ func (b *msgBuilder) alert(rec ferry.Record) ([]outMsg, error) {
 }
 
 func (b *msgBuilder) telemetry(rec ferry.Record) ([]outMsg, error) {
+	// The fast path: transcode the record without decoding it.
+	body, dev, cv, n, ok := b.tc.telemetry(b.enc, b.scratch[:0], rec.Data)
+	if ok {
+		b.scratch = body
+		if subject, ok := b.u.tel.subjectOf(dev); ok {
+			hdr := b.header(b.kindTel, rec.ID, cv)
+			if len(body) <= b.maxPayload-headerSize(hdr)-len(subject) {
+				b.out = append(b.out, b.msg(subject, hdr, body, n))
+				return b.out, nil
+			}
+		}
+	}
+	return b.telemetrySlow(rec)
+}
+
+// telemetrySlow decodes the record: for records the transcoder does not
+// take, and for records that must be split.
+func (b *msgBuilder) telemetrySlow(rec ferry.Record) ([]outMsg, error) {
 	t, err := codec.DecodeTelemetry(rec.Data)
 	if err != nil {
 		return nil, err
@@ -135,7 +154,7 @@ func (b *msgBuilder) telemetry(rec ferry.Record) ([]outMsg, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: device %q cannot be a subject token", codec.ErrCorrupt, t.Device)
 	}
-	hdr := b.header(b.kindTel, rec.ID, t.ConfigVersion)
+	hdr := b.header(b.kindTel, rec.ID, []byte(t.ConfigVersion))
 	limit := b.maxPayload - headerSize(hdr) - len(subject)
 	var n int
 	b.scratch, n = b.enc.appendTelemetry(b.scratch[:0], &t, 0, 0)
@@ -192,7 +211,7 @@ func (b *msgBuilder) split(rec ferry.Record, t *codec.Telemetry, subject string,
 	}
 	for i, c := range chunks {
 		id := rec.ID + "-p" + strconv.Itoa(i+1)
-		hdr := b.header(b.kindTel, id, t.ConfigVersion)
+		hdr := b.header(b.kindTel, id, []byte(t.ConfigVersion))
 		sub := codec.Telemetry{Header: t.Header, Device: t.Device, Scans: c.scans}
 		var n int
 		b.scratch, n = b.enc.appendTelemetry(b.scratch[:0], &sub, i+1, len(chunks))

@@ -37,7 +37,10 @@ func TestValidate(t *testing.T) {
 		{"partial placeholder", func(c *NATSConfig) { c.TelemetrySubject = "ferry.gw-{gateway}.{device}" }, "must be a whole token"},
 		{"twice", func(c *NATSConfig) { c.TelemetrySubject = "ferry.{device}.{device}" }, "{device} more than once"},
 		{"catalog without gateway", func(c *NATSConfig) { c.CatalogSubject = "ferry.{site}.catalog" }, "catalog_subject: \"ferry.{site}.catalog\" must hold {gateway}"},
-		{"overlap", func(c *NATSConfig) { c.TelemetrySubject = "ferry.{site}.{gateway}.{device}"; c.AlertSubject = "ferry.{site}.{gateway}.alerts" },
+		{"overlap", func(c *NATSConfig) {
+			c.TelemetrySubject = "ferry.{site}.{gateway}.{device}"
+			c.AlertSubject = "ferry.{site}.{gateway}.alerts"
+		},
 			"alert_subject: \"ferry.{site}.{gateway}.alerts\" overlaps telemetry_subject"},
 		{"own subjects", func(c *NATSConfig) {
 			c.TelemetrySubject = "plant.{gateway}.t.{device}"

@@ -331,3 +331,32 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTranscode checks the transcoder against the decoder path: for every
+// input both accept or both refuse, and what they write is identical.
+func FuzzTranscode(f *testing.F) {
+	t0 := time.Unix(1700000000, 5)
+	f.Add(codec.AppendTelemetry(nil, "v", "dev", []ferry.Scan{benchScan("dev", t0, 12, 3), scan("dev", t0.Add(time.Second), 2, 1)}))
+	sc := scan("dev", t0, 3, 1)
+	sc.Samples[0].Time = t0.Add(-time.Millisecond)
+	sc.Samples[1].Value = ferry.StringValue("x\"\xff")
+	sc.Samples[2].Quality = ferry.UncertainQuality("r")
+	f.Add(codec.AppendTelemetry(nil, "", "d", []ferry.Scan{sc}))
+	f.Add([]byte{1, 1, 0, 1, 'd', 1, 1, 'p', 1, 0, 1, 0, 0x21, 0, 0, 0, 0})
+	e := newEncoder("gw", "site")
+	var tc transcoder
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, dev, cv, n, ok := tc.telemetry(e, nil, data)
+		tel, err := codec.DecodeTelemetry(data)
+		if ok != (err == nil) {
+			t.Fatalf("transcoder ok=%v, decoder err=%v", ok, err)
+		}
+		if !ok {
+			return
+		}
+		slow, m := e.appendTelemetry(nil, &tel, 0, 0)
+		if !bytes.Equal(fast, slow) || n != m || string(dev) != tel.Device || string(cv) != tel.ConfigVersion {
+			t.Fatalf("transcoder and decoder differ:\n%s\n%s\n(%d/%d samples)", fast, slow, n, m)
+		}
+	})
+}
