@@ -32,15 +32,17 @@ type drain struct {
 	plan streamPlan
 	msgs *msgBuilder
 
-	mu      sync.Mutex
-	parts   map[*nats.Msg]part // outstanding publishes
-	count   int                // len(parts)
-	bytes   int                // bytes of parts
-	acked   []ferry.Record     // acknowledged by the stream, not yet by the Source
-	acking  int                // records in the acker's current Source.Ack call
-	failed  []ferry.Record     // to release before publishing again
-	trouble error              // why publishing paused; nil when it runs
-	reason  string             // trouble's metric reason
+	mu        sync.Mutex
+	parts     map[*nats.Msg]part // outstanding publishes
+	count     int                // len(parts)
+	bytes     int                // bytes of parts
+	acked     []ferry.Record     // acknowledged by the stream, not yet by the Source
+	acking    int                // records in the acker's current Source.Ack call
+	failed    []*entry           // to release (or reconcile) before publishing again
+	lastSeq   uint64             // highest sequence of the main stream acknowledged
+	trouble   error              // why publishing paused; nil when it runs
+	interrupt context.CancelFunc // cancels the pump's Next when trouble starts
+	reason    string             // trouble's metric reason
 
 	room    chan struct{} // a part resolved or trouble started
 	ackc    chan struct{} // acked grew
@@ -64,7 +66,15 @@ type part struct {
 type entry struct {
 	rec    ferry.Record
 	parts  int // unresolved parts
+	total  int // parts published
 	failed bool
+	// uncertain: a part failed without an answer (ack timeout,
+	// disconnect), so the stream may hold it.
+	uncertain bool
+	// after is the highest stream sequence acknowledged when the record
+	// was published: a stored copy has a higher one.
+	after uint64
+	sent  time.Time
 }
 
 func newDrain(u *Uplink, nc *nats.Conn) *drain {
@@ -99,6 +109,9 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 	d.count--
 	d.bytes -= p.size
 	p.e.parts--
+	if pa.Stream == d.u.cfg.Stream && pa.Sequence > d.lastSeq {
+		d.lastSeq = pa.Sequence
+	}
 	done := p.e.parts == 0 && !p.e.failed
 	if done {
 		d.acked = append(d.acked, p.e.rec)
@@ -128,10 +141,14 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 // onErr is called by nats.go when a publish failed: an error reply, no
 // PubAck within ack_timeout, or a disconnect with the publish outstanding.
 func (d *drain) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
-	d.resolveFailed(m, err)
+	uncertain := errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrTimeout)
+	d.resolveFailed(m, err, uncertain)
 }
 
-func (d *drain) resolveFailed(m *nats.Msg, err error) {
+// resolveFailed records that the publish of m failed; uncertain when the
+// message may have been stored all the same.
+func (d *drain) resolveFailed(m *nats.Msg, err error, uncertain bool) {
 	reason := publishReason(err)
 	d.mu.Lock()
 	p, ok := d.parts[m]
@@ -143,15 +160,17 @@ func (d *drain) resolveFailed(m *nats.Msg, err error) {
 	d.count--
 	d.bytes -= p.size
 	p.e.parts--
+	p.e.uncertain = p.e.uncertain || uncertain
 	if !p.e.failed {
 		p.e.failed = true
-		d.failed = append(d.failed, p.e.rec)
+		d.failed = append(d.failed, p.e)
 	}
 	if d.trouble == nil {
 		// Without the record id, so that the same failure repeated is
 		// one state (logged once).
 		d.trouble = fmt.Errorf("publish: %w", err)
 		d.reason = reason
+		d.interruptNext()
 	}
 	d.u.m.inflight.Set(float64(d.count))
 	d.u.m.inflightBytes.Set(float64(d.bytes))
@@ -251,10 +270,13 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 		n := min(cfg.BatchSize, cfg.MaxInflight-d.used())
 		nb := min(int(cfg.BatchBytes), int(cfg.MaxInflightBytes)-d.bytes)
 		d.mu.Unlock()
-		recs, err := d.u.src.Next(ctx, max(n, 1), max(nb, 1))
+		recs, err := d.next(ctx, max(n, 1), max(nb, 1))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if d.troubled() {
+				continue // interrupted: the failed records wait for recover
 			}
 			d.u.m.err(reasonSourceNext)
 			d.u.log.Warn("buffer next", "err", err)
@@ -270,6 +292,33 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 				break
 			}
 		}
+	}
+}
+
+// next calls the Source's Next with a context that trouble cancels: when
+// every record is out and publishes fail, the pump must not sit in Next
+// while the failed records wait for it to release them.
+func (d *drain) next(ctx context.Context, n, nb int) ([]ferry.Record, error) {
+	nctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.mu.Lock()
+	if d.trouble != nil {
+		d.mu.Unlock()
+		return nil, context.Canceled
+	}
+	d.interrupt = cancel
+	d.mu.Unlock()
+	recs, err := d.u.src.Next(nctx, n, nb)
+	d.mu.Lock()
+	d.interrupt = nil
+	d.mu.Unlock()
+	return recs, err
+}
+
+// interruptNext cancels a pending Next. Call with d.mu held.
+func (d *drain) interruptNext() {
+	if d.interrupt != nil {
+		d.interrupt()
 	}
 }
 
@@ -296,9 +345,9 @@ func (d *drain) publish(ctx context.Context, rec ferry.Record) bool {
 	if !d.waitRoom(ctx, len(msgs), size) {
 		return false
 	}
-	e := &entry{rec: rec, parts: len(msgs)}
 	now := time.Now()
 	d.mu.Lock()
+	e := &entry{rec: rec, parts: len(msgs), total: len(msgs), after: d.lastSeq, sent: now}
 	for _, m := range msgs {
 		d.parts[m.msg] = part{e: e, size: m.size, samples: m.samples, sent: now}
 	}
@@ -312,7 +361,7 @@ func (d *drain) publish(ctx context.Context, rec ferry.Record) bool {
 		if _, err := d.js.PublishMsgAsync(m.msg); err != nil {
 			// This part and those after it were never sent.
 			for _, r := range msgs[i:] {
-				d.resolveFailed(r.msg, err)
+				d.resolveFailed(r.msg, err, false)
 			}
 			break
 		}
@@ -340,11 +389,8 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		}
 	}
 	d.mu.Lock()
-	failed := d.failed
-	d.failed = nil
 	trouble, reason := d.trouble, d.reason
 	d.mu.Unlock()
-	d.release(failed)
 	d.u.setState(trouble, reason) // counted when it happened
 	for {
 		if !waitOrClosed(ctx, ev.closed, bo) {
@@ -375,6 +421,23 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		}
 		d.mu.Lock()
 		d.plan = plan
+		failed := d.failed
+		d.failed = nil
+		d.mu.Unlock()
+		// Before anything is sent again: records whose fate is unknown
+		// and whose replay would come too late for the stream's dedupe
+		// are looked up in the stream.
+		delivered, rest := d.reconcile(ctx, failed)
+		if len(delivered) > 0 {
+			d.mu.Lock()
+			for _, e := range delivered {
+				d.acked = append(d.acked, e.rec)
+			}
+			d.mu.Unlock()
+			signal(d.ackc)
+		}
+		d.releaseEntries(rest)
+		d.mu.Lock()
 		d.trouble = nil
 		d.reason = ""
 		d.mu.Unlock()
@@ -384,6 +447,14 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		d.degraded.Store(true)
 		return
 	}
+}
+
+func (d *drain) releaseEntries(es []*entry) {
+	recs := make([]ferry.Record, len(es))
+	for i, e := range es {
+		recs[i] = e.rec
+	}
+	d.release(recs)
 }
 
 // release hands records back to the Source, in lane and sequence order.
@@ -426,10 +497,13 @@ func (d *drain) ackLoop() {
 			if err != nil {
 				d.u.m.err(reasonSourceAck)
 				d.mu.Lock()
-				d.failed = append(d.failed, recs...)
+				for _, r := range recs {
+					d.failed = append(d.failed, &entry{rec: r})
+				}
 				if d.trouble == nil {
 					d.trouble = fmt.Errorf("%w: %w", errSourceAck, err)
 					d.reason = reasonSourceAck
+					d.interruptNext()
 				}
 				d.mu.Unlock()
 				signal(d.room)
@@ -486,7 +560,9 @@ func (d *drain) shutdown(timeout time.Duration) {
 	close(d.ackStop)
 	<-d.ackDone
 	d.mu.Lock()
-	left = append(left, d.failed...)
+	for _, e := range d.failed {
+		left = append(left, e.rec)
+	}
 	d.failed = nil
 	d.mu.Unlock()
 	d.release(left)

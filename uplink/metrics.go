@@ -44,6 +44,7 @@ type metrics struct {
 	bytes         prometheus.Counter
 	lag           prometheus.Gauge
 	catalogs      prometheus.Counter
+	reconciled    prometheus.Counter
 
 	// Per lane, resolved once.
 	pub [ferry.NumLanes]prometheus.Counter
@@ -93,6 +94,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_uplink_lag_seconds", Help: "Age of the last record acknowledged (now minus when the buffer accepted it): the backlog's delay.",
 		}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_uplink_reconciled_total", Help: "Records found already in the stream after an outage longer than its duplicate window, and not sent again.",
+		}),
 		catalogs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_uplink_catalog_published_total", Help: "Catalog messages acknowledged by the stream.",
 		}),
@@ -113,6 +117,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		reuse(reg, &m.bytes, &err)
 		reuse(reg, &m.lag, &err)
 		reuse(reg, &m.catalogs, &err)
+		reuse(reg, &m.reconciled, &err)
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,8 @@ type streamPlan struct {
 	// rollup: publish the catalog with Nats-Rollup: sub, because its stream
 	// is shared with telemetry and allows roll-ups.
 	rollup bool
+	// duplicates is the main stream's dedupe window.
+	duplicates time.Duration
 	// warnings to log once.
 	warnings []string
 }
@@ -109,6 +111,7 @@ func (u *Uplink) ensureStreams(ctx context.Context, js jetstream.JetStream) (str
 		u.log.Info("stream updated", "stream", c.Stream, "subjects", cfg.Subjects, "duplicate_window", cfg.Duplicates, "max_age", cfg.MaxAge)
 		catInMain = coveredBy(cfg.Subjects, catPat)
 	}
+	plan.duplicates = cfg.Duplicates
 	if cfg.Storage == jetstream.MemoryStorage {
 		plan.warnings = append(plan.warnings, fmt.Sprintf("stream %s keeps messages in memory: a server restart loses what ferry already deleted from its buffer", c.Stream))
 	}

@@ -538,3 +538,46 @@ func nkeyOpt(t *testing.T, dir string) nats.Option {
 	}
 	return o
 }
+
+// TestStreamDeletedWhileRunning deletes the stream under a running
+// uplink: publishes fail while every record is out of the Source; they go
+// back to it, the uplink reports the missing stream and delivers once the
+// stream is back.
+func TestStreamDeletedWhileRunning(t *testing.T) {
+	srv := startServer(t, nil)
+	_, js := jsClient(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := createFerryStreams(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	src := newMemSource("gw1")
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(srv.URL)
+	cfg.CreateStream = false
+	u := newTestUplink(t, cfg, src, reg)
+	runUplink(t, u, src)
+	first := src.addScans("v", "press3", scan("press3", time.Now(), 3, 1))
+	src.waitEmpty(t, 10*time.Second)
+
+	if err := js.DeleteStream(ctx, "FERRY"); err != nil {
+		t.Fatal(err)
+	}
+	var later []ferry.Record
+	for i := range 5 {
+		later = append(later, src.addScans("v", "press3", scan("press3", time.Now(), 3, float64(i))))
+	}
+	waitFor(t, 10*time.Second, "missing stream reported", func() bool { return errors.Is(u.Err(), ErrStreamNotFound) })
+	if p, f := src.state(); p+f != 5 {
+		t.Fatalf("records lost: %d pending, %d in flight", p, f)
+	}
+	if err := createFerryStreams(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	src.waitEmpty(t, 10*time.Second)
+	checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), later)
+	_ = first
+	if metric(t, reg, "ferry_uplink_errors_total", "reason", "no_stream") == 0 {
+		t.Error("no no_stream error counted")
+	}
+}
