@@ -257,6 +257,7 @@ func TestOutage(t *testing.T) {
 	cfg := testConfig(srv.URL)
 	cfg.AckTimeout = time.Second
 	u := newTestUplink(t, cfg, src, reg)
+	u.SetCatalog(Catalog{ConfigVersion: "v", Points: []ferry.PointInfo{{Device: "press3", Point: "p0", Protocol: "modbus", Source: "unit 1 holding 0"}}})
 	runUplink(t, u, src)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -283,6 +284,8 @@ func TestOutage(t *testing.T) {
 	outageEnd := len(src.records())
 	srv.start()
 	waitFor(t, 15*time.Second, "reconnect", func() bool { return u.Err() == nil })
+	// The catalog is published again after the reconnect.
+	waitFor(t, 10*time.Second, "catalog again", func() bool { return metric(t, reg, "ferry_uplink_catalog_published_total") >= 2 })
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	<-produced
