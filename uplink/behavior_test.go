@@ -198,7 +198,6 @@ func TestSplitLargeRecord(t *testing.T) {
 	}
 }
 
-
 // TestDuplicateWindowCheck: a user-managed stream whose duplicate window is
 // shorter than ferry needs gets a warning at start; with create_stream the
 // stream is updated instead.
