@@ -1,10 +1,13 @@
 package uplink
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,9 +136,10 @@ func benchDrain(b *testing.B, perRecord, total int) {
 	srv := startServer(b, nil)
 	src := &ackTimes{memSource: newMemSource("press-line-3"), at: map[string]time.Time{}}
 	t0 := time.Now()
+	var last ferry.Record
 	for i := range total / perRecord {
 		dev := fmt.Sprintf("press%d", i%20)
-		src.addScans("0123456789ab", dev, benchScan(dev, t0.Add(time.Duration(i)*time.Millisecond), perRecord, i))
+		last = src.addScans("0123456789ab", dev, benchScan(dev, t0.Add(time.Duration(i)*time.Millisecond), perRecord, i))
 	}
 	reg := prometheus.NewRegistry()
 	cfg := testConfig(srv.URL)
@@ -161,6 +165,7 @@ func benchDrain(b *testing.B, perRecord, total int) {
 	liveDone := make(chan struct{})
 	b.StartTimer()
 	start := time.Now()
+	cpu0 := cpuTime()
 	close(gate.open)
 	go func() {
 		defer close(liveDone)
@@ -178,20 +183,15 @@ func benchDrain(b *testing.B, perRecord, total int) {
 			}
 		}
 	}()
+	// The backlog is drained when its last record is acknowledged.
 	for {
-		src.mu.Lock()
-		left := len(src.pending[ferry.LaneTelemetry]) + len(src.inflight)
-		src.mu.Unlock()
-		if left == 0 {
-			break
-		}
-		// The backlog is drained when its last record is acked.
-		if _, ok := src.latenciesOne(src.records()[total/perRecord-1]); ok {
+		if _, ok := src.latenciesOne(last); ok {
 			break
 		}
 		time.Sleep(time.Millisecond)
 	}
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	b.StopTimer()
 	time.Sleep(200 * time.Millisecond) // live data after the backlog
 	stopLive()
@@ -203,6 +203,11 @@ func benchDrain(b *testing.B, perRecord, total int) {
 	lat := src.latencies(live)
 	liveMu.Unlock()
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "samples/s")
+	// CPU time of the whole process (uplink, in-process server, the
+	// test's Source and live producer) per sample: independent of what
+	// else runs on the machine. Two idle cores drain 2s/cpu samples a
+	// second at most.
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(total), "cpu-ns/sample")
 	b.ReportMetric(metric(b, reg, "ferry_uplink_bytes_total")/metric(b, reg, "ferry_uplink_samples_total"), "wire-bytes/sample")
 	b.ReportMetric(float64(pct(lat, 0.5).Milliseconds()), "live-p50-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "live-max-ms")
@@ -214,6 +219,15 @@ func (a *ackTimes) latenciesOne(r ferry.Record) (time.Duration, bool) {
 	defer a.mu.Unlock()
 	at, ok := a.at[r.ID]
 	return at.Sub(r.Time), ok
+}
+
+// cpuTime returns the user and system CPU time of the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // gatedSource holds Next until open is closed.
@@ -264,5 +278,54 @@ func BenchmarkAckLatency(b *testing.B) {
 		b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
 		b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	}
+}
+
+// BenchmarkCompression measures what compressing each message body would
+// save and cost: the input for the decision on a compact encoding.
+// Reported per sample: bytes of the JSON body, plain and deflated (fastest
+// level), and the time to compress.
+func BenchmarkCompression(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		u, err := New(DefaultNATSConfig("nats://127.0.0.1:4222"), newMemSource("gw"), Options{Gateway: "press-line-3", Site: "lyon"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mb := newMsgBuilder(u, 1<<20)
+		var bodies [][]byte
+		t0 := time.Now()
+		for i := range 64 {
+			data := codec.AppendTelemetry(nil, "0123456789ab", "press3", []ferry.Scan{benchScan("press3", t0.Add(time.Duration(i)*time.Second), n, i)})
+			msgs, err := mb.build(ferry.Record{Lane: ferry.LaneTelemetry, ID: "x", Data: data})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bodies = append(bodies, msgs[0].msg.Data)
+		}
+		var buf bytes.Buffer
+		fw, _ := flate.NewWriter(&buf, flate.BestSpeed)
+		for _, c := range []struct {
+			name string
+			fn   func(dst, src []byte) []byte
+		}{
+			{"none", func(_, src []byte) []byte { return src }},
+			{"deflate", func(_, src []byte) []byte {
+				buf.Reset()
+				fw.Reset(&buf)
+				fw.Write(src)
+				fw.Close()
+				return buf.Bytes()
+			}},
+		} {
+			b.Run(fmt.Sprintf("samples_per_record=%d/%s", n, c.name), func(b *testing.B) {
+				dst := make([]byte, 0, 1<<20)
+				total := 0
+				for i := 0; i < b.N; i++ {
+					total += len(c.fn(dst, bodies[i%len(bodies)]))
+				}
+				b.ReportMetric(float64(total)/float64(b.N*n), "body-bytes/sample")
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/sample")
+			})
+		}
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
@@ -382,21 +381,30 @@ func newTestUplink(t testing.TB, cfg NATSConfig, src Source, reg *prometheus.Reg
 	return u
 }
 
-// metric returns the value of a counter or gauge series.
+// metric returns the value of a counter or gauge series (the sum over
+// series matching labels, given as name, value pairs); for a histogram,
+// its count.
 func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
 		}
-		var sum float64
+	series:
 		for _, m := range mf.GetMetric() {
-			if !labelsMatch(m, labels) {
-				continue
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue series
+				}
 			}
 			switch {
 			case m.Counter != nil:
@@ -407,24 +415,8 @@ func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...strin
 				sum += float64(m.Histogram.GetSampleCount())
 			}
 		}
-		return sum
 	}
-	return 0
-}
-
-func labelsMatch(m *dto.Metric, kv []string) bool {
-	for i := 0; i+1 < len(kv); i += 2 {
-		found := false
-		for _, l := range m.GetLabel() {
-			if l.GetName() == kv[i] && l.GetValue() == kv[i+1] {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	return sum
 }
 
 // scan builds a scan of n points with float values.

@@ -13,7 +13,6 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
@@ -447,14 +446,11 @@ func createFerryStreams(ctx context.Context, js jetstream.JetStream) error {
 // read: a clear error and a metric, records stay, retries; once the
 // credentials are fixed the records arrive.
 func TestCredentials(t *testing.T) {
-	right, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrong, _ := nkeys.CreateUser()
-	pub, _ := right.PublicKey()
-	rightSeed, _ := right.Seed()
-	wrongSeed, _ := wrong.Seed()
+	// Two NKey users (test keys made with nkeys.CreateUser); the server
+	// knows the first.
+	const pub = "UBE36F3HHBAOHLYECRSFSHTQQWX7HCE3VIBOXLVXNY4TLQNW6DWTMYWN"
+	rightSeed := []byte("SUABARIYRXCE3VCMUENQDC2NKHW2XIASED6GBAETW6UMZGB5FC3ZZ7EVIU")
+	wrongSeed := []byte("SUAP4AXKFIUQELMYRC6PNK5AK44FQ4JQY46PCZDT2PCALW4BTLCAOD4GPE")
 
 	tests := []struct {
 		name    string
