@@ -114,6 +114,14 @@ func (b *msgBuilder) alert(rec ferry.Record) ([]outMsg, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case a.ID == "" || a.Rule == "":
+		return nil, fmt.Errorf("%w: alert without id or rule", codec.ErrCorrupt)
+	case a.Severity > ferry.SeverityCritical:
+		return nil, fmt.Errorf("%w: alert severity %d", codec.ErrCorrupt, a.Severity)
+	case a.State > ferry.AlertCleared:
+		return nil, fmt.Errorf("%w: alert state %d", codec.ErrCorrupt, a.State)
+	}
 	hdr := b.header(b.kindAlert, rec.ID, []byte(h.ConfigVersion))
 	limit := b.maxPayload - headerSize(hdr)
 	b.scratch = b.enc.appendAlert(b.scratch[:0], h.ConfigVersion, &a)
