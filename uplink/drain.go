@@ -261,6 +261,7 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 			d.recover(ctx, ev, bo)
 			continue
 		}
+
 		// Ask for a full batch only when the window has room for it; a
 		// smaller request keeps the window bounded.
 		if !d.waitRoom(ctx, 1, 1) {
@@ -443,8 +444,12 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		d.mu.Unlock()
 		// Healthy again once a PubAck arrives (onAck), not before: a
 		// failure that repeats does not flap between "not ready" and
-		// "back".
-		d.degraded.Store(true)
+		// "back". With nothing to send again, it is healthy now.
+		if len(rest) > 0 {
+			d.degraded.Store(true)
+		} else {
+			d.u.setState(nil, "")
+		}
 		return
 	}
 }
