@@ -422,6 +422,7 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		}
 		d.mu.Lock()
 		d.plan = plan
+		d.lastSeq = max(d.lastSeq, plan.lastSeq)
 		failed := d.failed
 		d.failed = nil
 		d.mu.Unlock()

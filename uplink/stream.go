@@ -29,6 +29,9 @@ type streamPlan struct {
 	rollup bool
 	// duplicates is the main stream's dedupe window.
 	duplicates time.Duration
+	// lastSeq is the main stream's last sequence when it was checked: a
+	// message published later gets a higher one.
+	lastSeq uint64
 	// warnings to log once.
 	warnings []string
 }
@@ -112,6 +115,7 @@ func (u *Uplink) ensureStreams(ctx context.Context, js jetstream.JetStream) (str
 		catInMain = coveredBy(cfg.Subjects, catPat)
 	}
 	plan.duplicates = cfg.Duplicates
+	plan.lastSeq = main.State.LastSeq
 	if cfg.Storage == jetstream.MemoryStorage {
 		plan.warnings = append(plan.warnings, fmt.Sprintf("stream %s keeps messages in memory: a server restart loses what ferry already deleted from its buffer", c.Stream))
 	}

@@ -314,6 +314,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, bo *backoff.Backoff
 	}
 	bo.Reset()
 	d.plan = plan
+	d.lastSeq = plan.lastSeq
 	u.setState(nil, "")
 	published := u.publishCatalogNow(ctx, js, plan.rollup)
 
