@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
@@ -122,7 +125,7 @@ func pct(d []time.Duration, p float64) time.Duration {
 // live records (which queue behind the backlog: the Source serves oldest
 // first). Run with -benchtime 1x.
 func BenchmarkDrain(b *testing.B) {
-	for _, n := range []int{10, 50, 100} {
+	for _, n := range []int{10, 20, 50, 100} {
 		b.Run(fmt.Sprintf("samples_per_record=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				benchDrain(b, n, 1_000_000)
@@ -131,9 +134,29 @@ func BenchmarkDrain(b *testing.B) {
 	}
 }
 
+// benchServer returns the URL of the server to benchmark against: the one
+// in FERRY_BENCH_NATS_URL (a separate nats-server process, so that the
+// process's CPU time is the uplink's alone; its FERRY streams are deleted
+// first), else an in-process one.
+func benchServer(b *testing.B) string {
+	url := os.Getenv("FERRY_BENCH_NATS_URL")
+	if url == "" {
+		return startServer(b, nil).URL
+	}
+	_, js := jsClient(b, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range []string{"FERRY", "FERRY_CATALOG"} {
+		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			b.Fatal(err)
+		}
+	}
+	return url
+}
+
 func benchDrain(b *testing.B, perRecord, total int) {
 	b.StopTimer()
-	srv := startServer(b, nil)
+	url := benchServer(b)
 	src := &ackTimes{memSource: newMemSource("press-line-3"), at: map[string]time.Time{}}
 	t0 := time.Now()
 	var last ferry.Record
@@ -142,7 +165,7 @@ func benchDrain(b *testing.B, perRecord, total int) {
 		last = src.addScans("0123456789ab", dev, benchScan(dev, t0.Add(time.Duration(i)*time.Millisecond), perRecord, i))
 	}
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(srv.URL)
+	cfg := testConfig(url)
 	cfg.AckTimeout = 10 * time.Second
 	cfg.DuplicateWindow = time.Minute
 	u, err := New(cfg, src, Options{Gateway: "press-line-3", Site: "lyon", Version: "bench", Registerer: reg})
@@ -251,9 +274,9 @@ func (g *gatedSource) Next(ctx context.Context, max, maxBytes int) ([]ferry.Reco
 // PubAck latency (the buffer's commit comes on top). Run with -benchtime 1x.
 func BenchmarkAckLatency(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		srv := startServer(b, nil)
+		url := benchServer(b)
 		src := &ackTimes{memSource: newMemSource("press-line-3"), at: map[string]time.Time{}}
-		cfg := testConfig(srv.URL)
+		cfg := testConfig(url)
 		u, err := New(cfg, src, Options{Gateway: "press-line-3", Site: "lyon", Version: "bench"})
 		if err != nil {
 			b.Fatal(err)
