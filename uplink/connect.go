@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -115,12 +117,39 @@ func Connect(cfg NATSConfig, name string, extra ...nats.Option) (*nats.Conn, err
 			return bo.Next()
 		}),
 	)
+	dialer := &recordingDialer{d: net.Dialer{Timeout: cfg.ConnectTimeout}}
+	opts = append(opts, nats.SetCustomDialer(dialer))
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
 	if err != nil {
+		if derr := dialer.lastErr(); errors.Is(err, nats.ErrNoServers) && derr != nil {
+			// "no servers available" hides why: refused, timeout, DNS.
+			err = fmt.Errorf("%w: %w", err, derr)
+		}
 		return nil, fmt.Errorf("connect to %s: %w", serverList(cfg.URLs), err)
 	}
 	return nc, nil
+}
+
+// recordingDialer dials like net.Dialer and remembers the last failure.
+type recordingDialer struct {
+	d    net.Dialer
+	mu   sync.Mutex
+	last error
+}
+
+func (r *recordingDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := r.d.Dial(network, address)
+	r.mu.Lock()
+	r.last = err
+	r.mu.Unlock()
+	return c, err
+}
+
+func (r *recordingDialer) lastErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
 }
 
 // serverList prints the URLs without any userinfo.

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -579,4 +580,28 @@ func TestStreamDeletedWhileRunning(t *testing.T) {
 	if metric(t, reg, "ferry_uplink_errors_total", "reason", "no_stream") == 0 {
 		t.Error("no no_stream error counted")
 	}
+}
+
+// TestServerLater starts the uplink before any server listens: the error
+// says why (connection refused), records stay, and they arrive once the
+// server is up.
+func TestServerLater(t *testing.T) {
+	port := freePort(t)
+	src := newMemSource("gw1")
+	rec := src.addAlert("v", alert(1))
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(fmt.Sprintf("nats://127.0.0.1:%d", port))
+	u := newTestUplink(t, cfg, src, reg)
+	runUplink(t, u, src)
+	waitFor(t, 10*time.Second, "retries", func() bool { return metric(t, reg, "ferry_uplink_errors_total", "reason", "connect") >= 2 })
+	if err := u.Err(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Err() = %v, want the dial error", err)
+	}
+	if p, _ := src.state(); p != 1 {
+		t.Fatal("the record left the Source")
+	}
+	srv := startServer(t, func(o *natsserver.Options) { o.Port = port })
+	src.waitEmpty(t, 10*time.Second)
+	_, js := jsClient(t, srv.URL)
+	checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), []ferry.Record{rec})
 }
