@@ -206,7 +206,8 @@ func (u *Uplink) Run(ctx context.Context) error {
 	bo := &backoff.Backoff{Max: u.cfg.ReconnectMax}
 	first := true
 	for ctx.Err() == nil {
-		nc, err := u.dial()
+		ev := &connEvents{changed: make(chan struct{}, 1), closed: make(chan struct{})}
+		nc, err := u.dial(ev)
 		if err != nil {
 			u.fail(err, errorReason(err))
 			if !bo.Wait(ctx) {
@@ -218,7 +219,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			u.m.reconnects.Inc()
 		}
 		first = false
-		if err := u.session(ctx, nc, bo); err != nil {
+		if err := u.session(ctx, nc, ev, bo); err != nil {
 			u.fail(err, errorReason(err))
 		}
 		nc.Close()
@@ -235,45 +236,47 @@ func (u *Uplink) Run(ctx context.Context) error {
 // connEvents carries the connection's state changes from nats.go's
 // callbacks to the session.
 type connEvents struct {
-	changed chan struct{} // disconnected, reconnected or closed
-	closed  chan struct{}
-	once    sync.Once
+	changed   chan struct{} // disconnected, reconnected or closed
+	closed    chan struct{}
+	once      sync.Once
+	republish atomic.Bool // reconnected: publish the catalog again
 }
 
 func (e *connEvents) notify() { signal(e.changed) }
 
-func (u *Uplink) dial() (*nats.Conn, error) {
-	return Connect(u.cfg, "ferry "+u.opts.Gateway)
+// dial connects, with the callbacks that feed ev installed before the
+// first connection attempt, so that no state change is missed.
+func (u *Uplink) dial(ev *connEvents) (*nats.Conn, error) {
+	return Connect(u.cfg, "ferry "+u.opts.Gateway,
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if err == nil {
+				err = nats.ErrConnectionClosed
+			}
+			if !c.IsClosed() {
+				u.fail(fmt.Errorf("disconnected from %s: %w", serverList(u.cfg.URLs), err), reasonConnect)
+			}
+			ev.notify()
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			u.m.reconnects.Inc()
+			u.log.Info("uplink reconnected", "server", c.ConnectedUrlRedacted())
+			ev.republish.Store(true)
+			ev.notify()
+			signal(u.catCh)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			ev.once.Do(func() { close(ev.closed) })
+			ev.notify()
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			u.log.Debug("nats async error", "err", err)
+		}),
+	)
 }
 
 // session runs one connection until it is closed (error) or ctx ends
 // (nil).
-func (u *Uplink) session(ctx context.Context, nc *nats.Conn, bo *backoff.Backoff) error {
-	ev := &connEvents{changed: make(chan struct{}, 1), closed: make(chan struct{})}
-	var republish atomic.Bool
-	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
-		if err == nil {
-			err = nats.ErrConnectionClosed
-		}
-		if !c.IsClosed() {
-			u.fail(fmt.Errorf("disconnected from %s: %w", serverList(u.cfg.URLs), err), reasonConnect)
-		}
-		ev.notify()
-	})
-	nc.SetReconnectHandler(func(c *nats.Conn) {
-		u.m.reconnects.Inc()
-		u.log.Info("uplink reconnected", "server", c.ConnectedUrlRedacted())
-		republish.Store(true)
-		ev.notify()
-		signal(u.catCh)
-	})
-	nc.SetClosedHandler(func(*nats.Conn) {
-		ev.once.Do(func() { close(ev.closed) })
-		ev.notify()
-	})
-	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		u.log.Debug("nats async error", "err", err)
-	})
+func (u *Uplink) session(ctx context.Context, nc *nats.Conn, ev *connEvents, bo *backoff.Backoff) error {
 	u.log.Info("uplink connected", "server", nc.ConnectedUrlRedacted())
 
 	d := newDrain(u, nc)
@@ -324,7 +327,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, bo *backoff.Backoff
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		u.catalogLoop(sctx, js, d.currentPlan, &republish, published)
+		u.catalogLoop(sctx, js, d.currentPlan, &ev.republish, published)
 	}()
 	go func() {
 		defer wg.Done()
