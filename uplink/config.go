@@ -217,6 +217,34 @@ func (c *NATSConfig) Validate() error {
 	return errs.Err()
 }
 
+// ValidateGateway checks the subject templates against the gateway's id
+// and site: a template that uses {site} needs a site. Paths are relative
+// to the uplink section. The loader calls it with the gateway section,
+// which Validate does not see.
+func (c *Config) ValidateGateway(id, site string) error {
+	if c.NATS == nil {
+		return nil
+	}
+	var errs conf.Errors
+	for _, t := range []struct{ path, tmpl string }{
+		{"nats.telemetry_subject", c.NATS.TelemetrySubject},
+		{"nats.alert_subject", c.NATS.AlertSubject},
+		{"nats.catalog_subject", c.NATS.CatalogSubject},
+	} {
+		p, err := parseTemplate(t.tmpl, "site", "gateway", "device")
+		if err != nil {
+			continue // reported by Validate
+		}
+		if p.has("site") && !validToken(site) {
+			errs.Add(t.path, "%q uses {site}, but gateway.site is not set", t.tmpl)
+		}
+		if p.has("gateway") && !validToken(id) {
+			errs.Add(t.path, "%q uses {gateway}, but gateway.id is not a valid token", t.tmpl)
+		}
+	}
+	return errs.Err()
+}
+
 // catalogStream returns the stream that holds the catalog.
 func (c *NATSConfig) catalogStream() string {
 	if c.CatalogStream != "" {

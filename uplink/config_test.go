@@ -170,3 +170,18 @@ func FuzzTemplate(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateGateway(t *testing.T) {
+	c := DefaultNATSConfig("nats://h:4222")
+	up := Config{NATS: &c}
+	err := up.ValidateGateway("gw", "")
+	if err == nil || !strings.Contains(err.Error(), "nats.telemetry_subject") || !strings.Contains(err.Error(), "gateway.site is not set") {
+		t.Errorf("no site: %v", err)
+	}
+	if err := up.ValidateGateway("gw", "lyon"); err != nil {
+		t.Errorf("with site: %v", err)
+	}
+	if err := (&Config{}).ValidateGateway("gw", ""); err != nil {
+		t.Errorf("no uplink: %v", err)
+	}
+}
