@@ -1,33 +1,314 @@
 package uplink
 
 import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
 	"github.com/ferry-edge/ferry/internal/conf"
 )
 
-// Config is the `uplink:` section.
+// Config is the `uplink:` section. An absent `nats:` block means no
+// uplink: the gateway keeps its local alerts and its buffer, and forwards
+// nothing.
 type Config struct {
-	NATS *NATSConfig `yaml:"nats"`
+	NATS *NATSConfig `yaml:"nats" doc:"NATS JetStream uplink; omit to run without one"`
 }
 
 // NATSConfig is the `uplink.nats:` block.
 type NATSConfig struct {
-	URLs         []string    `yaml:"urls"`
-	Creds        string      `yaml:"creds"`
-	Token        conf.Secret `yaml:"token"`
-	Stream       string      `yaml:"stream"`
-	CreateStream bool        `yaml:"create_stream"`
+	URLs []string `yaml:"urls" doc:"server URLs (nats://, tls://, ws://, wss://); any of them may be used, the client fails over between them"`
+
+	// Authentication: at most one of creds, nkey, token, user/password.
+	Creds    string      `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed), re-read at every connect"`
+	NKey     string      `yaml:"nkey" doc:"NKey user seed file, re-read at every connect"`
+	Token    conf.Secret `yaml:"token" doc:"authentication token (or token_file)"`
+	User     string      `yaml:"user" doc:"user name, with password"`
+	Password conf.Secret `yaml:"password" doc:"password (or password_file), with user"`
+	TLS      *TLSConfig  `yaml:"tls" doc:"TLS settings; tls:// URLs use TLS even without this block"`
+
+	Stream        string        `yaml:"stream" doc:"JetStream stream that must capture the telemetry and alert subjects"`
+	CatalogStream string        `yaml:"catalog_stream" doc:"stream for catalog messages; default <stream>_CATALOG; may equal stream"`
+	CreateStream  bool          `yaml:"create_stream" doc:"create the streams when missing and add ferry's subjects and limits to them"`
+	Replicas      int           `yaml:"replicas" doc:"replicas of a created stream (1..5)"`
+	MaxAge        time.Duration `yaml:"max_age" doc:"max age of messages in a created stream (0: no limit)"`
+
+	DuplicateWindow time.Duration `yaml:"duplicate_window" doc:"dedupe window ferry relies on; set on created streams, checked on existing ones"`
+
+	TelemetrySubject string `yaml:"telemetry_subject" doc:"subject template of telemetry; placeholders {site} {gateway} {device}"`
+	AlertSubject     string `yaml:"alert_subject" doc:"subject template of alerts; placeholders {site} {gateway}"`
+	CatalogSubject   string `yaml:"catalog_subject" doc:"subject template of the catalog; must hold {gateway}"`
+
+	MaxInflight      int           `yaml:"max_inflight" doc:"messages published and not yet acknowledged, at most"`
+	MaxInflightBytes conf.Size     `yaml:"max_inflight_bytes" doc:"bytes published and not yet acknowledged, at most"`
+	BatchSize        int           `yaml:"batch_size" doc:"records taken from the buffer at once, at most"`
+	BatchBytes       conf.Size     `yaml:"batch_bytes" doc:"bytes of records taken from the buffer at once, at most"`
+	AckTimeout       time.Duration `yaml:"ack_timeout" doc:"how long to wait for a PubAck before publishing the record again"`
+	FlushTimeout     time.Duration `yaml:"flush_timeout" doc:"at shutdown, how long to wait for outstanding PubAcks"`
+	ConnectTimeout   time.Duration `yaml:"connect_timeout" doc:"timeout of one connection attempt and of stream requests"`
+	ReconnectMax     time.Duration `yaml:"reconnect_max" doc:"longest wait between reconnect attempts (the backoff cap)"`
 }
+
+// TLSConfig is the `uplink.nats.tls:` block. Files are re-read at every
+// connect, so renewed certificates are picked up without a restart.
+type TLSConfig struct {
+	CA                 string `yaml:"ca" doc:"PEM file of the CAs that sign the server's certificate (default: system roots)"`
+	Cert               string `yaml:"cert" doc:"PEM client certificate, with key"`
+	Key                string `yaml:"key" doc:"PEM private key of cert"`
+	ServerName         string `yaml:"server_name" doc:"name expected in the server's certificate (default: the URL's host)"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the server's certificate (tests only)"`
+}
+
+// Defaults of the uplink.nats block.
+const (
+	DefaultStream           = "FERRY"
+	DefaultTelemetrySubject = "ferry.{site}.{gateway}.telemetry.{device}"
+	DefaultAlertSubject     = "ferry.{site}.{gateway}.alerts"
+	DefaultCatalogSubject   = "ferry.{site}.{gateway}.catalog"
+)
 
 // SetDefaults sets the defaults applied before decoding.
 func (c *NATSConfig) SetDefaults() {
-	c.Stream = "FERRY"
+	c.Stream = DefaultStream
+	c.Replicas = 1
+	c.MaxAge = 7 * 24 * time.Hour
+	c.DuplicateWindow = 2 * time.Minute
+	c.TelemetrySubject = DefaultTelemetrySubject
+	c.AlertSubject = DefaultAlertSubject
+	c.CatalogSubject = DefaultCatalogSubject
+	c.MaxInflight = 4096
+	c.MaxInflightBytes = 16 << 20
+	c.BatchSize = 512
+	c.BatchBytes = 1 << 20
+	c.AckTimeout = 10 * time.Second
+	c.FlushTimeout = 5 * time.Second
+	c.ConnectTimeout = 5 * time.Second
+	c.ReconnectMax = 30 * time.Second
+}
+
+// DefaultNATSConfig returns a block with the defaults and the given URLs.
+func DefaultNATSConfig(urls ...string) NATSConfig {
+	var c NATSConfig
+	c.SetDefaults()
+	c.URLs = urls
+	return c
 }
 
 // Validate checks the section; paths are relative to it.
 func (c *Config) Validate() error {
+	if c.NATS == nil {
+		return nil
+	}
 	var errs conf.Errors
-	if c.NATS != nil && len(c.NATS.URLs) == 0 {
-		errs.Add("nats.urls", "at least one server URL is required")
+	errs.Merge("nats", c.NATS.Validate())
+	return errs.Err()
+}
+
+// Validate checks the block; paths are relative to it ("urls[1]").
+func (c *NATSConfig) Validate() error {
+	var errs conf.Errors
+	if len(c.URLs) == 0 {
+		errs.Add("urls", "at least one server URL is required")
+	}
+	for i, u := range c.URLs {
+		if err := checkURL(u); err != nil {
+			errs.Add(conf.Index("urls", i), "%v", err)
+		}
+	}
+	var auth []string
+	if c.Creds != "" {
+		auth = append(auth, "creds")
+	}
+	if c.NKey != "" {
+		auth = append(auth, "nkey")
+	}
+	if c.Token != "" {
+		auth = append(auth, "token")
+	}
+	if c.User != "" || c.Password != "" {
+		auth = append(auth, "user/password")
+		if c.User == "" {
+			errs.Add("user", "is required with password")
+		}
+		if c.Password == "" {
+			errs.Add("password", "is required with user")
+		}
+	}
+	if len(auth) > 1 {
+		errs.Add(authPath(c), "set one way to authenticate, not %s", strings.Join(auth, " and "))
+	}
+	if t := c.TLS; t != nil {
+		if (t.Cert == "") != (t.Key == "") {
+			errs.Add("tls", "cert and key go together")
+		}
+	}
+	if err := checkStreamName(c.Stream); err != nil {
+		errs.Add("stream", "%v", err)
+	}
+	if c.CatalogStream != "" {
+		if err := checkStreamName(c.CatalogStream); err != nil {
+			errs.Add("catalog_stream", "%v", err)
+		}
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs.Add("replicas", "%d is out of range 1..5", c.Replicas)
+	}
+	if c.MaxAge < 0 {
+		errs.Add("max_age", "%v is negative", c.MaxAge)
+	} else if c.MaxAge > 0 && c.MaxAge < c.DuplicateWindow {
+		errs.Add("max_age", "%v is shorter than duplicate_window %v", c.MaxAge, c.DuplicateWindow)
+	}
+	switch {
+	case c.DuplicateWindow < time.Second:
+		errs.Add("duplicate_window", "%v is below the minimum of 1s", c.DuplicateWindow)
+	case c.DuplicateWindow <= c.AckTimeout:
+		errs.Add("duplicate_window", "%v must be longer than ack_timeout %v, or a publish retried after a timeout escapes deduplication", c.DuplicateWindow, c.AckTimeout)
+	}
+	tmpls := []struct {
+		path, tmpl string
+		allowed    []string
+	}{
+		{"telemetry_subject", c.TelemetrySubject, []string{"site", "gateway", "device"}},
+		{"alert_subject", c.AlertSubject, []string{"site", "gateway"}},
+		{"catalog_subject", c.CatalogSubject, []string{"site", "gateway"}},
+	}
+	var parsed []template
+	for _, t := range tmpls {
+		p, err := parseTemplate(t.tmpl, t.allowed...)
+		if err != nil {
+			errs.Add(t.path, "%v", err)
+			continue
+		}
+		parsed = append(parsed, p)
+	}
+	if len(parsed) == len(tmpls) {
+		if !parsed[2].has("gateway") {
+			errs.Add("catalog_subject", "%q must hold {gateway}: the stream keeps one catalog per subject", c.CatalogSubject)
+		}
+		for i := range parsed {
+			for j := i + 1; j < len(parsed); j++ {
+				if subjectsCollide(parsed[i].filter(), parsed[j].filter()) {
+					errs.Add(tmpls[j].path, "%q overlaps %s %q: a subject must tell telemetry, alerts and catalog apart", tmpls[j].tmpl, tmpls[i].path, tmpls[i].tmpl)
+				}
+			}
+		}
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 1<<20 {
+		errs.Add("max_inflight", "%d is out of range 1..%d", c.MaxInflight, 1<<20)
+	}
+	if c.MaxInflightBytes < 64<<10 {
+		errs.Add("max_inflight_bytes", "%v is below the minimum of 64KiB", c.MaxInflightBytes)
+	}
+	if c.BatchSize < 1 {
+		errs.Add("batch_size", "%d is below the minimum of 1", c.BatchSize)
+	}
+	if c.BatchBytes < 1<<10 {
+		errs.Add("batch_bytes", "%v is below the minimum of 1KiB", c.BatchBytes)
+	}
+	for _, d := range []struct {
+		path string
+		v    time.Duration
+	}{{"ack_timeout", c.AckTimeout}, {"flush_timeout", c.FlushTimeout}, {"connect_timeout", c.ConnectTimeout}, {"reconnect_max", c.ReconnectMax}} {
+		if d.v < 10*time.Millisecond {
+			errs.Add(d.path, "%v is below the minimum of 10ms", d.v)
+		}
 	}
 	return errs.Err()
+}
+
+// ValidateGateway checks the subject templates against the gateway's id
+// and site: a template that uses {site} needs a site. Paths are relative
+// to the uplink section. The loader calls it with the gateway section,
+// which Validate does not see.
+func (c *Config) ValidateGateway(id, site string) error {
+	if c.NATS == nil {
+		return nil
+	}
+	var errs conf.Errors
+	for _, t := range []struct{ path, tmpl string }{
+		{"nats.telemetry_subject", c.NATS.TelemetrySubject},
+		{"nats.alert_subject", c.NATS.AlertSubject},
+		{"nats.catalog_subject", c.NATS.CatalogSubject},
+	} {
+		p, err := parseTemplate(t.tmpl, "site", "gateway", "device")
+		if err != nil {
+			continue // reported by Validate
+		}
+		if p.has("site") && !validToken(site) {
+			errs.Add(t.path, "%q uses {site}, but gateway.site is not set", t.tmpl)
+		}
+		if p.has("gateway") && !validToken(id) {
+			errs.Add(t.path, "%q uses {gateway}, but gateway.id is not a valid token", t.tmpl)
+		}
+	}
+	return errs.Err()
+}
+
+// catalogStream returns the stream that holds the catalog.
+func (c *NATSConfig) catalogStream() string {
+	if c.CatalogStream != "" {
+		return c.CatalogStream
+	}
+	return c.Stream + "_CATALOG"
+}
+
+func authPath(c *NATSConfig) string {
+	switch {
+	case c.Creds != "":
+		return "creds"
+	case c.NKey != "":
+		return "nkey"
+	}
+	return "token"
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+	default:
+		return fmt.Errorf("%q: scheme %q is not one of nats, tls, ws, wss", s, u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q holds credentials; use user/password, token or creds instead", redactURL(u))
+	}
+	return nil
+}
+
+// redactURL prints u without its password, or without its user name when
+// that is a token (nats://TOKEN@host).
+func redactURL(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	if _, has := u.User.Password(); has {
+		c.User = url.UserPassword(u.User.Username(), "redacted")
+	} else {
+		c.User = url.User("redacted")
+	}
+	return c.String()
+}
+
+// checkStreamName accepts what JetStream accepts as a stream name.
+func checkStreamName(s string) error {
+	if s == "" {
+		return fmt.Errorf("is required")
+	}
+	if len(s) > 255 {
+		return fmt.Errorf("%q is longer than 255 bytes", s)
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || strings.ContainsRune(`.*>/\`, r) {
+			return fmt.Errorf("%q may not hold spaces, control characters or any of . * > / \\", s)
+		}
+	}
+	return nil
 }

@@ -57,6 +57,7 @@ func commands() []command {
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
 		{"opcua", "browse an OPC UA server: opcua browse ENDPOINT [NODE]", cmdOPCUA},
 		{"pki", "OPC UA certificates: pki list | trust FILE | own", cmdPKI},
+		{"tail", "print what arrives in the NATS stream (the upstream view)", cmdTail},
 	}
 }
 

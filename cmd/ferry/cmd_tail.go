@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/uplink"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// cmdTail prints what arrives in ferry's streams: the upstream view of a
+// gateway, for the demo and for users checking their cloud side.
+func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("tail", stderr)
+	cfgPath := fs.String("config", "", "ferry configuration to take the servers, credentials, streams and subjects from")
+	url := fs.String("url", "", "NATS server URL(s), comma-separated (instead of, or overriding, -config)")
+	creds := fs.String("creds", "", "NATS credentials file (overrides -config)")
+	stream := fs.String("stream", "", "stream to read (default: the configured stream, or FERRY)")
+	var subjects stringList
+	fs.Var(&subjects, "subject", "subject filter, repeatable (default: the gateway's subjects with -config, else ferry.>)")
+	all := fs.Bool("all", false, "start from the first message in the stream instead of new ones")
+	since := fs.Duration("since", 0, "start from messages stored this long ago (e.g. 10m)")
+	count := fs.Int("n", 0, "exit after this many messages (0: run until interrupted)")
+	compact := fs.Bool("compact", false, "print a readable line per scan, alert or catalog instead of JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ferry tail [-config FILE | -url URL] [flags]\n\nPrints the messages ferry publishes as they arrive in the stream(s): one JSON\nobject per line (subject, id, kind, versions, and the message as data), or with\n-compact one readable line per scan, alert or catalog.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected argument %q", fs.Arg(0))
+	}
+	if *all && *since > 0 {
+		return usageError("-all and -since exclude each other")
+	}
+
+	var nc uplink.NATSConfig
+	streams := []string{}
+	switch {
+	case *cfgPath != "":
+		c, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return &exitError{code: 1, err: fmt.Errorf("%s is not valid", *cfgPath)}
+		}
+		if c.Uplink.NATS == nil {
+			return &exitError{code: 1, err: fmt.Errorf("%s has no uplink.nats section", *cfgPath)}
+		}
+		nc = *c.Uplink.NATS
+		if len(subjects) == 0 {
+			s, err := nc.SubjectsFor(c.Gateway.Site, c.Gateway.ID)
+			if err != nil {
+				return err
+			}
+			subjects = s.Filters()
+		}
+		cat := nc.CatalogStream
+		if cat == "" {
+			cat = nc.Stream + "_CATALOG"
+		}
+		streams = append(streams, nc.Stream, cat)
+	case *url != "":
+		nc = uplink.DefaultNATSConfig()
+		streams = append(streams, uplink.DefaultStream, uplink.DefaultStream+"_CATALOG")
+	default:
+		return usageError("give -config FILE or -url URL")
+	}
+	if *url != "" {
+		nc.URLs = strings.Split(*url, ",")
+	}
+	if *creds != "" {
+		nc.Creds, nc.NKey, nc.Token, nc.User, nc.Password = *creds, "", "", "", ""
+	}
+	if *stream != "" {
+		streams = []string{*stream}
+	}
+	if len(subjects) == 0 {
+		subjects = []string{"ferry.>"}
+	}
+
+	conn, err := uplink.Connect(nc, "ferry tail")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	msgs := make(chan jetstream.Msg, 256)
+	var cctxs []jetstream.ConsumeContext
+	defer func() {
+		for _, c := range cctxs {
+			c.Stop()
+		}
+	}()
+	opened := 0
+	for i, name := range streams {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) && i > 0 && *stream == "" {
+				continue // no separate catalog stream
+			}
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+		var filters []string
+		for _, f := range subjects {
+			if slices.ContainsFunc(s.CachedInfo().Config.Subjects, func(ss string) bool { return subjectsOverlap(f, ss) }) {
+				filters = append(filters, f)
+			}
+		}
+		if len(filters) == 0 {
+			continue
+		}
+		occ := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverNewPolicy}
+		switch {
+		case *all:
+			occ.DeliverPolicy = jetstream.DeliverAllPolicy
+		case *since > 0:
+			t := time.Now().Add(-*since)
+			occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+		}
+		cons, err := s.OrderedConsumer(ctx, occ)
+		if err != nil {
+			return fmt.Errorf("consumer on %s for %v: %w", name, filters, err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("consume %s: %w", name, err)
+		}
+		cctxs = append(cctxs, cc)
+		opened++
+	}
+	if opened == 0 {
+		return fmt.Errorf("no stream of %v captures %v", streams, subjects)
+	}
+
+	for n := 0; *count == 0 || n < *count; n++ {
+		var m jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return nil
+		case m = <-msgs:
+		}
+		if err := printMsg(stdout, m, *compact); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// subjectsOverlap reports whether some subject matches both a and b.
+func subjectsOverlap(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(at) && i < len(bt); i++ {
+		if at[i] == ">" || bt[i] == ">" {
+			return true
+		}
+		if at[i] != "*" && bt[i] != "*" && at[i] != bt[i] {
+			return false
+		}
+	}
+	return len(at) == len(bt)
+}
+
+// tailLine is what tail prints per message without -compact.
+type tailLine struct {
+	Stream        string          `json:"stream"`
+	Seq           uint64          `json:"seq"`
+	Stored        time.Time       `json:"stored"`
+	Subject       string          `json:"subject"`
+	ID            string          `json:"id,omitempty"`
+	Kind          string          `json:"kind,omitempty"`
+	FerryVersion  string          `json:"ferry_version,omitempty"`
+	ConfigVersion string          `json:"config_version,omitempty"`
+	Data          json.RawMessage `json:"data"`
+	Error         string          `json:"error,omitempty"`
+}
+
+func printMsg(w io.Writer, m jetstream.Msg, compact bool) error {
+	dm, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
+	if compact {
+		if err != nil {
+			_, werr := fmt.Fprintf(w, "%s %s: %v\n", m.Subject(), m.Headers().Get(nats.MsgIdHdr), err)
+			return werr
+		}
+		_, werr := io.WriteString(w, dm.Compact())
+		return werr
+	}
+	l := tailLine{Subject: m.Subject(), ID: m.Headers().Get(nats.MsgIdHdr), Kind: m.Headers().Get(uplink.HeaderKind),
+		FerryVersion: m.Headers().Get(uplink.HeaderVersion), ConfigVersion: m.Headers().Get(uplink.HeaderConfigVersion)}
+	if md, err := m.Metadata(); err == nil {
+		l.Stream, l.Seq, l.Stored = md.Stream, md.Sequence.Stream, md.Timestamp.UTC()
+	}
+	if json.Valid(m.Data()) {
+		l.Data = m.Data()
+	} else {
+		l.Data, _ = json.Marshal(string(m.Data()))
+	}
+	if err != nil {
+		l.Error = err.Error()
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}

@@ -1,0 +1,148 @@
+package uplink
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// freePort returns a port nothing listens on now. A cluster's routes must
+// be known before its servers start.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startCluster starts n JetStream servers clustered with each other.
+func startCluster(t testing.TB, n int) []*testServer {
+	t.Helper()
+	ports := make([]int, n)
+	var routes []*url.URL
+	for i := range ports {
+		ports[i] = freePort(t)
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	servers := make([]*testServer, n)
+	for i := range servers {
+		servers[i] = startServer(t, func(o *natsserver.Options) {
+			o.ServerName = fmt.Sprintf("S%d", i+1)
+			o.Cluster = natsserver.ClusterOpts{Name: "ferry-test", Host: "127.0.0.1", Port: ports[i]}
+			o.Routes = routes
+		})
+	}
+	return servers
+}
+
+// TestClusterFailover drains into an R3 stream of a three-node cluster and
+// kills the stream's leader in the middle: every record arrives exactly
+// once.
+func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster failover takes a leader election")
+	}
+	servers := startCluster(t, 3)
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.URL)
+	}
+	// Wait for the JetStream meta leader.
+	_, js := jsClient(t, strings.Join(urls, ","))
+	waitFor(t, 30*time.Second, "jetstream cluster", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+
+	src := newMemSource("gw1")
+	const backlog = 4000
+	for i := range backlog {
+		src.addScans("v", "press3", scan("press3", time.Now(), 8, float64(i)))
+	}
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(urls[0])
+	cfg.URLs = urls
+	cfg.Replicas = 3
+	cfg.AckTimeout = time.Second
+	cfg.ConnectTimeout = time.Second
+	cfg.MaxInflight = 256
+	u := newTestUplink(t, cfg, src, reg)
+	runUplink(t, u, src)
+
+	waitFor(t, 30*time.Second, "drain under way", func() bool { return metric(t, reg, "ferry_uplink_acked_total") > 500 })
+	var leader *testServer
+	for _, s := range servers {
+		if s.srv.JetStreamIsStreamLeader(natsserver.DEFAULT_GLOBAL_ACCOUNT, "FERRY") {
+			leader = s
+		}
+	}
+	if leader == nil {
+		t.Fatal("no stream leader")
+	}
+	leader.shutdown()
+	acked := metric(t, reg, "ferry_uplink_acked_total")
+	// Keep buffering while the cluster elects a new leader.
+	for i := range 100 {
+		src.addScans("v", "env", scan("env", time.Now(), 2, float64(i)))
+	}
+	waitFor(t, 30*time.Second, "drain after the election", func() bool { return metric(t, reg, "ferry_uplink_acked_total") > acked+500 })
+	if acked >= backlog {
+		t.Errorf("the drain had finished (%v acked) before the leader was killed", acked)
+	}
+
+	// Bring the node back, then kill the server the uplink is connected
+	// to (unless that was the leader): the client fails over.
+	leader.start()
+	waitFor(t, 30*time.Second, "restarted node current", func() bool { return leader.srv.JetStreamIsCurrent() })
+	var conn *testServer
+	for _, s := range servers {
+		cz, err := s.srv.Connz(&natsserver.ConnzOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cz.Conns {
+			if c.Name == "ferry gw1" {
+				conn = s
+			}
+		}
+	}
+	if conn != nil && conn != leader {
+		conn.shutdown()
+		for i := range 100 {
+			src.addScans("v", "env", scan("env", time.Now(), 2, float64(100+i)))
+		}
+	}
+	src.waitEmpty(t, 60*time.Second)
+
+	var alive []string
+	for _, s := range servers {
+		if s.srv != nil {
+			alive = append(alive, s.URL)
+		}
+	}
+	_, js2 := jsClient(t, strings.Join(alive, ","), nats.MaxReconnects(-1))
+	checkExactlyOnce(t, streamMsgs(t, js2, "FERRY"), src.records())
+	connName := "none (it was the leader)"
+	if conn != nil && conn != leader {
+		connName = conn.opts.ServerName
+	}
+	t.Logf("killed leader %s after %v acks, then the uplink's server %s; reconnects %v; duplicates dropped: %v; errors: timeout %v, disconnected %v, no_stream %v; released %v",
+		leader.opts.ServerName, acked, connName, metric(t, reg, "ferry_uplink_reconnects_total"), metric(t, reg, "ferry_uplink_duplicates_total"),
+		metric(t, reg, "ferry_uplink_errors_total", "reason", "timeout"),
+		metric(t, reg, "ferry_uplink_errors_total", "reason", "disconnected"),
+		metric(t, reg, "ferry_uplink_errors_total", "reason", "no_stream"),
+		metric(t, reg, "ferry_uplink_released_total"))
+}

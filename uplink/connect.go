@@ -1,0 +1,190 @@
+package uplink
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ferry-edge/ferry/internal/backoff"
+)
+
+// errCredentials marks a local problem with a credentials, NKey or TLS
+// file: fixing the file fixes it, the server is not to blame.
+var errCredentials = errors.New("credentials")
+
+// natsOptions builds the client options of one connection attempt. Files
+// (creds, nkey seed, TLS) are read here, so a fixed or renewed file is used
+// by the next attempt.
+func natsOptions(c *NATSConfig, name string) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.Timeout(c.ConnectTimeout),
+		nats.PingInterval(20 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		// The buffer is ferry's reconnect buffer: while disconnected a
+		// publish fails at once and its record goes back to the buffer.
+		nats.ReconnectBufSize(-1),
+	}
+	switch {
+	case c.Creds != "":
+		if _, err := os.Stat(c.Creds); err != nil {
+			return nil, fmt.Errorf("%w: creds file: %v", errCredentials, err)
+		}
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: nkey seed file: %v", errCredentials, err)
+		}
+		opts = append(opts, o)
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token.Reveal()))
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password.Reveal()))
+	}
+	if c.TLS != nil || usesTLS(c.URLs) {
+		tc, err := tlsConfig(c.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	return opts, nil
+}
+
+func usesTLS(urls []string) bool {
+	for _, u := range urls {
+		if strings.HasPrefix(u, "tls://") || strings.HasPrefix(u, "wss://") {
+			return true
+		}
+	}
+	return false
+}
+
+func tlsConfig(t *TLSConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t == nil {
+		return tc, nil
+	}
+	tc.ServerName = t.ServerName
+	tc.InsecureSkipVerify = t.InsecureSkipVerify
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls ca: %v", errCredentials, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: tls ca %s holds no PEM certificate", errCredentials, t.CA)
+		}
+		tc.RootCAs = pool
+	}
+	if t.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls cert %s / key %s: %v", errCredentials, t.Cert, t.Key, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Connect opens a NATS connection as cfg describes (servers, credentials,
+// TLS), for tools such as `ferry tail`. It makes one attempt across the
+// servers; the client then reconnects on its own with the backoff of
+// reconnect_max. extra options come last and win.
+func Connect(cfg NATSConfig, name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts, err := natsOptions(&cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	bo := &backoff.Backoff{Max: cfg.ReconnectMax}
+	opts = append(opts,
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			if attempts <= 1 {
+				bo.Reset()
+			}
+			return bo.Next()
+		}),
+	)
+	dialer := &recordingDialer{d: net.Dialer{Timeout: cfg.ConnectTimeout}}
+	opts = append(opts, nats.SetCustomDialer(dialer))
+	opts = append(opts, extra...)
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
+	if err != nil {
+		if derr := dialer.lastErr(); errors.Is(err, nats.ErrNoServers) && derr != nil {
+			// "no servers available" hides why: refused, timeout, DNS.
+			err = fmt.Errorf("%w: %w", err, derr)
+		}
+		return nil, fmt.Errorf("connect to %s: %w", serverList(cfg.URLs), err)
+	}
+	return nc, nil
+}
+
+// recordingDialer dials like net.Dialer and remembers the last failure.
+type recordingDialer struct {
+	d    net.Dialer
+	mu   sync.Mutex
+	last error
+}
+
+func (r *recordingDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := r.d.Dial(network, address)
+	r.mu.Lock()
+	r.last = err
+	r.mu.Unlock()
+	return c, err
+}
+
+func (r *recordingDialer) lastErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// serverList prints the URLs without any userinfo.
+func serverList(urls []string) string {
+	out := make([]string, len(urls))
+	for i, s := range urls {
+		if u, err := url.Parse(s); err == nil {
+			out[i] = redactURL(u)
+		} else {
+			out[i] = "?"
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// errorReason classifies a connection or publish error for the errors
+// metric.
+func errorReason(err error) string {
+	switch {
+	case errors.Is(err, errCredentials):
+		return reasonCredentials
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
+		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrPermissionViolation):
+		return reasonAuth
+	}
+	return reasonConnect
+}
+
+// streamReason classifies an error of ensureStreams.
+func streamReason(err error) string {
+	switch {
+	case errors.Is(err, ErrStreamNotFound):
+		return reasonStreamAbsent
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
+		return reasonAuth
+	}
+	return reasonStream
+}

@@ -1,0 +1,438 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/codec"
+)
+
+// memSource is the test's stand-in for the buffer: lanes of records served
+// oldest first, alerts before telemetry, with in-flight tracking as the
+// Source contract describes.
+type memSource struct {
+	gateway string
+
+	mu       sync.Mutex
+	wake     chan struct{} // closed and replaced when records become available
+	pending  [ferry.NumLanes][]ferry.Record
+	inflight map[string]ferry.Record
+	acks     map[string]int
+	nextSeq  [ferry.NumLanes]uint64
+	all      []ferry.Record // every record ever added, in order
+	ackHook  func([]ferry.Record) error
+	maxOut   int // most records out (taken, neither acked nor released) at once
+	enc      codec.Encoder
+}
+
+func newMemSource(gateway string) *memSource {
+	return &memSource{gateway: gateway, wake: make(chan struct{}), inflight: map[string]ferry.Record{}, acks: map[string]int{}}
+}
+
+func (s *memSource) add(lane ferry.Lane, data []byte) ferry.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextSeq[lane]++
+	r := ferry.Record{Lane: lane, Seq: s.nextSeq[lane], ID: ferry.RecordID(s.gateway, lane, s.nextSeq[lane]), Time: time.Now(), Data: data}
+	s.pending[lane] = append(s.pending[lane], r)
+	s.all = append(s.all, r)
+	close(s.wake)
+	s.wake = make(chan struct{})
+	return r
+}
+
+func (s *memSource) addScans(configVersion, device string, scans ...ferry.Scan) ferry.Record {
+	s.mu.Lock()
+	data := s.enc.AppendTelemetry(nil, configVersion, device, scans)
+	s.mu.Unlock()
+	return s.add(ferry.LaneTelemetry, data)
+}
+
+func (s *memSource) addAlert(configVersion string, a ferry.Alert) ferry.Record {
+	return s.add(ferry.LaneAlerts, codec.AppendAlert(nil, configVersion, &a))
+}
+
+func (s *memSource) Next(ctx context.Context, limit, maxBytes int) ([]ferry.Record, error) {
+	for {
+		s.mu.Lock()
+		for l := range s.pending {
+			if len(s.pending[l]) == 0 {
+				continue
+			}
+			var out []ferry.Record
+			size := 0
+			for _, r := range s.pending[l] {
+				if len(out) == limit || len(out) > 0 && size+len(r.Data) > maxBytes {
+					break
+				}
+				out = append(out, r)
+				size += len(r.Data)
+				s.inflight[r.ID] = r
+			}
+			s.pending[l] = s.pending[l][len(out):]
+			s.maxOut = max(s.maxOut, len(s.inflight))
+			s.mu.Unlock()
+			return out, nil
+		}
+		wake := s.wake
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wake:
+		}
+	}
+}
+
+func (s *memSource) Ack(recs ...ferry.Record) error {
+	s.mu.Lock()
+	hook := s.ackHook
+	s.mu.Unlock()
+	if hook != nil {
+		if err := hook(recs); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		if _, ok := s.inflight[r.ID]; !ok {
+			panic("ack of a record not in flight: " + r.ID)
+		}
+		delete(s.inflight, r.ID)
+		s.acks[r.ID]++
+	}
+	return nil
+}
+
+func (s *memSource) Release(recs ...ferry.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		if _, ok := s.inflight[r.ID]; !ok {
+			panic("release of a record not in flight: " + r.ID)
+		}
+		delete(s.inflight, r.ID)
+		s.insert(r)
+	}
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+func (s *memSource) insert(r ferry.Record) {
+	p := s.pending[r.Lane]
+	i, _ := slices.BinarySearchFunc(p, r.Seq, func(x ferry.Record, seq uint64) int {
+		switch {
+		case x.Seq < seq:
+			return -1
+		case x.Seq > seq:
+			return 1
+		}
+		return 0
+	})
+	s.pending[r.Lane] = slices.Insert(p, i, r)
+}
+
+// crash is what a restart of the buffer does: records in flight are
+// pending again.
+func (s *memSource) crash() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.inflight {
+		s.insert(r)
+	}
+	clear(s.inflight)
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// state returns how many records are pending and in flight.
+func (s *memSource) state() (pending, inflight int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pending {
+		pending += len(p)
+	}
+	return pending, len(s.inflight)
+}
+
+func (s *memSource) records() []ferry.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.all)
+}
+
+// waitEmpty waits until every record has been acknowledged.
+func (s *memSource) waitEmpty(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, "source empty", func() bool {
+		p, f := s.state()
+		return p == 0 && f == 0
+	})
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testServer is an in-process nats-server with JetStream on a temp dir.
+type testServer struct {
+	t    testing.TB
+	opts *natsserver.Options
+	srv  *natsserver.Server
+	URL  string
+}
+
+func startServer(t testing.TB, mod func(*natsserver.Options)) *testServer {
+	t.Helper()
+	o := &natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	}
+	if mod != nil {
+		mod(o)
+	}
+	s := &testServer{t: t, opts: o}
+	s.start()
+	t.Cleanup(s.shutdown)
+	return s
+}
+
+func (s *testServer) start() {
+	s.t.Helper()
+	srv, err := natsserver.NewServer(s.opts)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		s.t.Fatal("nats-server not ready")
+	}
+	s.srv = srv
+	s.URL = srv.ClientURL()
+	// A restart must come back on the same port.
+	s.opts.Port = srv.Addr().(*net.TCPAddr).Port
+}
+
+func (s *testServer) shutdown() {
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+		s.srv = nil
+	}
+}
+
+// js connects a test client.
+func jsClient(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// streamMsgs reads every message of a stream, in stream order.
+func streamMsgs(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := s.CachedInfo().State.Msgs
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for uint64(len(out)) < total {
+		batch, err := cons.Fetch(min(4096, int(total)-len(out)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			out = append(out, m)
+			n++
+		}
+		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
+			t.Fatal(batch.Error())
+		}
+		if n == 0 {
+			t.Fatalf("stream %s: read %d of %d messages", stream, len(out), total)
+		}
+	}
+	return out
+}
+
+// checkExactlyOnce asserts that the stream holds every record of src
+// exactly once, and returns the stream sequence of each record id.
+func checkExactlyOnce(t testing.TB, msgs []jetstream.Msg, recs []ferry.Record) map[string]uint64 {
+	t.Helper()
+	seqs := map[string]uint64{}
+	for _, m := range msgs {
+		id := m.Headers().Get(nats.MsgIdHdr)
+		if id == "" {
+			continue // the catalog
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := seqs[id]; dup {
+			t.Errorf("record %s stored twice: stream seq %d and %d", id, prev, md.Sequence.Stream)
+		}
+		seqs[id] = md.Sequence.Stream
+	}
+	for _, r := range recs {
+		if _, ok := seqs[r.ID]; !ok {
+			t.Errorf("record %s is not in the stream", r.ID)
+		}
+	}
+	if len(seqs) != len(recs) {
+		t.Errorf("stream holds %d records, %d were accepted", len(seqs), len(recs))
+	}
+	return seqs
+}
+
+// runUplink runs u until the test ends (or stop is called) and checks
+// that Run returned nil and left nothing in flight.
+func runUplink(t testing.TB, u *Uplink, src *memSource) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("Run did not return 30s after cancel")
+			}
+			if _, f := src.state(); f != 0 {
+				t.Errorf("%d records still in flight after Run returned", f)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func testConfig(url string) NATSConfig {
+	c := DefaultNATSConfig(url)
+	c.CreateStream = true
+	c.ConnectTimeout = 2 * time.Second
+	c.ReconnectMax = 200 * time.Millisecond
+	c.AckTimeout = 2 * time.Second
+	return c
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() || os.Getenv("FERRY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newTestUplink(t testing.TB, cfg NATSConfig, src Source, reg *prometheus.Registry) *Uplink {
+	t.Helper()
+	u, err := New(cfg, src, Options{Gateway: "gw1", Site: "lyon", Version: "1.2.3", Logger: testLogger(t), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// metric returns the value of a counter or gauge series (the sum over
+// series matching labels, given as name, value pairs); for a histogram,
+// its count.
+func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue series
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// scan builds a scan of n points with float values.
+func scan(device string, t time.Time, n int, base float64) ferry.Scan {
+	sc := ferry.Scan{Device: device, Time: t, Samples: make([]ferry.Sample, n)}
+	for i := range sc.Samples {
+		sc.Samples[i] = ferry.Sample{Device: device, Point: "p" + strconv.Itoa(i), Value: ferry.FloatValue(base + float64(i)/4), Time: t}
+	}
+	return sc
+}
+
+func alert(i int) ferry.Alert {
+	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Second)
+	return ferry.Alert{
+		ID: fmt.Sprintf("a%d", i), Rule: "oil_hot", Device: "press3", Point: "oil_temp",
+		Severity: ferry.SeverityCritical, State: ferry.AlertRaised, Value: ferry.FloatValue(81.5),
+		Message: "oil_temp 81.5 > 80", Labels: map[string]string{"line": "3"}, Since: now, Time: now,
+	}
+}
