@@ -192,6 +192,7 @@ func (l *loader) load(path string) *Config {
 	l.validate(main, "alerts", c.Alerts.Validate())
 	l.validate(main, "buffer", c.Buffer.Validate())
 	l.validate(main, "uplink", c.Uplink.Validate())
+	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
 	if err := conf.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
@@ -231,6 +232,26 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 	}
 	d.decode(&root, reflect.ValueOf(v).Elem(), "")
 	return d
+}
+
+// checkSubjects checks the uplink's subject templates against the gateway
+// section; a missing site, which every default template needs, is one
+// error at gateway.site rather than one per template.
+func (l *loader) checkSubjects(c *Config, d *decoder) {
+	missingSite := false
+	for _, fe := range conf.Flatten(c.Uplink.ValidateGateway(c.Gateway.ID, c.Gateway.Site)) {
+		if strings.Contains(fe.Msg, "gateway.site is not set") {
+			missingSite = true
+			continue
+		}
+		if strings.Contains(fe.Msg, "gateway.id is not a valid token") {
+			continue // checkGateway reports the id itself
+		}
+		l.at(d, conf.Join("uplink", fe.Path), fe.Msg)
+	}
+	if missingSite {
+		l.at(d, "gateway.site", "is required: the uplink's NATS subjects use {site} (set gateway.site, or write subject templates without {site})")
+	}
 }
 
 // checkGateway validates the gateway section.
