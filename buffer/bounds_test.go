@@ -49,7 +49,7 @@ func TestBoundSizeDropsOldestTelemetryFirst(t *testing.T) {
 	var alerts alertLog
 	cfg := testConfig()
 	cfg.MaxSize = 1 << 20
-	b := openT(t, t.TempDir(), cfg, Options{Now: clk.Now, Alert: alerts.add})
+	b := openT(t, t.TempDir(), cfg, Options{Now: clk.Now, Alert: alerts.add, fixedLimit: true, MaxRecordBytes: 8000})
 	limit := cfg.dataLimit()
 
 	// Every scan encodes to a record of the same size: one device per
@@ -126,7 +126,7 @@ func TestBoundSizeAlertsOnlyWhenNoTelemetry(t *testing.T) {
 	clk := newClock(t0)
 	cfg := testConfig()
 	cfg.MaxSize = 1 << 20
-	b := openT(t, t.TempDir(), cfg, Options{Now: clk.Now, AlertQueueSize: 1 << 16})
+	b := openT(t, t.TempDir(), cfg, Options{Now: clk.Now, AlertQueueSize: 1 << 16, fixedLimit: true})
 	limit := cfg.dataLimit()
 	for c := 0; c < 4; c++ {
 		var scans []ferry.Scan

@@ -48,15 +48,20 @@ type Options struct {
 	// Default 16384.
 	MaxBatch int
 	// MaxRecordBytes caps the stored size of a telemetry record (a record
-	// holding a single scan may exceed it). The default fits a record in
-	// one bbolt page, so that every freed page can be reused and the file
-	// does not fragment.
+	// holding a single scan may exceed it). The default fits two records
+	// in one bbolt page (2016 bytes with 4 KiB pages): no record needs
+	// overflow pages, so every freed page can be reused and the file does
+	// not fragment.
 	MaxRecordBytes int
 	// LockTimeout is how long Open waits for the buffer's lock. Default 1s.
 	LockTimeout time.Duration
 	// DedupeMaxKeys bounds the dedupe keys remembered (about 32 bytes of
 	// memory each); the oldest are forgotten first. Default 1048576.
 	DedupeMaxKeys int
+
+	// fixedLimit turns off the adaptation of the bound to the file's page
+	// fill, for tests that count drops exactly.
+	fixedLimit bool
 }
 
 const (

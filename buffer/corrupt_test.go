@@ -184,6 +184,7 @@ func TestCorruptFileIsQuarantined(t *testing.T) {
 			// Every salvaged record is whole, and the quarantine alert is
 			// stored in the alerts lane.
 			var sawAlert bool
+			flush(t, b)
 			recs := drainAll(t, b)
 			for _, r := range recs {
 				if r.Lane == ferry.LaneTelemetry {

@@ -30,6 +30,14 @@ type loaded struct {
 }
 
 func (l *loaded) visit(path string, key, value []byte) error {
+	// The root and the state bucket hold only buckets: a plain key there
+	// is damage (and would make bbolt refuse to create the bucket).
+	if path == "" || path == string(bucketState) {
+		if l.put != nil {
+			return nil // salvage: skip it
+		}
+		return corruptf("bucket %q holds a plain key %q", path, key)
+	}
 	for lane, name := range laneBuckets {
 		if path != string(name) {
 			continue
@@ -113,9 +121,10 @@ func (b *Buffer) openStore() error {
 	}
 	b.db = db
 	if b.opts.MaxRecordBytes <= 0 {
-		// One record fills at most one page: a page header, a leaf
-		// element and the key beside it.
-		b.opts.MaxRecordBytes = db.Info().PageSize - pageHeaderSize - elementSize - keySize
+		// Two full records fill a page (its header, and a leaf element
+		// and key beside each value): no record needs overflow pages, and
+		// pages stay full.
+		b.opts.MaxRecordBytes = (db.Info().PageSize-pageHeaderSize)/2 - elementSize - keySize
 	}
 	// Grow the file in steps of at most 1/64 of the bound (bbolt's default
 	// is 16 MiB, or doubling below that), so that it stays near the data.

@@ -163,9 +163,8 @@ func (f *rawFile) readMeta(off int64, ps int) (rawMeta, error) {
 	}
 	le := binary.LittleEndian
 	p := buf[pageHeaderSize:]
-	if flags := le.Uint16(buf[8:]); flags != metaPageFlag {
-		return rawMeta{}, corruptf("page at %d is not a meta page (flags %#x)", off, flags)
-	}
+	// Like bbolt, judge a meta page by its magic, version and checksum
+	// only (not its page header), so that both pick the same meta.
 	if le.Uint32(p[0:]) != boltMagic {
 		return rawMeta{}, corruptf("meta page at %d: bad magic", off)
 	}
@@ -301,10 +300,10 @@ func (f *rawFile) walkBucket(path string, root uint64, inline []byte, visit visi
 		if flags := binary.LittleEndian.Uint16(inline[8:]); flags != leafPageFlag {
 			return f.fail(corruptf("bucket %q: inline page has flags %#x", path, flags))
 		}
-		_, err := f.walkLeaf(path, 0, inline, nil, nil, visit, depth, true)
+		_, _, err := f.walkLeaf(path, 0, inline, nil, nil, visit, depth, true)
 		return err
 	}
-	_, err := f.walkPage(path, root, nil, nil, visit, depth)
+	_, _, err := f.walkPage(path, root, nil, nil, visit, depth)
 	return err
 }
 
@@ -319,17 +318,17 @@ func (f *rawFile) fail(err error) error {
 }
 
 // walkPage walks the subtree at page id whose keys must lie in [min, max)
-// (nil: unbounded) and returns its largest key.
-func (f *rawFile) walkPage(path string, id uint64, min, max []byte, visit visitFunc, depth int) ([]byte, error) {
+// (nil: unbounded) and returns its smallest and largest keys.
+func (f *rawFile) walkPage(path string, id uint64, min, max []byte, visit visitFunc, depth int) (first, last []byte, err error) {
 	if depth > maxTreeDepth {
-		return nil, f.fail(corruptf("bucket %q: tree deeper than %d pages at page %d", path, maxTreeDepth, id))
+		return nil, nil, f.fail(corruptf("bucket %q: tree deeper than %d pages at page %d", path, maxTreeDepth, id))
 	}
 	buf, err := f.readPage(id)
 	if err != nil {
-		return nil, f.fail(err)
+		return nil, nil, f.fail(err)
 	}
 	if !f.markRun(id, buf) {
-		return nil, f.fail(corruptf("bucket %q: page %d is referenced twice", path, id))
+		return nil, nil, f.fail(corruptf("bucket %q: page %d is referenced twice", path, id))
 	}
 	flags := binary.LittleEndian.Uint16(buf[8:])
 	f.overflowPages += len(buf)/f.pageSize - 1
@@ -341,7 +340,7 @@ func (f *rawFile) walkPage(path string, id uint64, min, max []byte, visit visitF
 		f.leafPages++
 		return f.walkLeaf(path, id, buf, min, max, visit, depth, false)
 	}
-	return nil, f.fail(corruptf("bucket %q: page %d has type %#x, want branch or leaf", path, id, flags))
+	return nil, nil, f.fail(corruptf("bucket %q: page %d has type %#x, want branch or leaf", path, id, flags))
 }
 
 // element returns the key (and, for a leaf, the value) of element i of the
@@ -374,13 +373,15 @@ func elementCount(buf []byte) (int, error) {
 	return n, nil
 }
 
-func (f *rawFile) walkBranch(path string, id uint64, buf, min, max []byte, visit visitFunc, depth int) ([]byte, error) {
+func (f *rawFile) walkBranch(path string, id uint64, buf, min, max []byte, visit visitFunc, depth int) (first, last []byte, err error) {
 	n, err := elementCount(buf)
+	if err == nil && n == 0 {
+		err = corruptf("no elements")
+	}
 	if err != nil {
-		return nil, f.fail(fmt.Errorf("bucket %q: branch page %d: %w", path, id, err))
+		return nil, nil, f.fail(fmt.Errorf("bucket %q: branch page %d: %w", path, id, err))
 	}
 	running := min
-	var last []byte
 	for i := 0; i < n; i++ {
 		_, key, _, child, err := element(buf, i, false)
 		if err == nil {
@@ -388,9 +389,9 @@ func (f *rawFile) walkBranch(path string, id uint64, buf, min, max []byte, visit
 		}
 		if err != nil {
 			if err := f.fail(fmt.Errorf("bucket %q: branch page %d: %w", path, id, err)); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return last, nil // the rest of this page cannot be trusted
+			return first, last, nil // the rest of this page cannot be trusted
 		}
 		next := max
 		if i+1 < n {
@@ -398,18 +399,30 @@ func (f *rawFile) walkBranch(path string, id uint64, buf, min, max []byte, visit
 				next = k
 			}
 		}
-		sub, err := f.walkPage(path, child, key, next, visit, depth+1)
+		subFirst, subLast, err := f.walkPage(path, child, key, next, visit, depth+1)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		// bbolt keeps a branch key equal to its child's first key, and
+		// finds the child by it when it rewrites the child: a key that
+		// differs makes bbolt corrupt the tree on the next write (its own
+		// check only asks for order).
+		if subFirst != nil && !bytes.Equal(subFirst, key) {
+			if err := f.fail(corruptf("bucket %q: branch page %d: key %x differs from the first key %x of page %d", path, id, key, subFirst, child)); err != nil {
+				return nil, nil, err
+			}
+		}
+		if i == 0 {
+			first = key
 		}
 		// As bbolt's check: the next key must follow this subtree's
 		// largest key.
-		running = sub
-		if sub != nil {
-			last = sub
+		running = subLast
+		if subLast != nil {
+			last = subLast
 		}
 	}
-	return last, nil
+	return first, last, nil
 }
 
 // checkOrder mirrors bbolt's key order check: the first key of a page is at
@@ -428,13 +441,12 @@ func checkOrder(key, prev, max []byte, first bool) error {
 	return nil
 }
 
-func (f *rawFile) walkLeaf(path string, id uint64, buf, min, max []byte, visit visitFunc, depth int, inline bool) ([]byte, error) {
+func (f *rawFile) walkLeaf(path string, id uint64, buf, min, max []byte, visit visitFunc, depth int, inline bool) (first, last []byte, err error) {
 	n, err := elementCount(buf)
 	if err != nil {
-		return nil, f.fail(fmt.Errorf("bucket %q: leaf page %d: %w", path, id, err))
+		return nil, nil, f.fail(fmt.Errorf("bucket %q: leaf page %d: %w", path, id, err))
 	}
 	running := min
-	var last []byte
 	for i := 0; i < n; i++ {
 		flags, key, value, _, err := element(buf, i, true)
 		if err == nil {
@@ -442,14 +454,17 @@ func (f *rawFile) walkLeaf(path string, id uint64, buf, min, max []byte, visit v
 		}
 		if err != nil {
 			if err := f.fail(fmt.Errorf("bucket %q: leaf page %d: %w", path, id, err)); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return last, nil
+			return first, last, nil
+		}
+		if i == 0 {
+			first = key
 		}
 		running, last = key, key
 		if flags&bucketLeafFlag == 0 {
 			if err := visit(path, key, value); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
@@ -460,23 +475,23 @@ func (f *rawFile) walkLeaf(path string, id uint64, buf, min, max []byte, visit v
 		if inline {
 			// bbolt inlines only buckets without sub-buckets.
 			if err := f.fail(corruptf("bucket %q: inline page holds bucket %q", path, child)); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
 		if len(value) < bucketHeaderSize {
 			if err := f.fail(corruptf("bucket %q: header of %d bytes", child, len(value))); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
 		root := binary.LittleEndian.Uint64(value)
 		f.sequences[child] = binary.LittleEndian.Uint64(value[8:])
 		if err := f.walkBucket(child, root, value[bucketHeaderSize:], visit, depth+1); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return last, nil
+	return first, last, nil
 }
 
 // checkFile opens path and walks it strictly. It returns an error wrapping

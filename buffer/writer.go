@@ -729,7 +729,7 @@ func (w *writer) measure() {
 	stored := b.lanes[0].bytes + b.lanes[1].bytes
 	b.mu.Unlock()
 	stored += w.dd.bytes()
-	if stored < b.cfg.dataLimit()/8 {
+	if stored < b.cfg.dataLimit()/8 || b.opts.fixedLimit {
 		w.ratio = 1
 		return
 	}

@@ -191,6 +191,22 @@ func FuzzDecode(f *testing.F) {
 			if err != nil || len(again.Scans) != len(tel.Scans) {
 				t.Fatalf("re-encode: %v", err)
 			}
+			// Split into records of a third of the size: each decodes,
+			// and together they hold every scan.
+			var e Encoder
+			n := 0
+			for rest := tel.Scans; len(rest) > 0; {
+				rec, k := e.AppendTelemetryMax(nil, tel.ConfigVersion, tel.Device, rest, len(data)/3)
+				part, err := DecodeTelemetry(rec)
+				if err != nil || k < 1 || len(part.Scans) != k {
+					t.Fatalf("split: %d scans, %v", k, err)
+				}
+				n += k
+				rest = rest[k:]
+			}
+			if n != len(tel.Scans) {
+				t.Fatalf("split holds %d scans, want %d", n, len(tel.Scans))
+			}
 		}
 		_, _, _ = DecodeAlert(data)
 		_, _ = PeekHeader(data)
