@@ -54,6 +54,7 @@ func commands() []command {
 		{"validate", "check a configuration file and print a summary", cmdValidate},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
+		{"buffer", "inspect a stopped ferry's buffer: stats, dump", cmdBuffer},
 	}
 }
 
