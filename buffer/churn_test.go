@@ -18,8 +18,8 @@ import (
 // documented slack.
 func TestFileStaysWithinBoundUnderChurn(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxSize = 4 << 20
-	volume := 10 * int64(cfg.MaxSize)
+	cfg.MaxSize = 2 << 20
+	volume := 8 * int64(cfg.MaxSize)
 	if testing.Short() {
 		volume = 4 * int64(cfg.MaxSize)
 	}

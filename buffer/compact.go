@@ -61,10 +61,19 @@ func (w *writer) compact() (err error) {
 	}
 	b.dbMu.Lock()
 	defer b.dbMu.Unlock()
-	if err := bolt.Compact(dst, b.db, 64<<20); err != nil {
+	copyErr := func() (err error) {
+		// A damaged page found while copying must not take ferry down.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: copying the store panicked: %v", errCorrupt, r)
+			}
+		}()
+		return bolt.Compact(dst, b.db, 64<<20)
+	}()
+	if copyErr != nil {
 		dst.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("copy into %s: %w", tmp, err)
+		return fmt.Errorf("copy into %s: %w", tmp, copyErr)
 	}
 	if err := dst.Close(); err != nil {
 		os.Remove(tmp)

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
 )
@@ -197,3 +200,5 @@ func seqs(recs []ferry.Record) []uint64 {
 	}
 	return out
 }
+
+func counterValue(c prometheus.Counter) float64 { return testutil.ToFloat64(c) }

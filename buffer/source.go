@@ -92,7 +92,7 @@ func (b *Buffer) read(picks []pick) ([]ferry.Record, error) {
 	if db == nil {
 		err = ferry.ErrClosed
 	} else {
-		err = db.View(func(tx *bolt.Tx) error {
+		err = view(db, func(tx *bolt.Tx) error {
 			var bk *bolt.Bucket
 			var c *bolt.Cursor
 			lane := ferry.Lane(255)

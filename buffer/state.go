@@ -93,7 +93,7 @@ func (b *Buffer) ForEach(bucket string, fn func(key, value []byte) error) error 
 	if db == nil {
 		err = ferry.ErrClosed
 	} else {
-		err = db.View(func(tx *bolt.Tx) error {
+		err = view(db, func(tx *bolt.Tx) error {
 			root := tx.Bucket(bucketState)
 			if root == nil {
 				return nil

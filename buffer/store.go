@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -277,3 +278,17 @@ func writeSeqFloor(dir string, floor [ferry.NumLanes]uint64) error {
 }
 
 func timeOf(ns int64) time.Time { return time.Unix(0, ns) }
+
+// view runs fn in a read transaction of db, turning a panic or a memory
+// fault (a page that cannot be read from the mapped file) into an error:
+// a damaged page found while running must not take ferry down. The next
+// Open checks the file and quarantines it.
+func view(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: reading the store panicked: %v", errCorrupt, r)
+		}
+	}()
+	return db.View(fn)
+}

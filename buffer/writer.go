@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,9 @@ type writer struct {
 	// the bound on stored bytes is divided by it, so that pages left part
 	// full (records acked out of order) count against max_size.
 	ratio float64
+	// allocs holds the bytes of pages the last commits allocated.
+	allocs   [8]int64
+	allocIdx int
 
 	failing     error
 	retryAt     time.Time
@@ -147,6 +151,9 @@ func (w *writer) reserveSeqs() error {
 func (w *writer) run() {
 	b := w.b
 	defer close(b.done)
+	// A fault on the mapped file becomes a panic that commit recovers
+	// into an error, instead of killing the process.
+	debug.SetPanicOnFault(true)
 	tick := time.NewTicker(maintenanceInterval)
 	defer tick.Stop()
 	linger := time.NewTimer(time.Hour)
@@ -397,7 +404,9 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		incoming += int64(keySize + r.end - r.start + recordOverhead)
 	}
 	// New alerts count, but are never dropped on arrival.
-	limit := int64(float64(b.cfg.dataLimit())/w.ratio) - w.dd.bytes()
+	// The pages the last commits rewrote are free only once no reader
+	// sees them: keep room for two commits' worth.
+	limit := int64(float64(b.cfg.dataLimit())/w.ratio) - w.dd.bytes() - 2*w.footprint()
 	over := b.lanes[ferry.LaneAlerts].bytes + tel.bytes + incoming - limit
 	for i := tel.nextReady(tel.head); over > 0 && i >= 0; i = tel.nextReady(i + 1) {
 		if budget == 0 {
@@ -514,7 +523,21 @@ func (w *writer) commit(nowNs int64) (err error) {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	st := tx.Stats()
+	w.allocs[w.allocIdx%len(w.allocs)] = st.GetPageAlloc()
+	w.allocIdx++
+	return nil
+}
+
+// footprint is the most page bytes one of the last commits allocated.
+func (w *writer) footprint() int64 {
+	if w.b.opts.fixedLimit {
+		return 0
+	}
+	return slices.Max(w.allocs[:])
 }
 
 func (w *writer) fill(tx *bolt.Tx, nowNs int64) error {
