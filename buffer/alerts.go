@@ -20,8 +20,6 @@ const (
 	// RuleQuarantined: buffer.db was damaged and moved aside at Open.
 	// Cleared after QuarantineHold.
 	RuleQuarantined = "buffer_quarantined"
-
-	ruleQuarantined = RuleQuarantined
 )
 
 const (
@@ -91,11 +89,11 @@ func (o *ownAlerts) clear(rule, msg string, v ferry.Value, now time.Time) {
 func (o *ownAlerts) emit(a ferry.Alert) {
 	o.dirty = true
 	o.out = append(o.out, a)
-	lvl := "raised"
 	if a.State == ferry.AlertCleared {
-		lvl = "cleared"
+		o.b.log.Info("buffer alert cleared", "rule", a.Rule, "id", a.ID, "message", a.Message)
+	} else {
+		o.b.log.Warn("buffer alert raised", "rule", a.Rule, "id", a.ID, "message", a.Message)
 	}
-	o.b.log.Warn("buffer alert "+lvl, "rule", a.Rule, "id", a.ID, "message", a.Message)
 	if o.b.opts.Alert != nil {
 		o.b.opts.Alert(a)
 	}

@@ -139,6 +139,8 @@ func TestBoundSizeAlertsOnlyWhenNoTelemetry(t *testing.T) {
 	if tel != 100 {
 		t.Fatalf("%d telemetry records, want 100", tel)
 	}
+	// Ten are in flight: they go too, before any alert.
+	inflight := next(t, b, 10, 1<<20)
 	// Alerts beyond the bound: every telemetry record goes before the
 	// first alert does.
 	a := fixedAlert(0)
@@ -161,6 +163,10 @@ func TestBoundSizeAlertsOnlyWhenNoTelemetry(t *testing.T) {
 	}
 	if got, want := dropped(b, ferry.LaneAlerts, reasonSize)+st.Lanes[ferry.LaneAlerts].Records, n+1; got != want {
 		t.Fatalf("alerts dropped + kept = %d, want %d (every alert accounted for)", got, want)
+	}
+	// Acking a dropped record is a no-op.
+	if err := b.Ack(inflight...); err != nil {
+		t.Fatal(err)
 	}
 	// The oldest alerts went: the first kept is not a0.
 	recs := next(t, b, 1, 1<<20)

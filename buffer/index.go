@@ -87,13 +87,18 @@ func (l *laneIndex) remove(i int) bool {
 	return true
 }
 
-// restore undoes remove for an entry that was ready (a drop whose commit
-// failed).
-func (l *laneIndex) restore(i int) {
+// restore undoes remove for a drop whose commit failed: the entry was
+// ready, or in flight.
+func (l *laneIndex) restore(i int, wasInFlight bool) {
 	e := &l.ents[i]
-	e.state = ready
 	l.live++
 	l.bytes += int64(e.size)
+	if wasInFlight {
+		e.state = inFlight
+		l.inFlight++
+		return
+	}
+	e.state = ready
 	if i < l.hint {
 		l.hint = i
 	}

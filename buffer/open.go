@@ -1,11 +1,13 @@
 package buffer
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -137,7 +139,14 @@ func (b *Buffer) openStore() error {
 	var records [ferry.NumLanes]int
 	for l := range ld.lanes {
 		li := &b.lanes[l]
-		for _, e := range ld.lanes[l] {
+		// The walk yields keys in order; a salvage of a damaged tree is
+		// made sure of.
+		ents := ld.lanes[l]
+		if !slices.IsSortedFunc(ents, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) }) {
+			slices.SortFunc(ents, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) })
+			ents = slices.CompactFunc(ents, func(a, b entry) bool { return a.seq == b.seq })
+		}
+		for _, e := range ents {
 			li.add(e.seq, e.time, int(e.size))
 		}
 		records[l] = li.live
@@ -165,7 +174,7 @@ func (b *Buffer) openStore() error {
 	if quarantined != "" {
 		msg := fmt.Sprintf("buffer file was damaged (%s); moved to %s, salvaged %d records into a fresh file", why, quarantined, salvaged)
 		b.log.Error("buffer file quarantined", "file", b.path, "moved_to", quarantined, "salvaged", salvaged, "err", why)
-		b.w.own.raise(ruleQuarantined, ferry.SeverityCritical, msg, ferry.IntValue(int64(salvaged)), b.now())
+		b.w.own.raise(RuleQuarantined, ferry.SeverityCritical, msg, ferry.IntValue(int64(salvaged)), b.now())
 	}
 	return nil
 }

@@ -99,9 +99,10 @@ type newRecord struct {
 }
 
 type drop struct {
-	lane   ferry.Lane
-	seq    uint64
-	reason string
+	lane     ferry.Lane
+	seq      uint64
+	reason   string
+	inFlight bool // the record was in flight (restored so on a failed commit)
 }
 
 func newWriter(b *Buffer) *writer {
@@ -395,7 +396,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 				return true
 			}
 			tel.remove(i)
-			w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonAge})
+			w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonAge, false})
 			budget--
 		}
 	}
@@ -414,7 +415,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		}
 		over -= int64(tel.ents[i].size)
 		tel.remove(i)
-		w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonSize})
+		w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonSize, false})
 		budget--
 	}
 	for i := range w.recs {
@@ -425,8 +426,22 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		if r.lane == ferry.LaneTelemetry {
 			r.dropped = true
 			over -= int64(keySize + r.end - r.start + recordOverhead)
-			w.drops = append(w.drops, drop{ferry.LaneTelemetry, r.seq, reasonSize})
+			w.drops = append(w.drops, drop{ferry.LaneTelemetry, r.seq, reasonSize, false})
 		}
+	}
+	// Telemetry in flight goes before any alert: the uplink may still
+	// deliver it (it is counted as dropped all the same).
+	for i := tel.head; over > 0 && i < len(tel.ents); i++ {
+		if tel.ents[i].state != inFlight {
+			continue
+		}
+		if budget == 0 {
+			return true
+		}
+		over -= int64(tel.ents[i].size)
+		tel.remove(i)
+		w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonSize, true})
+		budget--
 	}
 	al := &b.lanes[ferry.LaneAlerts]
 	for i := al.nextReady(al.head); over > 0 && i >= 0; i = al.nextReady(i + 1) {
@@ -435,7 +450,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		}
 		over -= int64(al.ents[i].size)
 		al.remove(i)
-		w.drops = append(w.drops, drop{ferry.LaneAlerts, al.ents[i].seq, reasonSize})
+		w.drops = append(w.drops, drop{ferry.LaneAlerts, al.ents[i].seq, reasonSize, false})
 		budget--
 	}
 	return false
@@ -776,7 +791,7 @@ func (w *writer) failed(err error, now time.Time) {
 		}
 		l := &b.lanes[d.lane]
 		if i := l.find(d.seq); i >= 0 {
-			l.restore(i)
+			l.restore(i, d.inFlight)
 		}
 	}
 	b.err = err
