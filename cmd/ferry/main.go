@@ -58,6 +58,7 @@ func commands() []command {
 		{"opcua", "browse an OPC UA server: opcua browse ENDPOINT [NODE]", cmdOPCUA},
 		{"pki", "OPC UA certificates: pki list | trust FILE | own", cmdPKI},
 		{"tail", "print what arrives in the NATS stream (the upstream view)", cmdTail},
+		{"buffer", "inspect a stopped ferry's buffer: stats, dump", cmdBuffer},
 	}
 }
 

@@ -90,30 +90,72 @@ type Encoder struct {
 // AppendTelemetry appends a telemetry record holding scans (all of device)
 // to dst and returns the extended buffer.
 func (e *Encoder) AppendTelemetry(dst []byte, configVersion, device string, scans []ferry.Scan) []byte {
+	dst, _ = e.AppendTelemetryMax(dst, configVersion, device, scans, math.MaxInt)
+	return dst
+}
+
+// AppendTelemetryMax appends a telemetry record holding the longest prefix
+// of scans (all of device) whose encoding takes at most maxBytes bytes, but
+// at least one scan, and returns the extended buffer and the number of scans
+// the record holds. The caller encodes scans[n:] into further records. The
+// bytes written for a prefix are exactly those AppendTelemetry writes for
+// it.
+func (e *Encoder) AppendTelemetryMax(dst []byte, configVersion, device string, scans []ferry.Scan, maxBytes int) ([]byte, int) {
 	if e.index == nil {
 		e.index = make(map[string]uint64)
 	}
 	clear(e.index)
 	e.names = e.names[:0]
+	// Size the record scan by scan, the way the loop below writes it, and
+	// stop before the first scan that would take it past maxBytes.
+	fixed := 2 + stringLen(configVersion) + stringLen(device)
+	namesLen, scansLen := 0, 0
+	n := 0
+	var prev int64
 	for i := range scans {
-		for j := range scans[i].Samples {
-			p := scans[i].Samples[j].Point
-			if _, ok := e.index[p]; !ok {
-				e.index[p] = uint64(len(e.names))
-				e.names = append(e.names, p)
+		sc := &scans[i]
+		t := sc.Time.UnixNano()
+		before := len(e.names)
+		added := 0
+		size := varintLen(t-prev) + uvarintLen(uint64(len(sc.Samples)))
+		for j := range sc.Samples {
+			s := &sc.Samples[j]
+			idx, ok := e.index[s.Point]
+			if !ok {
+				idx = uint64(len(e.names))
+				e.index[s.Point] = idx
+				e.names = append(e.names, s.Point)
+				added += stringLen(s.Point)
 			}
+			var dt int64
+			if !s.Time.IsZero() {
+				dt = s.Time.UnixNano() - t
+			}
+			size += uvarintLen(idx) + sampleLen(s.Value, s.Quality, dt)
 		}
+		total := fixed + uvarintLen(uint64(len(e.names))) + namesLen + added + uvarintLen(uint64(i+1)) + scansLen + size
+		if n > 0 && total > maxBytes {
+			for _, p := range e.names[before:] {
+				delete(e.index, p)
+			}
+			e.names = e.names[:before]
+			break
+		}
+		namesLen += added
+		scansLen += size
+		prev = t
+		n = i + 1
 	}
 	dst = append(dst, Version, byte(KindTelemetry))
 	dst = appendString(dst, configVersion)
 	dst = appendString(dst, device)
 	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
-	for _, n := range e.names {
-		dst = appendString(dst, n)
+	for _, name := range e.names {
+		dst = appendString(dst, name)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(scans)))
-	var prev int64
-	for i := range scans {
+	dst = binary.AppendUvarint(dst, uint64(n))
+	prev = 0
+	for i := range scans[:n] {
 		sc := &scans[i]
 		t := sc.Time.UnixNano()
 		dst = binary.AppendVarint(dst, t-prev)
@@ -129,7 +171,7 @@ func (e *Encoder) AppendTelemetry(dst []byte, configVersion, device string, scan
 			dst = appendSample(dst, s.Value, s.Quality, dt)
 		}
 	}
-	return dst
+	return dst, n
 }
 
 // AppendTelemetry appends a telemetry record with a throw-away Encoder.
@@ -225,6 +267,57 @@ func fromUnixNano(n int64) time.Time {
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
+}
+
+// The lengths of what the append functions write, for AppendTelemetryMax.
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
+}
+
+func stringLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
+func sampleLen(v ferry.Value, q ferry.Quality, dt int64) int {
+	n := valueLen(v)
+	if q.Reason != "" {
+		n += stringLen(q.Reason)
+	}
+	if dt != 0 {
+		n += varintLen(dt)
+	}
+	return n
+}
+
+// valueLen is the length of the flags byte and the value appendValue writes.
+func valueLen(v ferry.Value) int {
+	switch v.Kind() {
+	case ferry.KindFloat:
+		f := v.Float64()
+		if f32 := float32(f); float64(f32) == f || f != f {
+			return 1 + 4
+		}
+		return 1 + 8
+	case ferry.KindInt:
+		return 1 + varintLen(v.Int64())
+	case ferry.KindUint:
+		return 1 + uvarintLen(v.Uint64())
+	case ferry.KindString:
+		return 1 + stringLen(v.Str())
+	}
+	return 1
 }
 
 // PeekHeader decodes the header of a record without decoding its body.

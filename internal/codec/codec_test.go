@@ -126,6 +126,60 @@ func TestDecodeRefusesDamage(t *testing.T) {
 	}
 }
 
+func TestAppendTelemetryMaxSplits(t *testing.T) {
+	// Scans with every kind of value, shared and new point names, reasons
+	// and source times: each record holds the longest prefix that fits, is
+	// byte for byte what AppendTelemetry writes for it, and the records
+	// together hold every scan in order.
+	var scans []ferry.Scan
+	for i := 0; i < 40; i++ {
+		sc := testScans()[i%2]
+		sc.Time = t0.Add(time.Duration(i*i) * time.Millisecond)
+		for j := range sc.Samples {
+			sc.Samples[j].Time = sc.Time.Add(time.Duration(j%3) * time.Microsecond)
+		}
+		if i%7 == 0 {
+			sc.Samples = append(sc.Samples, ferry.Sample{Point: "extra" + string(rune('a'+i%26)), Value: ferry.IntValue(int64(i) << 40)})
+		}
+		scans = append(scans, sc)
+	}
+	for _, maxBytes := range []int{0, 1, 40, 100, 257, 1000, 4000, 1 << 20} {
+		var e Encoder
+		var got []ferry.Scan
+		for rest := scans; len(rest) > 0; {
+			rec, n := e.AppendTelemetryMax(nil, "cfg", "press3", rest, maxBytes)
+			if n < 1 || n > len(rest) {
+				t.Fatalf("max %d: n = %d of %d", maxBytes, n, len(rest))
+			}
+			if n > 1 && len(rec) > maxBytes {
+				t.Fatalf("max %d: %d scans take %d bytes", maxBytes, n, len(rec))
+			}
+			if n < len(rest) {
+				if longer := AppendTelemetry(nil, "cfg", "press3", rest[:n+1]); len(longer) <= maxBytes {
+					t.Fatalf("max %d: stopped at %d scans, but %d fit in %d bytes", maxBytes, n, n+1, len(longer))
+				}
+			}
+			if want := AppendTelemetry(nil, "cfg", "press3", rest[:n]); string(rec) != string(want) {
+				t.Fatalf("max %d: record differs from AppendTelemetry of the same %d scans", maxBytes, n)
+			}
+			tel, err := DecodeTelemetry(rec)
+			if err != nil {
+				t.Fatalf("max %d: %v", maxBytes, err)
+			}
+			got = append(got, tel.Scans...)
+			rest = rest[n:]
+		}
+		if len(got) != len(scans) {
+			t.Fatalf("max %d: %d scans back, want %d", maxBytes, len(got), len(scans))
+		}
+		for i := range got {
+			if !got[i].Time.Equal(scans[i].Time) || len(got[i].Samples) != len(scans[i].Samples) {
+				t.Fatalf("max %d: scan %d differs", maxBytes, i)
+			}
+		}
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add(AppendTelemetry(nil, "v", "d", testScans()))
 	f.Add(AppendAlert(nil, "v", &ferry.Alert{ID: "x", Labels: map[string]string{"a": "b"}}))
@@ -136,6 +190,22 @@ func FuzzDecode(f *testing.F) {
 			again, err := DecodeTelemetry(AppendTelemetry(nil, tel.ConfigVersion, tel.Device, tel.Scans))
 			if err != nil || len(again.Scans) != len(tel.Scans) {
 				t.Fatalf("re-encode: %v", err)
+			}
+			// Split into records of a third of the size: each decodes,
+			// and together they hold every scan.
+			var e Encoder
+			n := 0
+			for rest := tel.Scans; len(rest) > 0; {
+				rec, k := e.AppendTelemetryMax(nil, tel.ConfigVersion, tel.Device, rest, len(data)/3)
+				part, err := DecodeTelemetry(rec)
+				if err != nil || k < 1 || len(part.Scans) != k {
+					t.Fatalf("split: %d scans, %v", k, err)
+				}
+				n += k
+				rest = rest[k:]
+			}
+			if n != len(tel.Scans) {
+				t.Fatalf("split holds %d scans, want %d", n, len(tel.Scans))
 			}
 		}
 		_, _, _ = DecodeAlert(data)

@@ -1,0 +1,230 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ferry-edge/ferry"
+)
+
+// Next blocks until records are ready (or ctx ends, or the buffer closes)
+// and returns up to max of them, with at most maxBytes of Data between them
+// but at least one: every ready alert before any telemetry, each lane in
+// sequence order. The records are in flight until Ack or Release; Next does
+// not return them again before that, or before a restart. Data is copied
+// out of the store and belongs to the caller.
+//
+// A stored record that fails its checksum is dropped (counted as
+// reason="corrupt", logged) instead of being returned.
+func (b *Buffer) Next(ctx context.Context, max, maxBytes int) ([]ferry.Record, error) {
+	if max < 1 {
+		max = 1
+	}
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ferry.ErrClosed
+		}
+		picks := b.pick(max, maxBytes)
+		wait := b.avail
+		b.mu.Unlock()
+		if len(picks) > 0 {
+			recs, err := b.read(picks)
+			if err != nil || len(recs) > 0 {
+				return recs, err
+			}
+			continue // every pick was damaged
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wait:
+		}
+	}
+}
+
+type pick struct {
+	lane ferry.Lane
+	seq  uint64
+}
+
+// pick marks up to max ready records in flight, alerts first. b.mu is held.
+func (b *Buffer) pick(max, maxBytes int) []pick {
+	var picks []pick
+	bytes := 0
+	for l := range b.lanes {
+		li := &b.lanes[l]
+		i := li.nextReady(li.hint)
+		if i < 0 {
+			li.hint = len(li.ents)
+			continue
+		}
+		li.hint = i
+		for ; i >= 0 && len(picks) < max; i = li.nextReady(i + 1) {
+			n := int(li.ents[i].size) - keySize - valueHeader - recordOverhead
+			if len(picks) > 0 && bytes+n > maxBytes {
+				return picks
+			}
+			li.take(i)
+			picks = append(picks, pick{ferry.Lane(l), li.ents[i].seq})
+			bytes += n
+		}
+		if len(picks) >= max {
+			return picks
+		}
+	}
+	return picks
+}
+
+// read copies the picked records out of the store. A record that is
+// missing or damaged is dropped; on a read error the picks are released.
+func (b *Buffer) read(picks []pick) ([]ferry.Record, error) {
+	recs := make([]ferry.Record, 0, len(picks))
+	var bad []pick
+	var badErr []error
+	b.dbMu.RLock()
+	db := b.db
+	var err error
+	if db == nil {
+		err = ferry.ErrClosed
+	} else {
+		err = view(db, func(tx *bolt.Tx) error {
+			var bk *bolt.Bucket
+			var c *bolt.Cursor
+			lane := ferry.Lane(255)
+			var key [keySize]byte
+			var k, v []byte
+			// One copy for all the data: size it first.
+			var arena []byte
+			for _, p := range picks {
+				if p.lane != lane {
+					lane = p.lane
+					if bk = tx.Bucket(laneBuckets[lane]); bk == nil {
+						return fmt.Errorf("bucket %s is missing", laneBuckets[lane])
+					}
+					c = bk.Cursor()
+					k = nil
+				}
+				seqKey(key[:0], p.seq)
+				// The picks of a lane are mostly consecutive: step the
+				// cursor, seek when it falls behind by more than a little.
+				for steps := 0; k != nil && string(k) < string(key[:]) && steps < 8; steps++ {
+					k, v = c.Next()
+				}
+				if k == nil || string(k) != string(key[:]) {
+					k, v = c.Seek(key[:])
+				}
+				if k == nil || string(k) != string(key[:]) {
+					bad = append(bad, p)
+					badErr = append(badErr, errors.New("missing"))
+					continue
+				}
+				t, data, err := parseValue(k, v)
+				if err != nil {
+					bad = append(bad, p)
+					badErr = append(badErr, err)
+					continue
+				}
+				if cap(arena)-len(arena) < len(data) {
+					arena = make([]byte, 0, max(len(data), 64<<10))
+				}
+				off := len(arena)
+				arena = append(arena, data...)
+				recs = append(recs, ferry.Record{
+					Lane: lane,
+					Seq:  p.seq,
+					ID:   ferry.RecordID(b.opts.Gateway, lane, p.seq),
+					Time: timeOf(t),
+					Data: arena[off:len(arena):len(arena)],
+				})
+			}
+			return nil
+		})
+	}
+	b.dbMu.RUnlock()
+	if err != nil {
+		b.Release(recordsOf(picks)...)
+		return nil, fmt.Errorf("buffer: read %s: %w", b.path, err)
+	}
+	if len(bad) > 0 {
+		b.mu.Lock()
+		for i, p := range bad {
+			li := &b.lanes[p.lane]
+			if j := li.find(p.seq); j >= 0 && li.remove(j) {
+				b.acks[p.lane] = append(b.acks[p.lane], p.seq)
+			}
+			b.log.Warn("damaged record dropped", "id", ferry.RecordID(b.opts.Gateway, p.lane, p.seq), "err", badErr[i])
+		}
+		b.mu.Unlock()
+		for _, p := range bad {
+			b.m.dropped(p.lane, reasonCorrupt, 1)
+		}
+		b.otherDrops.Add(uint64(len(bad)))
+		b.signal()
+	}
+	return recs, nil
+}
+
+func recordsOf(picks []pick) []ferry.Record {
+	recs := make([]ferry.Record, len(picks))
+	for i, p := range picks {
+		recs[i] = ferry.Record{Lane: p.lane, Seq: p.seq}
+	}
+	return recs
+}
+
+// Ack deletes records the upstream has acknowledged. They are never
+// offered again by this process; the deletion is committed with the next
+// commit (within Options.Linger, or by Flush): if ferry dies before that,
+// they are offered again after the restart with the same ids, and
+// JetStream's duplicate window drops them. Acking a record that is not
+// stored (already acked, or dropped by a bound) does nothing. Ack returns
+// ferry.ErrClosed after Close.
+func (b *Buffer) Ack(recs ...ferry.Record) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ferry.ErrClosed
+	}
+	n := 0
+	for _, r := range recs {
+		if int(r.Lane) >= len(b.lanes) {
+			continue
+		}
+		li := &b.lanes[r.Lane]
+		if i := li.find(r.Seq); i >= 0 && li.remove(i) {
+			b.acks[r.Lane] = append(b.acks[r.Lane], r.Seq)
+			n++
+		}
+	}
+	b.mu.Unlock()
+	if n > 0 {
+		b.signal()
+	}
+	return nil
+}
+
+// Release puts records that were returned by Next, and not acknowledged,
+// back: Next offers them again, ahead of later records of their lane.
+func (b *Buffer) Release(recs ...ferry.Record) {
+	b.mu.Lock()
+	n := 0
+	for _, r := range recs {
+		if int(r.Lane) >= len(b.lanes) {
+			continue
+		}
+		li := &b.lanes[r.Lane]
+		if i := li.find(r.Seq); i >= 0 && li.release(i) {
+			n++
+		}
+	}
+	if n > 0 && !b.closed {
+		close(b.avail)
+		b.avail = make(chan struct{})
+	}
+	b.mu.Unlock()
+}
