@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,13 +29,22 @@ type pipeline struct {
 	dropped prometheus.Counter
 
 	closeOnce sync.Once
+	// progress is when Run last took a scan (Unix nanoseconds); Err uses
+	// it to tell a stuck pipeline from an idle one.
+	progress atomic.Int64
+	now      func() time.Time
 }
+
+// stuckAfter is how long scans may wait with no progress before the
+// pipeline reports itself stuck (readiness, systemd watchdog).
+const stuckAfter = 30 * time.Second
 
 func newPipeline(size int, evaluate func(*ferry.Scan), store func(ferry.Scan), reg prometheus.Registerer) *pipeline {
 	p := &pipeline{
 		in:       make(chan ferry.Scan, size),
 		evaluate: evaluate,
 		store:    store,
+		now:      time.Now,
 		scans:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_scans_total", Help: "Scans received from the drivers."}),
 		samples:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_samples_total", Help: "Samples received from the drivers."}),
 		dropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_dropped_scans_total", Help: "Scans dropped because the pipeline queue was full."}),
@@ -42,7 +54,21 @@ func newPipeline(size int, evaluate func(*ferry.Scan), store func(ferry.Scan), r
 			prometheus.GaugeOpts{Name: "ferry_pipeline_queue_length", Help: "Scans waiting between the drivers and the buffer."},
 			func() float64 { return float64(len(p.in)) }))
 	}
+	p.progress.Store(p.now().UnixNano())
 	return p
+}
+
+// Err reports a stuck pipeline: scans are waiting and none was taken for
+// stuckAfter (the buffer or the rule engine hangs).
+func (p *pipeline) Err() error {
+	if len(p.in) == 0 {
+		return nil
+	}
+	idle := p.now().Sub(time.Unix(0, p.progress.Load()))
+	if idle > stuckAfter {
+		return fmt.Errorf("pipeline stuck: %d scans waiting, none taken for %v", len(p.in), idle.Round(time.Second))
+	}
+	return nil
 }
 
 // Emit is the drivers' ferry.EmitFunc. It never blocks.
@@ -58,6 +84,7 @@ func (p *pipeline) Emit(s ferry.Scan) {
 // Run processes scans until Close; it returns once the queue is drained.
 func (p *pipeline) Run() {
 	for s := range p.in {
+		p.progress.Store(p.now().UnixNano())
 		p.scans.Inc()
 		p.samples.Add(float64(len(s.Samples)))
 		if p.evaluate != nil {

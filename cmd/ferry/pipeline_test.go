@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -49,5 +50,30 @@ func TestPipelineDropsNewestWhenFull(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(p.dropped); got != 3 {
 		t.Fatalf("dropped counter %v", got)
+	}
+}
+
+func TestPipelineStuck(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := newPipeline(4, nil, func(ferry.Scan) {}, nil)
+	p.now = func() time.Time { return now }
+	p.progress.Store(now.UnixNano())
+	if err := p.Err(); err != nil {
+		t.Fatalf("idle pipeline: %v", err)
+	}
+	now = now.Add(time.Hour)
+	if err := p.Err(); err != nil {
+		t.Fatalf("idle for an hour with nothing queued: %v", err)
+	}
+	p.Emit(ferry.Scan{})
+	if err := p.Err(); err == nil {
+		t.Fatal("a scan waiting with no progress for an hour is not reported")
+	}
+	done := make(chan struct{})
+	go func() { p.Run(); close(done) }()
+	p.Close()
+	<-done
+	if err := p.Err(); err != nil {
+		t.Fatalf("drained: %v", err)
 	}
 }

@@ -75,7 +75,25 @@ devices:
       - {name: temperature, path: temp, unit: degC}
       - {name: humidity, path: hum, unit: "%"}
 rules:
-  - {name: oil_hot, point: press1.oil_temp, stale: 10s}
+  # press1 overheats once per fault cycle: raised after 3 s above 80 degC,
+  # cleared below 75 (hysteresis).
+  - name: oil_hot
+    when: press1.oil_temp > 80
+    clear: press1.oil_temp < 75
+    for: 3s
+    severity: critical
+    message: '{{"{{"}}.Device{{"}}"}} oil temperature {{"{{"}}printf "%.1f" .Value.Float64{{"}}"}} degC ({{"{{"}}.State{{"}}"}})'
+{{- if gt (len .P.Presses) 1}}
+  # press2 goes off the network once per fault cycle.
+  - {name: press2_silent, point: press2.oil_temp, stale: 10s, severity: warning}
+{{- end}}
+  # the hall sensor's humidity freezes once per fault cycle.
+  - {name: humidity_stuck, point: env.humidity, flatline: {duration: 15s, epsilon: 0.001}, severity: warning}
+  - {name: vibration_anomaly, point: press1.vibration, anomaly: {method: zscore, window: 2m, threshold: 6}, severity: info}
+  - {name: boiler_silent, point: boiler.pressure, stale: 15s}
+alerts:
+  log: {enabled: true}
+  mqtt: {broker: "tcp://{{.P.MQTT.Addr}}", topic: ferry/alerts}
 buffer: {max_size: 256MiB, max_age: 24h}
 {{- if .P.NATS}}
 uplink:

@@ -104,6 +104,9 @@ func (n *NATS) ensureStream() error {
 		Storage:           jetstream.FileStorage,
 		Duplicates:        DuplicateWindow,
 		MaxMsgsPerSubject: -1,
+		// The catalog message of each gateway replaces the previous one
+		// (ferry publishes it with Nats-Rollup: sub).
+		AllowRollup: true,
 	})
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", StreamName, err)
