@@ -98,3 +98,10 @@ func (o *ownAlerts) emit(a ferry.Alert) {
 		o.b.opts.Alert(a)
 	}
 }
+
+// tick clears the quarantine alert after its hold.
+func (o *ownAlerts) tick(now time.Time) {
+	if a, ok := o.active[RuleQuarantined]; ok && now.Sub(a.Since) >= QuarantineHold {
+		o.clear(RuleQuarantined, "buffer runs on the fresh file since "+a.Since.UTC().Format(time.RFC3339), ferry.Value{}, now)
+	}
+}

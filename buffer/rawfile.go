@@ -405,9 +405,10 @@ func (f *rawFile) walkBranch(path string, id uint64, buf, min, max []byte, visit
 		}
 		// bbolt keeps a branch key equal to its child's first key, and
 		// finds the child by it when it rewrites the child: a key that
-		// differs makes bbolt corrupt the tree on the next write (its own
-		// check only asks for order).
-		if subFirst != nil && !bytes.Equal(subFirst, key) {
+		// differs, or a child with no key at all (bbolt removes emptied
+		// pages at commit), makes bbolt corrupt the tree on the next write.
+		// Its own check only asks for order.
+		if !bytes.Equal(subFirst, key) {
 			if err := f.fail(corruptf("bucket %q: branch page %d: key %x differs from the first key %x of page %d", path, id, key, subFirst, child)); err != nil {
 				return nil, nil, err
 			}

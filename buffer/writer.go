@@ -507,13 +507,6 @@ func (w *writer) dropSummary() string {
 	return s.String()
 }
 
-// tick clears the quarantine alert after its hold.
-func (o *ownAlerts) tick(now time.Time) {
-	if a, ok := o.active[RuleQuarantined]; ok && now.Sub(a.Since) >= QuarantineHold {
-		o.clear(RuleQuarantined, "buffer runs on the fresh file since "+a.Since.UTC().Format(time.RFC3339), ferry.Value{}, now)
-	}
-}
-
 // commit writes the cycle in one transaction.
 func (w *writer) commit(nowNs int64) (err error) {
 	b := w.b
