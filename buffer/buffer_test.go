@@ -259,6 +259,11 @@ func TestSeqsNeverRepeat(t *testing.T) {
 			if seen[r.Seq] || r.Seq <= last {
 				t.Fatalf("round %d: seq %d repeats or goes back (last %d)", round, r.Seq, last)
 			}
+			// An intact file continues its lane: ids stay consecutive
+			// across restarts, so upstream can tell nothing is missing.
+			if last != 0 && r.Seq != last+1 {
+				t.Fatalf("round %d: seq %d after %d: a gap although nothing was dropped", round, r.Seq, last)
+			}
 			seen[r.Seq] = true
 			last = r.Seq
 		}

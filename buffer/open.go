@@ -318,8 +318,16 @@ func (b *Buffer) initStore(ld *loaded, floor [ferry.NumLanes]uint64) error {
 					return err
 				}
 			}
+			// A lane of an intact file continues from its own sequence
+			// (ids stay consecutive across restarts, which is how a
+			// reader tells that nothing is missing). It jumps only when
+			// the file is new or lost its sequence, or when its sequence
+			// lies below the current reservation of the floor file: then
+			// the file is older than sequences already handed out (a
+			// backup put back), and continuing would repeat ids.
 			seq := bk.Sequence()
-			if seq == 0 || seq < ld.maxSeq[l] || seq < floor[l] {
+			stale := floor[l] > seqReserve && seq < floor[l]-seqReserve
+			if seq == 0 || seq < ld.maxSeq[l] || stale {
 				seq = max(seq, ld.maxSeq[l], floor[l], clock)
 				if err := bk.SetSequence(seq); err != nil {
 					return err

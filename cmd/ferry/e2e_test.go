@@ -1,0 +1,488 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/uplink"
+)
+
+// The end-to-end test runs the real ferry binary as a child process against
+// a simulated plant (Modbus presses, an OPC UA boiler, an MQTT broker and a
+// NATS JetStream server, all in this process) and checks what arrives
+// upstream: values from every protocol with the right types and qualities,
+// the overheating alert locally and upstream, nothing lost across a NATS
+// outage, a clean SIGTERM, and every record id exactly once.
+
+var (
+	ferryBinOnce sync.Once
+	ferryBin     string
+	ferryBinErr  error
+)
+
+// buildFerry builds cmd/ferry once per test binary (with the race detector
+// when the tests run with it, so the child is checked too).
+func buildFerry(t *testing.T) string {
+	t.Helper()
+	ferryBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ferry-e2e-bin-")
+		if err != nil {
+			ferryBinErr = err
+			return
+		}
+		ferryBin = filepath.Join(dir, "ferry")
+		args := []string{"build", "-o", ferryBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, ".")...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			ferryBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if ferryBinErr != nil {
+		t.Fatal(ferryBinErr)
+	}
+	return ferryBin
+}
+
+// child is a running ferry process.
+type child struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan error
+}
+
+// syncBuffer keeps a child's output, up to a bound: a runaway log must
+// fail the test, not exhaust the machine's memory.
+type syncBuffer struct {
+	mu        sync.Mutex
+	b         bytes.Buffer
+	truncated bool
+}
+
+const maxChildLog = 8 << 20
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len()+len(p) > maxChildLog {
+		s.truncated = true
+		return len(p), nil
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.truncated {
+		return s.b.String() + "\n[log truncated: over 8 MiB]"
+	}
+	return s.b.String()
+}
+
+func startFerry(t *testing.T, bin, cfg string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(bin, "run", "-config", cfg), log: &syncBuffer{}, done: make(chan error, 1)}
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+		if t.Failed() {
+			t.Logf("ferry log:\n%s", c.log.String())
+		}
+	})
+	return c
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (c *child) stop(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.done:
+		if err != nil {
+			t.Fatalf("ferry exited with %v after SIGTERM", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("ferry did not exit within 60 s of SIGTERM")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+}
+
+func httpGet(url string) (int, string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// upstream is what the stream holds, decoded.
+type upstream struct {
+	msgs   int
+	ids    map[string]int               // record id (Nats-Msg-Id) → copies
+	last   map[string]uplink.PointMessage // "device.point" → last sample
+	kinds  map[string]ferry.Kind
+	alerts []*uplink.AlertMessage
+}
+
+// readStream reads every message of the stream, from the first.
+func readStream(t *testing.T, url string) *upstream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, plantsim.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &upstream{ids: map[string]int{}, last: map[string]uplink.PointMessage{}, kinds: map[string]ferry.Kind{}}
+	if info.State.Msgs == 0 {
+		return up
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(0); seq < info.State.LastSeq; {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq = md.Sequence.Stream
+			up.add(t, m.Subject(), m.Headers(), m.Data())
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Fatalf("stream read stalled at sequence %d of %d", seq, info.State.LastSeq)
+		}
+	}
+	return up
+}
+
+func (u *upstream) add(t *testing.T, subject string, hdr nats.Header, data []byte) {
+	t.Helper()
+	m, err := uplink.Decode(subject, hdr, data)
+	if err != nil {
+		t.Fatalf("message on %s does not decode: %v", subject, err)
+	}
+	u.msgs++
+	if m.ID != "" {
+		u.ids[m.ID]++
+	}
+	switch {
+	case m.Telemetry != nil:
+		for _, sc := range m.Telemetry.Scans {
+			for _, p := range sc.Points {
+				key := m.Telemetry.Device + "." + p.Name
+				u.last[key] = p
+				if p.Quality == ferry.Good {
+					u.kinds[key] = p.Value.Kind()
+				}
+			}
+		}
+	case m.Alert != nil:
+		u.alerts = append(u.alerts, m.Alert)
+	}
+}
+
+// checkContiguous checks that the record ids of each lane run from their
+// first to their last sequence with no gap, each exactly once: nothing
+// lost, nothing twice. (A new buffer file starts its sequences from the
+// clock, so the first is not 1.)
+func (u *upstream) checkContiguous(t *testing.T, gateway string) {
+	t.Helper()
+	if len(u.ids) == 0 {
+		t.Fatal("no records upstream")
+	}
+	for id, n := range u.ids {
+		if n != 1 {
+			t.Errorf("record %s is in the stream %d times", id, n)
+		}
+	}
+	for _, lane := range []ferry.Lane{ferry.LaneAlerts, ferry.LaneTelemetry} {
+		prefix := gateway + "-" + lane.String() + "-"
+		seqs := map[uint64]bool{}
+		var top, first uint64
+		for id := range u.ids {
+			rest, ok := strings.CutPrefix(id, prefix)
+			if !ok {
+				continue
+			}
+			rest, _, _ = strings.Cut(rest, "-p") // a record cut in parts
+			seq, err := strconv.ParseUint(rest, 10, 64)
+			if err != nil {
+				t.Fatalf("record id %q: %v", id, err)
+			}
+			seqs[seq] = true
+			top = max(top, seq)
+			if first == 0 || seq < first {
+				first = seq
+			}
+		}
+		var missing []uint64
+		for s := first; s <= top && len(missing) < 1000; s++ {
+			if !seqs[s] {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			t.Errorf("lane %s: %d records of %d..%d missing upstream (at least), first %v", lane, len(missing), first, top, missing[:min(len(missing), 10)])
+		}
+		t.Logf("lane %s: records %d..%d (%d) upstream exactly once", lane, first, top, len(seqs))
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the ferry binary against a simulated plant for about a minute")
+	}
+	bin := buildFerry(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A 40 s fault cycle: press1 starts to overheat at 3.2 s and is above
+	// 80 °C from about 6 s to 18 s.
+	plant, err := plantsim.Start(ctx, plantsim.Options{
+		Faults: true, FaultCycle: 40 * time.Second, Rate: 250 * time.Millisecond,
+		NATSDir: filepath.Join(dir, "nats"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plant.Close()
+	httpAddr := freeAddr(t)
+	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "e2e", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "250ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ferry.yaml")
+	if err := os.WriteFile(cfg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + httpAddr
+
+	f := startFerry(t, bin, cfg)
+	eventually(t, 60*time.Second, "ferry ready", func() error {
+		code, body, err := httpGet(base + "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+		}
+		return nil
+	})
+
+	// Values from all three protocols arrive upstream, with their types
+	// and qualities.
+	model := plant.Model()
+	var up *upstream
+	eventually(t, 60*time.Second, "values from every protocol upstream", func() error {
+		up = readStream(t, plant.NATS.URL)
+		want := map[string]ferry.Kind{
+			"press1.oil_temp": ferry.KindFloat, "press1.oil_temp_cdab": ferry.KindFloat, "press1.cycles": ferry.KindInt,
+			"press1.running": ferry.KindBool, "press1.label": ferry.KindString, "press1.pressure": ferry.KindFloat,
+			"boiler.pressure": ferry.KindFloat, "boiler.running": ferry.KindBool, "boiler.name": ferry.KindString,
+			"env.temperature": ferry.KindFloat, "env.humidity": ferry.KindFloat,
+		}
+		for key, kind := range want {
+			got, ok := up.kinds[key]
+			if !ok {
+				return fmt.Errorf("no Good sample of %s yet", key)
+			}
+			if got == ferry.KindUint {
+				got = ferry.KindInt // JSON has one kind of integer
+			}
+			if got != kind {
+				return fmt.Errorf("%s is a %v, want %v", key, got, kind)
+			}
+		}
+		return nil
+	})
+	// Values match what the simulated devices served at the sample's time.
+	oil := up.last["press1.oil_temp"]
+	if want := model.OilTemp(1, oil.Time.Sub(model.Start)); math.Abs(oil.Value.Float64()-want) > 1.5 {
+		t.Errorf("press1.oil_temp = %v at %v, the press served about %.2f", oil.Value, oil.Time, want)
+	}
+	if cdab := up.last["press1.oil_temp_cdab"]; cdab.Quality == ferry.Good && math.Abs(cdab.Value.Float64()-oil.Value.Float64()) > 2 {
+		t.Errorf("the CDAB copy reads %v, the ABCD one %v", cdab.Value, oil.Value)
+	}
+	if l := up.last["press1.label"]; l.Value.Str() != "PRESS-1" {
+		t.Errorf("press1.label = %q", l.Value.Str())
+	}
+	if bp := up.last["boiler.pressure"]; bp.Value.Float64() < 7 || bp.Value.Float64() > 10 {
+		t.Errorf("boiler.pressure = %v, want about 8.5", bp.Value)
+	}
+	// The point inside the press's unmapped register hole is Bad, alone.
+	if sp := up.last["press1.spare"]; sp.Quality != ferry.Bad || sp.Reason != ferry.ReasonIllegalAddress {
+		t.Errorf("press1.spare = %+v, want Bad %q", sp, ferry.ReasonIllegalAddress)
+	}
+
+	// The overheating ramp raises oil_hot once, upstream and locally.
+	eventually(t, 60*time.Second, "oil_hot raised upstream", func() error {
+		up = readStream(t, plant.NATS.URL)
+		for _, a := range up.alerts {
+			if a.Rule == "oil_hot" && a.State == "raised" {
+				return nil
+			}
+		}
+		return errors.New("no oil_hot alert in the stream")
+	})
+	raised := 0
+	for _, a := range up.alerts {
+		if a.Rule == "oil_hot" && a.State == "raised" {
+			raised++
+			if a.Device != "press1" || a.Severity != "critical" || a.Value.Float64() <= 80 {
+				t.Errorf("oil_hot alert %+v", a)
+			}
+		}
+	}
+	if raised != 1 {
+		t.Errorf("oil_hot raised %d times in one overheating episode, want 1", raised)
+	}
+	if !strings.Contains(f.log.String(), "rule=oil_hot state=raised") {
+		t.Errorf("the local log sink did not report oil_hot")
+	}
+
+	// A NATS outage: readiness says the uplink is down, nothing is lost.
+	plant.NATS.Shutdown()
+	eventually(t, 30*time.Second, "/readyz names the uplink while NATS is down", func() error {
+		code, body, err := httpGet(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "uplink") {
+			return fmt.Errorf("/readyz: %d %q", code, body)
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second) // data piles up in the buffer
+	if err := plant.NATS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "ready again after NATS returns", func() error {
+		code, body, err := httpGet(base + "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+		}
+		return nil
+	})
+
+	// SIGTERM: a clean shutdown, then a second run drains what is left.
+	f.stop(t)
+	log := f.log.String()
+	if !strings.Contains(log, "ferry stopped") {
+		t.Errorf("no clean stop in the log")
+	}
+	f2 := startFerry(t, bin, cfg)
+	eventually(t, 60*time.Second, "the buffer drained after the restart", func() error {
+		code, body, err := httpGet(base + "/api/status")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/api/status: %d %v", code, err)
+		}
+		var st struct {
+			Buffer struct {
+				Lanes []struct {
+					Records  int `json:"records"`
+					InFlight int `json:"in_flight"`
+				} `json:"lanes"`
+			} `json:"buffer"`
+			Uplink string `json:"uplink"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return err
+		}
+		if st.Uplink != "connected" {
+			return fmt.Errorf("uplink %q", st.Uplink)
+		}
+		for _, l := range st.Buffer.Lanes {
+			if l.Records != 0 || l.InFlight != 0 {
+				return fmt.Errorf("buffer still holds %+v", st.Buffer.Lanes)
+			}
+		}
+		return nil
+	})
+	f2.stop(t)
+
+	// Every record the buffer accepted is upstream exactly once.
+	up = readStream(t, plant.NATS.URL)
+	up.checkContiguous(t, "e2e")
+	t.Logf("%d messages upstream, %d alerts", up.msgs, len(up.alerts))
+}
