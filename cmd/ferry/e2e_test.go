@@ -178,7 +178,7 @@ func httpGet(url string) (int, string, error) {
 // upstream is what the stream holds, decoded.
 type upstream struct {
 	msgs   int
-	ids    map[string]int               // record id (Nats-Msg-Id) → copies
+	ids    map[string]int                 // record id (Nats-Msg-Id) → copies
 	last   map[string]uplink.PointMessage // "device.point" → last sample
 	kinds  map[string]ferry.Kind
 	alerts []*uplink.AlertMessage
