@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make demo: runs a simulated plant (plantsim) and ferry with the
 # configuration plantsim writes for it, then shows what arrives upstream in
-# NATS JetStream: live values from all three protocols, and the overheating
-# alert of press1 (within about 30 s), which ferry also logs locally.
-# Ctrl-C stops everything.
+# NATS JetStream: live values from all three protocols (Modbus presses, an
+# OPC UA boiler, an MQTT sensor), and the overheating alert of press1 about
+# 20 s after the start, which ferry also raises locally (marked LOCAL).
+# Faults repeat every 2 minutes: press1 overheats, the hall sensor's humidity
+# sticks, press2 goes silent. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
@@ -17,6 +19,8 @@ echo "building ferry and plantsim…"
 go build -o "$DIR/ferry" ./cmd/ferry
 go build -o "$DIR/plantsim" ./cmd/plantsim
 
+# The programs run in their own sessions (setsid), so that Ctrl-C reaches
+# only this script, which then stops each of them once, cleanly.
 pids=()
 cleanup() {
 	trap - INT TERM EXIT
@@ -28,20 +32,28 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$DIR/plantsim" -write-config "$DIR/ferry.yaml" -data-dir "$DIR/data" -http "$HTTP" -nats-dir "$DIR/nats" >"$DIR/plantsim.log" 2>&1 &
+setsid "$DIR/plantsim" -write-config "$DIR/ferry.yaml" -data-dir "$DIR/data" -http "$HTTP" -nats-dir "$DIR/nats" >"$DIR/plantsim.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$DIR/ferry.yaml" ] && break; sleep 0.1; done
 [ -s "$DIR/ferry.yaml" ] || { cat "$DIR/plantsim.log"; echo "plantsim did not start"; exit 1; }
 sed -n '/plantsim running/,/fault cycle/p' "$DIR/plantsim.log"
 
 "$DIR/ferry" validate "$DIR/ferry.yaml"
-"$DIR/ferry" run -config "$DIR/ferry.yaml" >"$DIR/ferry.log" 2>&1 &
-pids+=($!)
-echo "ferry running: console and metrics on http://$HTTP/ (log: $DIR/ferry.log)"
+setsid "$DIR/ferry" run -config "$DIR/ferry.yaml" >"$DIR/ferry.log" 2>&1 &
+ferry=$!
+pids+=($ferry)
+echo "ferry running: console on http://$HTTP/, metrics on http://$HTTP/metrics (log: $DIR/ferry.log)"
 echo
-echo "what arrives upstream (ferry tail; local alerts are marked LOCAL):"
-tail -F "$DIR/ferry.log" 2>/dev/null | grep --line-buffered -E 'alert (raised|cleared|acknowledged)' | sed -u 's/^/LOCAL  /' &
+echo "what arrives upstream (ferry tail), and alerts raised locally (LOCAL):"
+# The local log sink's alert lines; tail ends with ferry.
+tail -n +1 -F --pid="$ferry" "$DIR/ferry.log" 2>/dev/null |
+	grep --line-buffered -E 'msg="alert (raised|cleared|acknowledged)' |
+	sed -u -E 's/^time=([^ ]+) .*msg="([^"]*)".*/LOCAL  \1 \2/' &
 pids+=($!)
-"$DIR/ferry" tail -config "$DIR/ferry.yaml" -compact &
+# A few points of each protocol; `ferry tail -config $DIR/ferry.yaml -compact` shows them all.
+setsid "$DIR/ferry" tail -config "$DIR/ferry.yaml" -compact \
+	-point press1.oil_temp -point press1.running -point press2.oil_temp \
+	-point boiler.pressure -point boiler.temperature \
+	-point env.temperature -point env.humidity &
 pids+=($!)
-wait "${pids[1]}"
+wait "$ferry"

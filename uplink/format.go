@@ -39,7 +39,10 @@ func (m *Message) Compact() string {
 				if q := (ferry.Quality{Status: p.Quality, Reason: p.Reason}); !q.IsGood() || q.Reason != "" {
 					b.WriteString("(" + q.String() + ")")
 				}
-				if !p.Time.Equal(sc.Time) {
+				// A point's own time is shown when it is not the scan's
+				// (a source timestamp), not for the microseconds between
+				// the reads of one poll.
+				if d := p.Time.Sub(sc.Time); d > time.Second || d < -time.Second {
 					b.WriteString("@" + p.Time.UTC().Format(compactTime))
 				}
 			}

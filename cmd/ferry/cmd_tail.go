@@ -37,6 +37,8 @@ func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	since := fs.Duration("since", 0, "start from messages stored this long ago (e.g. 10m)")
 	count := fs.Int("n", 0, "exit after this many messages (0: run until interrupted)")
 	compact := fs.Bool("compact", false, "print a readable line per scan, alert or catalog instead of JSON")
+	var points stringList
+	fs.Var(&points, "point", "with -compact, print only this device.point (repeatable; alerts and catalogs are always printed)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: ferry tail [-config FILE | -url URL] [flags]\n\nPrints the messages ferry publishes as they arrive in the stream(s): one JSON\nobject per line (subject, id, kind, versions, and the message as data), or with\n-compact one readable line per scan, alert or catalog.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -167,7 +169,7 @@ func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		case m = <-msgs:
 		}
-		if err := printMsg(stdout, m, *compact); err != nil {
+		if err := printMsg(stdout, m, *compact, points); err != nil {
 			return err
 		}
 	}
@@ -188,6 +190,30 @@ func subjectsOverlap(a, b string) bool {
 	return len(at) == len(bt)
 }
 
+// keepPoints keeps, in a telemetry message, only the samples of the
+// device.point names given; it reports whether anything is left to print.
+func keepPoints(m *uplink.Message, points []string) bool {
+	t := m.Telemetry
+	if t == nil {
+		return true
+	}
+	scans := t.Scans[:0]
+	for _, sc := range t.Scans {
+		kept := sc.Points[:0]
+		for _, p := range sc.Points {
+			if slices.Contains(points, t.Device+"."+p.Name) {
+				kept = append(kept, p)
+			}
+		}
+		if len(kept) > 0 {
+			sc.Points = kept
+			scans = append(scans, sc)
+		}
+	}
+	t.Scans = scans
+	return len(scans) > 0
+}
+
 // tailLine is what tail prints per message without -compact.
 type tailLine struct {
 	Stream        string          `json:"stream"`
@@ -202,12 +228,15 @@ type tailLine struct {
 	Error         string          `json:"error,omitempty"`
 }
 
-func printMsg(w io.Writer, m jetstream.Msg, compact bool) error {
+func printMsg(w io.Writer, m jetstream.Msg, compact bool, points []string) error {
 	dm, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
 	if compact {
 		if err != nil {
 			_, werr := fmt.Fprintf(w, "%s %s: %v\n", m.Subject(), m.Headers().Get(nats.MsgIdHdr), err)
 			return werr
+		}
+		if len(points) > 0 && !keepPoints(dm, points) {
+			return nil
 		}
 		_, werr := io.WriteString(w, dm.Compact())
 		return werr

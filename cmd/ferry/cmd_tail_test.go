@@ -126,6 +126,11 @@ func TestTail(t *testing.T) {
 		{"one subject", []string{"-config", conf, "-all", "-n", "1", "-compact", "-subject", "ferry.*.*.telemetry.>"}, []string{
 			`gw1/press3 oil_temp=81.5`,
 		}},
+		{"one point", []string{"-url", url, "-all", "-n", "3", "-compact", "-point", "press3.oil_temp"}, []string{
+			`2025-03-01T10:00:01.000Z gw1 ALERT critical raised oil_hot`,
+			`2025-03-01T10:00:00.000Z gw1/press3 oil_temp=81.5` + "\n",
+			`gw1 CATALOG cfg1`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,7 +141,8 @@ func TestTail(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut.String())
 			}
-			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			lines := strings.SplitAfter(strings.TrimSpace(out.String())+"\n", "\n")
+			lines = lines[:len(lines)-1]
 			if len(lines) != len(tt.want) {
 				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(tt.want), out.String())
 			}
