@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"reflect"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -281,6 +283,10 @@ func (d *daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 
+	// Loading a large device map allocates far more than the running
+	// gateway keeps; hand that back to the OS now rather than at the
+	// scavenger's pace (RSS is what a gateway's operator watches).
+	debug.FreeOSMemory()
 	service.Ready()
 	service.Status("running: " + d.cfg.Summary())
 	d.svc.ConfigLoaded(d.cfg.Version, time.Now())
@@ -435,6 +441,7 @@ func (d *daemon) Reload(path string) {
 		d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
 	}
 	d.svc.Reloaded(cfg.Version, time.Now())
+	debug.FreeOSMemory()
 	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())
 }
 
@@ -528,6 +535,14 @@ func (d *daemon) routes() {
 	})
 	d.http.Handle("/api/alerts", alerts)
 	d.http.Handle("/api/alerts/", alerts)
+	// Go's profiles, for a gateway that uses more memory or CPU than it
+	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap). Same
+	// listener, same authentication as the rest.
+	d.http.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
+	d.http.Handle("/debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+	d.http.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	d.http.Handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	d.http.Handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	d.http.Handle("GET /api/devices", jsonHandler(func() any { return d.deviceStatus() }))
 	d.http.Handle("GET /api/status", jsonHandler(func() any {
 		d.mu.Lock()

@@ -378,6 +378,9 @@ func (l *loader) decodePoints(d *decoder, dev *Device, path string, dst any) {
 		return
 	}
 	d.decode(n, reflect.ValueOf(dst).Elem(), path)
+	// The node tree is several times the size of the points decoded
+	// from it; a running gateway keeps its Config, not the YAML.
+	dev.Points = yaml.Node{}
 }
 
 // validate records the FieldErrors of err at their positions in d's file.

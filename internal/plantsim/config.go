@@ -60,6 +60,9 @@ devices:
       - {name: motor_current, table: input, address: 0, type: uint16, scale: 0.01, unit: A}
       - {name: running, table: coil, address: 0}
       - {name: door_open, table: discrete, address: 0}
+{{- range .ExtraPoints}}
+      - {name: {{.Name}}, table: holding, address: {{.Address}}, type: float32}
+{{- end}}
 {{- end}}
   - name: boiler
     opcua: {endpoint: "{{.P.Boiler.Endpoint}}", security_policy: None, allow_insecure: true, mode: subscribe, interval: 500ms}

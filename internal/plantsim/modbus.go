@@ -254,3 +254,19 @@ func (p *Press) HandleDiscreteInputs(req *mbserver.DiscreteInputsRequest) ([]boo
 	all := []bool{false, false}
 	return all[req.Addr : int(req.Addr)+int(req.Quantity)], p.count(nil)
 }
+
+// ExtraPoint is one of a press's load-test points: a float32 (ABCD) in two
+// holding registers.
+type ExtraPoint struct {
+	Name    string
+	Address int
+}
+
+// ExtraPoints lists the press's load-test points (Options.ExtraPoints).
+func (p *Press) ExtraPoints() []ExtraPoint {
+	out := make([]ExtraPoint, p.extra)
+	for k := range out {
+		out[k] = ExtraPoint{Name: fmt.Sprintf("x%04d", k), Address: HRExtraStart + 2*k}
+	}
+	return out
+}

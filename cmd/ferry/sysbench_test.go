@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/uplink"
+)
+
+// TestSystemBench measures the whole gateway: the ferry binary reads a
+// simulated plant of 20 Modbus presses with 513 points each (10k tags at
+// 1 Hz), evaluates the demo rules, buffers and forwards to JetStream. It
+// prints "BENCH name value unit" lines that scripts/bench.sh turns into a
+// table. It runs only when FERRY_BENCH=1 (it takes about two minutes and
+// asserts nothing about speed).
+func TestSystemBench(t *testing.T) {
+	if os.Getenv("FERRY_BENCH") == "" {
+		t.Skip("set FERRY_BENCH=1 (scripts/bench.sh does)")
+	}
+	presses, extra := 20, 500
+	if v, err := strconv.Atoi(os.Getenv("FERRY_BENCH_PRESSES")); err == nil && v > 0 {
+		presses = v
+	}
+	window := 30 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("FERRY_BENCH_WINDOW")); err == nil && v > 0 {
+		window = v
+	}
+	bin := buildFerry(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	plant, err := plantsim.Start(ctx, plantsim.Options{Presses: presses, ExtraPoints: extra, Rate: time.Second, NATSDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plant.Close()
+	httpAddr := freeAddr(t)
+	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "bench", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ferry.yaml")
+	if err := os.WriteFile(cfg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + httpAddr
+	f := startFerry(t, bin, cfg)
+	eventually(t, 60*time.Second, "ferry ready", func() error {
+		code, body, err := httpGet(base + "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+		}
+		return nil
+	})
+	report := func(name string, v float64, unit string) {
+		fmt.Printf("BENCH %s %.6g %s\n", name, v, unit)
+	}
+
+	// Steady state: 10k tags at 1 Hz.
+	time.Sleep(10 * time.Second)
+	m0 := scrape(t, base)
+	cpu0 := procCPU(t, f.cmd.Process.Pid)
+	start := time.Now()
+	time.Sleep(window)
+	m1 := scrape(t, base)
+	cpu1 := procCPU(t, f.cmd.Process.Pid)
+	el := time.Since(start)
+	samples := m1.sum("ferry_pipeline_samples_total") - m0.sum("ferry_pipeline_samples_total")
+	report("tags", float64(presses*(extra+13)+7), "")
+	report("ingest_rate", samples/el.Seconds(), "samples/s")
+	report("cpu_per_million", (cpu1-cpu0).Seconds()/samples*1e6, "s")
+	rss, anon := procRSS(t, f.cmd.Process.Pid)
+	report("rss", rss/(1<<20), "MiB")
+	report("rss_anon", anon/(1<<20), "MiB")
+	reqs := m1.sum(`ferry_modbus_requests_total`) - m0.sum(`ferry_modbus_requests_total`)
+	scans := m1.sum(`ferry_device_scans_total`, `protocol="modbus"`) - m0.sum(`ferry_device_scans_total`, `protocol="modbus"`)
+	planned := m1.sum("ferry_modbus_planned_requests") / float64(presses)
+	report("modbus_requests_per_scan", reqs/scans, "")
+	report("modbus_planned_per_scan", planned, "")
+	lat := streamLatency(t, plant.NATS.URL, start, start.Add(window))
+	if len(lat) > 0 {
+		report("scan_to_stream_p50", float64(lat[len(lat)/2])/float64(time.Millisecond), "ms")
+		report("scan_to_stream_p99", float64(lat[len(lat)*99/100])/float64(time.Millisecond), "ms")
+		report("scan_to_stream_max", float64(lat[len(lat)-1])/float64(time.Millisecond), "ms")
+		if testing.Verbose() {
+			for _, q := range []int{90, 95, 98, 99} {
+				t.Logf("scan → stream p%d %v", q, lat[len(lat)*q/100])
+			}
+			for k, v := range m1 {
+				if strings.Contains(k, "commit_duration_seconds_bucket") || strings.Contains(k, "ack_latency_seconds_bucket") {
+					t.Logf("%s %v", k, v-m0[k])
+				}
+			}
+		}
+	}
+
+	// A backlog: NATS down for the window, then the drain while live data
+	// keeps coming.
+	plant.NATS.Shutdown()
+	time.Sleep(window)
+	if err := plant.NATS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The drain starts when the uplink is connected again (its reconnect
+	// backoff is not the drain's speed) and ends when the backlog is gone.
+	var drainStart time.Time
+	var u0, drained float64
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		m := scrape(t, base)
+		if drainStart.IsZero() {
+			if m.sum("ferry_uplink_connected") == 1 {
+				drainStart, u0 = time.Now(), m.sum("ferry_uplink_samples_total")
+			}
+		} else if m.sum("ferry_buffer_records", `lane="telemetry"`) <= float64(presses*2) {
+			drained = m.sum("ferry_uplink_samples_total") - u0
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backlog did not drain within 5 minutes")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	del := time.Since(drainStart)
+	report("backlog_samples", drained, "")
+	report("drain_rate", drained/del.Seconds(), "samples/s")
+	f.stop(t)
+}
+
+// metrics is a scrape of /metrics: series line → value.
+type metrics map[string]float64
+
+func scrape(t *testing.T, base string) metrics {
+	t.Helper()
+	code, body, err := httpGet(base + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	m := metrics{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
+}
+
+// sum adds every series of the metric name that has all the given labels
+// (`lane="telemetry"`).
+func (m metrics) sum(name string, labels ...string) float64 {
+	var s float64
+next:
+	for k, v := range m {
+		if k != name && !strings.HasPrefix(k, name+"{") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(k, l) {
+				continue next
+			}
+		}
+		s += v
+	}
+	return s
+}
+
+// procCPU returns the user+system CPU time of a process.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return time.Duration((ut + st) / 100 * float64(time.Second)) // USER_HZ is 100 on Linux
+}
+
+// procRSS returns a process's resident set and its anonymous part, in bytes.
+func procRSS(t *testing.T, pid int) (rss, anon float64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v * 1024
+		case "RssAnon:":
+			anon = v * 1024
+		}
+	}
+	return rss, anon
+}
+
+// streamLatency returns, sorted, for every telemetry scan stored in the
+// stream between from and to, the time from the scan's completion (its
+// last sample's read time) to its storage in the stream (JetStream stores
+// before it sends the PubAck).
+func streamLatency(t *testing.T, url string, from, to time.Time) []time.Duration {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, plantsim.StreamName, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lat []time.Duration
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, done := 0, false
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Timestamp.After(to) {
+				done = true
+				continue
+			}
+			m, err := uplink.Decode(msg.Subject(), msg.Headers(), msg.Data())
+			// Polled devices only: an OPC UA subscription's samples carry
+			// the server's source time (delivered at the next publishing
+			// interval) and MQTT's the sensor's own clock.
+			if err != nil || m.Telemetry == nil || !strings.HasPrefix(m.Telemetry.Device, "press") {
+				continue
+			}
+			for _, sc := range m.Telemetry.Scans {
+				// A scan leaves its driver when its last point is read:
+				// from there on the latency is ferry's (pipeline, rules,
+				// group commit with fsync, publish, JetStream's store).
+				// The poll itself (here up to 14 requests to a simulator
+				// that builds its whole register map per request) is the
+				// device's share.
+				var done time.Time
+				for _, p := range sc.Points {
+					if p.Time.After(done) {
+						done = p.Time
+					}
+				}
+				lat = append(lat, md.Timestamp.Sub(done))
+			}
+		}
+		if n == 0 || done {
+			break
+		}
+	}
+	slices.Sort(lat)
+	return lat
+}

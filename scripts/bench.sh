@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# make bench: measures ferry and prints one table, each figure with its
+# goal and the machine it came from. It runs
+#   - the buffer's benchmarks (durable ingest, write amplification),
+#   - the uplink's drain benchmark (1M-sample backlog into JetStream),
+#   - the rule engine's evaluation benchmarks,
+#   - TestSystemBench: the ferry binary against plantsim with 10k tags at
+#     1 Hz (CPU, RSS, sample → stream latency, Modbus requests, a drain).
+# Nothing here asserts a speed; the table is for reading (and for the
+# README's performance section). Takes about 5 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:$PATH"
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "running benchmarks (about 5 minutes)…" >&2
+go test -run '^$' -bench 'Ingest|WriteAmplification' -benchtime 3s ./buffer >"$out/buffer.txt" 2>&1 || { cat "$out/buffer.txt"; exit 1; }
+go test -run '^$' -bench 'Drain/samples_per_record=(10|50)$' -benchtime 1x ./uplink >"$out/uplink.txt" 2>&1 || { cat "$out/uplink.txt"; exit 1; }
+go test -run '^$' -bench 'Threshold$|Zscore$' -cpu 1 ./rules >"$out/rules.txt" 2>&1 || { cat "$out/rules.txt"; exit 1; }
+FERRY_BENCH=1 go test -run '^TestSystemBench$' -count 1 -v -timeout 15m ./cmd/ferry >"$out/system.txt" 2>&1 || { cat "$out/system.txt"; exit 1; }
+
+# metric FILE BENCH-REGEX UNIT: the value reported with UNIT on the first
+# line matching BENCH-REGEX.
+metric() {
+	awk -v re="$2" -v unit="$3" '$1 ~ re { for (i = 2; i < NF; i++) if ($(i+1) == unit) { print $i; exit } }' "$1"
+}
+sys() { awk -v k="$1" '$1 == "BENCH" && $2 == k { print $3; exit }' "$out/system.txt"; }
+fmt() { awk -v v="${1:-}" -v d="${2:-0}" 'BEGIN { if (v == "") print "n/a"; else if (v >= 1e6) printf "%.2fM\n", v/1e6; else if (v >= 1e4) printf "%.0fk\n", v/1e3; else printf "%.*f\n", d, v }'; }
+
+cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
+echo
+echo "ferry benchmarks — $(nproc) cores, ${cpu}, $(free -g | awk '/Mem:/ {print $2}') GiB, $(go version | awk '{print $3}'), $(date -u +%Y-%m-%d)"
+echo
+printf '| %-44s | %-14s | %-24s |\n' "figure" "measured" "goal (2-core dev machine)"
+printf '|%s|%s|%s|\n' "----------------------------------------------" "----------------" "--------------------------"
+row() { printf '| %-44s | %-14s | %-24s |\n' "$1" "$2" "$3"; }
+row "durable ingest, 50-point scans (samples/s)" "$(fmt "$(metric "$out/buffer.txt" 'Ingest/points=50-' samples/s)")" "≥ 2M"
+row "durable ingest, 1-point scans (samples/s)" "$(fmt "$(metric "$out/buffer.txt" 'Ingest/points=1-' samples/s)")" "≥ 300k"
+row "write amplification, 50-point scans" "$(fmt "$(metric "$out/buffer.txt" 'WriteAmplification/points=50-' disk-B/payload-B)" 2)" "≤ 1.5"
+row "write amplification, 1-point scans" "$(fmt "$(metric "$out/buffer.txt" 'WriteAmplification/points=1-' disk-B/payload-B)" 2)" "≤ 1.5"
+row "bytes on disk per sample, 50-point scans" "$(fmt "$(metric "$out/buffer.txt" 'WriteAmplification/points=50-' disk-B/sample)" 1)" "(reported)"
+row "drain to JetStream, 10 samples/record" "$(fmt "$(metric "$out/uplink.txt" 'samples_per_record=10-' samples/s)")" "≥ 1M samples/s"
+row "drain to JetStream, 50 samples/record" "$(fmt "$(metric "$out/uplink.txt" 'samples_per_record=50-' samples/s)")" "≥ 1M samples/s"
+row "wire bytes per sample, 50 samples/record" "$(fmt "$(metric "$out/uplink.txt" 'samples_per_record=50-' wire-bytes/sample)" 1)" "(reported)"
+row "threshold rule evaluations/s, one core" "$(fmt "$(metric "$out/rules.txt" 'Threshold' evals/s)")" "≥ 5M, 0 allocs"
+row "z-score rule evaluations/s, one core" "$(fmt "$(metric "$out/rules.txt" 'Zscore' evals/s)")" "≥ 5M, 0 allocs"
+row "system: tags polled at 1 Hz" "$(fmt "$(sys tags)")" "10k"
+row "system: ingest (samples/s)" "$(fmt "$(sys ingest_rate)")" "10k"
+row "system: scan read → stored upstream p50 (ms)" "$(fmt "$(sys scan_to_stream_p50)" 1)" ""
+row "system: scan read → stored upstream p99 (ms)" "$(fmt "$(sys scan_to_stream_p99)" 1)" "≤ 10 ms (sample → PubAck)"
+row "system: CPU per million samples (s)" "$(fmt "$(sys cpu_per_million)" 2)" "≤ 2 s"
+row "system: RSS, 10k tags @ 1 Hz (MiB)" "$(fmt "$(sys rss)" 1) ($(fmt "$(sys rss_anon)" 1) anon)" "≤ 40 MB"
+row "system: drain while ingesting 10k/s" "$(fmt "$(sys drain_rate)")" "≥ 1M samples/s"
+row "system: Modbus requests per scan" "$(fmt "$(sys modbus_requests_per_scan)" 2)" "= planned $(fmt "$(sys modbus_planned_per_scan)" 2)"
