@@ -151,7 +151,7 @@ func TestPointsAPI(t *testing.T) {
 				Seen                         bool
 				Value                        any
 				Spark                        *struct {
-					StepMS          int64 `json:"step_ms"`
+					StepMS         int64 `json:"step_ms"`
 					Min, Max, Last []*float64
 				}
 			}

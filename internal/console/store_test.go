@@ -62,7 +62,7 @@ func TestStoreCurrentValues(t *testing.T) {
 		ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(61.5), Time: src},
 		ferry.Sample{Point: "running", Value: ferry.BoolValue(true)},
 		ferry.Sample{Point: "label", Value: ferry.StringValue("PRESS-1")},
-		ferry.Sample{Point: "nope", Value: ferry.IntValue(1)},             // not configured
+		ferry.Sample{Point: "nope", Value: ferry.IntValue(1)},               // not configured
 		ferry.Sample{Device: "ghost", Point: "x", Value: ferry.IntValue(1)}, // unknown device
 	))
 	// The next poll fails: Bad samples without a value keep the last good one.
