@@ -34,6 +34,7 @@ import (
 // testGateway is a ferry daemon running in-process against real peers.
 type testGateway struct {
 	d          *daemon
+	path       string // the configuration file
 	base       string // http://127.0.0.1:port
 	user, pass string // basic auth, when set
 	log        *syncBuffer
@@ -82,7 +83,7 @@ func startGateway(t *testing.T, yaml, user, pass string) *testGateway {
 	if err != nil {
 		t.Fatalf("load %s: %v\n%s", path, err, yaml)
 	}
-	gw := &testGateway{user: user, pass: pass, log: &syncBuffer{}}
+	gw := &testGateway{path: path, user: user, pass: pass, log: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(gw.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := newDaemon(cfg, daemonOptions{Logger: log, Version: "test", Commit: "abc123", ShutdownTimeout: 5 * time.Second})
 	if err != nil {
@@ -272,6 +273,39 @@ http:
 	if len(hist) < 2 || hist[0].State != "acknowledged" || hist[1].State != "raised" || hist[0].ID != a.ID {
 		t.Fatalf("history %+v, want acknowledged then raised of %s", hist, a.ID)
 	}
+
+	// The health page tells a refused reload (and why), then a good one.
+	good, err := os.ReadFile(gw.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func(content string) (ok bool, msg string) {
+		t.Helper()
+		if err := os.WriteFile(gw.path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		gw.d.Reload(gw.path)
+		code, b := gw.do(t, "GET", "/api/health", true, nil, "")
+		var h struct {
+			Config struct {
+				File   string `json:"file"`
+				Reload *struct {
+					OK    bool   `json:"ok"`
+					Error string `json:"error"`
+				} `json:"reload"`
+			} `json:"config"`
+		}
+		if err := json.Unmarshal(b, &h); code != http.StatusOK || err != nil || h.Config.Reload == nil || h.Config.File != gw.path {
+			t.Fatalf("health after a reload: %d %s %v", code, b, err)
+		}
+		return h.Config.Reload.OK, h.Config.Reload.Error
+	}
+	if ok, msg := reload(string(good) + "bogus: 1\n"); ok || !strings.Contains(msg, `unknown field "bogus"`) {
+		t.Errorf("bad reload: ok %v, error %q", ok, msg)
+	}
+	if ok, msg := reload(string(good)); !ok || msg != "" {
+		t.Errorf("good reload: ok %v, error %q", ok, msg)
+	}
 }
 
 // chromium returns the path of a Chromium or Chrome binary, or skips the
@@ -286,7 +320,11 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("no Chromium installed: the browser test of the console needs one (Debian: apt-get install chromium, or set FERRY_CHROMIUM)")
+	msg := "no Chromium installed: the browser test of the console needs one (Debian: apt-get install chromium, or set FERRY_CHROMIUM)"
+	if os.Getenv("FERRY_SCREENSHOTS") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 	return ""
 }
 
@@ -384,8 +422,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	started := time.Now()
 
 	// A long fault cycle, entered where the test wants it by moving the
-	// plant's clock: 20%..40% of it is press1's overheating plateau.
-	const cycle = 10 * time.Minute
+	// plant's clock: 20%..40% of it is press1's overheating plateau (8
+	// minutes), 30%..70% the stuck humidity sensor.
+	const cycle = 40 * time.Minute
 	clock := &plantClock{}
 	plant, err := plantsim.Start(context.Background(), plantsim.Options{
 		Faults: true, FaultCycle: cycle, NATSDir: t.TempDir(), Now: clock.Now, Rate: 500 * time.Millisecond,
@@ -509,10 +548,9 @@ func docScreenshots(t *testing.T, ctx context.Context, gw *testGateway, clock *p
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The humidity sensor sticks at 30% of the cycle (press1 is still hot
-	// until 40%): humidity_stuck is raised 15 s later.
-	elapsed := time.Since(started)
-	target := cycle*31/100 - elapsed
+	// The humidity sensor sticks at 30% of the cycle: humidity_stuck is
+	// raised 15 s later, while press1 stays hot until 40% (4 minutes on).
+	target := cycle*30/100 + 5*time.Second - time.Since(started)
 	if cur := time.Duration(clock.shift.Load()); target > cur {
 		clock.shift.Store(int64(target))
 	}
@@ -521,6 +559,9 @@ func docScreenshots(t *testing.T, ctx context.Context, gw *testGateway, clock *p
 		time.Sleep(rest)
 	}
 	eventually(t, 60*time.Second, "humidity_stuck raised", func() bool { _, ok := activeAlert(gw.d, "humidity_stuck"); return ok })
+	if _, ok := activeAlert(gw.d, "oil_hot"); !ok {
+		t.Fatal("oil_hot is no longer active: the screenshots would miss it")
+	}
 	for _, mobile := range []bool{false, true} {
 		if mobile {
 			browse(t, ctx, 10*time.Second, "viewport", chromedp.EmulateViewport(360, 780, chromedp.EmulateMobile))
@@ -552,7 +593,7 @@ func docScreenshots(t *testing.T, ctx context.Context, gw *testGateway, clock *p
 var consolePages = []struct{ name, hash, ready string }{
 	{"devices", "#devices", `tr[data-device="press1"]`},
 	{"points", "#points/press1", `tr[data-point="press1.oil_temp"] svg.spark`},
-	{"alerts", "#alerts", `tr[data-rule="oil_hot"]`},
+	{"alerts", "#alerts", `#alerts-active table, #no-alerts`},
 	{"health", "#health", `#card-uplink`},
 }
 

@@ -19,6 +19,7 @@ const state = {
   stream: null,
   streamOpen: false,
   lastHealth: 0,
+  alertsDrawn: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -296,6 +297,7 @@ function renderAlerts() {
   live.className = 'live ' + (state.streamOpen ? 'on' : 'off');
 
   if (state.view !== 'alerts') return;
+  state.alertsDrawn = Date.now();
   if (!list.length) {
     replace('alerts-active', h('p', {class: 'empty', id: 'no-alerts'}, 'No active alerts.'));
   } else {
@@ -355,9 +357,10 @@ async function ack(id, btn) {
       method: 'POST', credentials: 'same-origin',
       headers: {'Content-Type': 'application/json'}, body: JSON.stringify({by}),
     });
+    const text = await r.text();
     let body = null;
-    try { body = await r.json(); } catch (e) { /* empty */ }
-    if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+    try { body = JSON.parse(text); } catch (e) { /* not JSON: a proxy's or the listener's own answer */ }
+    if (!r.ok) throw new Error((body && body.error) || text.trim() || `${r.status} ${r.statusText}`);
     state.active.set(body.id, body);
     renderAlerts();
   } catch (e) {
@@ -444,16 +447,22 @@ function renderHealth() {
     up.error && up.configured ? h('p', {class: 'problem'}, up.error) : null,
     tr.window_seconds ? h('p', {class: 'muted small'}, `rates over the last ${Math.round(tr.window_seconds)} s`) : h('p', {class: 'muted small'}, 'rates appear after a few seconds'));
 
-  const lanes = (buf.lanes || []).map((l) => h('tr', {'data-lane': l.lane},
-    h('td', {}, l.lane), h('td', {class: 'num'}, `${l.records}`), h('td', {class: 'num'}, fmtBytes(l.bytes)),
-    h('td', {class: 'num'}, l.records ? fmtAge(l.oldest_age_seconds) : '—'), h('td', {class: 'num'}, `${l.in_flight}`)));
+  // One column per lane, one row per figure: narrow enough for a phone.
+  const ls = buf.lanes || [];
+  const laneRow = (name, f) => h('tr', {}, h('th', {scope: 'row'}, name), ls.map((l) => h('td', {class: 'num'}, f(l))));
+  const lanes = [
+    laneRow('Records', (l) => `${l.records}`),
+    laneRow('Bytes', (l) => fmtBytes(l.bytes)),
+    laneRow('Oldest', (l) => (l.records ? fmtAge(l.oldest_age_seconds) : '—')),
+    laneRow('In flight', (l) => `${l.in_flight}`),
+  ];
   const drops = [];
   for (const [lane, reasons] of Object.entries(buf.dropped || {})) {
     for (const [r, n] of Object.entries(reasons)) drops.push(`${lane} ${r}: ${n}`);
   }
   const buffer = h('section', {class: 'card', id: 'card-buffer'},
     h('h2', {}, 'Buffer', buf.error ? pill('bad', 'disk problem') : buf.dropped_total ? pill('warning', `${buf.dropped_total} dropped`) : pill('good', 'ok')),
-    table('', ['Lane', 'Records', 'Bytes', 'Oldest', 'In flight'], lanes),
+    table('lanes', ['', ...ls.map((l) => l.lane)], lanes),
     kv([
       ['File', `${fmtBytes(buf.file_bytes)} (${fmtBytes(buf.free_bytes)} free)`],
       ['Write queue', `${buf.queue_length} samples`],
@@ -524,8 +533,10 @@ async function refresh() {
     case 'points': await loadPoints(); break;
     case 'alerts':
       // The stream keeps the alerts current; poll only while it is down.
+      // Otherwise redraw now and then for the ages ("12 s ago"), not at
+      // every tick, so that a button is not replaced under the pointer.
       if (!state.streamOpen) await loadAlerts();
-      renderAlerts();
+      if (!state.streamOpen || Date.now() - state.alertsDrawn > 10000) renderAlerts();
       break;
     case 'health': await loadHealth(); renderHealth(); break;
   }
