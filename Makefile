@@ -9,6 +9,7 @@
 #   make lint    gofmt + go vet (+ govulncheck when installed)
 #   make schema  regenerate configs/ferry.schema.json from the Go types
 #   make bench   the benchmark table (scripts/bench.sh)
+#   make screenshots  docs/console/*.png: the web console in headless Chromium (apt-get install chromium)
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -84,3 +85,10 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+# The web console's pictures in docs/console/, taken by its browser test
+# against ferry and the simulated plant (about three minutes: the
+# sparklines fill first). Needs Chromium (Debian: apt-get install chromium).
+.PHONY: screenshots
+screenshots:
+	FERRY_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -timeout 10m -run '^TestConsoleInBrowser$$' ./cmd/ferry

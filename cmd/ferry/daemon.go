@@ -67,6 +67,7 @@ type daemon struct {
 
 	sinks    atomic.Pointer[sinks.Sinks]
 	alertAPI atomic.Pointer[http.Handler]
+	con      consoleWiring // the web console; see console.go
 
 	// mu guards what a reload changes.
 	mu       sync.Mutex
@@ -151,6 +152,7 @@ func newDaemon(cfg *config.Config, opts daemonOptions) (*daemon, error) {
 			return nil, fmt.Errorf("http: %w", err)
 		}
 		d.http = srv
+		d.setupConsole()
 		d.routes()
 	}
 	for key, spec := range groupSpecs(cfg) {
@@ -183,6 +185,7 @@ func (d *daemon) sendLocal(a ferry.Alert) {
 	if s := d.sinks.Load(); s != nil {
 		s.Send(a)
 	}
+	d.con.alert(a)
 }
 
 func (d *daemon) setSinks(cfg sinks.Config) error {
@@ -389,6 +392,7 @@ func (d *daemon) Reload(path string) {
 	if err != nil {
 		d.log.Error("reload refused, the running configuration stays", "file", path, "errors", strings.ReplaceAll(err.Error(), "\n", "; "))
 		d.svc.ReloadFailed()
+		d.con.reloaded(nil, err)
 		return
 	}
 	d.mu.Lock()
@@ -406,6 +410,7 @@ func (d *daemon) Reload(path string) {
 	if err := d.engine.Update(cfg.Rules); err != nil {
 		d.log.Error("reload refused: rules", "err", err)
 		d.svc.ReloadFailed()
+		d.con.reloaded(nil, err)
 		return
 	}
 	t := d.opts.ShutdownTimeout
@@ -441,6 +446,7 @@ func (d *daemon) Reload(path string) {
 		d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
 	}
 	d.svc.Reloaded(cfg.Version, time.Now())
+	d.con.reloaded(cfg, nil)
 	debug.FreeOSMemory()
 	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())
 }
@@ -530,9 +536,9 @@ func (d *daemon) routes() {
 	d.http.AddCheck("pipeline", d.pipe.Err)
 	d.http.AddCheck("buffer", d.buf.Err)
 	d.http.AddCheck("uplink", d.uplinkErr)
-	alerts := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	alerts := d.mountConsole(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*d.alertAPI.Load()).ServeHTTP(w, r)
-	})
+	}))
 	d.http.Handle("/api/alerts", alerts)
 	d.http.Handle("/api/alerts/", alerts)
 	// Go's profiles, for a gateway that uses more memory or CPU than it
@@ -543,7 +549,6 @@ func (d *daemon) routes() {
 	d.http.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	d.http.Handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	d.http.Handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
-	d.http.Handle("GET /api/devices", jsonHandler(func() any { return d.deviceStatus() }))
 	d.http.Handle("GET /api/status", jsonHandler(func() any {
 		d.mu.Lock()
 		cfg := d.cfg

@@ -23,6 +23,9 @@ type pipeline struct {
 	in       chan ferry.Scan
 	evaluate func(*ferry.Scan) // the rule engine, or nil
 	store    func(ferry.Scan)  // the buffer
+	// observe, when set, sees every scan first (the console's current
+	// values); it must not block or keep the scan.
+	observe func(*ferry.Scan)
 
 	scans   prometheus.Counter
 	samples prometheus.Counter
@@ -87,6 +90,9 @@ func (p *pipeline) Run() {
 		p.progress.Store(p.now().UnixNano())
 		p.scans.Inc()
 		p.samples.Add(float64(len(s.Samples)))
+		if p.observe != nil {
+			p.observe(&s)
+		}
 		if p.evaluate != nil {
 			p.evaluate(&s)
 		}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/console"
+)
+
+// consoleWiring is what the daemon keeps for the web console
+// (internal/console): the console itself (nil when the HTTP listener is
+// off) and the facts its health page shows that no part owns.
+type consoleWiring struct {
+	c       *console.Console
+	started time.Time
+	loaded  atomic.Int64 // when the running configuration was loaded (Unix ns)
+	reload  atomic.Pointer[console.Reload]
+}
+
+// setupConsole creates the console and lets the pipeline feed it. Call it
+// before routes, after the pipeline and the rule engine exist.
+func (d *daemon) setupConsole() {
+	d.con.started = time.Now()
+	d.con.loaded.Store(d.con.started.UnixNano())
+	d.con.c = console.New(consoleCatalog(d.cfg), console.Options{
+		Logger:   d.log.With("part", "console"),
+		Gateway:  d.cfg.Gateway.ID,
+		Devices:  d.deviceStatus,
+		Active:   d.engine.Active,
+		Status:   d.consoleStatus,
+		Gatherer: d.reg,
+	})
+	d.pipe.observe = d.con.c.Observe
+}
+
+// mountConsole mounts the console's page and API. The alert API
+// (acknowledge is the console's only write) is refused to cross-origin
+// browser requests, so that another web page cannot acknowledge alerts
+// with the credentials a browser keeps for the gateway.
+func (d *daemon) mountConsole(alerts http.Handler) http.Handler {
+	if d.con.c != nil {
+		d.con.c.Mount(d.http)
+	}
+	return http.NewCrossOriginProtection().Handler(alerts)
+}
+
+// alert records an alert transition in the console's history.
+func (w *consoleWiring) alert(a ferry.Alert) {
+	if w.c != nil {
+		w.c.Alert(a)
+	}
+}
+
+// reloaded records the result of a reload: err is nil when cfg was
+// applied.
+func (w *consoleWiring) reloaded(cfg *config.Config, err error) {
+	now := time.Now()
+	r := &console.Reload{Time: now, OK: err == nil}
+	if err != nil {
+		r.Error = reloadError(err)
+	} else {
+		w.loaded.Store(now.UnixNano())
+		if w.c != nil {
+			w.c.SetCatalog(consoleCatalog(cfg))
+		}
+	}
+	w.reload.Store(r)
+}
+
+// consoleCatalog lists the configured devices and points.
+func consoleCatalog(cfg *config.Config) console.Catalog {
+	cat := console.Catalog{Points: cfg.Points}
+	for _, dev := range cfg.Devices {
+		cat.Devices = append(cat.Devices, console.DeviceInfo{Name: dev.Name, Protocol: dev.Protocol, Description: dev.Description})
+	}
+	return cat
+}
+
+// consoleStatus is the gateway's own part of the health page.
+func (d *daemon) consoleStatus() console.Status {
+	d.mu.Lock()
+	cfg, up := d.cfg, d.up
+	d.mu.Unlock()
+	st := console.Status{
+		Version: d.opts.Version,
+		Commit:  d.opts.Commit,
+		Gateway: cfg.Gateway.ID,
+		Site:    cfg.Gateway.Site,
+		Started: d.con.started,
+		Config: console.ConfigStatus{
+			File:    cfg.Path,
+			Files:   cfg.Files,
+			Version: cfg.Version,
+			Loaded:  time.Unix(0, d.con.loaded.Load()),
+			Reload:  d.con.reload.Load(),
+		},
+	}
+	bs := d.buf.Stats()
+	for _, l := range bs.Lanes {
+		st.Buffer.Lanes = append(st.Buffer.Lanes, console.LaneStatus{
+			Lane: l.Lane.String(), Records: l.Records, Bytes: l.Bytes, Oldest: l.Oldest, InFlight: l.InFlight,
+		})
+	}
+	st.Buffer.FileBytes, st.Buffer.FreeBytes, st.Buffer.QueueLength = bs.FileBytes, bs.FreeBytes, bs.QueueLength
+	if err := d.buf.Err(); err != nil {
+		st.Buffer.Error = err.Error()
+	}
+	st.Uplink.Configured = cfg.Uplink.NATS != nil
+	switch {
+	case up != nil:
+		err := up.Err()
+		st.Uplink.Connected = err == nil
+		if err != nil {
+			st.Uplink.Error = err.Error()
+		}
+	case st.Uplink.Configured:
+		st.Uplink.Error = "uplink not running (see the log)"
+	}
+	return st
+}
+
+// reloadError is the one-line form of a refused reload's errors.
+func reloadError(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

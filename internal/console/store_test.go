@@ -1,0 +1,277 @@
+package console
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/ferry-edge/ferry"
+)
+
+var t0 = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+
+// testClock is a settable clock.
+type testClock struct{ t time.Time }
+
+func (c *testClock) Now() time.Time { return c.t }
+
+func testCatalog() Catalog {
+	return Catalog{
+		Devices: []DeviceInfo{
+			{Name: "press1", Protocol: "modbus", Description: "hydraulic press"},
+			{Name: "env", Protocol: "mqtt"},
+		},
+		Points: []ferry.PointInfo{
+			{Device: "press1", Point: "oil_temp", Protocol: "modbus", Source: "holding 0", Unit: "degC"},
+			{Device: "press1", Point: "running", Protocol: "modbus", Source: "coil 0"},
+			{Device: "press1", Point: "label", Protocol: "modbus", Source: "holding 34"},
+			{Device: "env", Point: "humidity", Protocol: "mqtt", Source: "sensors/env hum", Unit: "%"},
+		},
+	}
+}
+
+func scan(dev string, at time.Time, samples ...ferry.Sample) *ferry.Scan {
+	for i := range samples {
+		if samples[i].Device == "" {
+			samples[i].Device = dev
+		}
+		if samples[i].Time.IsZero() {
+			samples[i].Time = at
+		}
+	}
+	return &ferry.Scan{Device: dev, Time: at, Samples: samples}
+}
+
+func pointByName(t *testing.T, pts []Point, dev, name string) Point {
+	t.Helper()
+	for _, p := range pts {
+		if p.Device == dev && p.Point == name {
+			return p
+		}
+	}
+	t.Fatalf("no point %s.%s in %+v", dev, name, pts)
+	return Point{}
+}
+
+func TestStoreCurrentValues(t *testing.T) {
+	clk := &testClock{t0}
+	s := NewStore(testCatalog(), time.Second, 10, clk.Now)
+	src := t0.Add(-300 * time.Millisecond) // the device's own time stamp
+	s.Observe(scan("press1", t0,
+		ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(61.5), Time: src},
+		ferry.Sample{Point: "running", Value: ferry.BoolValue(true)},
+		ferry.Sample{Point: "label", Value: ferry.StringValue("PRESS-1")},
+		ferry.Sample{Point: "nope", Value: ferry.IntValue(1)},               // not configured
+		ferry.Sample{Device: "ghost", Point: "x", Value: ferry.IntValue(1)}, // unknown device
+	))
+	// The next poll fails: Bad samples without a value keep the last good one.
+	clk.t = t0.Add(time.Second)
+	s.Observe(scan("press1", clk.t,
+		ferry.Sample{Point: "oil_temp", Quality: ferry.BadQuality(ferry.ReasonTimeout)},
+	))
+	s.Observe(scan("env", clk.t, ferry.Sample{Point: "humidity", Value: ferry.FloatValue(math.NaN()), Quality: ferry.UncertainQuality("sensor warming up")}))
+
+	if got := s.Unknown(); got != 2 {
+		t.Errorf("Unknown() = %d, want 2", got)
+	}
+	pts, ok := s.Points("", true)
+	if !ok || len(pts) != 4 {
+		t.Fatalf("Points(all) = %d points, %v; want 4", len(pts), ok)
+	}
+	tests := []struct {
+		name                   string
+		dev, point             string
+		wantValue              any
+		wantQuality, wantReson string
+		wantLastGood           any
+		wantSpark              bool
+	}{
+		{"bad keeps last good", "press1", "oil_temp", nil, "bad", ferry.ReasonTimeout, 61.5, true},
+		{"bool", "press1", "running", true, "good", "", nil, true},
+		{"string has no sparkline", "press1", "label", "PRESS-1", "good", "", nil, false},
+		{"NaN as a string", "env", "humidity", "NaN", "uncertain", "sensor warming up", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pointByName(t, pts, tt.dev, tt.point)
+			if !p.Seen || p.Value != tt.wantValue || p.Quality != tt.wantQuality || p.Reason != tt.wantReson || p.LastGood != tt.wantLastGood {
+				t.Errorf("got seen %v value %#v quality %q reason %q last good %#v; want %#v %q %q %#v",
+					p.Seen, p.Value, p.Quality, p.Reason, p.LastGood, tt.wantValue, tt.wantQuality, tt.wantReson, tt.wantLastGood)
+			}
+			if (p.Spark != nil) != tt.wantSpark {
+				t.Errorf("spark %v, want %v", p.Spark != nil, tt.wantSpark)
+			}
+		})
+	}
+	oil := pointByName(t, pts, "press1", "oil_temp")
+	if !oil.LastGoodTime.Equal(src) || !oil.Updated.Equal(t0.Add(time.Second)) || oil.Unit != "degC" {
+		t.Errorf("oil_temp last good time %v (want %v), updated %v, unit %q", oil.LastGoodTime, src, oil.Updated, oil.Unit)
+	}
+	if _, err := json.Marshal(pts); err != nil {
+		t.Fatalf("points do not encode: %v", err)
+	}
+
+	// One device, without sparklines; an unknown device.
+	pts, ok = s.Points("env", false)
+	if !ok || len(pts) != 1 || pts[0].Spark != nil {
+		t.Errorf("Points(env, no spark) = %+v, %v", pts, ok)
+	}
+	if _, ok := s.Points("ghost", true); ok {
+		t.Error("Points(ghost) ok, want not found")
+	}
+}
+
+// sparkOf returns the last values of a point's sparkline, NaN as -1.
+func sparkOf(t *testing.T, s *Store, dev, point string) (min, max, last []float32) {
+	t.Helper()
+	pts, _ := s.Points(dev, true)
+	p := pointByName(t, pts, dev, point)
+	if p.Spark == nil {
+		t.Fatalf("%s.%s has no sparkline", dev, point)
+	}
+	conv := func(fs floats) []float32 {
+		out := make([]float32, len(fs))
+		for i, f := range fs {
+			if f != f {
+				f = -1
+			}
+			out[i] = f
+		}
+		return out
+	}
+	return conv(p.Spark.Min), conv(p.Spark.Max), conv(p.Spark.Last)
+}
+
+func eq(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestStoreSparkline(t *testing.T) {
+	clk := &testClock{t0}
+	s := NewStore(testCatalog(), time.Second, 4, clk.Now)
+	obs := func(at time.Duration, v float64) {
+		s.Observe(scan("press1", t0.Add(at), ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(v)}))
+	}
+	obs(0, 10)
+	obs(300*time.Millisecond, 14) // same bucket: min 10, max 14, last 14
+	obs(600*time.Millisecond, 12)
+	obs(2*time.Second, 20) // bucket 1 stays empty
+	clk.t = t0.Add(2500 * time.Millisecond)
+	min, max, last := sparkOf(t, s, "press1", "oil_temp")
+	if want := []float32{-1, 10, -1, 20}; !eq(last, []float32{-1, 12, -1, 20}) || !eq(min, want) || !eq(max, []float32{-1, 14, -1, 20}) {
+		t.Fatalf("sparkline min %v max %v last %v", min, max, last)
+	}
+	pts, _ := s.Points("press1", true)
+	if sp := pointByName(t, pts, "press1", "oil_temp").Spark; sp.StepMS != 1000 || !sp.End.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("spark step %d ms, end %v", sp.StepMS, sp.End)
+	}
+
+	// The clock steps back a little: folded into the newest bucket.
+	obs(1500*time.Millisecond, 5)
+	_, _, last = sparkOf(t, s, "press1", "oil_temp")
+	if min, _, _ := sparkOf(t, s, "press1", "oil_temp"); !eq(last, []float32{-1, 12, -1, 5}) || min[3] != 5 {
+		t.Errorf("after a small step back: last %v min %v", last, min)
+	}
+
+	// A silent device: the line runs out as time passes.
+	clk.t = t0.Add(4500 * time.Millisecond)
+	_, _, last = sparkOf(t, s, "press1", "oil_temp")
+	if !eq(last, []float32{-1, 5, -1, -1}) {
+		t.Errorf("two seconds later: last %v", last)
+	}
+
+	// Far ahead: the ring starts over; far back (an hour): starts over too.
+	obs(time.Hour, 30)
+	clk.t = t0.Add(time.Hour)
+	if _, _, last = sparkOf(t, s, "press1", "oil_temp"); !eq(last, []float32{-1, -1, -1, 30}) {
+		t.Errorf("an hour later: last %v", last)
+	}
+	obs(0, 40)
+	clk.t = t0
+	if _, _, last = sparkOf(t, s, "press1", "oil_temp"); !eq(last, []float32{-1, -1, -1, 40}) {
+		t.Errorf("back an hour: last %v", last)
+	}
+}
+
+func TestStoreSetCatalog(t *testing.T) {
+	clk := &testClock{t0}
+	s := NewStore(testCatalog(), time.Second, 4, clk.Now)
+	s.Observe(scan("press1", t0, ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(60)}, ferry.Sample{Point: "running", Value: ferry.BoolValue(true)}))
+
+	// Reload: running is removed, vibration added, oil_temp kept with its unit changed.
+	cat := testCatalog()
+	cat.Points = []ferry.PointInfo{
+		{Device: "press1", Point: "vibration", Protocol: "modbus", Unit: "mm/s"},
+		{Device: "press1", Point: "oil_temp", Protocol: "modbus", Unit: "°C"},
+	}
+	s.SetCatalog(cat)
+	pts, _ := s.Points("press1", true)
+	if len(pts) != 2 || pts[0].Point != "vibration" || pts[1].Point != "oil_temp" {
+		t.Fatalf("points after reload: %+v", pts)
+	}
+	if oil := pts[1]; oil.Value != 60.0 || oil.Unit != "°C" || oil.Spark == nil {
+		t.Errorf("oil_temp after reload: value %v unit %q spark %v; want its value and sparkline kept", oil.Value, oil.Unit, oil.Spark != nil)
+	}
+	if pts[0].Seen {
+		t.Error("new point vibration is seen before any sample")
+	}
+	s.Observe(scan("press1", t0, ferry.Sample{Point: "running", Value: ferry.BoolValue(false)}))
+	if got := s.Unknown(); got != 1 {
+		t.Errorf("a removed point's sample: Unknown() = %d, want 1", got)
+	}
+	// env has no points left but stays a configured device.
+	if ds := s.devices(); len(ds) != 2 || ds[1].info.Name != "env" || ds[1].points != 0 {
+		t.Errorf("devices after reload: %+v", ds)
+	}
+}
+
+// Observe runs for every scan on the pipeline goroutine: once every
+// point has its ring it must not allocate.
+func TestStoreObserveDoesNotAllocate(t *testing.T) {
+	s := NewStore(testCatalog(), time.Second, DefaultSlots, nil)
+	at := t0
+	sc := scan("press1", at,
+		ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(61.5)},
+		ferry.Sample{Point: "running", Value: ferry.BoolValue(true)},
+		ferry.Sample{Point: "label", Value: ferry.StringValue("PRESS-1")},
+	)
+	s.Observe(sc) // allocates the rings
+	allocs := testing.AllocsPerRun(1000, func() {
+		at = at.Add(300 * time.Millisecond)
+		sc.Time = at
+		sc.Samples[0].Value = ferry.FloatValue(float64(at.UnixNano() % 100))
+		s.Observe(sc)
+	})
+	if allocs != 0 {
+		t.Errorf("Observe allocates %v times per scan, want 0", allocs)
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	const n = 50
+	cat := Catalog{Devices: []DeviceInfo{{Name: "press1", Protocol: "modbus"}}}
+	sc := &ferry.Scan{Device: "press1"}
+	for i := range n {
+		name := "p" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		cat.Points = append(cat.Points, ferry.PointInfo{Device: "press1", Point: name})
+		sc.Samples = append(sc.Samples, ferry.Sample{Device: "press1", Point: name, Value: ferry.FloatValue(float64(i))})
+	}
+	s := NewStore(cat, DefaultStep, DefaultSlots, nil)
+	at := t0
+	b.ReportAllocs()
+	for b.Loop() {
+		at = at.Add(100 * time.Millisecond)
+		sc.Time = at
+		s.Observe(sc)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/sample")
+}
