@@ -279,6 +279,9 @@ func streamLatency(t *testing.T, url string, from, to time.Time) []time.Duration
 					}
 				}
 				lat = append(lat, md.Timestamp.Sub(done))
+				if d := md.Timestamp.Sub(done); d > 100*time.Millisecond && os.Getenv("FERRY_BENCH_SLOW") != "" {
+					fmt.Printf("SLOW %s %s done %s stored %s (%v)\n", m.ID, m.Telemetry.Device, done.Format("15:04:05.000"), md.Timestamp.Format("15:04:05.000"), d)
+				}
 			}
 		}
 		if n == 0 || done {
