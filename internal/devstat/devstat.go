@@ -119,14 +119,19 @@ func (m *Metrics) Device(protocol, name, endpoint string, log *slog.Logger, now 
 }
 
 // Forget removes the device's series (a device removed by a reload).
-func (d *Device) Forget() {
-	l := prometheus.Labels{"protocol": d.protocol, "device": d.name}
-	d.m.connected.DeletePartialMatch(l)
-	d.m.duration.DeletePartialMatch(l)
-	d.m.errs.DeletePartialMatch(l)
-	d.m.points.DeletePartialMatch(l)
-	d.m.overruns.DeletePartialMatch(l)
-	d.m.scans.DeletePartialMatch(l)
+func (d *Device) Forget() { d.m.Forget(d.protocol, d.name) }
+
+// Forget removes the series of the device name of protocol: a device a
+// reload removed, whose driver has stopped. A driver created for the same
+// name later starts its series again.
+func (m *Metrics) Forget(protocol, name string) {
+	l := prometheus.Labels{"protocol": protocol, "device": name}
+	m.connected.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.errs.DeletePartialMatch(l)
+	m.points.DeletePartialMatch(l)
+	m.overruns.DeletePartialMatch(l)
+	m.scans.DeletePartialMatch(l)
 }
 
 // Connected records that the device answers. The first time, and after it
