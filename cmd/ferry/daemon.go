@@ -232,27 +232,36 @@ func (d *daemon) newUplink(cfg *config.Config) (*uplink.Uplink, error) {
 func groupSpecs(cfg *config.Config) map[string]groupSpec {
 	out := map[string]groupSpec{}
 	for _, dev := range cfg.Modbus {
-		k := "modbus " + modbus.GroupKey(&dev)
+		k := groupKey("modbus", modbus.GroupKey(&dev))
 		s := out[k]
 		s.protocol = "modbus"
 		s.modbus = append(s.modbus, dev)
 		out[k] = s
 	}
 	for _, dev := range cfg.OPCUA {
-		k := "opcua " + opcua.GroupKey(&dev)
+		k := groupKey("opcua", opcua.GroupKey(&dev))
 		s := out[k]
 		s.protocol = "opcua"
 		s.opcua = append(s.opcua, dev)
 		out[k] = s
 	}
 	for _, dev := range cfg.MQTT {
-		k := "mqtt " + mqtt.GroupKey(&dev)
+		k := groupKey("mqtt", mqtt.GroupKey(&dev))
 		s := out[k]
 		s.protocol = "mqtt"
 		s.mqtt = append(s.mqtt, dev)
 		out[k] = s
 	}
 	return out
+}
+
+// groupKey prefixes a driver's group key with its protocol, unless the
+// driver already did ("mqtt tcp://…").
+func groupKey(protocol, key string) string {
+	if strings.HasPrefix(key, protocol+" ") {
+		return key
+	}
+	return protocol + " " + key
 }
 
 func (d *daemon) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
@@ -387,7 +396,7 @@ func (d *daemon) stopGroup(g *group, timeout time.Duration) {
 }
 
 // healthy is what the systemd watchdog checks: the pipeline makes
-// progress and the rule engine's ticker is alive.
+// progress (a hung buffer or rule engine leaves scans waiting).
 func (d *daemon) healthy() error {
 	return d.pipe.Err()
 }
@@ -426,6 +435,7 @@ func (d *daemon) Reload(path string) {
 	}
 	if fields := restartOnly(old, cfg); len(fields) > 0 {
 		d.log.Warn("these settings take effect at the next restart", "fields", strings.Join(fields, ", "))
+		keepRunning(old, cfg)
 	}
 	t := d.opts.ShutdownTimeout
 	if !reflect.DeepEqual(old.Alerts, cfg.Alerts) {
@@ -442,7 +452,7 @@ func (d *daemon) Reload(path string) {
 	d.cfg = cfg
 	d.curCfg.Store(cfg)
 	d.syncGroups(old, cfg, t)
-	if !reflect.DeepEqual(old.Uplink, cfg.Uplink) || old.Gateway != cfg.Gateway {
+	if !reflect.DeepEqual(old.Uplink, cfg.Uplink) {
 		if d.upRun != nil {
 			d.upRun.stop(t)
 			d.up, d.upRun = nil, nil
@@ -533,6 +543,17 @@ func (d *daemon) publishDrivers() {
 		drivers = append(drivers, d.groups[k].drv)
 	}
 	d.curDrivers.Store(&drivers)
+}
+
+// keepRunning sets the settings of cfg that cannot change while running
+// to those of old, so that cfg says what runs: the uplink, the sinks and
+// the drivers keep the gateway id and site the buffer's record ids carry.
+func keepRunning(old, cfg *config.Config) {
+	cfg.Gateway = old.Gateway
+	cfg.DataDir = old.DataDir
+	cfg.Log.Format = old.Log.Format
+	cfg.Buffer = old.Buffer
+	cfg.HTTP = old.HTTP
 }
 
 // restartOnly lists the settings that differ and cannot change while
