@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/httpapi"
 )
 
@@ -542,18 +544,15 @@ rules:
 				}
 			}
 		}
-		g := medianGap(ts)
-		var maxGap time.Duration
-		for i := 1; i < len(ts); i++ {
-			maxGap = max(maxGap, ts[i].Sub(ts[i-1]))
-		}
-		t.Logf("%s during the outage: %d scans, median gap %v, max gap %v, bad samples %d %q", dev, len(ts), g, maxGap, bad, reasons)
 		interval := 100 * time.Millisecond
 		if dev == "hung" {
 			interval = 500 * time.Millisecond
 		}
-		if g < interval*3/4 || g > interval*5/4 {
-			t.Errorf("%s: scans %v apart during the outage, want its %v interval", dev, g, interval)
+		t.Logf("%s during the outage: %d scans, bad samples %d %q", dev, len(ts), bad, reasons)
+		// Not stalled: at least half of its polls happened (a loaded
+		// machine may skip some; a stalled device skips them all).
+		if want := float64(to.Sub(from)) / float64(interval); float64(len(ts)) < want/2 {
+			t.Errorf("%s: %d scans in %v, want about %.0f (interval %v)", dev, len(ts), to.Sub(from).Round(time.Millisecond), want, interval)
 		}
 		switch dev {
 		case "press1", "press2":
@@ -575,5 +574,94 @@ rules:
 	}
 	if n := dl.transitions("p3_silent", ferry.AlertCleared); n != 1 {
 		t.Errorf("p3_silent cleared %d times, want 1", n)
+	}
+}
+
+// TestStartPortTaken: a taken HTTP port stops the start with a clear error
+// and leaves nothing open behind (the buffer's lock is free for the next
+// try).
+func TestStartPortTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	file := func(listen string) string {
+		return fmt.Sprintf("gateway: {id: %s}\ndata_dir: %s\nhttp: {listen: %q}\n", gatewayID, filepath.Join(dir, "data"), listen)
+	}
+	writeConfig(t, path, file(taken.Addr().String()))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	_, err = newDaemon(cfg, daemonOptions{Logger: log})
+	if err == nil || !strings.Contains(err.Error(), "http: listen on "+taken.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("newDaemon with the port taken: %v", err)
+	}
+	writeConfig(t, path, file("127.0.0.1:0"))
+	h := startDaemon(t, path)
+	if code, _ := h.get("/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+}
+
+// TestShutdownBounded stops a daemon whose driver waits on a PLC that
+// never answers (5 s timeout) with a 1 s shutdown timeout: Run returns
+// before the request ends, saying which group it left behind, and the
+// driver's late scan, when its request finally fails, is refused by the
+// closed pipeline instead of crashing the process.
+func TestShutdownBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 5 s Modbus timeout")
+	}
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { defer conns.Done(); io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { silent.Close(); conns.Wait() })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	writeConfig(t, path, fmt.Sprintf(`gateway: {id: %s}
+data_dir: %s
+http: {listen: off}
+devices:
+  - name: hung
+    modbus: {url: "tcp://%s", unit: 1, interval: 100ms, timeout: 5s}
+    points:
+      - {name: speed, table: holding, address: 5, type: uint16}
+`, gatewayID, filepath.Join(dir, "data"), silent.Addr()))
+	h := newHarness(t, path)
+	h.d.opts.ShutdownTimeout = time.Second
+	h.run()
+	waitFor(t, 10*time.Second, "the request to the hung device", func() bool { return len(h.logs.lines("link open")) > 0 })
+	start := time.Now()
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("Run took %v to return with a 1s shutdown timeout", took)
+	}
+	if len(h.logs.lines("driver did not stop in time", "group=\"modbus tcp://"+silent.Addr().String())) != 1 {
+		t.Error("no log line names the driver left behind")
+	}
+	// The request times out; the driver emits its Bad scan into the closed
+	// pipeline and ends.
+	waitFor(t, 15*time.Second, "the driver to end", func() bool { return len(ferryGoroutines()) == 0 })
+	if n := h.scans("hung"); n != 1 {
+		t.Errorf("the hung device emitted %v scans, want its one late scan", n)
 	}
 }

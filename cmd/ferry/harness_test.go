@@ -328,6 +328,26 @@ func (h *harness) scans(device string) float64 {
 	return v
 }
 
+// slots returns how many poll slots of device have passed: its scans plus
+// the polls it skipped because the one before ran late. Unlike the scans
+// alone, this follows the configured interval however loaded the machine
+// is.
+func (h *harness) slots(device string) float64 {
+	overruns, _ := h.metric("ferry_device_poll_overruns_total", "device="+device)
+	return h.scans(device) + overruns
+}
+
+// checkInterval checks that the slots of device counted from s0 at t0 to
+// now match interval: the interval in effect.
+func (h *harness) checkInterval(device string, s0 float64, t0 time.Time, interval time.Duration) {
+	h.t.Helper()
+	got := h.slots(device) - s0
+	want := float64(time.Since(t0)) / float64(interval)
+	if got < want*0.8-2 || got > want*1.2+2 {
+		h.t.Errorf("%s: %v poll slots in %v, want about %.0f (interval %v)", device, got, time.Since(t0).Round(time.Millisecond), want, interval)
+	}
+}
+
 // status returns the status of device.
 func (h *harness) status(device string) ferry.DeviceStatus {
 	for _, st := range h.d.deviceStatus() {
@@ -584,30 +604,6 @@ func alertRecord(t *testing.T, m *uplink.AlertMessage) []byte {
 	return codec.AppendAlert(nil, m.ConfigVersion, &a)
 }
 
-// medianGap returns the median time between consecutive times.
-func medianGap(ts []time.Time) time.Duration {
-	if len(ts) < 2 {
-		return 0
-	}
-	gaps := make([]time.Duration, 0, len(ts)-1)
-	for i := 1; i < len(ts); i++ {
-		gaps = append(gaps, ts[i].Sub(ts[i-1]))
-	}
-	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
-	return gaps[len(gaps)/2]
-}
-
-// between returns the times in [from, to).
-func between(ts []time.Time, from, to time.Time) []time.Time {
-	var out []time.Time
-	for _, x := range ts {
-		if !x.Before(from) && x.Before(to) {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 // ferryGoroutines returns the stacks of goroutines running ferry code
 // (outside the test itself and the simulated plant).
 func ferryGoroutines() []string {
@@ -625,6 +621,7 @@ func ferryGoroutines() []string {
 		if !strings.Contains(g, "github.com/ferry-edge/ferry") ||
 			strings.Contains(g, "internal/plantsim") ||
 			strings.Contains(g, "testing.tRunner") ||
+			strings.Contains(g, "cmd/ferry.Test") || // the test's own peers
 			strings.Contains(g, "runtime.Stack") {
 			continue
 		}

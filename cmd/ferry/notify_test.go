@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,12 @@ func TestNotify(t *testing.T) {
 	// A store that hangs while stuck is set: the buffer's disk stopped
 	// answering. Set before Run, which reads it.
 	var stuck sync.Mutex
+	var locked atomic.Bool
+	t.Cleanup(func() { // before the harness stops the daemon
+		if locked.Load() {
+			stuck.Unlock()
+		}
+	})
 	store := h.d.pipe.store
 	h.d.pipe.store = func(s ferry.Scan) {
 		stuck.Lock()
@@ -84,6 +91,7 @@ func TestNotify(t *testing.T) {
 	// The pipeline gets stuck: the keep-alives stop (systemd would restart
 	// ferry), /readyz names the pipeline; they resume once it moves.
 	stuck.Lock()
+	locked.Store(true)
 	waitFor(t, 10*time.Second, "the watchdog to notice", func() bool {
 		for _, m := range ns.messages() {
 			if strings.HasPrefix(m.text, "STATUS=unhealthy") {
@@ -100,6 +108,7 @@ func TestNotify(t *testing.T) {
 	if code, body := h.get("/readyz"); code != 503 || !strings.Contains(body, "[-] pipeline: pipeline stuck") {
 		t.Errorf("/readyz with the pipeline stuck: %d %q", code, body)
 	}
+	locked.Store(false)
 	stuck.Unlock()
 	waitFor(t, 10*time.Second, "keep-alives again", func() bool { return ns.count("WATCHDOG=1", withheld) >= 2 })
 	if ns.count("STATUS=running", withheld) != 1 {
