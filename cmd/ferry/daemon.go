@@ -65,6 +65,10 @@ type daemon struct {
 
 	sinks    atomic.Pointer[sinks.Sinks]
 	alertAPI atomic.Pointer[http.Handler]
+	// early holds the buffer's own alerts raised before the sinks exist
+	// (a damaged file quarantined by Open); setSinks delivers them.
+	earlyMu sync.Mutex
+	early   []ferry.Alert
 
 	// What the HTTP handlers and readiness checks read: published by Run
 	// and Reload, read without d.mu, so that a reload or a shutdown that
@@ -196,6 +200,16 @@ func (d *daemon) alert(a ferry.Alert) {
 func (d *daemon) sendLocal(a ferry.Alert) {
 	if s := d.sinks.Load(); s != nil {
 		s.Send(a)
+		return
+	}
+	d.earlyMu.Lock()
+	s := d.sinks.Load()
+	if s == nil {
+		d.early = append(d.early, a)
+	}
+	d.earlyMu.Unlock()
+	if s != nil {
+		s.Send(a)
 	}
 }
 
@@ -208,8 +222,15 @@ func (d *daemon) setSinks(cfg sinks.Config) error {
 	// the engine restored from the store.
 	s.Restore(d.engine.Active())
 	h := alertapi.Handler(d.engine, s.Stream())
-	d.sinks.Store(s)
 	d.alertAPI.Store(&h)
+	d.earlyMu.Lock()
+	d.sinks.Store(s)
+	early := d.early
+	d.early = nil
+	d.earlyMu.Unlock()
+	for _, a := range early {
+		s.Send(a)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -664,4 +665,24 @@ devices:
 	if n := h.scans("hung"); n != 1 {
 		t.Errorf("the hung device emitted %v scans, want its one late scan", n)
 	}
+}
+
+// TestQuarantineAlertReachesSinks starts on a damaged buffer file: the
+// buffer moves it aside and raises buffer_quarantined while it opens,
+// before the alert sinks exist; the log sink still delivers it.
+func TestQuarantineAlertReachesSinks(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "buffer.db"), bytes.Repeat([]byte("not a bbolt file "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ferry.yaml")
+	writeConfig(t, path, fmt.Sprintf("gateway: {id: %s}\ndata_dir: %s\nhttp: {listen: off}\nalerts: {log: {enabled: true}}\n", gatewayID, data))
+	h := startDaemon(t, path)
+	waitFor(t, 10*time.Second, "the log sink to deliver buffer_quarantined", func() bool {
+		return len(h.logs.lines("sink=log", "rule=buffer_quarantined", "state=raised")) == 1
+	})
 }
