@@ -211,6 +211,19 @@ func (d *Device) count(reason string) {
 // Polled records one poll (or notification) that produced samples: its
 // start and duration, and the quality of each sample.
 func (d *Device) Polled(start time.Time, took time.Duration, samples []ferry.Sample) {
+	d.duration.Observe(took.Seconds())
+	d.Reported(samples)
+	d.mu.Lock()
+	d.st.LastPoll = start
+	d.st.PollDuration = took
+	d.mu.Unlock()
+}
+
+// Reported records a scan the driver emits without reading the device —
+// the Bad samples of a device it cannot reach: the scan is counted
+// (ferry_device_scans_total counts every scan emitted) and the points by
+// quality follow it, but no poll duration is observed.
+func (d *Device) Reported(samples []ferry.Sample) {
 	var n [3]int
 	for i := range samples {
 		s := samples[i].Quality.Status
@@ -219,15 +232,10 @@ func (d *Device) Polled(start time.Time, took time.Duration, samples []ferry.Sam
 		}
 		n[s]++
 	}
-	d.duration.Observe(took.Seconds())
 	d.scans.Inc()
 	for s := range n {
 		d.quality[s].Set(float64(n[s]))
 	}
-	d.mu.Lock()
-	d.st.LastPoll = start
-	d.st.PollDuration = took
-	d.mu.Unlock()
 }
 
 // Overrun counts a poll skipped because the previous one ran past its

@@ -78,6 +78,24 @@ func TestPolledAndForget(t *testing.T) {
 	}
 }
 
+// TestReported counts a scan emitted without a poll and sets the points by
+// quality, without a poll duration.
+func TestReported(t *testing.T) {
+	m := NewMetrics(nil)
+	d := m.Device("mqtt", "env", "tcp://x", nil, nil)
+	d.Polled(time.Now(), time.Millisecond, []ferry.Sample{{Quality: ferry.GoodQuality}, {Quality: ferry.GoodQuality}})
+	d.Reported(BadSamples(nil, "env", []string{"a", "b"}, ferry.ReasonConnRefused, time.Now()))
+	if got := testutil.ToFloat64(m.scans.WithLabelValues("mqtt", "env")); got != 2 {
+		t.Errorf("scans %v, want 2", got)
+	}
+	if g, b := testutil.ToFloat64(m.points.WithLabelValues("mqtt", "env", "good")), testutil.ToFloat64(m.points.WithLabelValues("mqtt", "env", "bad")); g != 0 || b != 2 {
+		t.Errorf("points good %v bad %v, want 0 and 2", g, b)
+	}
+	if st := d.Status(); st.PollDuration != time.Millisecond {
+		t.Errorf("status %+v: a report changed the poll duration", st)
+	}
+}
+
 // TestMetricsForget removes one device's series by name (a device a
 // reload removed) and leaves the others.
 func TestMetricsForget(t *testing.T) {
