@@ -105,6 +105,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
 	}
+	t.Parallel()
 	p := startPlant(t, 2)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
@@ -448,6 +449,7 @@ func TestDeadDeviceDoesNotStallOthers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon for several seconds")
 	}
+	t.Parallel()
 	p := startPlant(t, 3)
 	// A PLC that takes the connection and never answers.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -509,7 +511,7 @@ rules:
 	if v, _ := h.metric("ferry_device_errors_total", "device=hung", "reason=timeout"); v == 0 {
 		t.Error("no timeout counted for the device that never answers")
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(1500 * time.Millisecond)
 	up := time.Now()
 	if err := p.Presses[2].Start(); err != nil {
 		t.Fatal(err)
@@ -582,6 +584,7 @@ rules:
 // and leaves nothing open behind (the buffer's lock is free for the next
 // try).
 func TestStartPortTaken(t *testing.T) {
+	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -671,6 +674,7 @@ devices:
 // buffer moves it aside and raises buffer_quarantined while it opens,
 // before the alert sinks exist; the log sink still delivers it.
 func TestQuarantineAlertReachesSinks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {

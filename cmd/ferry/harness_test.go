@@ -605,7 +605,9 @@ func alertRecord(t *testing.T, m *uplink.AlertMessage) []byte {
 }
 
 // ferryGoroutines returns the stacks of goroutines running ferry code
-// (outside the test itself and the simulated plant).
+// (outside the test itself and the simulated plant). Tests that use it
+// run sequentially: the parallel tests of the package (t.Parallel) start
+// only after them.
 func ferryGoroutines() []string {
 	buf := make([]byte, 1<<20)
 	for {

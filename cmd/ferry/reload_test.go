@@ -26,6 +26,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon for several seconds")
 	}
+	t.Parallel()
 	p := startPlant(t, 2)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
@@ -189,6 +190,7 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
 	}
+	t.Parallel()
 	p := startPlant(t, 1)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
@@ -297,6 +299,7 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
 	}
+	t.Parallel()
 	p := startPlant(t, 2)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
@@ -348,6 +351,7 @@ func TestReloadKeepsAPIResponsive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
 	}
+	t.Parallel()
 	p := startPlant(t, 1)
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -414,6 +418,7 @@ alerts:`, silent.Addr()), 1))
 // parts, or after its shutdown began, changes nothing (it would start
 // drivers on a closed pipeline) and says so.
 func TestReloadIgnoredWhenNotRunning(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	// A Modbus device nobody answers for: the driver runs, and fails.

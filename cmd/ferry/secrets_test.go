@@ -25,6 +25,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
 	}
+	t.Parallel()
 	canaries := map[string]string{
 		"nats":   "CANARY-nats-7f3a",
 		"mqtt":   "CANARY-mqtt-1b9c",
