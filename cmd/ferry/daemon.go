@@ -371,7 +371,13 @@ func (d *daemon) Run(ctx context.Context) error {
 	// did not stop in time finds it closed: its late scans are finished
 	// with ErrClosed.
 	d.pipe.Close()
-	<-pipeDone
+	select {
+	case <-pipeDone:
+	case <-time.After(left()):
+		// The rule engine or the buffer hangs; what it holds is lost
+		// with the process, as in a crash (the buffer is crash-safe).
+		d.log.Error("pipeline did not drain in time", "waiting", len(d.pipe.in))
+	}
 	rulesRun.stop(left())
 	// 3. The buffer commits what it holds, so every accepted scan is on
 	// disk before the network parts get their bounded time.

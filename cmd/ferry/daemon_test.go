@@ -690,3 +690,45 @@ func TestQuarantineAlertReachesSinks(t *testing.T) {
 		return len(h.logs.lines("sink=log", "rule=buffer_quarantined", "state=raised")) == 1
 	})
 }
+
+// TestShutdownPipelineStuck: a store that hangs (a dead disk) does not
+// hold up the shutdown past its timeout; the log says what was left.
+func TestShutdownPipelineStuck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	writeConfig(t, path, fmt.Sprintf(`gateway: {id: %s}
+data_dir: %s
+http: {listen: off}
+devices:
+  - name: press1
+    modbus: {url: "tcp://%s", unit: 1, interval: 10ms, timeout: 100ms}
+    points:
+      - {name: speed, table: holding, address: 5, type: uint16}
+`, gatewayID, filepath.Join(dir, "data"), addr))
+	h := newHarness(t, path)
+	h.d.opts.ShutdownTimeout = time.Second
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	store := h.d.pipe.store
+	h.d.pipe.store = func(s ferry.Scan) {
+		<-release
+		store(s)
+	}
+	h.run()
+	waitFor(t, 10*time.Second, "scans waiting", func() bool { return len(h.d.pipe.in) > 2 })
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.logs.lines("pipeline did not drain in time")) != 1 {
+		t.Error("no log line says the pipeline did not drain")
+	}
+	once.Do(func() { close(release) })
+}
