@@ -392,7 +392,13 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 	d.mu.Lock()
 	trouble, reason := d.trouble, d.reason
 	d.mu.Unlock()
-	d.u.setState(trouble, reason) // counted when it happened
+	if reason != reasonDisconnected || d.nc.IsConnected() {
+		d.u.setState(trouble, reason) // counted when it happened
+	}
+	// Else the publishes failed because the connection is down: the
+	// connection's handlers keep the state (disconnected, and why each
+	// reconnect attempt fails), which says more than "outbound buffer
+	// limit exceeded".
 	for {
 		if !waitOrClosed(ctx, ev.closed, bo) {
 			return

@@ -257,6 +257,15 @@ func (u *Uplink) dial(ev *connEvents) (*nats.Conn, error) {
 			}
 			ev.notify()
 		}),
+		// While the client reconnects on its own, each failed attempt
+		// says why the server cannot be reached (refused, timeout, DNS):
+		// that is the state /readyz shows, not the publishes the client
+		// refuses meanwhile.
+		nats.ReconnectErrHandler(func(c *nats.Conn, err error) {
+			if !c.IsClosed() {
+				u.fail(fmt.Errorf("reconnecting to %s: %w", serverList(u.cfg.URLs), err), reasonConnect)
+			}
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			u.m.reconnects.Inc()
 			u.log.Info("uplink reconnected", "server", c.ConnectedUrlRedacted())

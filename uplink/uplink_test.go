@@ -282,6 +282,19 @@ func TestOutage(t *testing.T) {
 	alertRec := src.addAlert("v", alert(7))
 	time.Sleep(300 * time.Millisecond)
 	outageEnd := len(src.records())
+	// Publishes failed meanwhile (the client refuses them while it
+	// reconnects); Err, which /readyz shows, still names the connection
+	// and why it is down, not the refused publish.
+	if metric(t, reg, "ferry_uplink_errors_total", "reason", "disconnected") < 1 {
+		t.Error("no publish failed during the outage")
+	}
+	waitFor(t, 10*time.Second, "a reconnect attempt to fail", func() bool {
+		err := u.Err()
+		return err != nil && strings.Contains(err.Error(), "reconnecting to "+srv.URL) && strings.Contains(err.Error(), "connection refused")
+	})
+	if err := u.Err(); strings.Contains(err.Error(), "publish") || strings.Contains(err.Error(), "outbound buffer") {
+		t.Errorf("Err during the outage: %v, want the connection's state", err)
+	}
 	srv.start()
 	waitFor(t, 15*time.Second, "reconnect", func() bool { return u.Err() == nil })
 	// The catalog is published again after the reconnect.

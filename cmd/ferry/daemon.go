@@ -68,15 +68,31 @@ type daemon struct {
 	sinks    atomic.Pointer[sinks.Sinks]
 	alertAPI atomic.Pointer[http.Handler]
 	con      consoleWiring // the web console; see console.go
+	// early holds the buffer's own alerts raised before the sinks exist
+	// (a damaged file quarantined by Open); setSinks delivers them.
+	earlyMu sync.Mutex
+	early   []ferry.Alert
 
-	// mu guards what a reload changes.
+	// What the HTTP handlers and readiness checks read: published by Run
+	// and Reload, read without d.mu, so that a reload or a shutdown that
+	// waits for a driver to stop never holds up /readyz, /metrics or the
+	// API.
+	curCfg     atomic.Pointer[config.Config]
+	curUp      atomic.Pointer[uplink.Uplink]
+	curDrivers atomic.Pointer[[]ferry.Driver]
+
+	// mu serialises Run's start and shutdown with Reload, and guards what
+	// a reload changes.
 	mu       sync.Mutex
 	cfg      *config.Config
 	groups   map[string]*group
 	sinksRun *runner
 	up       *uplink.Uplink
 	upRun    *runner
-	runCtx   context.Context // parent of the drivers and the uplink; set by Run
+	// runCtx is the parent of the drivers, the sinks and the uplink: set
+	// by Run once they start, nil again when its shutdown begins (a
+	// reload then does nothing).
+	runCtx context.Context
 }
 
 // group is one running Driver: the devices that share a link (Modbus), a
@@ -139,22 +155,6 @@ func newDaemon(cfg *config.Config, opts daemonOptions) (*daemon, error) {
 		buf.Close()
 		return nil, err
 	}
-	if !cfg.HTTP.Disabled() {
-		srv, err := httpapi.New(cfg.HTTP, httpapi.Options{Logger: d.log.With("part", "http"), Gatherer: d.reg, Registerer: d.reg, Version: opts.Version})
-		if err != nil {
-			buf.Close()
-			return nil, err
-		}
-		// Bind now: a port in use or a bad certificate stops the start
-		// with a clear error instead of a half-running gateway.
-		if err := srv.Listen(); err != nil {
-			buf.Close()
-			return nil, fmt.Errorf("http: %w", err)
-		}
-		d.http = srv
-		d.setupConsole()
-		d.routes()
-	}
 	for key, spec := range groupSpecs(cfg) {
 		drv, err := d.newDriver(key, spec)
 		if err != nil {
@@ -163,8 +163,28 @@ func newDaemon(cfg *config.Config, opts daemonOptions) (*daemon, error) {
 		}
 		d.groups[key] = &group{key: key, spec: spec, drv: drv}
 	}
+	d.publishDrivers()
 	if cfg.Uplink.NATS != nil {
 		if d.up, err = d.newUplink(cfg); err != nil {
+			buf.Close()
+			return nil, err
+		}
+		d.curUp.Store(d.up)
+	}
+	d.curCfg.Store(cfg)
+	if !cfg.HTTP.Disabled() {
+		srv, err := httpapi.New(cfg.HTTP, httpapi.Options{Logger: d.log.With("part", "http"), Gatherer: d.reg, Registerer: d.reg, Version: opts.Version})
+		if err != nil {
+			buf.Close()
+			return nil, err
+		}
+		d.http = srv
+		d.setupConsole()
+		d.routes()
+		// Bind now, last (nothing after it can fail and leave the socket
+		// open): a port in use or a bad certificate stops the start with
+		// a clear error instead of a half-running gateway.
+		if err := srv.Listen(); err != nil {
 			buf.Close()
 			return nil, err
 		}
@@ -182,10 +202,20 @@ func (d *daemon) alert(a ferry.Alert) {
 // sendLocal hands an alert to the local sinks (the buffer's own alerts come
 // here directly: it has stored them already).
 func (d *daemon) sendLocal(a ferry.Alert) {
+	d.con.alert(a)
 	if s := d.sinks.Load(); s != nil {
 		s.Send(a)
+		return
 	}
-	d.con.alert(a)
+	d.earlyMu.Lock()
+	s := d.sinks.Load()
+	if s == nil {
+		d.early = append(d.early, a)
+	}
+	d.earlyMu.Unlock()
+	if s != nil {
+		s.Send(a)
+	}
 }
 
 func (d *daemon) setSinks(cfg sinks.Config) error {
@@ -197,8 +227,15 @@ func (d *daemon) setSinks(cfg sinks.Config) error {
 	// the engine restored from the store.
 	s.Restore(d.engine.Active())
 	h := alertapi.Handler(d.engine, s.Stream())
-	d.sinks.Store(s)
 	d.alertAPI.Store(&h)
+	d.earlyMu.Lock()
+	d.sinks.Store(s)
+	early := d.early
+	d.early = nil
+	d.earlyMu.Unlock()
+	for _, a := range early {
+		s.Send(a)
+	}
 	return nil
 }
 
@@ -221,27 +258,36 @@ func (d *daemon) newUplink(cfg *config.Config) (*uplink.Uplink, error) {
 func groupSpecs(cfg *config.Config) map[string]groupSpec {
 	out := map[string]groupSpec{}
 	for _, dev := range cfg.Modbus {
-		k := "modbus " + modbus.GroupKey(&dev)
+		k := groupKey("modbus", modbus.GroupKey(&dev))
 		s := out[k]
 		s.protocol = "modbus"
 		s.modbus = append(s.modbus, dev)
 		out[k] = s
 	}
 	for _, dev := range cfg.OPCUA {
-		k := "opcua " + opcua.GroupKey(&dev)
+		k := groupKey("opcua", opcua.GroupKey(&dev))
 		s := out[k]
 		s.protocol = "opcua"
 		s.opcua = append(s.opcua, dev)
 		out[k] = s
 	}
 	for _, dev := range cfg.MQTT {
-		k := "mqtt " + mqtt.GroupKey(&dev)
+		k := groupKey("mqtt", mqtt.GroupKey(&dev))
 		s := out[k]
 		s.protocol = "mqtt"
 		s.mqtt = append(s.mqtt, dev)
 		out[k] = s
 	}
 	return out
+}
+
+// groupKey prefixes a driver's group key with its protocol, unless the
+// driver already did ("mqtt tcp://…").
+func groupKey(protocol, key string) string {
+	if strings.HasPrefix(key, protocol+" ") {
+		return key
+	}
+	return protocol + " " + key
 }
 
 func (d *daemon) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
@@ -260,7 +306,10 @@ func (d *daemon) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
 
 // Run starts every part, serves until ctx ends, then shuts down in
 // pipeline order: drivers, pipeline (rules see the last scans), buffer
-// commit, uplink flush, sinks, buffer close, HTTP.
+// commit, uplink flush, sinks, buffer close, HTTP. The shutdown waits at
+// most opts.ShutdownTimeout in all for the parts that can hang (drivers,
+// the uplink's flush, the sinks); the buffer is always committed and
+// closed.
 func (d *daemon) Run(ctx context.Context) error {
 	// Parts that must outlive the drivers during shutdown get their own
 	// context, cancelled in order below.
@@ -276,7 +325,7 @@ func (d *daemon) Run(ctx context.Context) error {
 	rulesRun := start(partsCtx, d.engine.Run)
 
 	d.mu.Lock()
-	d.runCtx = partsCtx
+	cfg := d.cfg
 	d.sinksRun = start(partsCtx, d.sinks.Load().Run)
 	if d.up != nil {
 		d.upRun = start(partsCtx, d.up.Run)
@@ -284,6 +333,7 @@ func (d *daemon) Run(ctx context.Context) error {
 	for _, g := range d.groups {
 		d.startGroup(partsCtx, g)
 	}
+	d.runCtx = partsCtx
 	d.mu.Unlock()
 
 	// Loading a large device map allocates far more than the running
@@ -291,9 +341,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	// scavenger's pace (RSS is what a gateway's operator watches).
 	debug.FreeOSMemory()
 	service.Ready()
-	service.Status("running: " + d.cfg.Summary())
-	d.svc.ConfigLoaded(d.cfg.Version, time.Now())
-	d.log.Info("ferry running", "version", d.opts.Version, "gateway", d.cfg.Gateway.ID, "config", d.cfg.Summary())
+	service.Status("running: " + cfg.Summary())
+	d.svc.ConfigLoaded(cfg.Version, time.Now())
+	d.log.Info("ferry running", "version", d.opts.Version, "gateway", cfg.Gateway.ID, "config", cfg.Summary())
 	wdCtx, stopWD := context.WithCancel(partsCtx)
 	wdDone := start(wdCtx, func(ctx context.Context) error { return service.Watchdog(ctx, d.healthy, d.log) })
 
@@ -302,50 +352,59 @@ func (d *daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-httpRun.doneChan():
 		// The listener failed (port taken): not a gateway to keep running.
-		fatal = fmt.Errorf("http: %w", err)
+		fatal = err
 		httpRun = nil
 	}
 
 	service.Stopping()
 	stopWD()
 	wdDone.wait()
-	t := d.opts.ShutdownTimeout
+	deadline := time.Now().Add(d.opts.ShutdownTimeout)
+	// left is the time the shutdown may still wait; a stage that finds it
+	// spent still gets a moment, so that a part with nothing to do is not
+	// reported as hanging.
+	left := func() time.Duration { return max(time.Until(deadline), 100*time.Millisecond) }
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.runCtx = nil // a reload from now on does nothing
 	// 1. Drivers stop emitting.
 	var wg sync.WaitGroup
+	t := left()
 	for _, g := range d.groups {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.stopGroup(g, t) }()
 	}
 	wg.Wait()
-	// 2. The pipeline drains into the rules and the buffer.
+	// 2. The pipeline drains into the rules and the buffer. A driver that
+	// did not stop in time finds it closed: its late scans are finished
+	// with ErrClosed.
 	d.pipe.Close()
-	<-pipeDone
-	rulesRun.stop(t)
+	select {
+	case <-pipeDone:
+	case <-time.After(left()):
+		// The rule engine or the buffer hangs; what it holds is lost
+		// with the process, as in a crash (the buffer is crash-safe).
+		d.log.Error("pipeline did not drain in time", "waiting", len(d.pipe.in))
+	}
+	rulesRun.stop(left())
 	// 3. The buffer commits what it holds, so every accepted scan is on
 	// disk before the network parts get their bounded time.
-	fctx, cancel := context.WithTimeout(context.Background(), t)
+	fctx, cancel := context.WithTimeout(context.Background(), left())
 	if err := d.buf.Flush(fctx); err != nil {
 		d.log.Error("buffer flush at shutdown", "err", err)
 	}
 	cancel()
 	// 4. The uplink flushes what is in flight (or releases it).
-	if d.upRun != nil {
-		d.upRun.stop(t)
+	if !d.upRun.stop(left()) {
+		d.log.Error("uplink did not stop in time; its records in flight are sent again at the next start")
 	}
 	// 5. Local sinks deliver what they hold, within the timeout.
-	if d.sinksRun != nil {
-		d.sinksRun.stop(t)
+	if !d.sinksRun.stop(left()) {
+		d.log.Error("alert sinks did not stop in time")
 	}
 	err := d.buf.Close()
-	if httpRun != nil {
-		httpRun.stop(t)
-	}
-	if err != nil {
-		d.log.Error("buffer close", "err", err)
-	}
+	httpRun.stop(left())
 	d.log.Info("ferry stopped")
 	return errors.Join(fatal, err)
 }
@@ -373,7 +432,7 @@ func (d *daemon) stopGroup(g *group, timeout time.Duration) {
 }
 
 // healthy is what the systemd watchdog checks: the pipeline makes
-// progress and the rule engine's ticker is alive.
+// progress (a hung buffer or rule engine leaves scans waiting).
 func (d *daemon) healthy() error {
 	return d.pipe.Err()
 }
@@ -383,7 +442,8 @@ func (d *daemon) healthy() error {
 // is restarted: device groups whose devices changed, the uplink when its
 // section changed, the sinks when theirs did; rules are swapped keeping the
 // state of unchanged rules. The buffer stays open throughout, so nothing
-// accepted is lost.
+// accepted is lost. Reload does nothing before Run has started every part
+// or once its shutdown has begun.
 func (d *daemon) Reload(path string) {
 	service.Reloading()
 	defer service.Ready()
@@ -397,41 +457,44 @@ func (d *daemon) Reload(path string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.runCtx == nil || d.runCtx.Err() != nil {
+	if d.runCtx == nil {
+		d.log.Warn("reload ignored: ferry is not running (starting or stopping)")
 		return
 	}
 	old := d.cfg
+	if err := d.engine.Update(cfg.Rules); err != nil {
+		d.log.Error("reload refused, the running configuration stays", "file", path, "errors", err)
+		d.svc.ReloadFailed()
+		d.con.reloaded(nil, err)
+		return
+	}
 	if lv, err := service.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
 		d.opts.Level.Set(lv)
 	}
 	if fields := restartOnly(old, cfg); len(fields) > 0 {
 		d.log.Warn("these settings take effect at the next restart", "fields", strings.Join(fields, ", "))
-	}
-	if err := d.engine.Update(cfg.Rules); err != nil {
-		d.log.Error("reload refused: rules", "err", err)
-		d.svc.ReloadFailed()
-		d.con.reloaded(nil, err)
-		return
+		keepRunning(old, cfg)
 	}
 	t := d.opts.ShutdownTimeout
 	if !reflect.DeepEqual(old.Alerts, cfg.Alerts) {
-		prev, prevRun := d.sinks.Load(), d.sinksRun
+		prevRun := d.sinksRun
 		if err := d.setSinks(cfg.Alerts); err != nil {
 			d.log.Error("alert sinks not changed", "err", err)
 		} else {
 			d.sinksRun = start(d.runCtx, d.sinks.Load().Run)
-			_ = prev
 			prevRun.stop(t)
 			d.log.Info("alert sinks restarted")
 		}
 	}
 	d.buf.SetConfigVersion(cfg.Version)
 	d.cfg = cfg
-	d.syncGroups(cfg, t)
-	if !reflect.DeepEqual(old.Uplink, cfg.Uplink) || old.Gateway != cfg.Gateway {
+	d.curCfg.Store(cfg)
+	d.syncGroups(old, cfg, t)
+	if !reflect.DeepEqual(old.Uplink, cfg.Uplink) {
 		if d.upRun != nil {
 			d.upRun.stop(t)
 			d.up, d.upRun = nil, nil
+			d.curUp.Store(nil)
 		}
 		if cfg.Uplink.NATS != nil {
 			up, err := d.newUplink(cfg)
@@ -439,6 +502,7 @@ func (d *daemon) Reload(path string) {
 				d.log.Error("uplink not started", "err", err)
 			} else {
 				d.up, d.upRun = up, start(d.runCtx, up.Run)
+				d.curUp.Store(up)
 				d.log.Info("uplink restarted")
 			}
 		}
@@ -446,14 +510,16 @@ func (d *daemon) Reload(path string) {
 		d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
 	}
 	d.svc.Reloaded(cfg.Version, time.Now())
+	service.Status("running: " + cfg.Summary())
 	d.con.reloaded(cfg, nil)
 	debug.FreeOSMemory()
 	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())
 }
 
 // syncGroups stops the groups that are gone or changed and starts the new
-// and changed ones; unchanged groups keep running (and connected).
-func (d *daemon) syncGroups(cfg *config.Config, timeout time.Duration) {
+// and changed ones; unchanged groups keep running (and connected). The
+// series of devices that are gone are removed from /metrics.
+func (d *daemon) syncGroups(old, cfg *config.Config, timeout time.Duration) {
 	specs := groupSpecs(cfg)
 	var stopped, started []string
 	for key, g := range d.groups {
@@ -464,6 +530,9 @@ func (d *daemon) syncGroups(cfg *config.Config, timeout time.Duration) {
 		delete(d.groups, key)
 		stopped = append(stopped, key)
 	}
+	// Before the new drivers create their series: a device that moved to
+	// another group keeps its name and gets them back.
+	d.forgetRemoved(old, cfg)
 	for key, spec := range specs {
 		if _, ok := d.groups[key]; ok {
 			continue
@@ -478,11 +547,53 @@ func (d *daemon) syncGroups(cfg *config.Config, timeout time.Duration) {
 		d.startGroup(d.runCtx, g)
 		started = append(started, key)
 	}
+	d.publishDrivers()
 	if len(stopped)+len(started) > 0 {
 		sort.Strings(stopped)
 		sort.Strings(started)
 		d.log.Info("device groups changed", "stopped", stopped, "started", started)
 	}
+}
+
+// forgetRemoved removes the device series of the devices old has and cfg
+// has not, so that a decommissioned PLC does not stay on /metrics (and in
+// a FerryDeviceDown alert) forever.
+func (d *daemon) forgetRemoved(old, cfg *config.Config) {
+	now := map[string]bool{}
+	for _, dev := range cfg.Devices {
+		now[dev.Name] = true
+	}
+	for _, dev := range old.Devices {
+		if !now[dev.Name] {
+			d.devices.Forget(dev.Protocol, dev.Name)
+		}
+	}
+}
+
+// publishDrivers publishes the running drivers for deviceStatus. Call it
+// with d.mu held after d.groups changed.
+func (d *daemon) publishDrivers() {
+	keys := make([]string, 0, len(d.groups))
+	for k := range d.groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	drivers := make([]ferry.Driver, 0, len(keys))
+	for _, k := range keys {
+		drivers = append(drivers, d.groups[k].drv)
+	}
+	d.curDrivers.Store(&drivers)
+}
+
+// keepRunning sets the settings of cfg that cannot change while running
+// to those of old, so that cfg says what runs: the uplink, the sinks and
+// the drivers keep the gateway id and site the buffer's record ids carry.
+func keepRunning(old, cfg *config.Config) {
+	cfg.Gateway = old.Gateway
+	cfg.DataDir = old.DataDir
+	cfg.Log.Format = old.Log.Format
+	cfg.Buffer = old.Buffer
+	cfg.HTTP = old.HTTP
 }
 
 // restartOnly lists the settings that differ and cannot change while
@@ -509,23 +620,25 @@ func restartOnly(a, b *config.Config) []string {
 
 // deviceStatus lists every device's status, sorted by name.
 func (d *daemon) deviceStatus() []ferry.DeviceStatus {
-	d.mu.Lock()
 	var out []ferry.DeviceStatus
-	for _, g := range d.groups {
-		if r, ok := g.drv.(ferry.StatusReporter); ok {
-			out = append(out, r.DeviceStatus()...)
+	if drivers := d.curDrivers.Load(); drivers != nil {
+		for _, drv := range *drivers {
+			if r, ok := drv.(ferry.StatusReporter); ok {
+				out = append(out, r.DeviceStatus()...)
+			}
 		}
 	}
-	d.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
 	return out
 }
 
+// uplinkErr is the uplink's readiness check.
 func (d *daemon) uplinkErr() error {
-	d.mu.Lock()
-	up := d.up
-	d.mu.Unlock()
+	up := d.curUp.Load()
 	if up == nil {
+		if d.curCfg.Load().Uplink.NATS != nil {
+			return errors.New("not running (see the log: the uplink could not be started)")
+		}
 		return nil
 	}
 	return up.Err()
@@ -550,9 +663,7 @@ func (d *daemon) routes() {
 	d.http.Handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	d.http.Handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	d.http.Handle("GET /api/status", jsonHandler(func() any {
-		d.mu.Lock()
-		cfg := d.cfg
-		d.mu.Unlock()
+		cfg := d.curCfg.Load()
 		st := struct {
 			Version       string       `json:"version"`
 			Gateway       string       `json:"gateway"`

@@ -185,7 +185,7 @@ type upstream struct {
 }
 
 // readStream reads every message of the stream, from the first.
-func readStream(t *testing.T, url string) *upstream {
+func readUpstream(t *testing.T, url string) *upstream {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
@@ -355,7 +355,7 @@ func TestEndToEnd(t *testing.T) {
 	model := plant.Model()
 	var up *upstream
 	eventually(t, 60*time.Second, "values from every protocol upstream", func() error {
-		up = readStream(t, plant.NATS.URL)
+		up = readUpstream(t, plant.NATS.URL)
 		want := map[string]ferry.Kind{
 			"press1.oil_temp": ferry.KindFloat, "press1.oil_temp_cdab": ferry.KindFloat, "press1.cycles": ferry.KindInt,
 			"press1.running": ferry.KindBool, "press1.label": ferry.KindString, "press1.pressure": ferry.KindFloat,
@@ -397,7 +397,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The overheating ramp raises oil_hot once, upstream and locally.
 	eventually(t, 60*time.Second, "oil_hot raised upstream", func() error {
-		up = readStream(t, plant.NATS.URL)
+		up = readUpstream(t, plant.NATS.URL)
 		for _, a := range up.alerts {
 			if a.Rule == "oil_hot" && a.State == "raised" {
 				return nil
@@ -482,7 +482,7 @@ func TestEndToEnd(t *testing.T) {
 	f2.stop(t)
 
 	// Every record the buffer accepted is upstream exactly once.
-	up = readStream(t, plant.NATS.URL)
+	up = readUpstream(t, plant.NATS.URL)
 	up.checkContiguous(t, "e2e")
 	t.Logf("%d messages upstream, %d alerts", up.msgs, len(up.alerts))
 }

@@ -31,26 +31,34 @@ type pipeline struct {
 	samples prometheus.Counter
 	dropped prometheus.Counter
 
-	closeOnce sync.Once
+	// mu makes Close and Emit exclusive: a driver that outlives the
+	// shutdown's wait (a request the library cannot abandon) may emit
+	// after Close, and must find the pipeline closed rather than send on a
+	// closed channel.
+	mu     sync.RWMutex
+	closed bool
 	// progress is when Run last took a scan (Unix nanoseconds); Err uses
 	// it to tell a stuck pipeline from an idle one.
 	progress atomic.Int64
 	now      func() time.Time
+	// stuckAfter is how long scans may wait with no progress before the
+	// pipeline reports itself stuck (readiness, systemd watchdog).
+	stuckAfter time.Duration
 }
 
-// stuckAfter is how long scans may wait with no progress before the
-// pipeline reports itself stuck (readiness, systemd watchdog).
-const stuckAfter = 30 * time.Second
+// defaultStuckAfter is the pipeline's stuckAfter.
+const defaultStuckAfter = 30 * time.Second
 
 func newPipeline(size int, evaluate func(*ferry.Scan), store func(ferry.Scan), reg prometheus.Registerer) *pipeline {
 	p := &pipeline{
-		in:       make(chan ferry.Scan, size),
-		evaluate: evaluate,
-		store:    store,
-		now:      time.Now,
-		scans:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_scans_total", Help: "Scans received from the drivers."}),
-		samples:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_samples_total", Help: "Samples received from the drivers."}),
-		dropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_dropped_scans_total", Help: "Scans dropped because the pipeline queue was full."}),
+		in:         make(chan ferry.Scan, size),
+		evaluate:   evaluate,
+		store:      store,
+		now:        time.Now,
+		stuckAfter: defaultStuckAfter,
+		scans:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_scans_total", Help: "Scans received from the drivers."}),
+		samples:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_samples_total", Help: "Samples received from the drivers."}),
+		dropped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_dropped_scans_total", Help: "Scans dropped because the pipeline queue was full."}),
 	}
 	if reg != nil {
 		reg.MustRegister(p.scans, p.samples, p.dropped, prometheus.NewGaugeFunc(
@@ -68,17 +76,26 @@ func (p *pipeline) Err() error {
 		return nil
 	}
 	idle := p.now().Sub(time.Unix(0, p.progress.Load()))
-	if idle > stuckAfter {
+	if idle > p.stuckAfter {
 		return fmt.Errorf("pipeline stuck: %d scans waiting, none taken for %v", len(p.in), idle.Round(time.Second))
 	}
 	return nil
 }
 
-// Emit is the drivers' ferry.EmitFunc. It never blocks.
+// Emit is the drivers' ferry.EmitFunc. It never blocks. After Close it
+// finishes s with ferry.ErrClosed.
 func (p *pipeline) Emit(s ferry.Scan) {
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		s.Finish(ferry.ErrClosed)
+		return
+	}
 	select {
 	case p.in <- s:
+		p.mu.RUnlock()
 	default:
+		p.mu.RUnlock()
 		p.dropped.Inc()
 		s.Finish(ferry.ErrDropped)
 	}
@@ -100,6 +117,13 @@ func (p *pipeline) Run() {
 	}
 }
 
-// Close ends Run after the queued scans. Call it only after every driver
-// has stopped emitting.
-func (p *pipeline) Close() { p.closeOnce.Do(func() { close(p.in) }) }
+// Close ends Run after the queued scans. Drivers should have stopped
+// emitting; a scan emitted after Close is finished with ferry.ErrClosed.
+func (p *pipeline) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		close(p.in)
+	}
+}

@@ -77,3 +77,46 @@ func TestPipelineStuck(t *testing.T) {
 		t.Fatalf("drained: %v", err)
 	}
 }
+
+// TestPipelineEmitAfterClose: a driver that outlived the shutdown's wait
+// emits into a closed pipeline; its scan is finished with ErrClosed
+// instead of a panic (send on a closed channel), also when Close races
+// with Emit.
+func TestPipelineEmitAfterClose(t *testing.T) {
+	p := newPipeline(1024, nil, func(s ferry.Scan) { s.Finish(nil) }, nil)
+	done := make(chan struct{})
+	go func() { p.Run(); close(done) }()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	results := map[error]int{}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 500 {
+				p.Emit(ferry.Scan{Done: func(err error) { mu.Lock(); results[err]++; mu.Unlock() }})
+			}
+		}()
+	}
+	time.Sleep(time.Millisecond)
+	p.Close()
+	wg.Wait()
+	<-done
+	var closed error
+	p.Emit(ferry.Scan{Done: func(err error) { closed = err }})
+	if !errors.Is(closed, ferry.ErrClosed) {
+		t.Fatalf("emit after Close finished with %v, want ErrClosed", closed)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for err, n := range results {
+		if err != nil && !errors.Is(err, ferry.ErrClosed) && !errors.Is(err, ferry.ErrDropped) {
+			t.Errorf("%d scans finished with %v", n, err)
+		}
+		total += n
+	}
+	if total != 2000 {
+		t.Errorf("%d of 2000 scans finished", total)
+	}
+}

@@ -341,7 +341,9 @@ func (d *Driver) lost(err error, emit ferry.EmitFunc) {
 		}
 		d.mu.Unlock()
 		for _, n := range names {
-			emit(ferry.Scan{Device: n, Time: now, Samples: devstat.BadSamples(nil, n, dv.names, reason, now)})
+			samples := devstat.BadSamples(nil, n, dv.names, reason, now)
+			dv.stat.Reported(samples)
+			emit(ferry.Scan{Device: n, Time: now, Samples: samples})
 		}
 	}
 }

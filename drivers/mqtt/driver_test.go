@@ -301,7 +301,8 @@ func TestConnectRefused(t *testing.T) {
 	addr := freePort(t)
 	store := newCommitStore(t)
 	dev := jsonDevice("env", "tcp://"+addr, "s/env", Point{Name: "temp", Path: "temp"}, Point{Name: "hum", Path: "hum"})
-	r := start(t, []Device{dev}, testOptions(nil), store.emit)
+	reg := prometheus.NewRegistry()
+	r := start(t, []Device{dev}, testOptions(reg), store.emit)
 	waitFor(t, "Bad samples", 5*time.Second, func() bool { return len(store.samples("env")) == 2 })
 	time.Sleep(100 * time.Millisecond) // several retries: still one Bad sample per point
 	for _, s := range store.samples("env") {
@@ -311,6 +312,13 @@ func TestConnectRefused(t *testing.T) {
 	}
 	if got := len(store.samples("env")); got != 2 {
 		t.Errorf("%d Bad samples, want 2 (one per point, once per outage)", got)
+	}
+	// The Bad scan is a scan emitted: counted, and the points show bad.
+	if got := gathered(t, reg, "ferry_device_scans_total", "env", ""); got != 1 {
+		t.Errorf("ferry_device_scans_total{device=env} = %v, want 1", got)
+	}
+	if got := gathered(t, reg, "ferry_device_points", "env", "bad"); got != 2 {
+		t.Errorf("ferry_device_points{device=env,quality=bad} = %v, want 2", got)
 	}
 	st := r.d.DeviceStatus()[0]
 	if st.Connected || st.Errors[ferry.ReasonConnRefused] == 0 || !strings.Contains(st.LastError, addr) {
@@ -615,4 +623,33 @@ func TestNoGoroutineLeak(t *testing.T) {
 	waitFor(t, "a failed attempt", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].LastError != "" })
 	r.stop(t)
 	waitFor(t, "goroutines back to the baseline", 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
+}
+
+// gathered returns the value of the series of name for device (and
+// quality, when not empty) in reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name, device, quality string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["device"] != device || quality != "" && labels["quality"] != quality {
+				continue
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	return -1
 }

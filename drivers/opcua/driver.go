@@ -276,6 +276,7 @@ func (dv *device) emitBad(emit ferry.EmitFunc, reason string) {
 	}
 	now := dv.now()
 	samples := devstat.BadSamples(make([]ferry.Sample, 0, len(dv.names)), dv.cfg.Name, dv.names, reason, now)
+	dv.st.Reported(samples)
 	emit(ferry.Scan{Device: dv.cfg.Name, Time: now, Samples: samples})
 }
 

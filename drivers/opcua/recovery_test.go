@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/devstat"
 )
 
 // TestBadNodesIsolated: unknown nodes, an unknown namespace and a node
@@ -248,5 +250,61 @@ func TestBatching(t *testing.T) {
 				t.Errorf("monitored items %v, want 100", got)
 			}
 		})
+	}
+}
+
+// TestUnreachableCounted: the Bad scans of a server that cannot be reached
+// are scans emitted like any other: ferry_device_scans_total counts each,
+// and ferry_device_points shows the points bad.
+func TestUnreachableCounted(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	devs := devstat.NewMetrics(reg)
+	d, err := New([]Device{testDevice("plc", fmt.Sprintf("opc.tcp://127.0.0.1:%d", freePort(t)), insecure,
+		Point{Name: "a", Node: "ns=1;s=A"}, Point{Name: "b", Node: "ns=1;s=B"})},
+		Options{DataDir: t.TempDir(), Gateway: "gw-test", Devices: devs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector()
+	runDriver(t, d, c)
+	c.waitFor(t, 0, "Bad samples", func(m map[string]ferry.Sample) bool {
+		return c.count() >= 3 && m["a"].Quality.Status == ferry.Bad
+	})
+	value := func(name string, labels ...string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+		next:
+			for _, m := range mf.GetMetric() {
+				have := map[string]string{}
+				for _, l := range m.GetLabel() {
+					have[l.GetName()] = l.GetValue()
+				}
+				for i := 0; i < len(labels); i += 2 {
+					if have[labels[i]] != labels[i+1] {
+						continue next
+					}
+				}
+				if m.Counter != nil {
+					return m.Counter.GetValue()
+				}
+				return m.Gauge.GetValue()
+			}
+		}
+		return -1
+	}
+	// Counted before emitted: the count may run one or two ahead.
+	n := c.count()
+	if scans := value("ferry_device_scans_total", "device", "plc"); scans < float64(n) || scans > float64(n)+2 {
+		t.Errorf("ferry_device_scans_total = %v, %d scans emitted", scans, n)
+	}
+	if bad := value("ferry_device_points", "device", "plc", "quality", "bad"); bad != 2 {
+		t.Errorf("ferry_device_points{quality=bad} = %v, want 2", bad)
 	}
 }

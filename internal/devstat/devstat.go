@@ -119,14 +119,19 @@ func (m *Metrics) Device(protocol, name, endpoint string, log *slog.Logger, now 
 }
 
 // Forget removes the device's series (a device removed by a reload).
-func (d *Device) Forget() {
-	l := prometheus.Labels{"protocol": d.protocol, "device": d.name}
-	d.m.connected.DeletePartialMatch(l)
-	d.m.duration.DeletePartialMatch(l)
-	d.m.errs.DeletePartialMatch(l)
-	d.m.points.DeletePartialMatch(l)
-	d.m.overruns.DeletePartialMatch(l)
-	d.m.scans.DeletePartialMatch(l)
+func (d *Device) Forget() { d.m.Forget(d.protocol, d.name) }
+
+// Forget removes the series of the device name of protocol: a device a
+// reload removed, whose driver has stopped. A driver created for the same
+// name later starts its series again.
+func (m *Metrics) Forget(protocol, name string) {
+	l := prometheus.Labels{"protocol": protocol, "device": name}
+	m.connected.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.errs.DeletePartialMatch(l)
+	m.points.DeletePartialMatch(l)
+	m.overruns.DeletePartialMatch(l)
+	m.scans.DeletePartialMatch(l)
 }
 
 // Connected records that the device answers. The first time, and after it
@@ -206,6 +211,19 @@ func (d *Device) count(reason string) {
 // Polled records one poll (or notification) that produced samples: its
 // start and duration, and the quality of each sample.
 func (d *Device) Polled(start time.Time, took time.Duration, samples []ferry.Sample) {
+	d.duration.Observe(took.Seconds())
+	d.Reported(samples)
+	d.mu.Lock()
+	d.st.LastPoll = start
+	d.st.PollDuration = took
+	d.mu.Unlock()
+}
+
+// Reported records a scan the driver emits without reading the device —
+// the Bad samples of a device it cannot reach: the scan is counted
+// (ferry_device_scans_total counts every scan emitted) and the points by
+// quality follow it, but no poll duration is observed.
+func (d *Device) Reported(samples []ferry.Sample) {
 	var n [3]int
 	for i := range samples {
 		s := samples[i].Quality.Status
@@ -214,15 +232,10 @@ func (d *Device) Polled(start time.Time, took time.Duration, samples []ferry.Sam
 		}
 		n[s]++
 	}
-	d.duration.Observe(took.Seconds())
 	d.scans.Inc()
 	for s := range n {
 		d.quality[s].Set(float64(n[s]))
 	}
-	d.mu.Lock()
-	d.st.LastPoll = start
-	d.st.PollDuration = took
-	d.mu.Unlock()
 }
 
 // Overrun counts a poll skipped because the previous one ran past its

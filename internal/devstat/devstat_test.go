@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,6 +75,63 @@ func TestPolledAndForget(t *testing.T) {
 	n, err := testutil.GatherAndCount(reg, "ferry_device_points")
 	if err != nil || n != 0 {
 		t.Fatalf("after Forget: %d series, %v", n, err)
+	}
+}
+
+// TestReported counts a scan emitted without a poll and sets the points by
+// quality, without a poll duration.
+func TestReported(t *testing.T) {
+	m := NewMetrics(nil)
+	d := m.Device("mqtt", "env", "tcp://x", nil, nil)
+	d.Polled(time.Now(), time.Millisecond, []ferry.Sample{{Quality: ferry.GoodQuality}, {Quality: ferry.GoodQuality}})
+	d.Reported(BadSamples(nil, "env", []string{"a", "b"}, ferry.ReasonConnRefused, time.Now()))
+	if got := testutil.ToFloat64(m.scans.WithLabelValues("mqtt", "env")); got != 2 {
+		t.Errorf("scans %v, want 2", got)
+	}
+	if g, b := testutil.ToFloat64(m.points.WithLabelValues("mqtt", "env", "good")), testutil.ToFloat64(m.points.WithLabelValues("mqtt", "env", "bad")); g != 0 || b != 2 {
+		t.Errorf("points good %v bad %v, want 0 and 2", g, b)
+	}
+	if st := d.Status(); st.PollDuration != time.Millisecond {
+		t.Errorf("status %+v: a report changed the poll duration", st)
+	}
+}
+
+// TestMetricsForget removes one device's series by name (a device a
+// reload removed) and leaves the others.
+func TestMetricsForget(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	gone := m.Device("modbus", "press1", "tcp://a", nil, nil)
+	kept := m.Device("modbus", "press2", "tcp://b", nil, nil)
+	for _, d := range []*Device{gone, kept} {
+		d.Connected()
+		d.Lost(errors.New("x"))
+		d.Polled(time.Now(), time.Millisecond, []ferry.Sample{{Quality: ferry.GoodQuality}})
+		d.Overrun()
+	}
+	m.Forget("modbus", "press1")
+	for _, name := range []string{"ferry_device_connected", "ferry_device_poll_duration_seconds", "ferry_device_errors_total",
+		"ferry_device_points", "ferry_device_poll_overruns_total", "ferry_device_scans_total"} {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var devices []string
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, s := range mf.GetMetric() {
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "device" && !slices.Contains(devices, l.GetValue()) {
+						devices = append(devices, l.GetValue())
+					}
+				}
+			}
+		}
+		if !slices.Equal(devices, []string{"press2"}) {
+			t.Errorf("%s: series of %v after forgetting press1, want press2 only", name, devices)
+		}
 	}
 }
 
