@@ -527,6 +527,13 @@ func (d *daemon) syncGroups(old, cfg *config.Config, timeout time.Duration) {
 			continue
 		}
 		d.stopGroup(g, timeout)
+		// A link that is gone takes its Modbus series with it (a changed
+		// link keeps them: its new driver goes on counting in them).
+		if md, ok := g.drv.(*modbus.Driver); ok {
+			if _, still := specs[key]; !still {
+				md.Forget()
+			}
+		}
 		delete(d.groups, key)
 		stopped = append(stopped, key)
 	}
@@ -566,6 +573,9 @@ func (d *daemon) forgetRemoved(old, cfg *config.Config) {
 	for _, dev := range old.Devices {
 		if !now[dev.Name] {
 			d.devices.Forget(dev.Protocol, dev.Name)
+			if dev.Protocol == "opcua" {
+				d.opcuaM.Forget(dev.Name)
+			}
 		}
 	}
 }

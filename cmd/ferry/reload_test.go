@@ -323,6 +323,15 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 	if _, ok := h.metric("ferry_device_scans_total", "device=press2"); ok {
 		t.Error("ferry_device_scans_total{device=press2} still exported after press2 was removed")
 	}
+	// The driver's own series of the device and of its link go too.
+	for _, name := range []string{"ferry_modbus_planned_requests", "ferry_modbus_bad_ranges"} {
+		if _, ok := h.metric(name, "device=press2"); ok {
+			t.Errorf("%s{device=press2} still exported after press2 was removed", name)
+		}
+	}
+	if _, ok := h.metric("ferry_modbus_requests_total", "link=tcp://"+p.Presses[1].Addr); ok {
+		t.Error("ferry_modbus_requests_total of press2's link still exported after press2 was removed")
+	}
 	for _, st := range h.d.deviceStatus() {
 		if st.Device == "press2" {
 			t.Error("press2 still listed by /api/devices after it was removed")
