@@ -219,10 +219,22 @@ func (d *daemon) sendLocal(a ferry.Alert) {
 }
 
 func (d *daemon) setSinks(cfg sinks.Config) error {
-	s, err := sinks.New(cfg, sinks.Options{Logger: d.log.With("part", "alerts"), Registerer: d.reg, Gateway: d.cfg.Gateway.ID})
+	s, err := d.buildSinks(cfg)
 	if err != nil {
 		return err
 	}
+	d.installSinks(s)
+	return nil
+}
+
+// buildSinks builds the local alert sinks of cfg without starting them.
+func (d *daemon) buildSinks(cfg sinks.Config) (*sinks.Sinks, error) {
+	return sinks.New(cfg, sinks.Options{Logger: d.log.With("part", "alerts"), Registerer: d.reg, Gateway: d.cfg.Gateway.ID})
+}
+
+// installSinks makes s the sinks every alert goes to, and hands it the
+// alerts raised before any sinks existed.
+func (d *daemon) installSinks(s *sinks.Sinks) {
 	// The MQTT sink's retained "active alerts" messages start from what
 	// the engine restored from the store.
 	s.Restore(d.engine.Active())
@@ -236,7 +248,6 @@ func (d *daemon) setSinks(cfg sinks.Config) error {
 	for _, a := range early {
 		s.Send(a)
 	}
-	return nil
 }
 
 func (d *daemon) newUplink(cfg *config.Config) (*uplink.Uplink, error) {
@@ -291,15 +302,33 @@ func groupKey(protocol, key string) string {
 }
 
 func (d *daemon) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
-	log := d.log.With("driver", spec.protocol)
+	return newGroupDriver(d.cfg, key, spec, driverDeps{
+		log: d.log.With("driver", spec.protocol), devices: d.devices,
+		modbus: d.modbusM, opcua: d.opcuaM, mqtt: d.mqttM,
+	})
+}
+
+// driverDeps is what a driver shares with the rest of the daemon; the zero
+// value builds a driver for checking only (ferry validate).
+type driverDeps struct {
+	log     *slog.Logger
+	devices *devstat.Metrics
+	modbus  *modbus.Metrics
+	opcua   *opcua.Metrics
+	mqtt    *mqtt.Metrics
+}
+
+// newGroupDriver builds the Driver of one device group: the explicit
+// switch over protocols (no registry).
+func newGroupDriver(cfg *config.Config, key string, spec groupSpec, deps driverDeps) (ferry.Driver, error) {
 	switch spec.protocol {
 	case "modbus":
-		return modbus.New(spec.modbus, modbus.Options{Logger: log, Metrics: d.modbusM, Devices: d.devices})
+		return modbus.New(spec.modbus, modbus.Options{Logger: deps.log, Metrics: deps.modbus, Devices: deps.devices})
 	case "opcua":
-		return opcua.New(spec.opcua, opcua.Options{Logger: log, Metrics: d.opcuaM, Devices: d.devices,
-			DataDir: d.cfg.DataDir, Gateway: d.cfg.Gateway.ID})
+		return opcua.New(spec.opcua, opcua.Options{Logger: deps.log, Metrics: deps.opcua, Devices: deps.devices,
+			DataDir: cfg.DataDir, Gateway: cfg.Gateway.ID})
 	case "mqtt":
-		return mqtt.New(spec.mqtt, mqtt.Options{Logger: log, Metrics: d.mqttM, Devices: d.devices, Gateway: d.cfg.Gateway.ID})
+		return mqtt.New(spec.mqtt, mqtt.Options{Logger: deps.log, Metrics: deps.mqtt, Devices: deps.devices, Gateway: cfg.Gateway.ID})
 	}
 	return nil, fmt.Errorf("group %s: unknown protocol %q", key, spec.protocol)
 }
@@ -336,14 +365,14 @@ func (d *daemon) Run(ctx context.Context) error {
 	d.runCtx = partsCtx
 	d.mu.Unlock()
 
+	d.svc.ConfigLoaded(cfg.Version, time.Now())
+	service.Ready()
+	service.Status("running: " + cfg.Summary())
+	d.log.Info("ferry running", "version", d.opts.Version, "gateway", cfg.Gateway.ID, "config", cfg.Summary())
 	// Loading a large device map allocates far more than the running
 	// gateway keeps; hand that back to the OS now rather than at the
 	// scavenger's pace (RSS is what a gateway's operator watches).
 	debug.FreeOSMemory()
-	service.Ready()
-	service.Status("running: " + cfg.Summary())
-	d.svc.ConfigLoaded(cfg.Version, time.Now())
-	d.log.Info("ferry running", "version", d.opts.Version, "gateway", cfg.Gateway.ID, "config", cfg.Summary())
 	wdCtx, stopWD := context.WithCancel(partsCtx)
 	wdDone := start(wdCtx, func(ctx context.Context) error { return service.Watchdog(ctx, d.healthy, d.log) })
 
@@ -462,49 +491,68 @@ func (d *daemon) Reload(path string) {
 		return
 	}
 	old := d.cfg
-	if err := d.engine.Update(cfg.Rules); err != nil {
+	refuse := func(err error) {
 		d.log.Error("reload refused, the running configuration stays", "file", path, "errors", err)
 		d.svc.ReloadFailed()
 		d.con.reloaded(nil, err)
-		return
-	}
-	if lv, err := service.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
-		d.opts.Level.Set(lv)
 	}
 	if fields := restartOnly(old, cfg); len(fields) > 0 {
 		d.log.Warn("these settings take effect at the next restart", "fields", strings.Join(fields, ", "))
 		keepRunning(old, cfg)
 	}
-	t := d.opts.ShutdownTimeout
+	// Build every part the new configuration changes before touching the
+	// running ones (constructors validate and do no I/O): one that cannot
+	// be built refuses the whole reload, instead of leaving the gateway
+	// half changed, or without an uplink.
+	var newSinks *sinks.Sinks
 	if !reflect.DeepEqual(old.Alerts, cfg.Alerts) {
-		prevRun := d.sinksRun
-		if err := d.setSinks(cfg.Alerts); err != nil {
-			d.log.Error("alert sinks not changed", "err", err)
-		} else {
-			d.sinksRun = start(d.runCtx, d.sinks.Load().Run)
-			prevRun.stop(t)
-			d.log.Info("alert sinks restarted")
+		if newSinks, err = d.buildSinks(cfg.Alerts); err != nil {
+			refuse(fmt.Errorf("alerts: %w", err))
+			return
 		}
+	}
+	upChanged := !reflect.DeepEqual(old.Uplink, cfg.Uplink)
+	var newUp *uplink.Uplink
+	if upChanged && cfg.Uplink.NATS != nil {
+		if newUp, err = d.newUplink(cfg); err != nil {
+			refuse(fmt.Errorf("uplink: %w", err))
+			return
+		}
+	}
+	built, err := d.buildChangedGroups(cfg)
+	if err != nil {
+		refuse(err)
+		return
+	}
+	if err := d.engine.Update(cfg.Rules); err != nil {
+		refuse(err)
+		return
+	}
+	if lv, err := service.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
+		d.opts.Level.Set(lv)
+	}
+	t := d.opts.ShutdownTimeout
+	if newSinks != nil {
+		prevRun := d.sinksRun
+		d.installSinks(newSinks)
+		d.sinksRun = start(d.runCtx, newSinks.Run)
+		prevRun.stop(t)
+		d.log.Info("alert sinks restarted")
 	}
 	d.buf.SetConfigVersion(cfg.Version)
 	d.cfg = cfg
 	d.curCfg.Store(cfg)
-	d.syncGroups(old, cfg, t)
-	if !reflect.DeepEqual(old.Uplink, cfg.Uplink) {
+	d.syncGroups(old, cfg, built, t)
+	if upChanged {
 		if d.upRun != nil {
 			d.upRun.stop(t)
 			d.up, d.upRun = nil, nil
 			d.curUp.Store(nil)
 		}
-		if cfg.Uplink.NATS != nil {
-			up, err := d.newUplink(cfg)
-			if err != nil {
-				d.log.Error("uplink not started", "err", err)
-			} else {
-				d.up, d.upRun = up, start(d.runCtx, up.Run)
-				d.curUp.Store(up)
-				d.log.Info("uplink restarted")
-			}
+		if newUp != nil {
+			d.up, d.upRun = newUp, start(d.runCtx, newUp.Run)
+			d.curUp.Store(newUp)
+			d.log.Info("uplink restarted")
 		}
 	} else if d.up != nil {
 		d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
@@ -516,10 +564,27 @@ func (d *daemon) Reload(path string) {
 	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())
 }
 
+// buildChangedGroups builds the drivers of the groups that are new or
+// changed in cfg, without starting them.
+func (d *daemon) buildChangedGroups(cfg *config.Config) (map[string]ferry.Driver, error) {
+	built := map[string]ferry.Driver{}
+	for key, spec := range groupSpecs(cfg) {
+		if g, ok := d.groups[key]; ok && reflect.DeepEqual(spec, g.spec) {
+			continue
+		}
+		drv, err := d.newDriver(key, spec)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		built[key] = drv
+	}
+	return built, nil
+}
+
 // syncGroups stops the groups that are gone or changed and starts the new
-// and changed ones; unchanged groups keep running (and connected). The
+// and changed ones (built by buildChangedGroups); unchanged groups keep running (and connected). The
 // series of devices that are gone are removed from /metrics.
-func (d *daemon) syncGroups(old, cfg *config.Config, timeout time.Duration) {
+func (d *daemon) syncGroups(old, cfg *config.Config, built map[string]ferry.Driver, timeout time.Duration) {
 	specs := groupSpecs(cfg)
 	var stopped, started []string
 	for key, g := range d.groups {
@@ -544,11 +609,7 @@ func (d *daemon) syncGroups(old, cfg *config.Config, timeout time.Duration) {
 		if _, ok := d.groups[key]; ok {
 			continue
 		}
-		drv, err := d.newDriver(key, spec)
-		if err != nil {
-			d.log.Error("group not started", "group", key, "err", err)
-			continue
-		}
+		drv := built[key]
 		g := &group{key: key, spec: spec, drv: drv}
 		d.groups[key] = g
 		d.startGroup(d.runCtx, g)

@@ -26,6 +26,9 @@ func TestValidate(t *testing.T) {
 		{"bad", []string{"validate", "../../internal/config/testdata/unknown_field.bad.yaml"}, 1, "",
 			`unknown_field.bad.yaml:3:3: buffer.max_sise: unknown field "max_sise" (did you mean "max_size"?)`},
 		{"missing", []string{"validate", "/nonexistent/ferry.yaml"}, 1, "", "no such file or directory"},
+		// Only the driver can tell that two devices sharing a connection
+		// disagree on its settings: validate builds the drivers too.
+		{"group mismatch", []string{"validate", "testdata/mqtt_group_mismatch.yaml"}, 1, "", "differ in mqtt.keepalive"},
 		{"two files", []string{"validate", "a", "b"}, 2, "", "want at most one FILE"},
 		{"bad flag", []string{"validate", "-nope"}, 2, "", "flag provided but not defined"},
 	}

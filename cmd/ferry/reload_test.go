@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -203,19 +204,42 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 	waitFor(t, 20*time.Second, "press1 polled and the rule raised", func() bool { return h.scans("press1") >= 3 && h.active("running") })
 	ts0, _ := h.metric("ferry_config_reload_timestamp_seconds")
 	version := h.d.cfg.Version
+	if err := os.MkdirAll(filepath.Join(dir, "mismatch.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, filepath.Join(dir, "mismatch.d", "hall.yaml"), `devices:
+  - name: hall_a
+    mqtt: {broker: "tcp://127.0.0.1:1", topic: "hall/a", keepalive: 30s}
+    points: [{name: t, path: t}]
+  - name: hall_b
+    mqtt: {broker: "tcp://127.0.0.1:1", topic: "hall/b", keepalive: 60s}
+    points: [{name: t, path: t}]
+`)
 
-	for _, bad := range []struct {
+	bads := []struct {
 		name   string
 		cfg    plantConfig
 		logged string
+		// where names the place of the problem in the log line:
+		// file:line for the loader's errors, the devices for a driver's.
+		where string
 	}{
-		{"unknown key", func() plantConfig { c := good; c.Extra = "buffer: {max_sise: 1GiB}\n"; return c }(), `buffer.max_sise: unknown field`},
+		{"unknown key", func() plantConfig { c := good; c.Extra = "buffer: {max_sise: 1GiB}\n"; return c }(), `buffer.max_sise: unknown field`, "ferry.yaml:"},
 		{"rule on an unknown point", func() plantConfig {
 			c := good
 			c.Rules = []string{`{name: running, when: "press9.speed > 10", severity: info}`}
 			return c
-		}(), "press9.speed"},
-	} {
+		}(), "press9.speed", "ferry.yaml:"},
+		// Valid for the loader, refused by the driver when it builds the
+		// group: nothing of the reload may be applied.
+		{"devices that cannot share a connection", func() plantConfig {
+			c := good
+			c.Extra = "devices_dir: mismatch.d\n"
+			c.Rules = append(c.Rules, `{name: hall_hot, when: "hall_a.t > 30"}`)
+			return c
+		}(), "differ in mqtt.keepalive", "hall_a and hall_b"},
+	}
+	for _, bad := range bads {
 		t.Run(bad.name, func(t *testing.T) {
 			h.reload(bad.cfg.yaml(p))
 			if v, _ := h.metric("ferry_config_reload_success"); v != 0 {
@@ -225,8 +249,8 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 			if len(lines) == 0 {
 				t.Fatalf("no log line says the reload was refused because of %q", bad.logged)
 			}
-			if !strings.Contains(lines[len(lines)-1], "level=ERROR") || !strings.Contains(lines[len(lines)-1], "ferry.yaml:") {
-				t.Errorf("refusal not logged as an error naming file:line: %s", lines[len(lines)-1])
+			if !strings.Contains(lines[len(lines)-1], "level=ERROR") || !strings.Contains(lines[len(lines)-1], bad.where) {
+				t.Errorf("refusal not logged as an error naming %s: %s", bad.where, lines[len(lines)-1])
 			}
 			if h.d.cfg.Version != version {
 				t.Error("the configuration version changed after a refused reload")
@@ -241,8 +265,8 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 			}
 		})
 	}
-	if v, _ := h.metric("ferry_config_reloads_total", "result=failure"); v != 2 {
-		t.Errorf("ferry_config_reloads_total{result=failure} = %v, want 2", v)
+	if v, _ := h.metric("ferry_config_reloads_total", "result=failure"); v != float64(len(bads)) {
+		t.Errorf("ferry_config_reloads_total{result=failure} = %v, want %d", v, len(bads))
 	}
 
 	// A good reload: success again, a new timestamp and version.
