@@ -166,8 +166,12 @@ func (b *Buffer) openStore() error {
 	if fi != nil {
 		size = fi.Size()
 	}
+	// The next sequences say where this run's ids start: each open moves
+	// them past the floor file (see initStore), so ids of one run are
+	// consecutive, and a consumer can tell a gap between runs from a loss.
 	b.log.Info("buffer opened", "file", b.path, "alerts", records[ferry.LaneAlerts], "telemetry", records[ferry.LaneTelemetry],
-		"file_bytes", size, "took", time.Since(start).Round(time.Millisecond))
+		"file_bytes", size, "took", time.Since(start).Round(time.Millisecond),
+		"next_alert_seq", b.w.seq[ferry.LaneAlerts]+1, "next_telemetry_seq", b.w.seq[ferry.LaneTelemetry]+1)
 	if bad > 0 {
 		b.log.Warn("damaged records dropped", "file", b.path, "records", bad)
 	}
