@@ -173,8 +173,11 @@ func TestCorruptFileIsQuarantined(t *testing.T) {
 			if got := alerts.rules(); !slices.Equal(got, []string{RuleQuarantined + ":raised"}) {
 				t.Fatalf("alerts %v, want %s raised", got, RuleQuarantined)
 			}
+			// The quarantine alert is stored by the writer on its own time:
+			// flush, so that it is in the alerts lane, and do not count it.
+			flush(t, b)
 			st := b.Stats()
-			salvaged := st.Lanes[0].Records + st.Lanes[1].Records
+			salvaged := st.Lanes[0].Records + st.Lanes[1].Records - 1
 			if tc.salvage && (salvaged == 0 || salvaged >= total) {
 				t.Fatalf("salvaged %d of %d records, want some but not all", salvaged, total)
 			}
