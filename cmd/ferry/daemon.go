@@ -66,6 +66,11 @@ type daemon struct {
 	sinks    atomic.Pointer[sinks.Sinks]
 	alertAPI atomic.Pointer[http.Handler]
 
+	// early holds the buffer's own alerts raised before the sinks exist:
+	// buffer_quarantined is raised inside buffer.Open. setSinks sends them.
+	earlyMu sync.Mutex
+	early   []ferry.Alert
+
 	// mu guards what a reload changes.
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -180,6 +185,16 @@ func (d *daemon) alert(a ferry.Alert) {
 func (d *daemon) sendLocal(a ferry.Alert) {
 	if s := d.sinks.Load(); s != nil {
 		s.Send(a)
+		return
+	}
+	d.earlyMu.Lock()
+	s := d.sinks.Load()
+	if s == nil {
+		d.early = append(d.early, a)
+	}
+	d.earlyMu.Unlock()
+	if s != nil {
+		s.Send(a)
 	}
 }
 
@@ -192,7 +207,14 @@ func (d *daemon) setSinks(cfg sinks.Config) error {
 	// the engine restored from the store.
 	s.Restore(d.engine.Active())
 	h := alertapi.Handler(d.engine, s.Stream())
+	d.earlyMu.Lock()
 	d.sinks.Store(s)
+	early := d.early
+	d.early = nil
+	d.earlyMu.Unlock()
+	for _, a := range early {
+		s.Send(a)
+	}
 	d.alertAPI.Store(&h)
 	return nil
 }
