@@ -20,7 +20,7 @@ func TestLongOutage(t *testing.T) {
 	needProfile(t)
 	presses := pick(6, 10)
 	extra := pick(60, 90)
-	outage := pick(40*time.Second, 4*time.Minute)
+	outage := pick(30*time.Second, 4*time.Minute)
 	const maxSize = 1 << 20
 
 	plant := startPlant(t, plantsim.Options{Presses: presses, ExtraPoints: extra, Rate: 100 * time.Millisecond,
