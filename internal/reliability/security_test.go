@@ -249,8 +249,8 @@ func TestSecretsNeverShown(t *testing.T) {
 	bad := map[string]string{
 		"credentials in the uplink URL": fmt.Sprintf("uplink:\n  nats: {urls: [\"nats://ferry:%s@127.0.0.1:4222\"], stream: FERRY}\n", secret("inurl")),
 		"password and password_file":    fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], user: u, password: %q, password_file: /nonexistent}\n", plant.NATS.URL, secret("both")),
-		"token and password":             fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], token: %q, user: u, password: %q}\n", plant.NATS.URL, secret("tok2"), secret("pw2")),
-		"password without user":          fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], password: %q}\n", plant.NATS.URL, secret("nouser")),
+		"token and password":            fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], token: %q, user: u, password: %q}\n", plant.NATS.URL, secret("tok2"), secret("pw2")),
+		"password without user":         fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], password: %q}\n", plant.NATS.URL, secret("nouser")),
 	}
 	for name, up := range bad {
 		c := writeConfig(t, t.TempDir(), body(up))
