@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -40,6 +41,8 @@ const (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	profile = os.Getenv("FERRY_RELIABILITY")
+	// The gopcua server prints its node sets through the standard logger.
+	stdlog.SetOutput(io.Discard)
 	if profile == "" {
 		os.Exit(m.Run()) // every test skips
 	}

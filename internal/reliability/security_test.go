@@ -400,6 +400,9 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 // default port cannot clash with anything on this machine.
 func TestHTTPDefaultLoopback(t *testing.T) {
 	needProfile(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip (iproute2) to bring up loopback in a network namespace")
+	}
 	if out, err := exec.Command("unshare", "-n", "true").CombinedOutput(); err != nil {
 		t.Skipf("cannot make a network namespace (unshare -n): %v %s", err, out)
 	}
