@@ -106,7 +106,7 @@ func TestFuzzTargets(t *testing.T) {
 		})
 	}
 	t.Logf("fuzz targets:\n%s", strings.Join(rows, "\n"))
-	result(t, "fuzzing", fmt.Sprintf("%d Fuzz targets × %s each: crashers %d (%s)", len(targets), fuzztime, crashers, strings.Join(rows, "; ")))
+	result(t, "fuzzing", fmt.Sprintf("%d Fuzz targets × %s each: crashers %d (%s)", len(rows), fuzztime, crashers, strings.Join(rows, "; ")))
 }
 
 // TestFuzzTargetsListed checks in every profile that the runner finds the
