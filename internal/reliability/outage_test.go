@@ -29,14 +29,21 @@ func TestLongOutage(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	httpAddr := freeAddr(t)
 	const gw = "outage"
+	// The short profile caps the uplink's reconnect backoff, so that the
+	// drain starts within seconds of NATS returning (CI time); the long
+	// one keeps the default (30s).
+	uplinkCfg := ""
+	if profile == short {
+		uplinkCfg = fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], stream: FERRY, reconnect_max: 3s}\n", plant.NATS.URL)
+	}
 	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms",
-		Extra: extra, MaxSize: "1MiB"})
+		Extra: extra, MaxSize: "1MiB", Uplink: uplinkCfg})
 	f := newProc(t, cfg, httpAddr)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	m0, err := f.Metrics()
 	if err != nil {
 		t.Fatal(err)
