@@ -10,6 +10,11 @@
 #   make schema  regenerate configs/ferry.schema.json from the Go types
 #   make bench   the benchmark table (scripts/bench.sh)
 #   make screenshots  docs/console/*.png: the web console in headless Chromium (apt-get install chromium)
+#   make test-reliability  the long reliability profile (kill -9 storms, outages,
+#                disk trouble, hostile input, secrets, 30-min soak, all fuzz targets;
+#                about an hour; root for the tmpfs cases); -short: the CI profile
+#   make fuzz    every Fuzz target for FUZZTIME (default 45s) each
+#   make vulncheck  govulncheck v1.9.0 (needs the vulnerability database, GOVULNDB)
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -79,7 +84,7 @@ deb:
 clean:
 	rm -rf bin dist
 
-.PHONY: demo bench
+.PHONY: demo bench test-reliability test-reliability-short fuzz vulncheck
 demo:
 	scripts/demo.sh
 
@@ -92,3 +97,26 @@ bench:
 .PHONY: screenshots
 screenshots:
 	FERRY_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -timeout 10m -run '^TestConsoleInBrowser$$' ./cmd/ferry
+# The reliability suite (internal/reliability) builds the real ferry binary
+# and runs it against real peers. Without FERRY_RELIABILITY it skips, so
+# `make test` stays fast. The figures of each scenario go to the report.
+RELIABILITY_REPORT ?= reliability-report.md
+test-reliability:
+	FERRY_RELIABILITY=long FERRY_RELIABILITY_REPORT=$(RELIABILITY_REPORT) $(GO) test -v -count=1 -timeout 3h ./internal/reliability
+
+test-reliability-short:
+	FERRY_RELIABILITY=short $(GO) test -v -count=1 -timeout 15m ./internal/reliability
+
+FUZZTIME ?= 45s
+fuzz:
+	FERRY_RELIABILITY=long FERRY_FUZZTIME=$(FUZZTIME) $(GO) test -v -count=1 -timeout 3h -run '^TestFuzzTargets$$' ./internal/reliability
+
+# govulncheck needs its database (vuln.go.dev, or a mirror: GOVULNDB=file:///path).
+# Where it cannot be fetched this fails and says so; it never reports a pass it
+# did not check.
+GOVULNDB ?= https://vuln.go.dev
+vulncheck:
+	@$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 -db '$(GOVULNDB)' ./... || { \
+		echo "vulncheck: govulncheck failed. If the error above is about fetching $(GOVULNDB),"; \
+		echo "this machine cannot reach the vulnerability database: run it where it can, or set"; \
+		echo "GOVULNDB=file:///path/to/a/mirror. Nothing was checked."; exit 1; }

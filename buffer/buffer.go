@@ -310,6 +310,16 @@ func (b *Buffer) Close() error {
 		b.mu.Unlock()
 		b.dbMu.Lock()
 		if b.db != nil {
+			// The writer has committed its last batch: mark the file
+			// as closed cleanly, so the next run continues its ids.
+			if err := b.db.Update(func(tx *bolt.Tx) error {
+				if meta := tx.Bucket(bucketMeta); meta != nil {
+					return meta.Put(keyClean, []byte{1})
+				}
+				return nil
+			}); err != nil {
+				b.log.Warn("marking the clean close failed; the next start will jump record ids", "err", err)
+			}
 			if err := b.db.Close(); err != nil {
 				b.closeErr = fmt.Errorf("buffer: close %s: %w", b.path, err)
 			}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 	"time"
 
 	"github.com/ferry-edge/ferry"
@@ -369,4 +371,45 @@ func TestStateStore(t *testing.T) {
 	if err := b2.ForEach("rules", func(k, v []byte) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("ForEach error: %v", err)
 	}
+}
+
+// TestSeqsJumpAfterCrash: a file the last run did not close (a crash, a
+// power cut) may have been rolled back by a disk that lied about fsync,
+// and its last ids may already be upstream. Its lanes jump instead of
+// reusing them; a clean stop continues them.
+func TestSeqsJumpAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	clk := newClock(t0)
+	b := openT(t, dir, testConfig(), Options{Now: clk.Now})
+	for i := 0; i < 3; i++ {
+		if err := appendWait(t, b, scan("d", t0, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := drainAll(t, b)
+	last := recs[len(recs)-1].Seq
+	b.Close()
+
+	// What a crash leaves: the file without the clean-close mark.
+	db, err := bolt.Open(filepath.Join(dir, fileName), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyClean) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	b = openT(t, dir, testConfig(), Options{Now: clk.Now})
+	if err := appendWait(t, b, scan("d", t0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	got := drainAll(t, b)
+	// The unacked records of the first run are offered again with their
+	// ids; the new one starts above the floor file's reservation.
+	newest := got[len(got)-1].Seq
+	if newest <= last+1 {
+		t.Fatalf("after a crash the next seq is %d, right after the last one used (%d): it may repeat an id already upstream", newest, last)
+	}
+	b.Close()
 }

@@ -26,6 +26,7 @@ type loaded struct {
 	own     []ferry.Alert
 	layout  int
 	gateway string
+	clean   bool // the last run closed the file (keyClean)
 	// put, when set, copies what the walk finds into a fresh file
 	// (salvage).
 	put func(path string, key, value []byte) error
@@ -66,6 +67,8 @@ func (l *loaded) visit(path string, key, value []byte) error {
 		switch k := string(key); {
 		case k == string(keyLayout) && len(value) == 1:
 			l.layout = int(value[0])
+		case k == string(keyClean):
+			l.clean = true
 		case k == string(keyGateway):
 			l.gateway = string(value)
 		case strings.HasPrefix(k, alertPrefix):
@@ -166,8 +169,12 @@ func (b *Buffer) openStore() error {
 	if fi != nil {
 		size = fi.Size()
 	}
+	// The next sequences say where this run's ids start: each open moves
+	// them past the floor file (see initStore), so ids of one run are
+	// consecutive, and a consumer can tell a gap between runs from a loss.
 	b.log.Info("buffer opened", "file", b.path, "alerts", records[ferry.LaneAlerts], "telemetry", records[ferry.LaneTelemetry],
-		"file_bytes", size, "took", time.Since(start).Round(time.Millisecond))
+		"file_bytes", size, "took", time.Since(start).Round(time.Millisecond),
+		"next_alert_seq", b.w.seq[ferry.LaneAlerts]+1, "next_telemetry_seq", b.w.seq[ferry.LaneTelemetry]+1)
 	if bad > 0 {
 		b.log.Warn("damaged records dropped", "file", b.path, "records", bad)
 	}
@@ -311,6 +318,10 @@ func (b *Buffer) initStore(ld *loaded, floor [ferry.NumLanes]uint64) error {
 		if err := meta.Put(keyGateway, []byte(b.opts.Gateway)); err != nil {
 			return err
 		}
+		// From now on a crash leaves the file without the mark.
+		if err := meta.Delete(keyClean); err != nil {
+			return err
+		}
 		for l, name := range laneBuckets {
 			bk := tx.Bucket(name)
 			if bk == nil {
@@ -318,16 +329,20 @@ func (b *Buffer) initStore(ld *loaded, floor [ferry.NumLanes]uint64) error {
 					return err
 				}
 			}
-			// A lane of an intact file continues from its own sequence
-			// (ids stay consecutive across restarts, which is how a
-			// reader tells that nothing is missing). It jumps only when
-			// the file is new or lost its sequence, or when its sequence
-			// lies below the current reservation of the floor file: then
-			// the file is older than sequences already handed out (a
-			// backup put back), and continuing would repeat ids.
+			// A lane of a file the last run closed cleanly continues
+			// from its own sequence: ids stay consecutive across a stop
+			// and start (a restart, an upgrade), which is how a reader
+			// upstream tells that nothing is missing. It jumps above the
+			// floor file and the clock when the file is new or lost its
+			// sequence; when its sequence lies below the floor file's
+			// current reservation (an older file put back); and after a
+			// crash, because ferry cannot tell an intact file from one a
+			// disk that lied about fsync rolled back, whose last ids may
+			// already have left — reusing them would get the new records
+			// dropped upstream as duplicates.
 			seq := bk.Sequence()
 			stale := floor[l] > seqReserve && seq < floor[l]-seqReserve
-			if seq == 0 || seq < ld.maxSeq[l] || stale {
+			if seq == 0 || seq < ld.maxSeq[l] || stale || !ld.clean {
 				seq = max(seq, ld.maxSeq[l], floor[l], clock)
 				if err := bk.SetSequence(seq); err != nil {
 					return err

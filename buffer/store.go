@@ -54,6 +54,9 @@ var (
 	laneBuckets  = [ferry.NumLanes][]byte{[]byte(ferry.LaneAlerts.String()), []byte(ferry.LaneTelemetry.String())}
 	keyLayout    = []byte("layout")
 	keyGateway   = []byte("gateway")
+	// keyClean is written by Close after the last commit and deleted at
+	// open: its presence says the file was shut down cleanly.
+	keyClean = []byte("clean")
 	alertPrefix  = "alert/"
 )
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +121,31 @@ func TestAliasBombRefused(t *testing.T) {
 	_, err := Load(p)
 	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
 		t.Fatalf("want the expansion bound, got %v", err)
+	}
+}
+
+// TestAliasBombOfDevicesSaysSo: aliases of one large device expand past
+// the bound inside devices, where the partial decode also yields hundreds
+// of duplicate-name errors; the bound must be the first error shown, not
+// one left out by the cap on the list.
+func TestAliasBombOfDevicesSaysSo(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("gateway: {id: gw}\ndata_dir: /tmp/x\ndevices:\n  - &big\n    name: d0\n    modbus: {url: \"tcp://127.0.0.1:502\"}\n    points:\n")
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&b, "      - {name: p%d, table: holding, address: %d}\n", i, i)
+	}
+	for i := 0; i < 300; i++ {
+		b.WriteString("  - *big\n")
+	}
+	p := filepath.Join(t.TempDir(), "bomb.yaml")
+	os.WriteFile(p, []byte(b.String()), 0o600)
+	_, err := Load(p)
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	first, _, _ := strings.Cut(err.Error(), "\n")
+	if !strings.Contains(first, "expands to more than") {
+		t.Fatalf("first error %q; want the expansion bound", first)
 	}
 }
 

@@ -96,6 +96,15 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs.add(&Error{Pos: p, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// fatalf records the error that stops decoding the file.
+func (d *decoder) fatalf(n *yaml.Node, path, format string, args ...any) {
+	p := Pos{File: d.file}
+	if n != nil {
+		p.Line, p.Column = n.Line, n.Column
+	}
+	d.errs.fatal = append(d.errs.fatal, &Error{Pos: p, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
 // position returns the position recorded for path or for its closest
 // ancestor.
 func (d *decoder) position(path string) Pos {
@@ -121,14 +130,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	d.nodes++
 	if d.nodes > maxNodes {
-		d.errorf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
+		d.fatalf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
 		d.aborted = true
 		return
 	}
 	d.depth++
 	defer func() { d.depth-- }()
 	if d.depth > maxDepth {
-		d.errorf(n, path, "nested deeper than %d levels", maxDepth)
+		d.fatalf(n, path, "nested deeper than %d levels", maxDepth)
 		d.aborted = true
 		return
 	}
@@ -374,7 +383,7 @@ func (d *decoder) merge(n *yaml.Node, v reflect.Value, path string) {
 	}
 	d.nodes++
 	if d.nodes > maxNodes {
-		d.errorf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
+		d.fatalf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
 		d.aborted = true
 		return
 	}

@@ -36,6 +36,10 @@ type Errors struct {
 
 	order   map[string]int // file → load order, for sorting
 	dropped int
+	// fatal are the errors that stopped a file's decoding (alias bomb,
+	// nesting): listed first, never left out by the cap, so that the
+	// reason is not buried under what the partial decode found.
+	fatal []*Error
 }
 
 // maxErrors caps the list: past it, one more line says how many were left
@@ -79,9 +83,13 @@ func (e *Errors) sort() {
 }
 
 func (e *Errors) err() error {
-	if len(e.List) == 0 {
+	if len(e.List) == 0 && len(e.fatal) == 0 {
 		return nil
 	}
 	e.sort()
+	if len(e.fatal) > 0 {
+		e.List = append(e.fatal, e.List...)
+		e.fatal = nil
+	}
 	return e
 }
