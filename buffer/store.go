@@ -56,8 +56,8 @@ var (
 	keyGateway   = []byte("gateway")
 	// keyClean is written by Close after the last commit and deleted at
 	// open: its presence says the file was shut down cleanly.
-	keyClean = []byte("clean")
-	alertPrefix  = "alert/"
+	keyClean    = []byte("clean")
+	alertPrefix = "alert/"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
