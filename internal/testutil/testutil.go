@@ -27,16 +27,20 @@ import (
 	"time"
 )
 
-// WaitFor polls cond every 10 ms until it holds, and fails the test when
-// it still does not after timeout.
+// WaitFor polls cond until it holds, and fails the test when it still
+// does not after timeout. It polls every 5 ms at first and every 20 ms
+// after a few tries, so that a condition that is costly to check (a
+// registry gathered, an HTTP request) does not load a long wait.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	poll := 5 * time.Millisecond
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(poll)
+		poll = min(2*poll, 20*time.Millisecond)
 	}
 }
 
