@@ -86,66 +86,58 @@ func (b *Buffer) read(picks []pick) ([]ferry.Record, error) {
 	recs := make([]ferry.Record, 0, len(picks))
 	var bad []pick
 	var badErr []error
-	b.dbMu.RLock()
-	db := b.db
-	var err error
-	if db == nil {
-		err = ferry.ErrClosed
-	} else {
-		err = view(db, func(tx *bolt.Tx) error {
-			var bk *bolt.Bucket
-			var c *bolt.Cursor
-			lane := ferry.Lane(255)
-			var key [keySize]byte
-			var k, v []byte
-			// One copy for all the data: size it first.
-			var arena []byte
-			for _, p := range picks {
-				if p.lane != lane {
-					lane = p.lane
-					if bk = tx.Bucket(laneBuckets[lane]); bk == nil {
-						return fmt.Errorf("bucket %s is missing", laneBuckets[lane])
-					}
-					c = bk.Cursor()
-					k = nil
+	err := b.viewDB(func(tx *bolt.Tx) error {
+		var bk *bolt.Bucket
+		var c *bolt.Cursor
+		lane := ferry.Lane(255)
+		var key [keySize]byte
+		var k, v []byte
+		// One copy for all the data: size it first.
+		var arena []byte
+		for _, p := range picks {
+			if p.lane != lane {
+				lane = p.lane
+				if bk = tx.Bucket(laneBuckets[lane]); bk == nil {
+					return fmt.Errorf("bucket %s is missing", laneBuckets[lane])
 				}
-				seqKey(key[:0], p.seq)
-				// The picks of a lane are mostly consecutive: step the
-				// cursor, seek when it falls behind by more than a little.
-				for steps := 0; k != nil && string(k) < string(key[:]) && steps < 8; steps++ {
-					k, v = c.Next()
-				}
-				if k == nil || string(k) != string(key[:]) {
-					k, v = c.Seek(key[:])
-				}
-				if k == nil || string(k) != string(key[:]) {
-					bad = append(bad, p)
-					badErr = append(badErr, errors.New("missing"))
-					continue
-				}
-				t, data, err := parseValue(k, v)
-				if err != nil {
-					bad = append(bad, p)
-					badErr = append(badErr, err)
-					continue
-				}
-				if cap(arena)-len(arena) < len(data) {
-					arena = make([]byte, 0, max(len(data), 64<<10))
-				}
-				off := len(arena)
-				arena = append(arena, data...)
-				recs = append(recs, ferry.Record{
-					Lane: lane,
-					Seq:  p.seq,
-					ID:   ferry.RecordID(b.opts.Gateway, lane, p.seq),
-					Time: timeOf(t),
-					Data: arena[off:len(arena):len(arena)],
-				})
+				c = bk.Cursor()
+				k = nil
 			}
-			return nil
-		})
-	}
-	b.dbMu.RUnlock()
+			seqKey(key[:0], p.seq)
+			// The picks of a lane are mostly consecutive: step the
+			// cursor, seek when it falls behind by more than a little.
+			for steps := 0; k != nil && string(k) < string(key[:]) && steps < 8; steps++ {
+				k, v = c.Next()
+			}
+			if k == nil || string(k) != string(key[:]) {
+				k, v = c.Seek(key[:])
+			}
+			if k == nil || string(k) != string(key[:]) {
+				bad = append(bad, p)
+				badErr = append(badErr, errors.New("missing"))
+				continue
+			}
+			t, data, err := parseValue(k, v)
+			if err != nil {
+				bad = append(bad, p)
+				badErr = append(badErr, err)
+				continue
+			}
+			if cap(arena)-len(arena) < len(data) {
+				arena = make([]byte, 0, max(len(data), 64<<10))
+			}
+			off := len(arena)
+			arena = append(arena, data...)
+			recs = append(recs, ferry.Record{
+				Lane: lane,
+				Seq:  p.seq,
+				ID:   ferry.RecordID(b.opts.Gateway, lane, p.seq),
+				Time: timeOf(t),
+				Data: arena[off:len(arena):len(arena)],
+			})
+		}
+		return nil
+	})
 	if err != nil {
 		b.Release(recordsOf(picks)...)
 		return nil, fmt.Errorf("buffer: read %s: %w", b.path, err)

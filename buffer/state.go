@@ -87,30 +87,22 @@ func (b *Buffer) Delete(bucket string, key []byte) error {
 // slices are only valid during the call.
 func (b *Buffer) ForEach(bucket string, fn func(key, value []byte) error) error {
 	var kvs [][2][]byte
-	b.dbMu.RLock()
-	db := b.db
-	var err error
-	if db == nil {
-		err = ferry.ErrClosed
-	} else {
-		err = view(db, func(tx *bolt.Tx) error {
-			root := tx.Bucket(bucketState)
-			if root == nil {
-				return nil
+	err := b.viewDB(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketState)
+		if root == nil {
+			return nil
+		}
+		bk := root.Bucket([]byte(bucket))
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(func(k, v []byte) error {
+			if v != nil {
+				kvs = append(kvs, [2][]byte{clone(k), clone(v)})
 			}
-			bk := root.Bucket([]byte(bucket))
-			if bk == nil {
-				return nil
-			}
-			return bk.ForEach(func(k, v []byte) error {
-				if v != nil {
-					kvs = append(kvs, [2][]byte{clone(k), clone(v)})
-				}
-				return nil
-			})
+			return nil
 		})
-	}
-	b.dbMu.RUnlock()
+	})
 	if err != nil {
 		return fmt.Errorf("buffer: state %s: %w", bucket, err)
 	}

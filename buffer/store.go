@@ -282,6 +282,17 @@ func writeSeqFloor(dir string, floor [ferry.NumLanes]uint64) error {
 
 func timeOf(ns int64) time.Time { return time.Unix(0, ns) }
 
+// viewDB runs fn in a read transaction of the open store (see view);
+// ferry.ErrClosed once the buffer is closed.
+func (b *Buffer) viewDB(fn func(*bolt.Tx) error) error {
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.db == nil {
+		return ferry.ErrClosed
+	}
+	return view(b.db, fn)
+}
+
 // view runs fn in a read transaction of db, turning a panic or a memory
 // fault (a page that cannot be read from the mapped file) into an error:
 // a damaged page found while running must not take ferry down. The next

@@ -395,8 +395,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 			if budget == 0 {
 				return true
 			}
-			tel.remove(i)
-			w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonAge, false})
+			w.dropEntry(ferry.LaneTelemetry, i, reasonAge)
 			budget--
 		}
 	}
@@ -413,9 +412,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		if budget == 0 {
 			return true
 		}
-		over -= int64(tel.ents[i].size)
-		tel.remove(i)
-		w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonSize, false})
+		over -= w.dropEntry(ferry.LaneTelemetry, i, reasonSize)
 		budget--
 	}
 	for i := range w.recs {
@@ -438,9 +435,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		if budget == 0 {
 			return true
 		}
-		over -= int64(tel.ents[i].size)
-		tel.remove(i)
-		w.drops = append(w.drops, drop{ferry.LaneTelemetry, tel.ents[i].seq, reasonSize, true})
+		over -= w.dropEntry(ferry.LaneTelemetry, i, reasonSize)
 		budget--
 	}
 	al := &b.lanes[ferry.LaneAlerts]
@@ -448,12 +443,21 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		if budget == 0 {
 			return true
 		}
-		over -= int64(al.ents[i].size)
-		al.remove(i)
-		w.drops = append(w.drops, drop{ferry.LaneAlerts, al.ents[i].seq, reasonSize, false})
+		over -= w.dropEntry(ferry.LaneAlerts, i, reasonSize)
 		budget--
 	}
 	return false
+}
+
+// dropEntry removes entry i of lane from the index (b.mu held) and
+// records the drop (undone if the commit fails); it returns the entry's
+// size.
+func (w *writer) dropEntry(lane ferry.Lane, i int, reason string) int64 {
+	l := &w.b.lanes[lane]
+	e := l.ents[i]
+	l.remove(i)
+	w.drops = append(w.drops, drop{lane, e.seq, reason, e.state == inFlight})
+	return int64(e.size)
 }
 
 // episode raises the dropping alert at the first drop and clears it after

@@ -1,12 +1,10 @@
 package uplink
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestShutdown cancels Run in the middle of a drain: Run returns within
 // the flush timeout, nothing stays in flight, and every record is either
@@ -53,7 +34,7 @@ func TestShutdown(t *testing.T) {
 				src.addScans("v", "press3", scan("press3", time.Now(), 5, float64(i)))
 			}
 			reg := prometheus.NewRegistry()
-			cfg := testConfig(p.URL())
+			cfg := testConfig("nats://" + p.Addr())
 			cfg.FlushTimeout = 500 * time.Millisecond
 			cfg.AckTimeout = 5 * time.Second
 			cfg.MaxInflight = 64
@@ -65,7 +46,7 @@ func TestShutdown(t *testing.T) {
 			if serverDown {
 				// Publishes stay unanswered: the flush times out and
 				// releases them.
-				p.dropDown.Store(true)
+				p.DropReplies.Store(true)
 				time.Sleep(50 * time.Millisecond)
 			}
 			start := time.Now()
@@ -211,7 +192,7 @@ func TestDuplicateWindowCheck(t *testing.T) {
 			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FERRY", Subjects: []string{"ferry.>"}, Duplicates: 30 * time.Second, AllowRollup: true}); err != nil {
 				t.Fatal(err)
 			}
-			var logs syncBuffer
+			var logs testutil.SyncBuffer
 			src := newMemSource("gw1")
 			src.addAlert("v", alert(1))
 			cfg := testConfig(srv.URL)

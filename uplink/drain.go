@@ -100,15 +100,11 @@ func signal(c chan struct{}) {
 // onAck is called by nats.go for every PubAck, on its reply goroutine.
 func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) {
 	d.mu.Lock()
-	p, ok := d.parts[m]
+	p, ok := d.take(m)
 	if !ok {
 		d.mu.Unlock()
 		return
 	}
-	delete(d.parts, m)
-	d.count--
-	d.bytes -= p.size
-	p.e.parts--
 	if pa.Stream == d.u.cfg.Stream && pa.Sequence > d.lastSeq {
 		d.lastSeq = pa.Sequence
 	}
@@ -116,8 +112,6 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 	if done {
 		d.acked = append(d.acked, p.e.rec)
 	}
-	d.u.m.inflight.Set(float64(d.count))
-	d.u.m.inflightBytes.Set(float64(d.bytes))
 	d.mu.Unlock()
 
 	if d.degraded.Load() && d.degraded.CompareAndSwap(true, false) {
@@ -151,15 +145,11 @@ func (d *drain) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
 func (d *drain) resolveFailed(m *nats.Msg, err error, uncertain bool) {
 	reason := publishReason(err)
 	d.mu.Lock()
-	p, ok := d.parts[m]
+	p, ok := d.take(m)
 	if !ok {
 		d.mu.Unlock()
 		return
 	}
-	delete(d.parts, m)
-	d.count--
-	d.bytes -= p.size
-	p.e.parts--
 	p.e.uncertain = p.e.uncertain || uncertain
 	if !p.e.failed {
 		p.e.failed = true
@@ -172,12 +162,26 @@ func (d *drain) resolveFailed(m *nats.Msg, err error, uncertain bool) {
 		d.reason = reason
 		d.interruptNext()
 	}
-	d.u.m.inflight.Set(float64(d.count))
-	d.u.m.inflightBytes.Set(float64(d.bytes))
 	d.mu.Unlock()
 	d.u.m.err(reason)
 	d.u.log.Debug("publish failed", "id", p.e.rec.ID, "err", err)
 	signal(d.room)
+}
+
+// take removes the in-flight part published as m (d.mu held) and
+// updates the in-flight counts; ok is false when m was resolved already.
+func (d *drain) take(m *nats.Msg) (p part, ok bool) {
+	p, ok = d.parts[m]
+	if !ok {
+		return part{}, false
+	}
+	delete(d.parts, m)
+	d.count--
+	d.bytes -= p.size
+	p.e.parts--
+	d.u.m.inflight.Set(float64(d.count))
+	d.u.m.inflightBytes.Set(float64(d.bytes))
+	return p, true
 }
 
 func publishReason(err error) string {

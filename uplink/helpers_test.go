@@ -20,6 +20,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // memSource is the test's stand-in for the buffer: lanes of records served
@@ -186,16 +187,8 @@ func (s *memSource) waitEmpty(t testing.TB, timeout time.Duration) {
 	})
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is testutil.WaitFor, by the name this package's tests use.
+var waitFor = testutil.WaitFor
 
 // testServer is an in-process nats-server with JetStream on a temp dir.
 type testServer struct {
@@ -332,21 +325,11 @@ func checkExactlyOnce(t testing.TB, msgs []jetstream.Msg, recs []ferry.Record) m
 // that Run returned nil and left nothing in flight.
 func runUplink(t testing.TB, u *Uplink, src *memSource) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- u.Run(ctx) }()
+	run := testutil.Run(t, "Run", 30*time.Second, u.Run)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Run did not return 30s after cancel")
-			}
+			run()
 			if _, f := src.state(); f != 0 {
 				t.Errorf("%d records still in flight after Run returned", f)
 			}

@@ -2,10 +2,6 @@ package uplink
 
 import (
 	"context"
-	"io"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,91 +9,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
-// proxy is a TCP proxy that can lose the server's replies (PubAcks) and
-// cut or refuse connections: the network faults a gateway sees.
-type proxy struct {
-	ln       net.Listener
-	target   string
-	dropDown atomic.Bool // discard what the server sends
-	refuse   atomic.Bool // close new connections at once
-	mu       sync.Mutex
-	conns    []net.Conn
-	wg       sync.WaitGroup
-}
-
-func startProxy(t testing.TB, target string) *proxy {
+// startProxy forwards to target until the test ends.
+func startProxy(t testing.TB, target string) *testutil.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
+	p := testutil.NewProxy(t, target)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *proxy) URL() string { return "nats://" + p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if p.refuse.Load() {
-			c.Close()
-			continue
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			io.Copy(s, c)
-			s.Close()
-		}()
-		go func() {
-			defer p.wg.Done()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := s.Read(buf)
-				if n > 0 && !p.dropDown.Load() {
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						break
-					}
-				}
-				if err != nil {
-					break
-				}
-			}
-			c.Close()
-		}()
-	}
-}
-
-// cut closes every proxied connection.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
 
 // TestReconcileAfterLongOutage loses the PubAcks of records the stream
@@ -116,7 +36,7 @@ func TestReconcileAfterLongOutage(t *testing.T) {
 	p := startProxy(t, srv.URL[len("nats://"):])
 	src := newMemSource("gw1")
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(p.URL())
+	cfg := testConfig("nats://" + p.Addr())
 	cfg.CreateStream = false
 	cfg.AckTimeout = 300 * time.Millisecond
 	cfg.ConnectTimeout = 500 * time.Millisecond
@@ -129,7 +49,7 @@ func TestReconcileAfterLongOutage(t *testing.T) {
 	src.waitEmpty(t, 10*time.Second)
 
 	// The server keeps storing; its answers are lost.
-	p.dropDown.Store(true)
+	p.DropReplies.Store(true)
 	var lost []ferry.Record
 	for i := range 20 {
 		lost = append(lost, src.addScans("v", "press3", scan("press3", time.Now(), 3, float64(i))))
@@ -139,11 +59,11 @@ func TestReconcileAfterLongOutage(t *testing.T) {
 		return metric(t, reg, "ferry_uplink_errors_total", "reason", "timeout") >= float64(len(lost))
 	})
 	// The link goes down for longer than the duplicate window.
-	p.refuse.Store(true)
-	p.cut()
+	p.Refuse.Store(true)
+	p.Cut()
 	time.Sleep(2 * window)
-	p.dropDown.Store(false)
-	p.refuse.Store(false)
+	p.DropReplies.Store(false)
+	p.Refuse.Store(false)
 	after := src.addScans("v", "env", scan("env", time.Now(), 2, 1))
 	src.waitEmpty(t, 15*time.Second)
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,18 +11,15 @@ import (
 	"github.com/gopcua/opcua/id"
 	uaserver "github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
+
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // startUAServer runs a gopcua server (security None) with one variable in
 // namespace urn:test on a free port.
 func startUAServer(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	srv := uaserver.New(uaserver.EndPoint("127.0.0.1", port),
 		uaserver.EnableSecurity("None", ua.MessageSecurityModeNone),
 		uaserver.EnableAuthMode(ua.UserTokenTypeAnonymous))

@@ -19,18 +19,9 @@ func cmdPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path := config.DefaultPath
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		path = fs.Arg(0)
-	default:
-		return usageError("want at most one FILE, got %d", fs.NArg())
-	}
-	c, err := config.Load(path)
+	_, c, err := loadFileArg(fs, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return &exitError{code: 1, err: fmt.Errorf("%s is not valid", path)}
+		return err
 	}
 	return printModbusPlan(stdout, c.Modbus)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -29,19 +30,9 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path := config.DefaultPath
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		path = fs.Arg(0)
-	default:
-		return usageError("want at most one FILE, got %d", fs.NArg())
-	}
-	c, err := config.Load(path)
+	path, c, err := loadFileArg(fs, stderr)
 	if err != nil {
-		// The loader's message lists one problem per line with its place.
-		fmt.Fprintln(stderr, err)
-		return &exitError{code: 1, err: fmt.Errorf("%s is not valid", path)}
+		return err
 	}
 	// What only a driver can tell: devices that share a link or a
 	// connection must agree on its settings (a serial port's baud rate,
@@ -52,6 +43,27 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "%s: ok: %s\n", path, c.Summary())
 	return nil
+}
+
+// loadFileArg loads the configuration named by the command's optional FILE
+// argument (default config.DefaultPath). A file that does not load has its
+// problems printed to stderr, one per line with its place, and gives an
+// exit error.
+func loadFileArg(fs *flag.FlagSet, stderr io.Writer) (string, *config.Config, error) {
+	path := config.DefaultPath
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		path = fs.Arg(0)
+	default:
+		return "", nil, usageError("want at most one FILE, got %d", fs.NArg())
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return "", nil, &exitError{code: 1, err: fmt.Errorf("%s is not valid", path)}
+	}
+	return path, c, nil
 }
 
 func cmdSchema(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/rules"
 )
 
@@ -71,23 +71,12 @@ func startGateway(t *testing.T, yaml, user, pass string) *testGateway {
 	}
 	gw.d = d
 	gw.base = "http://" + d.http.Addr()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("daemon did not stop within 30s")
-		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", gw.log.String())
 		}
 	})
+	testutil.Run(t, "daemon", 30*time.Second, d.Run) // stopped before the log is shown
 	return gw
 }
 
@@ -117,30 +106,6 @@ func (gw *testGateway) do(t *testing.T, method, path string, auth bool, header h
 	return resp.StatusCode, b
 }
 
-// eventually calls f until it returns true or the timeout passes.
-func waitUntil(t *testing.T, timeout time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// closedPort returns a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
-}
-
 func activeAlert(d *daemon, rule string) (ferry.Alert, bool) {
 	for _, a := range d.engine.Active() {
 		if a.Rule == rule {
@@ -166,7 +131,7 @@ devices:
 rules:
   - {name: plc_down, point: plc.temp, stale: 1s, severity: critical}
 http:
-  listen: "127.0.0.1:0"`, t.TempDir(), closedPort(t))
+  listen: "127.0.0.1:0"`, t.TempDir(), testutil.FreePort(t))
 	gw := startGateway(t, yaml, "operator", "s3cret pass")
 
 	// Unauthenticated: only /healthz.
@@ -192,7 +157,7 @@ http:
 	}
 
 	// The console shows the PLC lost with its reason.
-	waitUntil(t, 20*time.Second, "plc lost with reason connection refused", func() bool {
+	waitFor(t, 20*time.Second, "plc lost with reason connection refused", func() bool {
 		code, b := gw.do(t, "GET", "/api/devices", true, nil, "")
 		var devs []struct {
 			Device string            `json:"device"`
@@ -206,7 +171,7 @@ http:
 	})
 
 	var a ferry.Alert
-	waitUntil(t, 20*time.Second, "alert plc_down raised", func() bool {
+	waitFor(t, 20*time.Second, "alert plc_down raised", func() bool {
 		var ok bool
 		a, ok = activeAlert(gw.d, "plc_down")
 		return ok
@@ -538,7 +503,7 @@ func docScreenshots(t *testing.T, ctx context.Context, gw *testGateway, clock *p
 		t.Logf("waiting %v for the sparklines to fill", rest.Round(time.Second))
 		time.Sleep(rest)
 	}
-	waitUntil(t, 60*time.Second, "humidity_stuck raised", func() bool { _, ok := activeAlert(gw.d, "humidity_stuck"); return ok })
+	waitFor(t, 60*time.Second, "humidity_stuck raised", func() bool { _, ok := activeAlert(gw.d, "humidity_stuck"); return ok })
 	if _, ok := activeAlert(gw.d, "oil_hot"); !ok {
 		t.Fatal("oil_hot is no longer active: the screenshots would miss it")
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/httpapi"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // series is one line of the Prometheus text format.
@@ -452,22 +452,7 @@ func TestDeadDeviceDoesNotStallOthers(t *testing.T) {
 	t.Parallel()
 	p := startPlant(t, 3)
 	// A PLC that takes the connection and never answers.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() { defer conns.Done(); io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { silent.Close(); conns.Wait() })
+	silent := testutil.SilentTCP(t)
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
@@ -484,7 +469,7 @@ func TestDeadDeviceDoesNotStallOthers(t *testing.T) {
     points:
       - {name: speed, table: holding, address: 5, type: uint16}
 rules:
-`, silent.Addr()), 1)
+`, silent), 1)
 	writeConfig(t, path, text)
 	h := startDaemon(t, path)
 	waitFor(t, 20*time.Second, "the presses read", func() bool {
@@ -621,22 +606,7 @@ func TestShutdownBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a 5 s Modbus timeout")
 	}
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() { defer conns.Done(); io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { silent.Close(); conns.Wait() })
+	silent := testutil.SilentTCP(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	writeConfig(t, path, fmt.Sprintf(`gateway: {id: %s}
@@ -647,7 +617,7 @@ devices:
     modbus: {url: "tcp://%s", unit: 1, interval: 100ms, timeout: 5s}
     points:
       - {name: speed, table: holding, address: 5, type: uint16}
-`, gatewayID, filepath.Join(dir, "data"), silent.Addr()))
+`, gatewayID, filepath.Join(dir, "data"), silent))
 	h := newHarness(t, path)
 	h.d.opts.ShutdownTimeout = time.Second
 	h.run()
@@ -659,7 +629,7 @@ devices:
 	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("Run took %v to return with a 1s shutdown timeout", took)
 	}
-	if len(h.logs.lines("driver did not stop in time", "group=\"modbus tcp://"+silent.Addr().String())) != 1 {
+	if len(h.logs.lines("driver did not stop in time", "group=\"modbus tcp://"+silent)) != 1 {
 		t.Error("no log line names the driver left behind")
 	}
 	// The request times out; the driver emits its Bad scan into the closed
@@ -697,12 +667,7 @@ func TestShutdownPipelineStuck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testutil.FreeAddr(t)
 	writeConfig(t, path, fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s
 http: {listen: off}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -138,16 +138,6 @@ func (c *child) stop(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("ferry did not exit within 60 s of SIGTERM")
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // eventually polls cond until it returns nil or the timeout passes.
@@ -330,7 +320,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plant.Close()
-	httpAddr := freeAddr(t)
+	httpAddr := testutil.FreeAddr(t)
 	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "e2e", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "250ms"})
 	if err != nil {
 		t.Fatal(err)

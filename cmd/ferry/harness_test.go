@@ -6,7 +6,6 @@ package main
 // metrics, its log, the NATS stream and the buffer left on disk.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +31,7 @@ import (
 	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -135,22 +135,7 @@ func writeConfig(t *testing.T, path, text string) {
 }
 
 // logBuffer collects the daemon's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer struct{ testutil.SyncBuffer }
 
 // lines returns the lines that contain every one of subs.
 func (l *logBuffer) lines(subs ...string) []string {
@@ -369,17 +354,8 @@ func (h *harness) active(rule string) bool {
 	return false
 }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor is testutil.WaitFor, by the name this package's tests use.
+var waitFor = testutil.WaitFor
 
 func dumpLog(t *testing.T, s string) {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
@@ -624,6 +600,7 @@ func ferryGoroutines() []string {
 			strings.Contains(g, "internal/plantsim") ||
 			strings.Contains(g, "testing.tRunner") ||
 			strings.Contains(g, "cmd/ferry.Test") || // the test's own peers
+			strings.Contains(g, "internal/testutil") ||
 			strings.Contains(g, "runtime.Stack") {
 			continue
 		}

@@ -2,16 +2,14 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestReloadUnderLoad changes one Modbus device's interval and one rule's
@@ -386,22 +384,7 @@ func TestReloadKeepsAPIResponsive(t *testing.T) {
 	}
 	t.Parallel()
 	p := startPlant(t, 1)
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() { defer conns.Done(); io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { silent.Close(); conns.Wait() })
+	silent := testutil.SilentTCP(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	cfg := plantConfig{DataDir: filepath.Join(dir, "data"), Uplink: true}
@@ -409,13 +392,13 @@ func TestReloadKeepsAPIResponsive(t *testing.T) {
     modbus: {url: "tcp://%s", unit: 1, interval: 100ms, timeout: 5s}
     points:
       - {name: speed, table: holding, address: 5, type: uint16}
-alerts:`, silent.Addr()), 1))
+alerts:`, silent), 1))
 	h := startDaemon(t, path)
 	// The first request to the hung device is sent when its link opens
 	// and waits 5 s for an answer; the reload comes well before.
 	waitFor(t, 20*time.Second, "press1 read, the uplink up and the hung device's link open", func() bool {
 		up, _ := h.metric("ferry_uplink_connected")
-		return h.scans("press1") >= 2 && up == 1 && len(h.logs.lines("link open", silent.Addr().String())) > 0
+		return h.scans("press1") >= 2 && up == 1 && len(h.logs.lines("link open", silent)) > 0
 	})
 
 	// The reload removes the hung device: its group must stop, which
@@ -455,12 +438,7 @@ func TestReloadIgnoredWhenNotRunning(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	// A Modbus device nobody answers for: the driver runs, and fails.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testutil.FreeAddr(t)
 	file := func(interval string) string {
 		return fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -46,7 +47,7 @@ func TestSystemBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plant.Close()
-	httpAddr := freeAddr(t)
+	httpAddr := testutil.FreeAddr(t)
 	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "bench", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "1s"})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // fakeTCPPeer is a Modbus TCP peer that answers from a bank but can be told
@@ -88,54 +89,25 @@ func (p *fakeTCPPeer) answer(req []byte) []byte {
 	return f
 }
 
-func startFakeTCPPeer(t *testing.T, p *fakeTCPPeer) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+// serve answers requests read from c until it fails.
+func (p *fakeTCPPeer) serve(c net.Conn) {
+	req := make([]byte, 12)
+	for {
+		if _, err := io.ReadFull(c, req); err != nil {
+			return
+		}
+		if f := p.answer(req); f != nil {
+			if _, err := c.Write(f); err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				req := make([]byte, 12)
-				for {
-					if _, err := io.ReadFull(c, req); err != nil {
-						return
-					}
-					if f := p.answer(req); f != nil {
-						if _, err := c.Write(f); err != nil {
-							return
-						}
-					}
-				}
-			}()
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return "tcp://" + ln.Addr().String()
+	}
+}
+
+// startFakeTCPPeer serves p on a loopback port; it returns the URL.
+func startFakeTCPPeer(t *testing.T, p *fakeTCPPeer) string {
+	t.Helper()
+	return "tcp://" + ftest.ServeTCP(t, p.serve)
 }
 
 // TestGarbageTCPFrames: a peer answering with broken Modbus TCP frames

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 func plannedRequests(drv *Driver) []RequestPlan {
@@ -329,7 +330,7 @@ func TestReprobeInconclusive(t *testing.T) {
 	srv := startServer(t, b)
 	d := dev("press", srv.url(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("hole", 12, "uint16"))
 	d.Config.Reprobe = 200 * time.Millisecond
-	var logs syncBuffer
+	var logs ftest.SyncBuffer
 	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)

@@ -1,11 +1,9 @@
 package modbus
 
 import (
-	"bytes"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // gaps returns the times between consecutive scans.
@@ -41,23 +40,6 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	return s[int(p*float64(len(s)-1))]
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDeadLinksDoNotDelayOthers: one server stops, one answers too slowly;
 // the device on the healthy link keeps its interval, the dead ones give
 // Bad samples (connection refused, timeout) at theirs, and both recover
@@ -77,7 +59,7 @@ func TestDeadLinksDoNotDelayOthers(t *testing.T) {
 	b := dev("b", sb.url(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
 	c := dev("c", sc.url(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
 	c.Config.Timeout = 400 * time.Millisecond
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	reg := prometheus.NewRegistry()
 	ds := devstat.NewMetrics(reg)

@@ -14,6 +14,7 @@ import (
 	mbserver "github.com/simonvetter/modbus"
 
 	"github.com/ferry-edge/ferry"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // crc16 is the Modbus RTU CRC (reflected 0x8005, initial 0xFFFF),
@@ -138,42 +139,7 @@ func (r *rtuResponder) serve(rw io.ReadWriter) {
 // startRTUOverTCP serves r on a loopback port; it returns the URL.
 func startRTUOverTCP(t *testing.T, r *rtuResponder) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				r.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return "rtuovertcp://" + ln.Addr().String()
+	return "rtuovertcp://" + ftest.ServeTCP(t, func(c net.Conn) { r.serve(c) })
 }
 
 func rtuBank() *bank {

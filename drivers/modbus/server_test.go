@@ -6,7 +6,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/backoff"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // bank is the register map a test server serves: per unit, sparse tables
@@ -268,21 +268,9 @@ type server struct {
 	srv  *mbserver.ModbusServer
 }
 
-// freeAddr reserves a free loopback port (the server cannot report a port
-// bound as 0).
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startServer(t testing.TB, b *bank) *server {
 	t.Helper()
-	s := &server{t: t, addr: freeAddr(t), b: b}
+	s := &server{t: t, addr: testutil.FreeAddr(t), b: b}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -434,25 +422,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 // (failing the test if Run does not return in time).
 func run(t testing.TB, drv *Driver, c *collector) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- drv.Run(ctx, c.emit) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("Run did not return within 10s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testutil.Run(t, "Run", 10*time.Second, func(ctx context.Context) error { return drv.Run(ctx, c.emit) })
 }
 
 // fastBackoff makes reconnects quick in tests.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/conf"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestWildcardRouting checks topic → device routing: captures name the
@@ -298,7 +299,7 @@ func TestBrokerRestart(t *testing.T) {
 // TestConnectRefused: with no broker, devices get one Bad sample each
 // and a status with the reason; when the broker appears they connect.
 func TestConnectRefused(t *testing.T) {
-	addr := freePort(t)
+	addr := ftest.FreeAddr(t)
 	store := newCommitStore(t)
 	dev := jsonDevice("env", "tcp://"+addr, "s/env", Point{Name: "temp", Path: "temp"}, Point{Name: "hum", Path: "hum"})
 	reg := prometheus.NewRegistry()
@@ -413,7 +414,7 @@ func TestRunStopsPromptly(t *testing.T) {
 	}
 
 	// Connecting to a silent listener: ctx ends the attempt.
-	silent := freeSilentListener(t)
+	silent := ftest.SilentTCP(t)
 	dev2 := jsonDevice("env2", "tcp://"+silent, "s/env", Point{Name: "v", Path: "v"})
 	dev2.Config.ConnectTimeout = time.Minute
 	d2, err := New([]Device{dev2}, testOptions(nil))
@@ -618,7 +619,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		r.stop(t)
 	}
 	// Also after failed connection attempts.
-	bad := jsonDevice("gone", "tcp://"+freePort(t), "s/env", Point{Name: "v", Path: "v"})
+	bad := jsonDevice("gone", "tcp://"+ftest.FreeAddr(t), "s/env", Point{Name: "v", Path: "v"})
 	r := start(t, []Device{bad}, testOptions(nil), store.emit)
 	waitFor(t, "a failed attempt", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].LastError != "" })
 	r.stop(t)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/backoff"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // testBroker is an in-process mochi broker.
@@ -272,16 +272,10 @@ func (c *commitStore) samples(device string) []ferry.Sample {
 	return out
 }
 
-// waitFor polls cond until it holds or the timeout passes.
+// waitFor is testutil.WaitFor with this package's argument order.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 // testOptions are Options for tests: fast backoff, short drain.
@@ -298,10 +292,8 @@ func testOptions(reg prometheus.Registerer) Options {
 
 // running is a Driver running in the background.
 type running struct {
-	d      *Driver
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	d    *Driver
+	halt func()
 }
 
 // start runs a driver over devices until the test ends (or stop).
@@ -311,28 +303,13 @@ func start(t testing.TB, devices []Device, opts Options, emit ferry.EmitFunc) *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.Run(ctx, emit) }()
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	halt := testutil.Run(t, "Run", 10*time.Second, func(ctx context.Context) error { return d.Run(ctx, emit) })
+	return &running{d: d, halt: halt}
 }
 
-// stop cancels Run and waits for it to return.
-func (r *running) stop(t testing.TB) {
-	t.Helper()
-	r.once.Do(func() {
-		r.cancel()
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return within 10s of cancel")
-		}
-	})
-}
+// stop cancels Run and waits for it to return (failing the test started
+// with if it does not in time, or returns an error).
+func (r *running) stop(testing.TB) { r.halt() }
 
 // waitSubscribed waits until the broker holds n subscriptions for the
 // driver's client.
@@ -351,56 +328,10 @@ func (r *running) waitSubscribed(t testing.TB, b *testBroker, n int) {
 	})
 }
 
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func jsonDevice(name, broker, topic string, points ...Point) Device {
 	d := Device{Name: name, Points: points}
 	d.Config.SetDefaults()
 	d.Config.Broker = broker
 	d.Config.Topic = topic
 	return d
-}
-
-// freeSilentListener accepts TCP connections and never answers.
-func freeSilentListener(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return l.Addr().String()
 }

@@ -204,21 +204,11 @@ func objectField(doc []byte, i int, key string) (int, error) {
 		if match {
 			return i, nil
 		}
-		if i = skipValue(doc, i); i < 0 {
-			return 0, errNotJSON
+		next, err := nextItem(doc, i, '}')
+		if err != nil {
+			return 0, err
 		}
-		i = skipWS(doc, i)
-		if i >= len(doc) {
-			return 0, errNotJSON
-		}
-		switch doc[i] {
-		case ',':
-			i = skipWS(doc, i+1)
-		case '}':
-			return 0, errMissingPath
-		default:
-			return 0, errNotJSON
-		}
+		i = next
 	}
 	return 0, errNotJSON
 }
@@ -233,21 +223,31 @@ func arrayElem(doc []byte, i, n int) (int, error) {
 		if k == n {
 			return i, nil
 		}
-		if i = skipValue(doc, i); i < 0 {
-			return 0, errNotJSON
+		next, err := nextItem(doc, i, ']')
+		if err != nil {
+			return 0, err
 		}
-		i = skipWS(doc, i)
-		if i >= len(doc) {
-			return 0, errNotJSON
-		}
-		switch doc[i] {
-		case ',':
-			i = skipWS(doc, i+1)
-		case ']':
-			return 0, errMissingPath
-		default:
-			return 0, errNotJSON
-		}
+		i = next
+	}
+	return 0, errNotJSON
+}
+
+// nextItem skips the value at doc[i] and the comma after it, returning
+// the start of the next member or element; errMissingPath when closing
+// ends the object or array there instead.
+func nextItem(doc []byte, i int, closing byte) (int, error) {
+	if i = skipValue(doc, i); i < 0 {
+		return 0, errNotJSON
+	}
+	i = skipWS(doc, i)
+	if i >= len(doc) {
+		return 0, errNotJSON
+	}
+	switch doc[i] {
+	case ',':
+		return skipWS(doc, i+1), nil
+	case closing:
+		return 0, errMissingPath
 	}
 	return 0, errNotJSON
 }

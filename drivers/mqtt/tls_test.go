@@ -1,14 +1,8 @@
 package mqtt
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // testPKI is a CA with a server and a client certificate, as PEM files.
@@ -31,86 +27,25 @@ type testPKI struct {
 func newPKI(t *testing.T) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	p := &testPKI{dir: dir}
-	caKey, caCert, caDER := makeCA(t, "ferry test CA")
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(caCert)
-	p.caFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER)
-	_, _, otherDER := makeCA(t, "another CA")
-	p.otherCA = writePEM(t, dir, "other-ca.pem", "CERTIFICATE", otherDER)
-
-	srvKey, srvDER := makeLeaf(t, caKey, caCert, "broker.plant.local", x509.ExtKeyUsageServerAuth)
-	p.serverCert = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-
-	cliKey, cliDER := makeLeaf(t, caKey, caCert, "ferry-gateway", x509.ExtKeyUsageClientAuth)
-	p.certFile = writePEM(t, dir, "client.pem", "CERTIFICATE", cliDER)
-	keyDER, err := x509.MarshalECPrivateKey(cliKey)
-	if err != nil {
-		t.Fatal(err)
+	write := func(name string, data []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	p.keyFile = writePEM(t, dir, "client-key.pem", "EC PRIVATE KEY", keyDER)
-	return p
-}
-
-var serial int64
-
-func makeCA(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	ca := testutil.NewCA(t, "ferry test CA")
+	client := ca.Issue(t, 3, "ferry-gateway", x509.ExtKeyUsageClientAuth)
+	return &testPKI{
+		dir:        dir,
+		caFile:     write("ca.pem", ca.PEM),
+		certFile:   write("client.pem", client.CertPEM),
+		keyFile:    write("client-key.pem", client.KeyPEM),
+		otherCA:    write("other-ca.pem", testutil.NewCA(t, "another CA").PEM),
+		serverCert: ca.Issue(t, 2, "broker.plant.local", x509.ExtKeyUsageServerAuth).TLS(),
+		pool:       ca.Pool(),
 	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, der
-}
-
-func makeLeaf(t *testing.T, caKey *ecdsa.PrivateKey, ca *x509.Certificate, cn string, usage x509.ExtKeyUsage) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     []string{cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, der
-}
-
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // TestTLS connects to a broker that requires a client certificate signed
@@ -165,7 +100,7 @@ func TestTLS(t *testing.T) {
 // TestWebsocket connects over ws://.
 func TestWebsocket(t *testing.T) {
 	b := startBroker(t, brokerOpts{})
-	addr := freePort(t)
+	addr := testutil.FreeAddr(t)
 	ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr})
 	if err := b.srv.AddListener(ws); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestBadNodesIsolated: unknown nodes, an unknown namespace and a node
@@ -182,7 +183,7 @@ func TestConnectionCut(t *testing.T) {
 	c.waitFor(t, 0, "a good value", func(m map[string]ferry.Sample) bool { s, ok := m["a"]; return ok && s.Quality.IsGood() })
 	for i := 1; i <= 2; i++ {
 		n := c.count()
-		px.cut()
+		px.Cut()
 		c.waitFor(t, n, "disconnected", func(m map[string]ferry.Sample) bool { return m["a"].Quality == ferry.BadQuality("disconnected") })
 		c.waitFor(t, n, "connected again", func(map[string]ferry.Sample) bool { return d.DeviceStatus()[0].Connected })
 		n = c.count()
@@ -260,7 +261,7 @@ func TestUnreachableCounted(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	devs := devstat.NewMetrics(reg)
-	d, err := New([]Device{testDevice("plc", fmt.Sprintf("opc.tcp://127.0.0.1:%d", freePort(t)), insecure,
+	d, err := New([]Device{testDevice("plc", "opc.tcp://"+ftest.FreeAddr(t), insecure,
 		Point{Name: "a", Node: "ns=1;s=A"}, Point{Name: "b", Node: "ns=1;s=B"})},
 		Options{DataDir: t.TempDir(), Gateway: "gw-test", Devices: devs})
 	if err != nil {

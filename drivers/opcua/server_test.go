@@ -16,7 +16,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -73,21 +73,8 @@ type testServer struct {
 
 	mu     sync.Mutex
 	values map[string]*ua.DataValue
-	px     *proxy
+	px     *testutil.Proxy
 	shared bool
-}
-
-// freePort reserves a free port and releases it: gopcua's server cannot
-// report the port it bound when given port 0.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
 }
 
 func selfSigned(t testing.TB, cn, uri string, isCA bool, parent *x509.Certificate, parentKey *rsa.PrivateKey, notAfter time.Time) ([]byte, *rsa.PrivateKey) {
@@ -171,20 +158,19 @@ func newTestServer(t testing.TB, o serverOpts) *testServer {
 	if o.secure && o.cert == nil {
 		o.cert, o.key = selfSigned(t, "test server", "urn:ferry:test:server", false, nil, nil, time.Now().Add(24*time.Hour))
 	}
-	s := &testServer{t: t, opts: o, port: freePort(t), values: map[string]*ua.DataValue{}}
-	s.px = startProxy(t)
-	s.opts.alias = s.px.l.Addr().String()
-	s.px.setTarget(fmt.Sprintf("opc.tcp://127.0.0.1:%d", s.port))
-	// Clients connect through the proxy; the server advertises its
-	// address as an endpoint too.
-	s.Endpoint = s.px.Endpoint()
+	s := &testServer{t: t, opts: o, port: testutil.FreePort(t), values: map[string]*ua.DataValue{}}
+	// Clients connect through the proxy (cut to make a network
+	// failure); the server advertises its address as an endpoint too.
+	s.px = testutil.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", s.port))
+	s.opts.alias = s.px.Addr()
+	s.Endpoint = "opc.tcp://" + s.px.Addr()
 	s.start()
 	return s
 }
 
 func (s *testServer) close() {
 	s.stop()
-	s.px.close()
+	s.px.Close()
 }
 
 func (s *testServer) start() {
@@ -312,7 +298,7 @@ func (s *testServer) stop() {
 	if s.srv == nil {
 		return
 	}
-	s.px.cut()
+	s.px.Cut()
 	s.srv.Close()
 	s.cancel()
 	s.srv = nil
@@ -400,93 +386,7 @@ func (c *collector) waitFor(t *testing.T, from int, what string, cond func(map[s
 // runDriver runs d until the test ends.
 func runDriver(t *testing.T, d *Driver, c *collector) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, c.emit) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-	})
-}
-
-// proxy forwards TCP connections to a server; cut closes them all, as a
-// network failure or a crashed server process would.
-type proxy struct {
-	l      net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-// startProxy listens; set target before the first connection.
-func startProxy(t testing.TB) *proxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{l: l}
-	p.wg.Add(1)
-	go p.accept()
-	return p
-}
-
-// close stops the proxy and waits for its goroutines.
-func (p *proxy) close() {
-	p.l.Close()
-	p.cut()
-	p.wg.Wait()
-}
-
-func (p *proxy) Endpoint() string { return "opc.tcp://" + p.l.Addr().String() }
-
-func (p *proxy) setTarget(endpoint string) {
-	p.mu.Lock()
-	p.target = strings.TrimPrefix(endpoint, "opc.tcp://")
-	p.mu.Unlock()
-}
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		target := p.target
-		p.mu.Unlock()
-		s, err := net.Dial("tcp", target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); io.Copy(s, c); s.Close() }()
-		go func() { defer p.wg.Done(); io.Copy(c, s); c.Close() }()
-	}
-}
-
-// cut closes every forwarded connection.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
+	testutil.Run(t, "Run", 15*time.Second, func(ctx context.Context) error { return d.Run(ctx, c.emit) })
 }
 
 // logCapture is a slog handler that keeps every record.

@@ -2,7 +2,6 @@ package alertapi
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/sinks"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/rules"
 )
 
@@ -102,15 +102,7 @@ func TestAPI(t *testing.T) {
 	}
 	srv := httptest.NewServer(Handler(eng, sk.Stream()))
 	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- sk.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	testutil.Run(t, "sinks", 15*time.Second, sk.Run)
 	send := func(v float64) {
 		eng.Process(&ferry.Scan{Device: "press3", Samples: []ferry.Sample{{Point: "oil_temp", Value: ferry.FloatValue(v)}}})
 	}

@@ -311,41 +311,29 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		}
 		dev.Protocol = protos[0]
 		pp := p + ".points"
-		var infos []ferry.PointInfo
-		var pointNames []string
+		var infos []ferry.PointInfo // Point is the point's name
 		var err error
 		switch dev.Protocol {
 		case "modbus":
 			md := modbus.Device{Name: dev.Name, Config: *dev.Modbus}
 			l.decodePoints(d, dev, pp, &md.Points)
-			for j := range md.Points {
-				pointNames = append(pointNames, md.Points[j].Name)
-				infos = append(infos, md.Points[j].Info())
-			}
-			err = md.Validate()
+			infos, err = pointInfos(md.Points), md.Validate()
 			c.Modbus = append(c.Modbus, md)
 		case "opcua":
 			od := opcua.Device{Name: dev.Name, Config: *dev.OPCUA}
 			l.decodePoints(d, dev, pp, &od.Points)
-			for j := range od.Points {
-				pointNames = append(pointNames, od.Points[j].Name)
-				infos = append(infos, od.Points[j].Info())
-			}
-			err = od.Validate()
+			infos, err = pointInfos(od.Points), od.Validate()
 			c.OPCUA = append(c.OPCUA, od)
 		case "mqtt":
 			qd := mqtt.Device{Name: dev.Name, Config: *dev.MQTT}
 			l.decodePoints(d, dev, pp, &qd.Points)
-			for j := range qd.Points {
-				pointNames = append(pointNames, qd.Points[j].Name)
-				infos = append(infos, qd.Points[j].Info())
-			}
-			err = qd.Validate()
+			infos, err = pointInfos(qd.Points), qd.Validate()
 			c.MQTT = append(c.MQTT, qd)
 		}
 		l.validate(d, p, err)
 		seen := map[string]int{}
-		for j, n := range pointNames {
+		for j := range infos {
+			n := infos[j].Point
 			np := conf.Index(pp, j) + ".name"
 			switch {
 			case n == "":
@@ -360,7 +348,7 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 				seen[n] = j
 				known[dev.Name+"."+n] = true
 				infos[j].Device = dev.Name
-				if infos[j].Description == "" && len(pointNames) == 1 {
+				if infos[j].Description == "" && len(infos) == 1 {
 					infos[j].Description = dev.Description
 				}
 				c.Points = append(c.Points, infos[j])
@@ -368,6 +356,19 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		}
 	}
 	return known
+}
+
+// pointInfos returns the Info of each point, in order (its Point is the
+// point's name; the loader fills in Device).
+func pointInfos[P any, PP interface {
+	*P
+	Info() ferry.PointInfo
+}](points []P) []ferry.PointInfo {
+	infos := make([]ferry.PointInfo, 0, len(points))
+	for j := range points {
+		infos = append(infos, PP(&points[j]).Info())
+	}
+	return infos
 }
 
 // decodePoints decodes a device's points node into the protocol's point

@@ -123,15 +123,24 @@ func (d *decoder) position(path string) Pos {
 	}
 }
 
-// decode decodes n into v (addressable) at path.
-func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+// count counts node n against maxNodes; false when decoding is to stop (the
+// document expands to too many nodes: an alias bomb).
+func (d *decoder) count(n *yaml.Node, path string) bool {
 	if d.aborted {
-		return
+		return false
 	}
 	d.nodes++
 	if d.nodes > maxNodes {
 		d.fatalf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
 		d.aborted = true
+		return false
+	}
+	return true
+}
+
+// decode decodes n into v (addressable) at path.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if !d.count(n, path) {
 		return
 	}
 	d.depth++
@@ -378,13 +387,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 
 // merge applies a YAML merge key (<<: *defaults) to a struct.
 func (d *decoder) merge(n *yaml.Node, v reflect.Value, path string) {
-	if d.aborted {
-		return
-	}
-	d.nodes++
-	if d.nodes > maxNodes {
-		d.fatalf(n, path, "document expands to more than %d nodes (alias bomb?)", maxNodes)
-		d.aborted = true
+	if !d.count(n, path) {
 		return
 	}
 	if n.Kind == yaml.AliasNode {

@@ -3,54 +3,31 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs a server on a free loopback port until the test ends.
-func start(t *testing.T, cfg Config, opts Options) (*Server, *syncBuffer) {
+func start(t *testing.T, cfg Config, opts Options) (*Server, *testutil.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -68,20 +45,7 @@ func serve(t *testing.T, s *Server) {
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	testutil.Run(t, "Run", 20*time.Second, s.Run)
 }
 
 func get(t *testing.T, c *http.Client, url string, hdr ...string) (int, http.Header, string) {
@@ -267,47 +231,6 @@ func TestBasicAuth(t *testing.T) {
 	}
 }
 
-// testCA issues certificates for the TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns PEM cert and key for a leaf with the given serial.
-func (ca *testCA) issue(t *testing.T, serial int64, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "ferry-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
-
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -315,10 +238,8 @@ func writeFile(t *testing.T, path string, b []byte) {
 	}
 }
 
-func tlsClient(ca *testCA, client *tls.Certificate) *http.Client {
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	tc := &tls.Config{RootCAs: pool}
+func tlsClient(ca *testutil.CA, client *tls.Certificate) *http.Client {
+	tc := &tls.Config{RootCAs: ca.Pool()}
 	if client != nil {
 		tc.Certificates = []tls.Certificate{*client}
 	}
@@ -327,11 +248,11 @@ func tlsClient(ca *testCA, client *tls.Certificate) *http.Client {
 
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCA(t, "ferry test CA")
+	ca := testutil.NewCA(t, "ferry test CA")
 	certPath, keyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	c, k := ca.issue(t, 100, x509.ExtKeyUsageServerAuth)
-	writeFile(t, certPath, c)
-	writeFile(t, keyPath, k)
+	leaf := ca.Issue(t, 100, "ferry-test", x509.ExtKeyUsageServerAuth)
+	writeFile(t, certPath, leaf.CertPEM)
+	writeFile(t, keyPath, leaf.KeyPEM)
 
 	cfg := local()
 	cfg.TLS = &TLSConfig{Cert: certPath, Key: keyPath}
@@ -359,9 +280,9 @@ func TestTLS(t *testing.T) {
 	}
 
 	// A renewed certificate is used by the next connection.
-	c, k = ca.issue(t, 101, x509.ExtKeyUsageServerAuth)
-	writeFile(t, certPath, c)
-	writeFile(t, keyPath, k)
+	leaf = ca.Issue(t, 101, "ferry-test", x509.ExtKeyUsageServerAuth)
+	writeFile(t, certPath, leaf.CertPEM)
+	writeFile(t, keyPath, leaf.KeyPEM)
 	future := time.Now().Add(time.Minute) // make the change visible on coarse mtime filesystems
 	os.Chtimes(certPath, future, future)
 	if got := serial(); got != 101 {
@@ -384,12 +305,12 @@ func TestTLS(t *testing.T) {
 
 func TestClientCertificates(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCA(t, "server CA")
-	clientCA := newCA(t, "client CA")
-	c, k := ca.issue(t, 7, x509.ExtKeyUsageServerAuth)
-	writeFile(t, filepath.Join(dir, "tls.crt"), c)
-	writeFile(t, filepath.Join(dir, "tls.key"), k)
-	writeFile(t, filepath.Join(dir, "clients.pem"), clientCA.pem)
+	ca := testutil.NewCA(t, "server CA")
+	clientCA := testutil.NewCA(t, "client CA")
+	leaf := ca.Issue(t, 7, "ferry-test", x509.ExtKeyUsageServerAuth)
+	writeFile(t, filepath.Join(dir, "tls.crt"), leaf.CertPEM)
+	writeFile(t, filepath.Join(dir, "tls.key"), leaf.KeyPEM)
+	writeFile(t, filepath.Join(dir, "clients.pem"), clientCA.PEM)
 	cfg := Config{Listen: "127.0.0.1:0", TLS: &TLSConfig{
 		Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key"), ClientCA: filepath.Join(dir, "clients.pem"),
 	}}
@@ -400,11 +321,7 @@ func TestClientCertificates(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("a client without a certificate was served")
 	}
-	cc, ck := clientCA.issue(t, 8, x509.ExtKeyUsageClientAuth)
-	pair, err := tls.X509KeyPair(cc, ck)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := clientCA.Issue(t, 8, "ferry-test", x509.ExtKeyUsageClientAuth).TLS()
 	code, _, _ := get(t, tlsClient(ca, &pair), url)
 	if code != 200 {
 		t.Fatalf("with a client certificate: %d", code)

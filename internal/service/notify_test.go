@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,12 +9,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // fakeSystemd is the receiving end of NOTIFY_SOCKET, as systemd has it.
@@ -114,40 +114,11 @@ func TestNotifySocketGone(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the watchdog goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func runWatchdog(t *testing.T, healthy func() error) *lockedBuffer {
+func runWatchdog(t *testing.T, healthy func() error) *testutil.SyncBuffer {
 	t.Helper()
-	logs := &lockedBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Watchdog(ctx, healthy, slog.New(slog.NewTextHandler(logs, nil))) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Watchdog = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Watchdog did not return after cancel")
-		}
+	logs := &testutil.SyncBuffer{}
+	testutil.Run(t, "Watchdog", 10*time.Second, func(ctx context.Context) error {
+		return Watchdog(ctx, healthy, slog.New(slog.NewTextHandler(logs, nil)))
 	})
 	return logs
 }
@@ -216,7 +187,7 @@ func TestWatchdogOff(t *testing.T) {
 			t.Setenv("WATCHDOG_USEC", tt.usec)
 			t.Setenv("WATCHDOG_PID", tt.pid)
 			var called atomic.Bool
-			logs := &lockedBuffer{}
+			logs := &testutil.SyncBuffer{}
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			err := Watchdog(ctx, func() error { called.Store(true); return nil }, slog.New(slog.NewTextHandler(logs, nil)))

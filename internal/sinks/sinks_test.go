@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/conf"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 var t0 = time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
@@ -40,32 +40,13 @@ func alert(rule, id string, st ferry.AlertState) ferry.Alert {
 // eventually polls cond until it holds or 10 s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ftest.WaitFor(t, 10*time.Second, what, cond)
 }
 
 // run starts s.Run and stops it at cleanup.
 func run(t *testing.T, s *Sinks) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
+	ftest.Run(t, "Run", 15*time.Second, s.Run)
 }
 
 func newSinks(t *testing.T, cfg Config) (*Sinks, *prometheus.Registry) {
@@ -199,12 +180,7 @@ func TestMQTTSinkPublishesTransitionsAndRetainedActive(t *testing.T) {
 
 func TestMQTTSinkQueuesWhileBrokerDown(t *testing.T) {
 	// A free port with nothing behind it yet.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := ftest.FreeAddr(t)
 
 	cfg := config()
 	cfg.MQTT = &MQTTConfig{Broker: "tcp://" + addr}
@@ -353,7 +329,7 @@ func TestSlowSinkDelaysNoOne(t *testing.T) {
 	cfg.Webhook.Queue = 2
 	cfg.Webhook.Timeout = time.Minute
 	cfg.Log.Enabled, cfg.Log.Queue = true, 1000
-	var logs lockedBuffer
+	var logs ftest.SyncBuffer
 	reg := prometheus.NewRegistry()
 	s, err := New(cfg, Options{Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -387,23 +363,6 @@ func TestSlowSinkDelaysNoOne(t *testing.T) {
 	if !strings.Contains(logs.String(), "alert raised: oil hot") || !strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("log output:\n%.400s", logs.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // sseClient reads events from a stream.

@@ -1,0 +1,135 @@
+// Package testutil holds the helpers that several of ferry's test suites
+// share: loopback addresses and TCP peers, polling with a deadline,
+// running a component until the test ends, a goroutine leak check for
+// TestMain, a log sink safe for concurrent writes, and a throwaway
+// certificate authority.
+//
+// It is a normal package so that tests of any package can import it, but
+// only _test.go files may: nothing in the daemon depends on it. It imports
+// the standard library only, so importing it does not link a broker or a
+// server into a test binary; the in-process peers (nats-server, mochi,
+// gopcua, the Modbus server) stay with the tests that use them.
+//
+// Every helper fails the test through t (never panics) and cleans up what
+// it started with t.Cleanup; every goroutine it starts is waited for.
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// WaitFor polls cond until it holds, and fails the test when it still
+// does not after timeout. It polls every 5 ms at first and every 20 ms
+// after a few tries, so that a condition that is costly to check (a
+// registry gathered, an HTTP request) does not load a long wait.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	poll := 5 * time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(poll)
+		poll = min(2*poll, 20*time.Millisecond)
+	}
+}
+
+// Run calls run on its own goroutine with a context that ends when the
+// test does or when stop is called, whichever is first. stop (also
+// registered with t.Cleanup; it runs once) cancels the context and waits
+// up to timeout for run to return. An error from run, or a run that does
+// not return in time, fails the test; name says what ran.
+func Run(t testing.TB, name string, timeout time.Duration, run func(ctx context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+			case <-time.After(timeout):
+				t.Errorf("%s did not return within %v of cancel", name, timeout)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// CheckLeaks runs the tests of m and returns the exit code for os.Exit.
+// When they pass but goroutines they started are still running 5 s
+// later, it prints every stack and returns 1: each goroutine must have an
+// owner that waits for it. Use it as
+//
+//	func TestMain(m *testing.M) { os.Exit(testutil.CheckLeaks(m)) }
+func CheckLeaks(m *testing.M) int {
+	before := goroutines()
+	code := m.Run()
+	if code != 0 {
+		return code
+	}
+	http.DefaultClient.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for goroutines() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := goroutines(); n > before {
+		fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after:\n%s\n", before, n, stacks())
+		return 1
+	}
+	return 0
+}
+
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	return strings.TrimSpace(string(buf[:runtime.Stack(buf, true)]))
+}
+
+// goroutines counts the live goroutines, except the os/signal loop: the
+// fuzzing engine (go test -fuzz) calls signal.Notify, whose goroutine
+// lives as long as the process; it is not the tests' to wait for.
+func goroutines() int {
+	n := 0
+	for _, g := range strings.Split(stacks(), "\n\n") {
+		if !strings.Contains(g, "os/signal.loop") {
+			n++
+		}
+	}
+	return n
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent use: a log sink for
+// the goroutines of the component under test.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
