@@ -129,6 +129,14 @@ func openRaw(r io.ReaderAt, size int64, salvage bool) (*rawFile, error) {
 	default:
 		return nil, corruptf("both meta pages are invalid (%v; %v)", err0, err1)
 	}
+	// A file cut short may have lost the root page of the newest meta
+	// (bbolt writes a transaction's pages wherever they fit, often at the
+	// end); the previous transaction's tree may still be there. Salvage
+	// reads it then: records of one transaction back beat none.
+	if salvage && errA == nil && errB == nil && a.root >= uint64(size/int64(ps)) && b.root < uint64(size/int64(ps)) {
+		f.damage = append(f.damage, corruptf("root page %d of transaction %d is past the end of the file; read transaction %d", a.root, a.txid, b.txid))
+		f.meta = b
+	}
 	m := f.meta
 	if m.hwm < 3 || m.root < 2 || m.root >= m.hwm || (m.freelist != noFreelist && (m.freelist < 2 || m.freelist >= m.hwm)) {
 		return nil, corruptf("meta page: root %d, free list %d, high water mark %d are inconsistent", m.root, m.freelist, m.hwm)
