@@ -46,6 +46,50 @@ func startCluster(t testing.TB, n int) []*testServer {
 	return servers
 }
 
+// waitStreamCurrent waits until the stream has a leader among the
+// running servers and every replica on a running server is current: the
+// cluster has finished electing after a node went away or came back.
+func waitStreamCurrent(t testing.TB, servers []*testServer, stream string, timeout time.Duration) {
+	t.Helper()
+	var urls []string
+	running := map[string]bool{}
+	for _, s := range servers {
+		if s.srv != nil {
+			urls = append(urls, s.URL)
+			running[s.opts.ServerName] = true
+		}
+	}
+	_, js := jsClient(t, strings.Join(urls, ","), nats.MaxReconnects(-1))
+	var state string
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := js.Stream(ctx, stream)
+		cancel()
+		switch {
+		case err != nil:
+			state = err.Error()
+		case s.CachedInfo().Cluster == nil:
+			t.Fatalf("stream %s is not clustered", stream)
+		default:
+			ci := s.CachedInfo().Cluster
+			state = fmt.Sprintf("leader %q", ci.Leader)
+			ok := running[ci.Leader]
+			for _, r := range ci.Replicas {
+				state += fmt.Sprintf(", %s current=%v offline=%v lag=%d", r.Name, r.Current, r.Offline, r.Lag)
+				ok = ok && (!running[r.Name] || r.Current)
+			}
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s not current on the running servers after %v: %s", stream, timeout, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestClusterFailover drains into an R3 stream of a three-node cluster and
 // kills the stream's leader in the middle: every record arrives exactly
 // once.
@@ -107,6 +151,7 @@ func TestClusterFailover(t *testing.T) {
 	// to (unless that was the leader): the client fails over.
 	leader.start()
 	waitFor(t, 30*time.Second, "restarted node current", func() bool { return leader.srv.JetStreamIsCurrent() })
+	waitStreamCurrent(t, servers, "FERRY", 30*time.Second)
 	var conn *testServer
 	for _, s := range servers {
 		cz, err := s.srv.Connz(&natsserver.ConnzOptions{})
@@ -127,6 +172,9 @@ func TestClusterFailover(t *testing.T) {
 	}
 	src.waitEmpty(t, 60*time.Second)
 
+	// The client reads from the running servers once they have elected
+	// the stream's leader (and the meta leader, which StreamInfo needs).
+	waitStreamCurrent(t, servers, "FERRY", 30*time.Second)
 	var alive []string
 	for _, s := range servers {
 		if s.srv != nil {

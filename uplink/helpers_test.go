@@ -263,39 +263,95 @@ func jsClient(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstr
 	return nc, js
 }
 
-// streamMsgs reads every message of a stream, in stream order.
+// streamMsgs reads every message of a stream, in stream order, up to the
+// stream's last sequence.
+//
+// A cluster that has just lost a node answers "JetStream system
+// temporarily unavailable" while it elects its leaders, and a consumer
+// just created may not be reachable yet ("no responders") until its
+// interest has crossed the routes. Each attempt is bounded and the read
+// starts over, against whichever server the client is on, until it
+// succeeds or a minute has passed.
 func streamMsgs(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	const limit = time.Minute
+	deadline := time.Now().Add(limit)
+	for attempt := 1; ; attempt++ {
+		msgs, err := readStream(js, stream)
+		if err == nil {
+			return msgs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read stream %s: %v (attempt %d; retried for %v)", stream, err, attempt, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readStream makes one attempt of streamMsgs: it waits for nothing and
+// gives up on the first error.
+func readStream(js jetstream.JetStream, stream string) ([]jetstream.Msg, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("stream info: %w", err)
 	}
-	total := s.CachedInfo().State.Msgs
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	info := s.CachedInfo()
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		return nil, errors.New("the stream has no leader")
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	// A plain consumer, not an ordered one: an ordered consumer is
+	// recreated on every Fetch and retries that forever, so that a
+	// cluster in trouble would hang the test instead of failing it.
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("create consumer: %w", err)
 	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.DeleteConsumer(ctx, cons.CachedInfo().Name) // else it expires
+	}()
 	var out []jetstream.Msg
-	for uint64(len(out)) < total {
-		batch, err := cons.Fetch(min(4096, int(total)-len(out)), jetstream.FetchMaxWait(5*time.Second))
+	var seq uint64 // stream sequence of the last message read
+	for seq < last {
+		batch, err := cons.Fetch(4096, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		n := 0
 		for m := range batch.Messages() {
-			out = append(out, m)
 			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			if md.Sequence.Stream <= seq {
+				return nil, fmt.Errorf("stream seq %d delivered after %d", md.Sequence.Stream, seq)
+			}
+			seq = md.Sequence.Stream
+			if seq <= last {
+				out = append(out, m)
+			}
 		}
-		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
-			t.Fatal(batch.Error())
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("fetch after seq %d of %d: %w", seq, last, err)
 		}
 		if n == 0 {
-			t.Fatalf("stream %s: read %d of %d messages", stream, len(out), total)
+			return nil, fmt.Errorf("read %d messages up to seq %d of %d, then none for 5s", len(out), seq, last)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // checkExactlyOnce asserts that the stream holds every record of src
