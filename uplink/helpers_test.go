@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -196,9 +197,63 @@ type testServer struct {
 	opts *natsserver.Options
 	srv  *natsserver.Server
 	URL  string
+	log  *serverLog
+	// srvStarted: it has run before, so start is a restart.
+	srvStarted bool
 }
 
+// serverLog keeps a server's warnings and errors, to say why it did not
+// start.
+type serverLog struct {
+	mu     sync.Mutex
+	lines  []string
+	fatals int
+}
+
+func (l *serverLog) add(level, format string, v ...any) {
+	line := level + " " + fmt.Sprintf(format, v...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.lines); n > 0 && l.lines[n-1] == line {
+		return
+	}
+	if len(l.lines) == 20 {
+		l.lines = l.lines[1:]
+	}
+	l.lines = append(l.lines, line)
+	l.fatals += strings.Count(level, "FTL")
+}
+
+// fatal reports whether the server logged a fatal error: it gave up.
+func (l *serverLog) fatal() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatals > 0
+}
+
+func (l *serverLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+func (l *serverLog) Noticef(string, ...any)         {}
+func (l *serverLog) Debugf(string, ...any)          {}
+func (l *serverLog) Tracef(string, ...any)          {}
+func (l *serverLog) Warnf(format string, v ...any)  { l.add("[WRN]", format, v...) }
+func (l *serverLog) Errorf(format string, v ...any) { l.add("[ERR]", format, v...) }
+func (l *serverLog) Fatalf(format string, v ...any) { l.add("[FTL]", format, v...) }
+
 func startServer(t testing.TB, mod func(*natsserver.Options)) *testServer {
+	t.Helper()
+	s := newTestServer(t, mod)
+	s.start()
+	return s
+}
+
+// newTestServer returns a server that has not started yet; it is shut
+// down when the test ends.
+func newTestServer(t testing.TB, mod func(*natsserver.Options)) *testServer {
 	t.Helper()
 	o := &natsserver.Options{
 		Host:      "127.0.0.1",
@@ -212,25 +267,72 @@ func startServer(t testing.TB, mod func(*natsserver.Options)) *testServer {
 		mod(o)
 	}
 	s := &testServer{t: t, opts: o}
-	s.start()
 	t.Cleanup(s.shutdown)
 	return s
 }
 
+// errPortTaken is returned by tryStart when a port the server is
+// configured with is in use: a port picked free a moment ago, or freed by
+// a shutdown, that something else (another test's connection) got first.
+var errPortTaken = errors.New("port taken")
+
+// start starts the server (again). A restart comes back on the same
+// ports; a cluster node whose port was taken while it was down comes back
+// on new ones, as the other nodes accept its routes and clients learn its
+// URL from them.
 func (s *testServer) start() {
 	s.t.Helper()
-	srv, err := natsserver.NewServer(s.opts)
+	err := s.tryStart()
+	if errors.Is(err, errPortTaken) && s.srvStarted && s.opts.Cluster.Port != 0 {
+		s.t.Logf("restart %s on new ports: %v", s.opts.ServerName, err)
+		s.opts.Port, s.opts.Cluster.Port = -1, -1
+		err = s.tryStart()
+	}
 	if err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+func (s *testServer) tryStart() error {
+	// The server keeps the options it is given and reads them while it
+	// runs: it gets a copy, so that s.opts can note its ports.
+	srv, err := natsserver.NewServer(s.opts.Clone())
+	if err != nil {
+		return err
+	}
+	s.log = &serverLog{}
+	srv.SetLoggerV2(s.log, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		s.t.Fatal("nats-server not ready")
+	if !s.ready(srv, 30*time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		log := s.log.String()
+		if strings.Contains(log, "address already in use") {
+			return fmt.Errorf("nats-server %s: %w:\n%s", s.opts.ServerName, errPortTaken, log)
+		}
+		return fmt.Errorf("nats-server %s did not start:\n%s", s.opts.ServerName, log)
 	}
 	s.srv = srv
+	s.srvStarted = true
 	s.URL = srv.ClientURL()
-	// A restart must come back on the same port.
+	// A restart comes back on the same ports.
 	s.opts.Port = srv.Addr().(*net.TCPAddr).Port
+	if s.opts.Cluster.Port != 0 {
+		s.opts.Cluster.Port = srv.ClusterAddr().Port
+	}
+	return nil
+}
+
+// ready waits until srv accepts connections, up to timeout; false at
+// once when it has given up (a port it cannot listen on).
+func (s *testServer) ready(srv *natsserver.Server, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !srv.ReadyForConnections(50 * time.Millisecond) {
+		if s.log.fatal() || time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *testServer) shutdown() {
@@ -256,39 +358,95 @@ func jsClient(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstr
 	return nc, js
 }
 
-// streamMsgs reads every message of a stream, in stream order.
+// streamMsgs reads every message of a stream, in stream order, up to the
+// stream's last sequence.
+//
+// A cluster that has just lost a node answers "JetStream system
+// temporarily unavailable" while it elects its leaders, and a consumer
+// just created may not be reachable yet ("no responders") until its
+// interest has crossed the routes. Each attempt is bounded and the read
+// starts over, against whichever server the client is on, until it
+// succeeds or a minute has passed.
 func streamMsgs(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	const limit = time.Minute
+	deadline := time.Now().Add(limit)
+	for attempt := 1; ; attempt++ {
+		msgs, err := readStream(js, stream)
+		if err == nil {
+			return msgs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read stream %s: %v (attempt %d; retried for %v)", stream, err, attempt, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readStream makes one attempt of streamMsgs: it waits for nothing and
+// gives up on the first error.
+func readStream(js jetstream.JetStream, stream string) ([]jetstream.Msg, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("stream info: %w", err)
 	}
-	total := s.CachedInfo().State.Msgs
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	info := s.CachedInfo()
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		return nil, errors.New("the stream has no leader")
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	// A plain consumer, not an ordered one: an ordered consumer is
+	// recreated on every Fetch and retries that forever, so that a
+	// cluster in trouble would hang the test instead of failing it.
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("create consumer: %w", err)
 	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.DeleteConsumer(ctx, cons.CachedInfo().Name) // else it expires
+	}()
 	var out []jetstream.Msg
-	for uint64(len(out)) < total {
-		batch, err := cons.Fetch(min(4096, int(total)-len(out)), jetstream.FetchMaxWait(5*time.Second))
+	var seq uint64 // stream sequence of the last message read
+	for seq < last {
+		batch, err := cons.Fetch(4096, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		n := 0
 		for m := range batch.Messages() {
-			out = append(out, m)
 			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			if md.Sequence.Stream <= seq {
+				return nil, fmt.Errorf("stream seq %d delivered after %d", md.Sequence.Stream, seq)
+			}
+			seq = md.Sequence.Stream
+			if seq <= last {
+				out = append(out, m)
+			}
 		}
-		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
-			t.Fatal(batch.Error())
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("fetch after seq %d of %d: %w", seq, last, err)
 		}
 		if n == 0 {
-			t.Fatalf("stream %s: read %d of %d messages", stream, len(out), total)
+			return nil, fmt.Errorf("read %d messages up to seq %d of %d, then none for 5s", len(out), seq, last)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // checkExactlyOnce asserts that the stream holds every record of src
