@@ -420,7 +420,10 @@ func readStream(js jetstream.JetStream, stream string) ([]jetstream.Msg, error) 
 	var out []jetstream.Msg
 	var seq uint64 // stream sequence of the last message read
 	for seq < last {
-		batch, err := cons.Fetch(4096, jetstream.FetchMaxWait(5*time.Second))
+		// Ask for no more than the stream holds: Fetch waits its whole
+		// MaxWait for a batch it cannot fill.
+		want := min(4096, max(1, int(info.State.Msgs)-len(out)))
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("fetch: %w", err)
 		}
