@@ -218,6 +218,9 @@ func readUpstream(t *testing.T, url string) *upstream {
 			}
 			seq = md.Sequence.Stream
 			up.add(t, m.Subject(), m.Headers(), m.Data())
+			if seq >= info.State.LastSeq {
+				break // else the range waits out MaxWait for a full batch
+			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			t.Fatal(err)
