@@ -179,7 +179,7 @@ func (l *link) step(ctx context.Context, d *device, emit ferry.EmitFunc) {
 			j := p.queue[0]
 			p.queue = p.queue[1:]
 			if d.delay > 0 && !l.lastEnd.IsZero() {
-				if !sleep(ctx, time.Until(l.lastEnd.Add(d.delay))) {
+				if !backoff.Sleep(ctx, time.Until(l.lastEnd.Add(d.delay))) {
 					return
 				}
 			}
@@ -524,19 +524,4 @@ func exceptionReason(code byte) string {
 		return "gateway target failed to respond"
 	}
 	return fmt.Sprintf("exception 0x%02X", code)
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

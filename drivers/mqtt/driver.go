@@ -308,12 +308,8 @@ func (d *Driver) Run(ctx context.Context, emit ferry.EmitFunc) error {
 		if wait == 0 {
 			continue
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

@@ -82,7 +82,16 @@ func (b *Backoff) Reset() { b.attempt = 0 }
 // Wait sleeps for Next() or until ctx ends; it reports whether the full
 // delay passed (false: ctx ended).
 func (b *Backoff) Wait(ctx context.Context) bool {
-	t := time.NewTimer(b.Next())
+	return Sleep(ctx, b.Next())
+}
+
+// Sleep waits d or until ctx ends; it reports whether d passed. A d of
+// zero or less returns at once (true unless ctx has ended).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -59,3 +59,27 @@ func TestWaitStopsOnCancel(t *testing.T) {
 		t.Fatal("Wait returned true on a cancelled context")
 	}
 }
+
+func TestSleep(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if !Sleep(ctx, 0) || !Sleep(ctx, -time.Second) {
+		t.Fatal("Sleep of no time on a live context = false, want true")
+	}
+	if !Sleep(ctx, time.Millisecond) {
+		t.Fatal("Sleep(1ms) = false, want true")
+	}
+	cancel()
+	if Sleep(ctx, 0) {
+		t.Fatal("Sleep(0) on an ended context = true, want false")
+	}
+	done := make(chan bool)
+	go func() { done <- Sleep(ctx, time.Hour) }()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("Sleep(1h) on an ended context = true, want false")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Sleep(1h) did not return when its context ended")
+	}
+}
