@@ -33,8 +33,18 @@ func (d *daemon) setupConsole() {
 		Active:   d.engine.Active,
 		Status:   d.consoleStatus,
 		Gatherer: d.reg,
+		Slots:    sparklineSlots(d.cfg.HTTP.Sparklines),
 	})
 	d.pipe.observe = d.con.c.Observe
+}
+
+// sparklineSlots turns the http.sparklines history into the console's
+// number of buckets: -1 (none) for 0.
+func sparklineSlots(history time.Duration) int {
+	if history <= 0 {
+		return -1
+	}
+	return max(1, int(history/console.DefaultStep))
 }
 
 // mountConsole mounts the console's page and API. The alert API

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,7 +28,8 @@ import (
 // 1 Hz), evaluates the demo rules, buffers and forwards to JetStream. It
 // prints "BENCH name value unit" lines that scripts/bench.sh turns into a
 // table. It runs only when FERRY_BENCH=1 (it takes about two minutes and
-// asserts nothing about speed).
+// asserts nothing about speed). FERRY_BENCH_SPARKLINES sets the console's
+// http.sparklines; FERRY_BENCH_PROFILES=DIR saves heap and CPU profiles.
 func TestSystemBench(t *testing.T) {
 	if os.Getenv("FERRY_BENCH") == "" {
 		t.Skip("set FERRY_BENCH=1 (scripts/bench.sh does)")
@@ -51,6 +55,14 @@ func TestSystemBench(t *testing.T) {
 	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "bench", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "1s"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if v := os.Getenv("FERRY_BENCH_SPARKLINES"); v != "" {
+		// The console's sparkline history, the largest part of the heap.
+		http := fmt.Sprintf("http: {listen: %q", httpAddr)
+		if !bytes.Contains(b, []byte(http)) {
+			t.Fatalf("the plantsim config has no %q", http)
+		}
+		b = bytes.Replace(b, []byte(http), []byte(http+", sparklines: "+v), 1)
 	}
 	cfg := filepath.Join(dir, "ferry.yaml")
 	if err := os.WriteFile(cfg, b, 0o644); err != nil {
@@ -85,6 +97,9 @@ func TestSystemBench(t *testing.T) {
 	rss, anon := procRSS(t, f.cmd.Process.Pid)
 	report("rss", rss/(1<<20), "MiB")
 	report("rss_anon", anon/(1<<20), "MiB")
+	if dir := os.Getenv("FERRY_BENCH_PROFILES"); dir != "" {
+		saveProfiles(t, base, dir)
+	}
 	reqs := m1.sum(`ferry_modbus_requests_total`) - m0.sum(`ferry_modbus_requests_total`)
 	scans := m1.sum(`ferry_device_scans_total`, `protocol="modbus"`) - m0.sum(`ferry_device_scans_total`, `protocol="modbus"`)
 	planned := m1.sum("ferry_modbus_planned_requests") / float64(presses)
@@ -291,4 +306,33 @@ func streamLatency(t *testing.T, url string, from, to time.Time) []time.Duration
 	}
 	slices.Sort(lat)
 	return lat
+}
+
+// saveProfiles writes ferry's heap profile (after a GC) and a 10-second CPU
+// profile into dir, for `go tool pprof`: where the memory and time of the
+// steady state go.
+func saveProfiles(t *testing.T, base, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, path := range map[string]string{
+		"heap.pb.gz": "/debug/pprof/heap?gc=1",
+		"cpu.pb.gz":  "/debug/pprof/profile?seconds=10",
+	} {
+		c := http.Client{Timeout: time.Minute}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("profiles in %s (go tool pprof %s)", dir, filepath.Join(dir, "heap.pb.gz"))
 }

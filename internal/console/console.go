@@ -36,8 +36,9 @@ type Options struct {
 	Status func() Status
 	// Gatherer is read for the health page's drops, rates and latencies.
 	Gatherer prometheus.Gatherer
-	// Step and Slots shape the sparklines (DefaultStep, DefaultSlots);
-	// History is how many alert transitions are kept (DefaultHistory).
+	// Step and Slots shape the sparklines (DefaultStep, DefaultSlots;
+	// Slots below zero turns them off); History is how many alert
+	// transitions are kept (DefaultHistory).
 	Step    time.Duration
 	Slots   int
 	History int

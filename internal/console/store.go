@@ -82,12 +82,16 @@ var emptyBucket = bucket{float32(math.NaN()), float32(math.NaN()), float32(math.
 func (b *bucket) empty() bool { return b.last != b.last }
 
 // NewStore returns a store for cat. step and slots give the sparkline's
-// resolution and length (zero: DefaultStep, DefaultSlots); now may be nil.
+// resolution and length (zero: DefaultStep, DefaultSlots; slots below zero:
+// no sparklines, and no memory for them); now may be nil.
 func NewStore(cat Catalog, step time.Duration, slots int, now func() time.Time) *Store {
 	if step <= 0 {
 		step = DefaultStep
 	}
-	if slots <= 0 {
+	switch {
+	case slots < 0:
+		slots = 0
+	case slots == 0:
 		slots = DefaultSlots
 	}
 	if now == nil {
@@ -189,7 +193,9 @@ func (s *Store) Observe(scan *ferry.Scan) {
 		if !ok || math.IsNaN(f) || math.Abs(f) > math.MaxFloat32 {
 			continue
 		}
-		p.add(seq, float32(f), s.slots)
+		if s.slots > 0 {
+			p.add(seq, float32(f), s.slots)
+		}
 	}
 	s.mu.Unlock()
 }

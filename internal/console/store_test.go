@@ -275,3 +275,36 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/sample")
 }
+
+// With sparklines off the store keeps values and qualities but no rings.
+func TestStoreSparklinesOff(t *testing.T) {
+	clk := &testClock{t0}
+	s := NewStore(testCatalog(), 0, -1, clk.Now)
+	if s.Slots() != 0 {
+		t.Fatalf("Slots() = %d, want 0", s.Slots())
+	}
+	for i := range 10 {
+		s.Observe(scan("press1", t0.Add(time.Duration(i)*time.Second), ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(float64(i))}))
+	}
+	clk.t = t0.Add(10 * time.Second)
+	pts, ok := s.Points("press1", true)
+	if !ok {
+		t.Fatal("press1 unknown")
+	}
+	p := pointByName(t, pts, "press1", "oil_temp")
+	if p.Spark != nil {
+		t.Errorf("spark %+v, want none", p.Spark)
+	}
+	if !p.Seen || p.Value != 9.0 {
+		t.Errorf("value %v (seen %v), want 9", p.Value, p.Seen)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.devs {
+		for _, ps := range d.order {
+			if ps.ring != nil {
+				t.Errorf("%s: a ring of %d buckets", ps.info.Point, len(ps.ring))
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -27,7 +28,17 @@ type Config struct {
 	Listen    string     `yaml:"listen" doc:"host:port of the local HTTP listener (/metrics, /healthz, /readyz, /api); \"off\" disables it"`
 	TLS       *TLSConfig `yaml:"tls" doc:"serve HTTPS instead of HTTP"`
 	BasicAuth *BasicAuth `yaml:"basic_auth" doc:"require HTTP basic auth on every path except /healthz"`
+	// Sparklines is how much history the console keeps per numeric point
+	// for its sparklines, in buckets of 5 s (about 144 bytes per minute
+	// per point: 7 MB for 10,000 points over 5 minutes); 0 turns them off.
+	Sparklines time.Duration `yaml:"sparklines" doc:"history the web console keeps per numeric point for its sparklines (5s buckets, ~144 bytes per minute per point); 0 turns sparklines off"`
 }
+
+// DefaultSparklines is the default Sparklines: five minutes.
+const DefaultSparklines = 5 * time.Minute
+
+// MaxSparklines bounds Sparklines: an hour is 8.6 KB per point.
+const MaxSparklines = time.Hour
 
 // TLSConfig is the `http.tls:` block. The certificate and key are read at
 // start and read again when either file changes, so a renewed certificate
@@ -46,7 +57,10 @@ type BasicAuth struct {
 }
 
 // SetDefaults sets the defaults applied before decoding.
-func (c *Config) SetDefaults() { c.Listen = DefaultListen }
+func (c *Config) SetDefaults() {
+	c.Listen = DefaultListen
+	c.Sparklines = DefaultSparklines
+}
 
 // Disabled reports whether the listener is turned off.
 func (c *Config) Disabled() bool { return c.Listen == Off }
@@ -64,6 +78,9 @@ func (c *Config) Validate() error {
 		if err := checkListen(c.Listen); err != "" {
 			errs.Add("listen", "%q %s", c.Listen, err)
 		}
+	}
+	if d := c.Sparklines; d != 0 && (d < 5*time.Second || d > MaxSparklines) {
+		errs.Add("sparklines", "%v is outside 5s..%v (0 turns sparklines off)", d, MaxSparklines)
 	}
 	if t := c.TLS; t != nil {
 		for _, f := range []struct{ key, path string }{{"cert", t.Cert}, {"key", t.Key}} {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -46,6 +47,12 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{"basic_auth.username: is required", "basic_auth.password_hash: is required"}},
 		{name: "auth colon", cfg: Config{Listen: ":9440", BasicAuth: &BasicAuth{Username: "a:b", PasswordHash: hash}},
 			want: []string{`basic_auth.username: "a:b" may not contain`}},
+		{name: "sparklines off", cfg: Config{Listen: ":9440", Sparklines: 0}},
+		{name: "sparklines an hour", cfg: Config{Listen: ":9440", Sparklines: time.Hour}},
+		{name: "sparklines too short", cfg: Config{Listen: ":9440", Sparklines: time.Second},
+			want: []string{"sparklines: 1s is outside 5s..1h0m0s (0 turns sparklines off)"}},
+		{name: "sparklines too long", cfg: Config{Listen: ":9440", Sparklines: 2 * time.Hour},
+			want: []string{"sparklines: 2h0m0s is outside 5s..1h0m0s"}},
 		{name: "plain password", cfg: Config{Listen: ":9440", BasicAuth: &BasicAuth{Username: "prom", PasswordHash: "hunter2-is-my-password"}},
 			want: []string{"basic_auth.password_hash: is not a bcrypt hash"}},
 	}
