@@ -62,6 +62,9 @@ type Options struct {
 	// fixedLimit turns off the adaptation of the bound to the file's page
 	// fill, for tests that count drops exactly.
 	fixedLimit bool
+	// mono is the monotonic clock the writer detects wall clock steps
+	// with (clock.go); nil, with an injected Now, turns the detection off.
+	mono func() time.Duration
 }
 
 const (
@@ -79,6 +82,10 @@ func (o *Options) setDefaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+		if o.mono == nil {
+			start := time.Now()
+			o.mono = func() time.Duration { return time.Since(start) }
+		}
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = defaultQueueSize

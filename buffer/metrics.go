@@ -19,6 +19,7 @@ type metrics struct {
 	batchSamples    prometheus.Histogram
 	commitDuration  prometheus.Histogram
 	fileBytes       prometheus.Gauge
+	clockSteps      prometheus.Counter
 
 	records, bytes, oldest *prometheus.Desc
 	queueDesc              *prometheus.Desc
@@ -53,12 +54,13 @@ func newMetrics(b *Buffer) *metrics {
 		Name: "ferry_buffer_commit_duration_seconds", Help: "Time to write and fsync one commit.",
 		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14),
 	})
+	m.clockSteps = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_buffer_clock_steps_total", Help: "Forward steps of the wall clock (over a minute beyond the monotonic clock) whose records' ages were corrected."})
 	m.fileBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ferry_buffer_file_bytes", Help: "Size of buffer.db."})
 	m.records = prometheus.NewDesc("ferry_buffer_records", "Records stored, by lane.", []string{"lane"}, nil)
 	m.bytes = prometheus.NewDesc("ferry_buffer_bytes", "Stored size of the records, by lane.", []string{"lane"}, nil)
 	m.oldest = prometheus.NewDesc("ferry_buffer_oldest_age_seconds", "Age of the oldest stored record, by lane (0 when empty).", []string{"lane"}, nil)
 	m.queueDesc = prometheus.NewDesc("ferry_buffer_queue_length", "Samples waiting for the writer.", nil, nil)
-	m.collectors = []prometheus.Collector{appended, acked, m.droppedVec, m.deduplicated, m.commits, m.batchSamples, m.commitDuration, m.fileBytes, (*laneCollector)(m)}
+	m.collectors = []prometheus.Collector{appended, acked, m.droppedVec, m.deduplicated, m.commits, m.batchSamples, m.commitDuration, m.fileBytes, m.clockSteps, (*laneCollector)(m)}
 	return m
 }
 

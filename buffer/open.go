@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -27,6 +28,7 @@ type loaded struct {
 	layout  int
 	gateway string
 	clean   bool // the last run closed the file (keyClean)
+	shifts  []clockShift
 	// put, when set, copies what the walk finds into a fresh file
 	// (salvage).
 	put func(path string, key, value []byte) error
@@ -71,6 +73,10 @@ func (l *loaded) visit(path string, key, value []byte) error {
 			l.clean = true
 		case k == string(keyGateway):
 			l.gateway = string(value)
+		case strings.HasPrefix(k, shiftPrefix):
+			if s, ok := parseShift(key, value); ok {
+				l.shifts = append(l.shifts, s)
+			}
 		case strings.HasPrefix(k, alertPrefix):
 			if _, a, err := codec.DecodeAlert(value); err == nil {
 				l.own = append(l.own, a)
@@ -148,6 +154,11 @@ func (b *Buffer) openStore() error {
 		if !slices.IsSortedFunc(ents, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) }) {
 			slices.SortFunc(ents, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) })
 			ents = slices.CompactFunc(ents, func(a, b entry) bool { return a.seq == b.seq })
+		}
+		for _, s := range ld.shifts {
+			if s.lane == ferry.Lane(l) {
+				s.apply(ents)
+			}
 		}
 		for _, e := range ents {
 			li.add(e.seq, e.time, int(e.size))
@@ -349,11 +360,23 @@ func (b *Buffer) initStore(ld *loaded, floor [ferry.NumLanes]uint64) error {
 				}
 			}
 			w.seq[l] = seq
+			w.runFirst[l] = seq + 1
 			for _, k := range ld.bad[l] {
 				if err := bk.Delete(k); err != nil {
 					return err
 				}
 			}
+		}
+		// Clock shifts that no stored record needs any more go.
+		var first [ferry.NumLanes]uint64
+		for l, ents := range ld.lanes {
+			first[l] = math.MaxUint64
+			for _, e := range ents {
+				first[l] = min(first[l], e.seq)
+			}
+		}
+		if err := pruneShifts(meta, ld.shifts, first); err != nil {
+			return err
 		}
 		dd, err := tx.CreateBucketIfNotExists(bucketDedupe)
 		if err != nil {

@@ -64,6 +64,7 @@ type writer struct {
 	keyBuf  []byte
 
 	seq      [ferry.NumLanes]uint64 // the last sequence assigned per lane
+	runFirst [ferry.NumLanes]uint64 // the first sequence of this run per lane
 	seqSaved [ferry.NumLanes]uint64 // the sequence the file holds
 	floor    [ferry.NumLanes]uint64 // the floor file's sequences
 
@@ -88,6 +89,11 @@ type writer struct {
 	retryAt     time.Time
 	bo          backoff.Backoff
 	lastCompact time.Time
+
+	// Wall clock steps (clock.go): the clocks at the last cycle, and the
+	// shifts to store with the next commit.
+	clock  clockRef
+	shifts []clockShift
 }
 
 type newRecord struct {
@@ -254,6 +260,9 @@ func (w *writer) cycle() (more, closing bool) {
 	}
 	b.mu.Unlock()
 
+	if step := w.checkClock(now); step > 0 {
+		w.clockStepped(step)
+	}
 	nowNs := now.UnixNano()
 	w.arena = w.arena[:0]
 	w.recs = w.recs[:0]
@@ -274,7 +283,7 @@ func (w *writer) cycle() (more, closing bool) {
 	w.newChunks = w.newChunks[:0]
 
 	// While failing, every attempt commits (if only to test the disk).
-	work := w.failing != nil || len(w.recs) > 0 || len(w.drops) > 0 || len(w.ops) > 0 || w.own.dirty || w.dd.expire > 0 || len(w.dd.added) > 0
+	work := w.failing != nil || len(w.recs) > 0 || len(w.drops) > 0 || len(w.ops) > 0 || w.own.dirty || w.dd.expire > 0 || len(w.dd.added) > 0 || len(w.shifts) > 0
 	for l := range w.acks {
 		work = work || len(w.acks[l]) > 0
 	}
@@ -606,7 +615,7 @@ func (w *writer) fill(tx *bolt.Tx, nowNs int64) error {
 			return err
 		}
 	}
-	return nil
+	return w.fillShifts(tx)
 }
 
 func (w *writer) fillDedupe(tx *bolt.Tx, nowNs int64) error {
@@ -677,6 +686,7 @@ func (w *writer) committed(now time.Time, samples, dups int, wrote bool, took ti
 	w.bo.Reset()
 	w.seqSaved = w.seq
 	w.own.dirty = false
+	w.shifts = w.shifts[:0]
 	w.dd.commit(w.newChunks)
 
 	var appended [ferry.NumLanes]int
