@@ -30,6 +30,8 @@ import (
 // earlier runs keep their times: they were stamped by a clock that the
 // run before set right or not, which this run cannot know. A step back
 // makes records look younger; they are kept longer, bounded by max_size.
+// So does a suspend or a paused VM: Linux's monotonic clock stands still
+// meanwhile, and the wall clock's catching up looks like a step.
 
 // clockStepMin is the smallest jump treated as a step. NTP slews smaller
 // errors; a cycle that runs late moves both clocks alike.
