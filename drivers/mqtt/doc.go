@@ -32,6 +32,13 @@
 // samples where the point is known. Their messages are still acknowledged
 // once handled: a poison message is not redelivered forever.
 //
+// # Failover
+//
+// A connection may list fallback brokers: each attempt tries the broker,
+// then the fallbacks in order, and keeps the first that accepts until that
+// connection is lost. Independent brokers keep one session each; a cluster
+// shares them by client id.
+//
 // # Caveats
 //
 // The persistent session outlives configuration changes: a topic removed
