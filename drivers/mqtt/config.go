@@ -42,12 +42,12 @@ type Config struct {
 	// attempt (a redundant pair, the other nodes of a cluster). They use
 	// TLS if Broker does, and no other.
 	FallbackBrokers []string      `yaml:"fallback_brokers" doc:"brokers tried in order after broker when it cannot be reached (redundant pair, cluster nodes); same URL forms, all TLS or all plain like broker"`
-	ClientID       string        `yaml:"client_id" doc:"MQTT client id, fixed so that the broker keeps the session; default ferry-<gateway>-<hash of broker and username>"`
-	Username       string        `yaml:"username"`
-	Password       conf.Secret   `yaml:"password"`
-	TLS            TLS           `yaml:"tls"`
-	KeepAlive      time.Duration `yaml:"keepalive" doc:"MQTT keepalive; a silent connection is declared lost after about 1.5 times this"`
-	ConnectTimeout time.Duration `yaml:"connect_timeout" doc:"time allowed to dial, handshake and get CONNACK or SUBACK"`
+	ClientID        string        `yaml:"client_id" doc:"MQTT client id, fixed so that the broker keeps the session; default ferry-<gateway>-<hash of broker and username>"`
+	Username        string        `yaml:"username"`
+	Password        conf.Secret   `yaml:"password"`
+	TLS             TLS           `yaml:"tls"`
+	KeepAlive       time.Duration `yaml:"keepalive" doc:"MQTT keepalive; a silent connection is declared lost after about 1.5 times this"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout" doc:"time allowed to dial, handshake and get CONNACK or SUBACK"`
 
 	Topic string `yaml:"topic" doc:"topic filter with + and # wildcards and {name} captures of whole levels, e.g. plant/{line}/{machine}/telemetry"`
 	// Device names the device of each message from the topic's captures,
