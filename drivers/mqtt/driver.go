@@ -219,8 +219,11 @@ func (d *Driver) compile(cd *Device) (*device, error) {
 		key := spNodeKey{sp.GroupID, sp.EdgeNode}
 		node := d.nodes[key]
 		if node == nil {
-			node = &spNode{key: key, filter: spNamespace + "/" + sp.GroupID + "/+/" + sp.EdgeNode + "/#"}
+			node = &spNode{key: key, filter: spNamespace + "/" + sp.GroupID + "/+/" + sp.EdgeNode + "/#",
+				name: sp.GroupID + "/" + sp.EdgeNode, askRebirth: sp.Rebirth}
 			d.nodes[key] = node
+		} else if node.askRebirth != sp.Rebirth {
+			return nil, fmt.Errorf("mqtt.sparkplug.rebirth: device %s stands for the same edge node %s and sets it to %v; devices of one edge node must agree", node.devs[0].name, node.name, node.askRebirth)
 		}
 		node.devs = append(node.devs, dv)
 		dv.node, dv.spDevice = node, sp.Device
@@ -366,11 +369,12 @@ type session struct {
 	first        bool            // first connection to this broker in this Run: subscribe even if the session is present
 	broker       string          // the broker connected to
 
-	client  paho.Client
-	acks    *ackQueue
-	closing atomic.Bool
-	lostCh  chan error
-	resync  chan struct{}
+	client   paho.Client
+	acks     *ackQueue
+	rebirths chan rebirthRequest // to the publisher goroutine; nil: none
+	closing  atomic.Bool
+	lostCh   chan error
+	resync   chan struct{}
 
 	connected, subscribed bool
 	withheld, acked       atomic.Bool
@@ -391,6 +395,12 @@ func (s *session) run(ctx context.Context) error {
 	d := s.d
 	s.lostCh = make(chan error, 1)
 	s.resync = make(chan struct{}, 1)
+	for _, n := range d.nodes {
+		if n.askRebirth {
+			s.rebirths = make(chan rebirthRequest, len(d.nodes))
+			break
+		}
+	}
 	s.acks = newAckQueue(d.cm)
 
 	opts, err := d.clientOptions(ctx, s)
@@ -430,6 +440,13 @@ func (s *session) run(ctx context.Context) error {
 			}
 		}, &s.acked)
 	}()
+	if s.rebirths != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.publishRebirths(stop)
+		}()
+	}
 	end := func(quiesce uint) {
 		close(stop)
 		if s.client.IsConnectionOpen() {
@@ -498,6 +515,61 @@ func (s *session) run(ctx context.Context) error {
 				resubT = time.After(resubBo.Next())
 			}
 			d.markUp()
+		}
+	}
+}
+
+// rebirthRequest is a rebirth NCMD to publish.
+type rebirthRequest struct {
+	node   spNodeKey
+	name   string // group/edge_node
+	reason string // why: data before birth, unknown alias, seq gap
+	first  bool   // the first since the node's last NBIRTH: logged at Info
+	ms     uint64 // the payload's timestamp
+}
+
+// requestRebirth hands a request to the publisher goroutine without
+// blocking the router (paho forbids publishing from a message handler).
+// A request that does not fit is dropped: one per node is already queued.
+func (s *session) requestRebirth(r rebirthRequest) {
+	select {
+	case s.rebirths <- r:
+	default:
+	}
+}
+
+// publishRebirths publishes the rebirth requests, QoS 0, not retained,
+// until stop is closed.
+func (s *session) publishRebirths(stop <-chan struct{}) {
+	d := s.d
+	for {
+		var r rebirthRequest
+		select {
+		case <-stop:
+			return
+		case r = <-s.rebirths:
+		}
+		topic := rebirthTopic(r.node)
+		tok := s.client.Publish(topic, 0, false, appendRebirthRequest(nil, r.ms))
+		timer := time.NewTimer(d.cfg.ConnectTimeout)
+		var err error
+		select {
+		case <-tok.Done():
+			err = tok.Error()
+		case <-timer.C:
+			err = fmt.Errorf("not written within %v: %w", d.cfg.ConnectTimeout, os.ErrDeadlineExceeded)
+		case <-stop:
+			err = errors.New("connection closing")
+		}
+		timer.Stop()
+		d.cm.rebirth(r.name, err)
+		switch {
+		case err != nil:
+			d.log.Debug("sparkplug rebirth request not sent", "node", r.name, "topic", topic, "err", err)
+		case r.first:
+			d.log.Info("sparkplug rebirth requested", "node", r.name, "reason", r.reason, "topic", topic)
+		default:
+			d.log.Debug("sparkplug rebirth requested again", "node", r.name, "reason", r.reason)
 		}
 	}
 }
@@ -843,7 +915,7 @@ func (d *Driver) route(topic string, payload []byte, now time.Time, s *session, 
 		if t, ok := parseSparkplugTopic(topic); ok {
 			if node := d.nodes[spNodeKey{t.group, t.node}]; node != nil {
 				matched = true
-				out = d.sparkplug(node, t, payload, now, &s.sp, out)
+				out = d.sparkplug(node, t, payload, now, s, out)
 			}
 		}
 	}
@@ -941,9 +1013,10 @@ func (d *Driver) report(dv *device, topic string, probs []problem) {
 }
 
 // sparkplug handles a message of a Sparkplug edge node ferry knows.
-func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Time, p *spPayload, out []routed) []routed {
+func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Time, s *session, out []routed) []routed {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	p := &s.sp
 	// The ferry devices the message concerns.
 	var devs []*device
 	switch t.kind {
@@ -987,8 +1060,15 @@ func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Tim
 		node.bdSeq, node.hasBdSeq = bdSeqOf(p)
 		node.seqKnown = false
 	}
+	// Why the message cannot be fully resolved, for a rebirth request.
+	var unresolved string
+	if (t.kind == "NDATA" || t.kind == "DDATA") && len(devs) > 0 &&
+		(!node.born || t.kind == "DDATA" && !node.dborn[t.device]) {
+		unresolved = "data before birth"
+	}
 	if t.kind != "NDEATH" {
 		if want, gap := node.checkSeq(p); gap {
+			unresolved = reasonSeqGap
 			for _, dv := range node.devs {
 				dv.m.payloadError(reasonSeqGap)
 				dv.stat.Error(reasonSeqGap, fmt.Errorf("%s %s/%s: seq %d, want %d (a message of the edge node was lost)", t.kind, t.group, t.node, p.seq, want))
@@ -997,6 +1077,7 @@ func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Tim
 	}
 	switch t.kind {
 	case "NBIRTH":
+		node.asked = false
 		node.learn("", p)
 	case "DBIRTH":
 		node.learn(t.device, p)
@@ -1012,16 +1093,26 @@ func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Tim
 		node.born, node.seqKnown = false, false
 		return d.spDeath(devs, p, now, reasonNodeDeath, fmt.Errorf("sparkplug edge node %s/%s died (NDEATH)", t.group, t.node), out)
 	case "DDEATH":
+		delete(node.dborn, t.device)
 		return d.spDeath(devs, p, now, reasonDeviceDeath, fmt.Errorf("sparkplug device %s/%s/%s died (DDEATH)", t.group, t.node, t.device), out)
 	}
 	for _, dv := range devs {
-		out = d.spData(node, dv, t, p, now, out)
+		var unknown bool
+		if out, unknown = d.spData(node, dv, t, p, now, out); unknown && unresolved == "" {
+			unresolved = reasonUnknownAlias
+		}
+	}
+	if unresolved != "" && node.askRebirth && (node.lastAsk.IsZero() || now.Sub(node.lastAsk) >= rebirthInterval) {
+		node.lastAsk = now
+		s.requestRebirth(rebirthRequest{node: node.key, name: node.name, reason: unresolved, first: !node.asked, ms: uint64(max(now.UnixMilli(), 0))})
+		node.asked = true
 	}
 	return out
 }
 
-// spData emits the configured metrics of a BIRTH or DATA for dv.
-func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now time.Time, out []routed) []routed {
+// spData emits the configured metrics of a BIRTH or DATA for dv; unknown
+// reports an alias no BIRTH declared.
+func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now time.Time, out []routed) (_ []routed, unknown bool) {
 	var samples []ferry.Sample
 	var probs []problem
 	for i := range p.metrics {
@@ -1038,6 +1129,7 @@ func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now t
 		} else {
 			name, adt, known := node.resolve(t.device, m)
 			if !known {
+				unknown = true
 				if len(probs) == 0 || probs[len(probs)-1].reason != reasonUnknownAlias {
 					probs = append(probs, problem{point: "alias " + strconv.FormatUint(m.alias, 10), reason: reasonUnknownAlias})
 				}
@@ -1070,16 +1162,16 @@ func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now t
 	}
 	if len(samples) == 0 && len(probs) == 0 {
 		dv.m.ignored.Inc()
-		return out
+		return out, unknown
 	}
 	d.report(dv, t.kind+" "+t.group+"/"+t.node, probs)
 	if len(samples) == 0 {
-		return out
+		return out, unknown
 	}
 	dv.bad = false
 	dv.stat.Connected()
 	dv.stat.Polled(now, d.now().Sub(now), samples)
-	return append(out, routed{dv: dv, scan: ferry.Scan{Device: dv.name, Time: now, Samples: samples}})
+	return append(out, routed{dv: dv, scan: ferry.Scan{Device: dv.name, Time: now, Samples: samples}}), unknown
 }
 
 // spDeath emits Bad samples for every point of devs.
