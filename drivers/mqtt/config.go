@@ -32,18 +32,22 @@ var pointTypes = []string{"", "float", "int", "bool", "string"}
 
 // Config is the `mqtt:` block of a device.
 //
-// The connection settings (broker, client_id, username, password, tls,
-// keepalive, connect_timeout) are shared by every device of one connection:
-// devices with the same broker, username and client_id share one MQTT
-// connection and must agree on the rest (see GroupKey).
+// The connection settings (broker, fallback_brokers, client_id, username,
+// password, tls, keepalive, connect_timeout) are shared by every device of
+// one connection: devices with the same broker, username and client_id
+// share one MQTT connection and must agree on the rest (see GroupKey).
 type Config struct {
-	Broker         string        `yaml:"broker" doc:"broker URL: tcp://host:1883, ssl://host:8883 (also tls://, mqtts://), ws://host/mqtt, wss://host/mqtt"`
-	ClientID       string        `yaml:"client_id" doc:"MQTT client id, fixed so that the broker keeps the session; default ferry-<gateway>-<hash of broker and username>"`
-	Username       string        `yaml:"username"`
-	Password       conf.Secret   `yaml:"password"`
-	TLS            TLS           `yaml:"tls"`
-	KeepAlive      time.Duration `yaml:"keepalive" doc:"MQTT keepalive; a silent connection is declared lost after about 1.5 times this"`
-	ConnectTimeout time.Duration `yaml:"connect_timeout" doc:"time allowed to dial, handshake and get CONNACK or SUBACK"`
+	Broker string `yaml:"broker" doc:"broker URL: tcp://host:1883, ssl://host:8883 (also tls://, mqtts://), ws://host/mqtt, wss://host/mqtt"`
+	// FallbackBrokers are tried in order after Broker at each connection
+	// attempt (a redundant pair, the other nodes of a cluster). They use
+	// TLS if Broker does, and no other.
+	FallbackBrokers []string      `yaml:"fallback_brokers" doc:"brokers tried in order after broker when it cannot be reached (redundant pair, cluster nodes); same URL forms, all TLS or all plain like broker"`
+	ClientID        string        `yaml:"client_id" doc:"MQTT client id, fixed so that the broker keeps the session; default ferry-<gateway>-<hash of broker and username>"`
+	Username        string        `yaml:"username"`
+	Password        conf.Secret   `yaml:"password"`
+	TLS             TLS           `yaml:"tls"`
+	KeepAlive       time.Duration `yaml:"keepalive" doc:"MQTT keepalive; a silent connection is declared lost after about 1.5 times this"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout" doc:"time allowed to dial, handshake and get CONNACK or SUBACK"`
 
 	Topic string `yaml:"topic" doc:"topic filter with + and # wildcards and {name} captures of whole levels, e.g. plant/{line}/{machine}/telemetry"`
 	// Device names the device of each message from the topic's captures,
@@ -78,6 +82,10 @@ type Sparkplug struct {
 	GroupID  string `yaml:"group_id" doc:"Sparkplug group id"`
 	EdgeNode string `yaml:"edge_node" doc:"Sparkplug edge node id"`
 	Device   string `yaml:"device" doc:"Sparkplug device id under the edge node; empty for the node's own metrics"`
+	// Rebirth makes ferry publish a rebirth request (NCMD Node
+	// Control/Rebirth) when it gets data it cannot resolve. Off by
+	// default: ferry then publishes nothing.
+	Rebirth bool `yaml:"rebirth" doc:"publish an NCMD Node Control/Rebirth to the edge node when its data cannot be resolved (unknown alias, data before BIRTH, seq gap), at most once per 30s per node; default false: ferry publishes nothing"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -182,30 +190,59 @@ func (d *Device) Validate() error {
 func validateBroker(errs *conf.Errors, c *Config) {
 	if c.Broker == "" {
 		errs.Add("mqtt.broker", "is required")
-		return
+	} else {
+		validateBrokerURL(errs, "mqtt.broker", c.Broker)
 	}
-	u, err := url.Parse(c.Broker)
-	if err != nil {
-		errs.Add("mqtt.broker", "%q is not a URL", c.Broker)
-		return
-	}
-	switch u.Scheme {
-	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-	default:
-		errs.Add("mqtt.broker", "scheme %q is not one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme)
-		return
-	}
-	if u.User != nil {
-		errs.Add("mqtt.broker", "holds credentials; use username and password (or password_file)")
-	}
-	if u.Hostname() == "" {
-		errs.Add("mqtt.broker", "%q has no host", c.Broker)
-	} else if u.Port() == "" && u.Scheme != "ws" && u.Scheme != "wss" {
-		errs.Add("mqtt.broker", "%q has no port (1883 for tcp, 8883 for TLS)", c.Broker)
+	seen := map[string]string{c.Broker: "mqtt.broker"}
+	for i, fb := range c.FallbackBrokers {
+		p := conf.Index("mqtt.fallback_brokers", i)
+		if fb == "" {
+			errs.Add(p, "is empty")
+			continue
+		}
+		if !validateBrokerURL(errs, p, fb) {
+			continue
+		}
+		if first, dup := seen[fb]; dup {
+			errs.Add(p, "%q is already %s", fb, first)
+			continue
+		}
+		seen[fb] = p
+		if c.Broker != "" && isTLSBroker(fb) != isTLSBroker(c.Broker) {
+			errs.Add(p, "%q and broker %q must both use TLS or both not: the tls settings apply to every broker of the connection", fb, c.Broker)
+		}
 	}
 	if c.ClientID != "" && (len(c.ClientID) > 65535 || !utf8.ValidString(c.ClientID) || strings.ContainsAny(c.ClientID, "\x00+#")) {
 		errs.Add("mqtt.client_id", "%q must be UTF-8 without NUL, + or #", c.ClientID)
 	}
+}
+
+// validateBrokerURL checks one broker URL and reports whether it is usable.
+func validateBrokerURL(errs *conf.Errors, path, broker string) bool {
+	u, err := url.Parse(broker)
+	if err != nil {
+		errs.Add(path, "%q is not a URL", broker)
+		return false
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		errs.Add(path, "scheme %q is not one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme)
+		return false
+	}
+	ok := true
+	if u.User != nil {
+		errs.Add(path, "holds credentials; use username and password (or password_file)")
+		ok = false
+	}
+	if u.Hostname() == "" {
+		errs.Add(path, "%q has no host", broker)
+		ok = false
+	} else if u.Port() == "" && u.Scheme != "ws" && u.Scheme != "wss" {
+		errs.Add(path, "%q has no port (1883 for tcp, 8883 for TLS)", broker)
+		ok = false
+	}
+	return ok
 }
 
 func isTLSBroker(broker string) bool {
@@ -302,6 +339,7 @@ func validLayout(l string) bool {
 // connSettings is what devices sharing a connection must agree on.
 func (c *Config) connSettings() []struct{ key, val string } {
 	return []struct{ key, val string }{
+		{"fallback_brokers", strings.Join(c.FallbackBrokers, " ")},
 		{"password", c.Password.Reveal()},
 		{"tls.ca", c.TLS.CA},
 		{"tls.cert", c.TLS.Cert},
@@ -311,4 +349,9 @@ func (c *Config) connSettings() []struct{ key, val string } {
 		{"keepalive", c.KeepAlive.String()},
 		{"connect_timeout", c.ConnectTimeout.String()},
 	}
+}
+
+// brokers returns broker and the fallbacks, in the order they are tried.
+func (c *Config) brokers() []string {
+	return append([]string{c.Broker}, c.FallbackBrokers...)
 }

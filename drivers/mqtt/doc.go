@@ -32,6 +32,21 @@
 // samples where the point is known. Their messages are still acknowledged
 // once handled: a poison message is not redelivered forever.
 //
+// # Sparkplug rebirth requests
+//
+// The driver publishes nothing unless a Sparkplug device sets rebirth:
+// then, when an edge node's data cannot be resolved (data before its
+// BIRTH, an unknown alias, a sequence gap), it publishes an NCMD
+// Node Control/Rebirth to that node (QoS 0, at most once per 30s per
+// node) from a goroutine of the connection, never from the router.
+//
+// # Failover
+//
+// A connection may list fallback brokers: each attempt tries the broker,
+// then the fallbacks in order, and keeps the first that accepts until that
+// connection is lost. Independent brokers keep one session each; a cluster
+// shares them by client id.
+//
 // # Caveats
 //
 // The persistent session outlives configuration changes: a topic removed

@@ -14,6 +14,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,7 @@ type Driver struct {
 	now      func() time.Time
 	cfg      Config // the connection settings, shared by every device
 	clientID string
+	brokers  []string // broker, then the fallbacks: the order paho tries them
 	devices  []*device
 	generic  []*device // json and value devices, matched by topic
 	nodes    map[spNodeKey]*spNode
@@ -107,12 +109,18 @@ type point struct {
 
 // GroupKey returns the key of the connection d uses: devices with the same
 // broker URL, username and client id share one MQTT connection (and must
-// then agree on password, tls, keepalive and connect_timeout).
+// then agree on fallback_brokers, password, tls, keepalive and
+// connect_timeout). The fallback brokers are not part of the key: two
+// connections with the same client id would take the session from each
+// other, so devices that differ only in them are refused instead.
 func GroupKey(d *Device) string {
 	return fmt.Sprintf("mqtt %s user=%q client_id=%q", d.Config.Broker, d.Config.Username, d.Config.ClientID)
 }
 
 // DefaultClientID returns the client id used when client_id is not set.
+// It depends on broker and username only: adding fallback brokers keeps
+// the id, and with it the session the primary broker holds for ferry (a
+// cluster shares sessions by client id).
 func DefaultClientID(gateway string, c *Config) string {
 	h := sha256.Sum256([]byte(c.Broker + "\x00" + c.Username))
 	return "ferry-" + gateway + "-" + hex.EncodeToString(h[:4])
@@ -164,6 +172,7 @@ func New(devices []Device, opts Options) (*Driver, error) {
 		now:      opts.Now,
 		cfg:      first.Config,
 		clientID: first.Config.ClientID,
+		brokers:  first.Config.brokers(),
 		nodes:    map[spNodeKey]*spNode{},
 		filters:  map[string]byte{},
 		byFilter: map[string][]*device{},
@@ -178,6 +187,7 @@ func New(devices []Device, opts Options) (*Driver, error) {
 	}
 	d.log = d.log.With("client_id", d.clientID)
 	d.cm = opts.Metrics.client(d.clientID)
+	d.cm.broker.Set(-1)
 	for i := range devices {
 		dv, err := d.compile(&devices[i])
 		if err != nil {
@@ -209,8 +219,11 @@ func (d *Driver) compile(cd *Device) (*device, error) {
 		key := spNodeKey{sp.GroupID, sp.EdgeNode}
 		node := d.nodes[key]
 		if node == nil {
-			node = &spNode{key: key, filter: spNamespace + "/" + sp.GroupID + "/+/" + sp.EdgeNode + "/#"}
+			node = &spNode{key: key, filter: spNamespace + "/" + sp.GroupID + "/+/" + sp.EdgeNode + "/#",
+				name: sp.GroupID + "/" + sp.EdgeNode, askRebirth: sp.Rebirth}
 			d.nodes[key] = node
+		} else if node.askRebirth != sp.Rebirth {
+			return nil, fmt.Errorf("mqtt.sparkplug.rebirth: device %s stands for the same edge node %s and sets it to %v; devices of one edge node must agree", node.devs[0].name, node.name, node.askRebirth)
 		}
 		node.devs = append(node.devs, dv)
 		dv.node, dv.spDevice = node, sp.Device
@@ -219,7 +232,7 @@ func (d *Driver) compile(cd *Device) (*device, error) {
 			dv.byMetric[p.Metric] = i
 		}
 		filter = node.filter
-		endpoint = c.Broker + " sparkplug " + sp.GroupID + "/" + sp.EdgeNode
+		endpoint = strings.Join(d.brokers, ",") + " sparkplug " + sp.GroupID + "/" + sp.EdgeNode
 		if sp.Device != "" {
 			endpoint += "/" + sp.Device
 		}
@@ -242,7 +255,7 @@ func (d *Driver) compile(cd *Device) (*device, error) {
 			}
 		}
 		filter = pat.filter
-		endpoint = c.Broker + " " + c.Topic
+		endpoint = strings.Join(d.brokers, ",") + " " + c.Topic
 		d.generic = append(d.generic, dv)
 	}
 	if q, ok := d.filters[filter]; !ok || c.QoS > q {
@@ -278,13 +291,17 @@ func (d *Driver) Run(ctx context.Context, emit ferry.EmitFunc) error {
 	}
 	defer d.running.Store(false)
 	bo := d.opts.Backoff
-	first := true
+	// The brokers ferry has subscribed on in this Run: on the first
+	// connection to each, every filter is subscribed even when the broker
+	// has a session (it may be from an older configuration).
+	subscribedOn := map[string]bool{}
 	for {
-		s := &session{d: d, emit: emit, first: first}
+		s := &session{d: d, emit: emit, subscribedOn: subscribedOn}
 		err := s.run(ctx)
 		if s.subscribed {
-			first = false
+			subscribedOn[s.broker] = true
 		}
+		d.cm.broker.Set(-1)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -346,21 +363,25 @@ func (d *Driver) lost(err error, emit ferry.EmitFunc) {
 
 // session is one connection.
 type session struct {
-	d     *Driver
-	emit  ferry.EmitFunc
-	first bool // first connection of this Run: subscribe even if the session is present
+	d            *Driver
+	emit         ferry.EmitFunc
+	subscribedOn map[string]bool // brokers subscribed on in this Run (owned by Run)
+	first        bool            // first connection to this broker in this Run: subscribe even if the session is present
+	broker       string          // the broker connected to
 
-	client  paho.Client
-	acks    *ackQueue
-	closing atomic.Bool
-	lostCh  chan error
-	resync  chan struct{}
+	client   paho.Client
+	acks     *ackQueue
+	rebirths chan rebirthRequest // to the publisher goroutine; nil: none
+	closing  atomic.Bool
+	lostCh   chan error
+	resync   chan struct{}
 
 	connected, subscribed bool
 	withheld, acked       atomic.Bool
 
 	dialMu    sync.Mutex
 	stopWatch func() bool
+	dialed    string // the broker of the last connection opened
 
 	// Scratch for the router goroutine.
 	caps   [maxCaptures]span
@@ -374,6 +395,12 @@ func (s *session) run(ctx context.Context) error {
 	d := s.d
 	s.lostCh = make(chan error, 1)
 	s.resync = make(chan struct{}, 1)
+	for _, n := range d.nodes {
+		if n.askRebirth {
+			s.rebirths = make(chan rebirthRequest, len(d.nodes))
+			break
+		}
+	}
 	s.acks = newAckQueue(d.cm)
 
 	opts, err := d.clientOptions(ctx, s)
@@ -390,10 +417,15 @@ func (s *session) run(ctx context.Context) error {
 	s.dialMu.Unlock()
 	if err := tok.Error(); err != nil {
 		// paho has closed what it opened.
-		return fmt.Errorf("connect to %s as %s: %w", d.cfg.Broker, d.clientID, err)
+		return fmt.Errorf("connect to %s as %s: %w", strings.Join(d.brokers, ", "), d.clientID, err)
 	}
 	s.connected = true
 	sessionPresent := tok.(*paho.ConnectToken).SessionPresent()
+	s.dialMu.Lock()
+	s.broker = s.dialed // the last connection opened is the one paho kept
+	s.dialMu.Unlock()
+	s.first = !s.subscribedOn[s.broker]
+	idx := d.brokerIndex(s.broker)
 
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -408,6 +440,13 @@ func (s *session) run(ctx context.Context) error {
 			}
 		}, &s.acked)
 	}()
+	if s.rebirths != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.publishRebirths(stop)
+		}()
+	}
 	end := func(quiesce uint) {
 		close(stop)
 		if s.client.IsConnectionOpen() {
@@ -431,6 +470,12 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	s.subscribed = true
+	d.cm.broker.Set(float64(idx))
+	if len(d.brokers) > 1 {
+		// Which broker of the list: the devices' own "connected" and
+		// "connection back" lines name the whole list.
+		d.log.Info("broker connected", "broker", s.broker, "fallback", idx > 0)
+	}
 	d.markUp()
 	d.log.Debug("subscribed", "session_present", sessionPresent, "filters", len(want))
 
@@ -447,7 +492,7 @@ func (s *session) run(ctx context.Context) error {
 			return nil
 		case err := <-s.lostCh:
 			end(0)
-			return fmt.Errorf("connection to %s lost: %w", d.cfg.Broker, err)
+			return fmt.Errorf("connection to %s lost: %w", s.broker, err)
 		case <-s.resync:
 			if resyncT == nil {
 				resyncT = time.After(d.resyncBo.Peek())
@@ -470,6 +515,61 @@ func (s *session) run(ctx context.Context) error {
 				resubT = time.After(resubBo.Next())
 			}
 			d.markUp()
+		}
+	}
+}
+
+// rebirthRequest is a rebirth NCMD to publish.
+type rebirthRequest struct {
+	node   spNodeKey
+	name   string // group/edge_node
+	reason string // why: data before birth, unknown alias, seq gap
+	first  bool   // the first since the node's last NBIRTH: logged at Info
+	ms     uint64 // the payload's timestamp
+}
+
+// requestRebirth hands a request to the publisher goroutine without
+// blocking the router (paho forbids publishing from a message handler).
+// A request that does not fit is dropped: one per node is already queued.
+func (s *session) requestRebirth(r rebirthRequest) {
+	select {
+	case s.rebirths <- r:
+	default:
+	}
+}
+
+// publishRebirths publishes the rebirth requests, QoS 0, not retained,
+// until stop is closed.
+func (s *session) publishRebirths(stop <-chan struct{}) {
+	d := s.d
+	for {
+		var r rebirthRequest
+		select {
+		case <-stop:
+			return
+		case r = <-s.rebirths:
+		}
+		topic := rebirthTopic(r.node)
+		tok := s.client.Publish(topic, 0, false, appendRebirthRequest(nil, r.ms))
+		timer := time.NewTimer(d.cfg.ConnectTimeout)
+		var err error
+		select {
+		case <-tok.Done():
+			err = tok.Error()
+		case <-timer.C:
+			err = fmt.Errorf("not written within %v: %w", d.cfg.ConnectTimeout, os.ErrDeadlineExceeded)
+		case <-stop:
+			err = errors.New("connection closing")
+		}
+		timer.Stop()
+		d.cm.rebirth(r.name, err)
+		switch {
+		case err != nil:
+			d.log.Debug("sparkplug rebirth request not sent", "node", r.name, "topic", topic, "err", err)
+		case r.first:
+			d.log.Info("sparkplug rebirth requested", "node", r.name, "reason", r.reason, "topic", topic)
+		default:
+			d.log.Debug("sparkplug rebirth requested again", "node", r.name, "reason", r.reason)
 		}
 	}
 }
@@ -523,7 +623,7 @@ func (s *session) subscribe(ctx context.Context, filters map[string]byte) error 
 		case <-t.C:
 		case err := <-s.lostCh:
 			t.Stop()
-			return fmt.Errorf("connection to %s lost while subscribing: %w", d.cfg.Broker, err)
+			return fmt.Errorf("connection to %s lost while subscribing: %w", s.broker, err)
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
@@ -536,7 +636,7 @@ func (s *session) subscribe(ctx context.Context, filters map[string]byte) error 
 			continue
 		}
 		d.refused[f] = true
-		err := fmt.Errorf("subscribe %q on %s: refused by the broker (check its ACL for user %q)", f, d.cfg.Broker, d.cfg.Username)
+		err := fmt.Errorf("subscribe %q on %s: refused by the broker (check its ACL for user %q)", f, s.broker, d.cfg.Username)
 		now := d.now()
 		for _, dv := range d.byFilter[f] {
 			dv.stat.Lost(err)
@@ -561,14 +661,14 @@ func (s *session) subscribeOnce(ctx context.Context, filters map[string]byte) (m
 	select {
 	case <-tok.Done():
 	case err := <-s.lostCh:
-		return nil, fmt.Errorf("connection to %s lost while subscribing: %w", d.cfg.Broker, err)
+		return nil, fmt.Errorf("connection to %s lost while subscribing: %w", s.broker, err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-timer.C:
-		return nil, fmt.Errorf("subscribe on %s: no SUBACK within %v: %w", d.cfg.Broker, d.cfg.ConnectTimeout, os.ErrDeadlineExceeded)
+		return nil, fmt.Errorf("subscribe on %s: no SUBACK within %v: %w", s.broker, d.cfg.ConnectTimeout, os.ErrDeadlineExceeded)
 	}
 	if err := tok.Error(); err != nil {
-		return nil, fmt.Errorf("subscribe on %s: %w", d.cfg.Broker, err)
+		return nil, fmt.Errorf("subscribe on %s: %w", s.broker, err)
 	}
 	res := tok.(*paho.SubscribeToken).Result()
 	var refused map[string]byte
@@ -612,7 +712,9 @@ func (d *Driver) clientOptions(ctx context.Context, s *session) (*paho.ClientOpt
 	}
 	c := &d.cfg
 	o := paho.NewClientOptions()
-	o.AddBroker(c.Broker)
+	for _, b := range d.brokers {
+		o.AddBroker(b) // tried in order at each attempt
+	}
 	o.SetClientID(d.clientID)
 	o.SetUsername(c.Username)
 	o.SetPassword(c.Password.Reveal())
@@ -630,6 +732,11 @@ func (d *Driver) clientOptions(ctx context.Context, s *session) (*paho.ClientOpt
 		o.SetTLSConfig(tc)
 	}
 	o.SetDefaultPublishHandler(s.onMessage)
+	o.SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
+		if f, ok := n.(paho.ConnectionNotificationBrokerFailed); ok && len(d.brokers) > 1 {
+			d.log.Debug("broker unreachable, trying the next", "broker", f.Broker.Redacted(), "err", f.Reason)
+		}
+	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		select {
 		case s.lostCh <- err:
@@ -648,15 +755,20 @@ func (s *session) open(ctx context.Context, uri *url.URL, o *paho.ClientOptions)
 	var conn net.Conn
 	var err error
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
+	tc := o.TLSConfig
+	if tc != nil && s.d.cfg.TLS.ServerName == "" {
+		// Each broker of the list is checked against its own host name.
+		tc = tc.Clone()
+		tc.ServerName = uri.Hostname()
+	}
 	switch uri.Scheme {
 	case "ws", "wss":
-		var tc *tls.Config
-		if uri.Scheme == "wss" {
-			tc = o.TLSConfig
+		if uri.Scheme == "ws" {
+			tc = nil
 		}
 		conn, err = paho.NewWebsocket(uri.String(), tc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	case "ssl", "tls", "mqtts":
-		td := &tls.Dialer{NetDialer: dialer, Config: o.TLSConfig}
+		td := &tls.Dialer{NetDialer: dialer, Config: tc}
 		conn, err = td.DialContext(ctx, "tcp", uri.Host)
 	default:
 		conn, err = dialer.DialContext(ctx, "tcp", uri.Host)
@@ -665,9 +777,36 @@ func (s *session) open(ctx context.Context, uri *url.URL, o *paho.ClientOptions)
 		return nil, err
 	}
 	s.dialMu.Lock()
+	if s.stopWatch != nil {
+		// An earlier broker of the list: its connection is closed.
+		s.stopWatch()
+	}
 	s.stopWatch = context.AfterFunc(ctx, func() { conn.Close() })
+	s.dialed = s.d.brokerURL(uri)
 	s.dialMu.Unlock()
 	return conn, nil
+}
+
+// brokerURL returns the configured broker URL that uri was parsed from.
+func (d *Driver) brokerURL(uri *url.URL) string {
+	s := uri.String()
+	for _, b := range d.brokers {
+		if u, err := url.Parse(b); err == nil && u.String() == s {
+			return b
+		}
+	}
+	return s
+}
+
+// brokerIndex returns the position of broker in the list (0: broker,
+// 1…: the fallbacks).
+func (d *Driver) brokerIndex(broker string) int {
+	for i, b := range d.brokers {
+		if b == broker {
+			return i
+		}
+	}
+	return -1
 }
 
 // tlsConfig reads the TLS files (nil for a plain connection).
@@ -776,7 +915,7 @@ func (d *Driver) route(topic string, payload []byte, now time.Time, s *session, 
 		if t, ok := parseSparkplugTopic(topic); ok {
 			if node := d.nodes[spNodeKey{t.group, t.node}]; node != nil {
 				matched = true
-				out = d.sparkplug(node, t, payload, now, &s.sp, out)
+				out = d.sparkplug(node, t, payload, now, s, out)
 			}
 		}
 	}
@@ -874,9 +1013,10 @@ func (d *Driver) report(dv *device, topic string, probs []problem) {
 }
 
 // sparkplug handles a message of a Sparkplug edge node ferry knows.
-func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Time, p *spPayload, out []routed) []routed {
+func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Time, s *session, out []routed) []routed {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	p := &s.sp
 	// The ferry devices the message concerns.
 	var devs []*device
 	switch t.kind {
@@ -920,8 +1060,15 @@ func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Tim
 		node.bdSeq, node.hasBdSeq = bdSeqOf(p)
 		node.seqKnown = false
 	}
+	// Why the message cannot be fully resolved, for a rebirth request.
+	var unresolved string
+	if (t.kind == "NDATA" || t.kind == "DDATA") && len(devs) > 0 &&
+		(!node.born || t.kind == "DDATA" && !node.dborn[t.device]) {
+		unresolved = "data before birth"
+	}
 	if t.kind != "NDEATH" {
 		if want, gap := node.checkSeq(p); gap {
+			unresolved = reasonSeqGap
 			for _, dv := range node.devs {
 				dv.m.payloadError(reasonSeqGap)
 				dv.stat.Error(reasonSeqGap, fmt.Errorf("%s %s/%s: seq %d, want %d (a message of the edge node was lost)", t.kind, t.group, t.node, p.seq, want))
@@ -930,6 +1077,7 @@ func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Tim
 	}
 	switch t.kind {
 	case "NBIRTH":
+		node.asked = false
 		node.learn("", p)
 	case "DBIRTH":
 		node.learn(t.device, p)
@@ -945,16 +1093,26 @@ func (d *Driver) sparkplug(node *spNode, t spTopic, payload []byte, now time.Tim
 		node.born, node.seqKnown = false, false
 		return d.spDeath(devs, p, now, reasonNodeDeath, fmt.Errorf("sparkplug edge node %s/%s died (NDEATH)", t.group, t.node), out)
 	case "DDEATH":
+		delete(node.dborn, t.device)
 		return d.spDeath(devs, p, now, reasonDeviceDeath, fmt.Errorf("sparkplug device %s/%s/%s died (DDEATH)", t.group, t.node, t.device), out)
 	}
 	for _, dv := range devs {
-		out = d.spData(node, dv, t, p, now, out)
+		var unknown bool
+		if out, unknown = d.spData(node, dv, t, p, now, out); unknown && unresolved == "" {
+			unresolved = reasonUnknownAlias
+		}
+	}
+	if unresolved != "" && node.askRebirth && (node.lastAsk.IsZero() || now.Sub(node.lastAsk) >= rebirthInterval) {
+		node.lastAsk = now
+		s.requestRebirth(rebirthRequest{node: node.key, name: node.name, reason: unresolved, first: !node.asked, ms: uint64(max(now.UnixMilli(), 0))})
+		node.asked = true
 	}
 	return out
 }
 
-// spData emits the configured metrics of a BIRTH or DATA for dv.
-func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now time.Time, out []routed) []routed {
+// spData emits the configured metrics of a BIRTH or DATA for dv; unknown
+// reports an alias no BIRTH declared.
+func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now time.Time, out []routed) (_ []routed, unknown bool) {
 	var samples []ferry.Sample
 	var probs []problem
 	for i := range p.metrics {
@@ -971,6 +1129,7 @@ func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now t
 		} else {
 			name, adt, known := node.resolve(t.device, m)
 			if !known {
+				unknown = true
 				if len(probs) == 0 || probs[len(probs)-1].reason != reasonUnknownAlias {
 					probs = append(probs, problem{point: "alias " + strconv.FormatUint(m.alias, 10), reason: reasonUnknownAlias})
 				}
@@ -1003,16 +1162,16 @@ func (d *Driver) spData(node *spNode, dv *device, t spTopic, p *spPayload, now t
 	}
 	if len(samples) == 0 && len(probs) == 0 {
 		dv.m.ignored.Inc()
-		return out
+		return out, unknown
 	}
 	d.report(dv, t.kind+" "+t.group+"/"+t.node, probs)
 	if len(samples) == 0 {
-		return out
+		return out, unknown
 	}
 	dv.bad = false
 	dv.stat.Connected()
 	dv.stat.Polled(now, d.now().Sub(now), samples)
-	return append(out, routed{dv: dv, scan: ferry.Scan{Device: dv.name, Time: now, Samples: samples}})
+	return append(out, routed{dv: dv, scan: ferry.Scan{Device: dv.name, Time: now, Samples: samples}}), unknown
 }
 
 // spDeath emits Bad samples for every point of devs.

@@ -396,6 +396,7 @@ func FuzzSparkplugDecode(f *testing.F) {
 	f.Add([]byte{0x12, 0x0e, 0x0a, 0x01, 0x61, 0x20, 0x0a, 0x69, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f})
 	f.Add([]byte{0x0b, 0x0c}) // a group
 	f.Add([]byte{0x12, 0x80})
+	f.Add(appendRebirthRequest(nil, 1714000000000))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p spPayload
 		if err := decodeSparkplug(b, &p); err != nil {

@@ -14,6 +14,8 @@ type Metrics struct {
 	acksPending  *prometheus.GaugeVec
 	acks         *prometheus.CounterVec
 	resyncs      *prometheus.CounterVec
+	broker       *prometheus.GaugeVec
+	rebirths     *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -48,9 +50,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_mqtt_resyncs_total",
 			Help: "Reconnects made so that the broker redelivers withheld messages.",
 		}, []string{"client"}),
+		broker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_mqtt_connected_broker",
+			Help: "Which broker the connection is on: 0 broker, 1 the first of fallback_brokers, …; -1 not connected.",
+		}, []string{"client"}),
+		rebirths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_mqtt_sparkplug_rebirth_requests_total",
+			Help: "Sparkplug rebirth requests (NCMD Node Control/Rebirth) per edge node (group/edge_node) and result: sent, or failed (not connected, write error).",
+		}, []string{"client", "node", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.payloadErrs, m.redeliveries, m.unmatched, m.acksPending, m.acks, m.resyncs)
+		reg.MustRegister(m.messages, m.payloadErrs, m.redeliveries, m.unmatched, m.acksPending, m.acks, m.resyncs, m.broker, m.rebirths)
 	}
 	return m
 }
@@ -61,6 +71,9 @@ type clientMetrics struct {
 	acksPending                      prometheus.Gauge
 	acksSent, acksWithheld, acksLost prometheus.Counter
 	resyncs                          prometheus.Counter
+	broker                           prometheus.Gauge
+	rebirths                         *prometheus.CounterVec
+	id                               string
 }
 
 func (m *Metrics) client(id string) *clientMetrics {
@@ -71,7 +84,19 @@ func (m *Metrics) client(id string) *clientMetrics {
 		acksWithheld: m.acks.WithLabelValues(id, "withheld"),
 		acksLost:     m.acks.WithLabelValues(id, "lost"),
 		resyncs:      m.resyncs.WithLabelValues(id),
+		broker:       m.broker.WithLabelValues(id),
+		rebirths:     m.rebirths,
+		id:           id,
 	}
+}
+
+// rebirth counts a rebirth request to node ("group/edge_node").
+func (m *clientMetrics) rebirth(node string, err error) {
+	result := "sent"
+	if err != nil {
+		result = "failed"
+	}
+	m.rebirths.WithLabelValues(m.id, node, result).Inc()
 }
 
 // deviceMetrics are the series of one device, bound once.

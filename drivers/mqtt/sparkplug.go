@@ -372,6 +372,7 @@ type spAlias struct {
 type spNode struct {
 	key      spNodeKey
 	filter   string
+	name     string // group/edge_node, for logs and metrics
 	born     bool
 	bdSeq    uint64
 	hasBdSeq bool
@@ -379,18 +380,28 @@ type spNode struct {
 	seqKnown bool
 	aliases  map[spAliasKey]spAlias
 	types    map[spNameKey]uint32
-	devs     []*device // every ferry device of this node
+	dborn    map[string]bool // devices whose DBIRTH came since the NBIRTH
+	devs     []*device       // every ferry device of this node
+
+	// Rebirth requests (sparkplug.rebirth).
+	askRebirth bool
+	lastAsk    time.Time // when the last request was made
+	asked      bool      // a request is waiting for the NBIRTH (logged once)
 }
 
 func (n *spNode) rebirth() {
 	n.aliases = map[spAliasKey]spAlias{}
 	n.types = map[spNameKey]uint32{}
+	n.dborn = map[string]bool{}
 }
 
 // learn records the aliases and data types a BIRTH declares.
 func (n *spNode) learn(device string, p *spPayload) {
 	if n.aliases == nil {
 		n.rebirth()
+	}
+	if device != "" {
+		n.dborn[device] = true
 	}
 	// A DBIRTH replaces what the device declared before.
 	for k := range n.aliases {
@@ -453,4 +464,37 @@ func bdSeqOf(p *spPayload) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// rebirthInterval is the least time between two rebirth requests to one
+// edge node: a node that does not answer (or whose answer is lost) is
+// asked again at most this often while its data cannot be resolved.
+const rebirthInterval = 30 * time.Second
+
+// rebirthMetric is the NCMD metric that asks an edge node to publish its
+// NBIRTH and DBIRTHs again (Sparkplug 3.0, "Node Control/Rebirth").
+const rebirthMetric = "Node Control/Rebirth"
+
+// rebirthTopic is the topic of an NCMD to node.
+func rebirthTopic(k spNodeKey) string {
+	return spNamespace + "/" + k.group + "/NCMD/" + k.node
+}
+
+// appendRebirthRequest appends the payload of a rebirth NCMD: timestamp
+// ms, and one metric Node Control/Rebirth, Boolean, true, with the same
+// timestamp. Host commands carry no seq.
+func appendRebirthRequest(b []byte, ms uint64) []byte {
+	var m []byte
+	m = protowire.AppendTag(m, spMetricName, protowire.BytesType)
+	m = protowire.AppendString(m, rebirthMetric)
+	m = protowire.AppendTag(m, spMetricTimestamp, protowire.VarintType)
+	m = protowire.AppendVarint(m, ms)
+	m = protowire.AppendTag(m, spMetricDatatype, protowire.VarintType)
+	m = protowire.AppendVarint(m, spBoolean)
+	m = protowire.AppendTag(m, spMetricBoolValue, protowire.VarintType)
+	m = protowire.AppendVarint(m, protowire.EncodeBool(true))
+	b = protowire.AppendTag(b, spPayloadTimestamp, protowire.VarintType)
+	b = protowire.AppendVarint(b, ms)
+	b = protowire.AppendTag(b, spPayloadMetrics, protowire.BytesType)
+	return protowire.AppendBytes(b, m)
 }
