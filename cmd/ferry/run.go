@@ -39,6 +39,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		level.Set(lv)
 	}
 	log := service.NewLoggerLevel(level, cfg.Log.Format, stderr)
+	defer service.CaptureStdLog(log)()
 	ver, rev := buildVersion()
 
 	d, err := newDaemon(cfg, daemonOptions{Logger: log, Level: level, Version: ver, Commit: rev, ShutdownTimeout: *grace})

@@ -100,3 +100,59 @@ func TestRTUSerial(t *testing.T) {
 		t.Errorf("plan serial %q", lp.Serial)
 	}
 }
+
+// TestRTUSerialUnplugged: a USB serial adapter is pulled out and put back.
+// The port's stable name (a symlink, as udev's /dev/serial/by-id/… is)
+// points at a new device afterwards; the driver reports the device lost
+// while it is gone and reads again once it is back, without a restart.
+func TestRTUSerialUnplugged(t *testing.T) {
+	link := t.TempDir() + "/usb-FTDI_FT232R-if00-port0"
+	r := &rtuResponder{b: rtuBank()}
+	r.b.fill(8, 0, 4, func(a int) uint16 { return 800 + uint16(a) })
+	var wg sync.WaitGroup
+	plug := func() *os.File {
+		master, path := openPTY(t)
+		if err := os.Symlink(path, link); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.serve(master)
+		}()
+		return master
+	}
+	master := plug()
+	t.Cleanup(func() {
+		master.Close()
+		wg.Wait()
+	})
+	s := &Serial{}
+	s.SetDefaults()
+	s.Baud = 115200
+	d := dev("meter8", "rtu://"+link, 8, 50*time.Millisecond, hr("x", 2, "uint16"))
+	d.Config.Serial = s
+	drv := newDriver(t, Options{}, d)
+	col := newCollector()
+	stop := run(t, drv, col)
+	defer stop()
+	col.waitFor(t, "meter8", "first reading", allGood)
+
+	// Unplugged: the device and its name are gone.
+	master.Close()
+	wg.Wait()
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	col.waitFor(t, "meter8", "bad while unplugged", func(s ferry.Scan) bool { return !s.Samples[0].Quality.IsGood() })
+	if st := drv.DeviceStatus()[0]; st.Connected {
+		t.Errorf("status while unplugged: %+v, want not connected", st)
+	}
+
+	// Plugged back: a new tty behind the same name.
+	master = plug()
+	got := col.waitFor(t, "meter8", "good after replug", allGood)
+	if v := sample(t, got, "x").Value.Uint64(); v != 802 {
+		t.Errorf("x = %d after replug, want 802", v)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"strings"
@@ -156,4 +157,22 @@ func priority(l slog.Level) string {
 		return "<6>"
 	}
 	return "<7>"
+}
+
+// CaptureStdLog sends what libraries print with the standard log package
+// (the serial library, for one, when it cannot restore a port's settings
+// after the adapter was unplugged) through l, at Warn with part=library,
+// so that the journal gets one format. It returns a function that puts
+// the standard logger back.
+func CaptureStdLog(l *slog.Logger) (restore func()) {
+	out, flags, prefix := stdlog.Writer(), stdlog.Flags(), stdlog.Prefix()
+	std := slog.NewLogLogger(l.With("part", "library").Handler(), slog.LevelWarn)
+	stdlog.SetOutput(std.Writer())
+	stdlog.SetFlags(0)
+	stdlog.SetPrefix("")
+	return func() {
+		stdlog.SetOutput(out)
+		stdlog.SetFlags(flags)
+		stdlog.SetPrefix(prefix)
+	}
 }

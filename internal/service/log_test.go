@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -158,5 +159,27 @@ func TestLoggerLevelVar(t *testing.T) {
 	log.Debug("shown")
 	if got, want := buf.String(), "<7>level=DEBUG msg=shown k=v\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// A library's log.Printf comes out as one of ferry's records.
+func TestCaptureStdLog(t *testing.T) {
+	var buf bytes.Buffer
+	restore := CaptureStdLog(NewLogger("info", "json", &buf))
+	stdlog.Printf("serial: could not restore setting: %v\n", "input/output error")
+	restore()
+	var rec map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &rec); err != nil {
+		t.Fatalf("output %q is not one JSON record: %v", buf.String(), err)
+	}
+	if rec["level"] != "WARN" || rec["part"] != "library" || rec["msg"] != "serial: could not restore setting: input/output error" {
+		t.Errorf("record %v", rec)
+	}
+	buf.Reset()
+	stdlog.SetOutput(&buf)
+	defer stdlog.SetOutput(os.Stderr)
+	stdlog.Print("after restore")
+	if !strings.Contains(buf.String(), "after restore") || strings.Contains(buf.String(), `"level"`) {
+		t.Errorf("after restore: %q", buf.String())
 	}
 }
