@@ -110,8 +110,7 @@ func scan(device string, at time.Time, n int) ferry.Scan {
 
 // result records the Done outcome of a scan.
 type result struct {
-	once sync.Once
-	ch   chan error
+	ch chan error
 }
 
 func newResult() *result { return &result{ch: make(chan error, 1)} }

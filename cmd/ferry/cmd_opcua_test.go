@@ -40,11 +40,11 @@ func startUAServer(t *testing.T) string {
 func TestOPCUABrowse(t *testing.T) {
 	ep := startUAServer(t)
 	dir := t.TempDir()
-	code, out, errOut := run(t, "opcua", "browse", "-data-dir", dir, "-timeout", "5s", ep, "nsu=urn:test;i=85")
+	code, _, errOut := run(t, "opcua", "browse", "-data-dir", dir, "-timeout", "5s", ep, "nsu=urn:test;i=85")
 	if code != 1 || !strings.Contains(errOut, "-security-policy None -allow-insecure") {
 		t.Errorf("None without -allow-insecure: exit %d, stderr %q", code, errOut)
 	}
-	code, out, errOut = run(t, "opcua", "browse", "-data-dir", dir, "-security-policy", "None", "-allow-insecure", "-timeout", "5s", ep, "nsu=urn:test;i=85")
+	code, out, errOut := run(t, "opcua", "browse", "-data-dir", dir, "-security-policy", "None", "-allow-insecure", "-timeout", "5s", ep, "nsu=urn:test;i=85")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}

@@ -423,11 +423,6 @@ var typeNames = []string{"bool", "int16", "uint16", "int32", "uint32", "int64", 
 type byteOrder uint8
 
 const (
-	orderABCD byteOrder = 0
-	orderBADC byteOrder = 1
-	orderCDAB byteOrder = 2
-	orderDCBA byteOrder = 3
-
 	swapBytes byteOrder = 1
 	swapWords byteOrder = 2
 )

@@ -92,15 +92,6 @@ func (b *bank) fill(u uint8, from, to int, v func(a int) uint16) {
 }
 
 // unmap removes holding registers [from, to) of unit u.
-func (b *bank) unmap(u uint8, from, to int) {
-	m := b.unit(u)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for a := from; a < to; a++ {
-		delete(m.holding, uint16(a))
-	}
-}
-
 func (b *bank) setBits(u uint8, coils bool, addr int, v ...bool) {
 	m := b.unit(u)
 	b.mu.Lock()

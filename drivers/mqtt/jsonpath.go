@@ -69,7 +69,7 @@ func parsePath(s string) (jsonPath, error) {
 			if i < len(s) && s[i] == '.' {
 				i++
 				if i == len(s) {
-					return nil, fmt.Errorf("path %q ends with .", s)
+					return nil, fmt.Errorf("path %q ends with a dot", s)
 				}
 			}
 		case '.':
@@ -87,7 +87,7 @@ func parsePath(s string) (jsonPath, error) {
 			if i < len(s) && s[i] == '.' {
 				i++
 				if i == len(s) {
-					return nil, fmt.Errorf("path %q ends with .", s)
+					return nil, fmt.Errorf("path %q ends with a dot", s)
 				}
 			}
 		}
@@ -431,7 +431,7 @@ func jsonValue(raw []byte) (ferry.Value, error) {
 // numberValue parses a JSON number (or a numeric text): an integer that
 // fits int64 (or uint64) stays an integer, anything else is a float.
 func numberValue(raw []byte) (ferry.Value, error) {
-	if bytes.IndexAny(raw, ".eE") < 0 {
+	if !bytes.ContainsAny(raw, ".eE") {
 		if i, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
 			return ferry.IntValue(i), nil
 		}

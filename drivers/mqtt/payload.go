@@ -228,7 +228,7 @@ func parseTime(raw []byte, layout string) (time.Time, error) {
 // nanoseconds, exactly for plain decimals ("1700000000.25"), through
 // float64 for exponents.
 func unixNanos(raw []byte, unit int64) (int64, error) {
-	if bytes.IndexAny(raw, "eE") >= 0 {
+	if bytes.ContainsAny(raw, "eE") {
 		f, err := strconv.ParseFloat(string(raw), 64)
 		ns := f * float64(unit)
 		if err != nil || ns != ns || ns >= math.MaxInt64 || ns <= math.MinInt64 {

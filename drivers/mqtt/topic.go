@@ -154,7 +154,6 @@ func (p *topicPattern) match(topic string, caps []span) bool {
 // template builds a device name from captures: "{line}-{machine}".
 type template struct {
 	parts []tmplPart
-	fixed string // the whole name when there is no capture
 }
 
 type tmplPart struct {

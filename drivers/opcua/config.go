@@ -4,7 +4,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ferry-edge/ferry"
@@ -255,12 +254,4 @@ func (c *Config) securityMode() string {
 		return "None"
 	}
 	return c.SecurityMode
-}
-
-// endpointHost returns host:port of the endpoint, for messages.
-func endpointHost(ep string) string {
-	if u, err := url.Parse(ep); err == nil && u.Host != "" {
-		return u.Host
-	}
-	return strings.TrimPrefix(ep, "opc.tcp://")
 }

@@ -271,14 +271,6 @@ func (s *testServer) set(name string, v any, ts time.Time) {
 }
 
 // setStatus gives a variable a status code (and no value).
-func (s *testServer) setStatus(name string, code ua.StatusCode, ts time.Time) {
-	s.mu.Lock()
-	s.values[name] = &ua.DataValue{EncodingMask: ua.DataValueStatusCode | ua.DataValueSourceTimestamp, Status: code, SourceTimestamp: ts}
-	ns := s.NS
-	s.mu.Unlock()
-	s.ns.ChangeNotification(ua.NewStringNodeID(ns, name))
-}
-
 func dataValue(v any, ts time.Time) *ua.DataValue {
 	return &ua.DataValue{
 		EncodingMask:    ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,

@@ -135,7 +135,6 @@ type loader struct {
 	errs  *Errors
 	decs  map[string]*decoder // by file as shown
 	files []string
-	hash  []byte
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

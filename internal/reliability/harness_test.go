@@ -468,16 +468,6 @@ func (m metrics) sum(name string, match ...string) float64 {
 	return s
 }
 
-// has reports whether a series of name exists.
-func (m metrics) has(name string) bool {
-	for k := range m {
-		if k == name || strings.HasPrefix(k, name+"{") {
-			return true
-		}
-	}
-	return false
-}
-
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
