@@ -35,7 +35,7 @@ func TestNotify(t *testing.T) {
 	h := newHarness(t, path)
 	// A store that hangs while stuck is set: the buffer's disk stopped
 	// answering. Set before Run, which reads it.
-	var stuck sync.Mutex
+	var stuck sync.RWMutex // write-locked: stores wait
 	var locked atomic.Bool
 	t.Cleanup(func() { // before the harness stops the daemon
 		if locked.Load() {
@@ -44,8 +44,8 @@ func TestNotify(t *testing.T) {
 	})
 	store := h.d.pipe.store
 	h.d.pipe.store = func(s ferry.Scan) {
-		stuck.Lock()
-		stuck.Unlock()
+		stuck.RLock()
+		defer stuck.RUnlock()
 		store(s)
 	}
 	h.d.pipe.stuckAfter = 300 * time.Millisecond
