@@ -15,6 +15,8 @@
 #                about an hour; root for the tmpfs cases); -short: the CI profile
 #   make fuzz    every Fuzz target for FUZZTIME (default 45s) each
 #   make vulncheck  govulncheck v1.9.0 (needs the vulnerability database, GOVULNDB)
+#   make interop ferry against Debian's mosquitto 2.0, pymodbus 3.0 and nats-server 2.9
+#                (installs them with apt-get when missing; scripts/interop.sh)
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -120,3 +122,10 @@ vulncheck:
 		echo "vulncheck: govulncheck failed. If the error above is about fetching $(GOVULNDB),"; \
 		echo "this machine cannot reach the vulnerability database: run it where it can, or set"; \
 		echo "GOVULNDB=file:///path/to/a/mirror. Nothing was checked."; exit 1; }
+
+# Interop: the real ferry binary against Mosquitto, pymodbus and nats-server
+# from Debian's packages (installed when missing), not the Go peers of the
+# other tests. About a minute.
+.PHONY: interop
+interop:
+	scripts/interop.sh

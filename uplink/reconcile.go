@@ -20,7 +20,9 @@ import (
 // protects it, so the uplink looks the records up: it reads the headers of
 // this gateway's messages stored since the record was published (from the
 // stream sequence acknowledged just before) and takes those it finds as
-// delivered. The scan reads at most what this gateway published since.
+// delivered. The scan reads at most what this gateway published since
+// (on nats-server before 2.10, which filters a consumer on one subject
+// only, everything the stream stored since).
 func (d *drain) reconcile(ctx context.Context, failed []*entry) (delivered, rest []*entry) {
 	var oldest time.Time
 	var from uint64
@@ -81,12 +83,21 @@ func (d *drain) storedIDs(ctx context.Context, from uint64, ids map[string]*entr
 	if last < from {
 		return found, nil
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cc := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{d.u.subj.Telemetry, d.u.subj.Alerts},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
 		HeadersOnly:    true,
-	})
+	}
+	cons, err := s.OrderedConsumer(ctx, cc)
+	if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+		// nats-server before 2.10 takes one filter subject per consumer:
+		// read every subject instead. The ids are this gateway's, so other
+		// messages match none; the scan reads more, the answer is the same.
+		d.u.log.Debug("server takes one filter subject per consumer (nats-server < 2.10); reading every subject of the stream", "stream", d.u.cfg.Stream, "from", from)
+		cc.FilterSubjects = nil
+		cons, err = s.OrderedConsumer(ctx, cc)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,9 @@ package uplink
 
 import (
 	"context"
+	"net"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -26,14 +29,52 @@ func startProxy(t testing.TB, target string) *testutil.Proxy {
 // them in the stream instead and sends only what is missing.
 func TestReconcileAfterLongOutage(t *testing.T) {
 	srv := startServer(t, nil)
-	_, js := jsClient(t, srv.URL)
+	reconcileAfterLongOutage(t, srv.URL)
+}
+
+// TestReconcileAfterLongOutageExternalServer runs the same against the
+// nats-server binary named by FERRY_NATS_SERVER (make interop sets it to
+// Debian's nats-server 2.9, which takes one filter subject per consumer:
+// the uplink reads every subject of the stream there).
+func TestReconcileAfterLongOutageExternalServer(t *testing.T) {
+	bin := os.Getenv("FERRY_NATS_SERVER")
+	if bin == "" {
+		t.Skip("set FERRY_NATS_SERVER to a nats-server binary (make interop does)")
+	}
+	addr := testutil.FreeAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	var out testutil.SyncBuffer
+	cmd := exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", host, "-p", port)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", bin, out.String())
+		}
+	})
+	waitFor(t, 10*time.Second, "nats-server listening", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	reconcileAfterLongOutage(t, "nats://"+addr)
+}
+
+func reconcileAfterLongOutage(t *testing.T, url string) {
+	_, js := jsClient(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const window = time.Second
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FERRY", Subjects: []string{"ferry.>"}, Duplicates: window}); err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, srv.URL[len("nats://"):])
+	p := startProxy(t, url[len("nats://"):])
 	src := newMemSource("gw1")
 	reg := prometheus.NewRegistry()
 	cfg := testConfig("nats://" + p.Addr())
