@@ -6,7 +6,7 @@
 #   make cross   static binaries for linux/amd64, linux/arm64, linux/arm (GOARM=7)
 #   make dist    cross + release archives (install.sh inside) + dist/SHA256SUMS
 #   make deb     .deb packages (nfpm) for amd64, arm64, armhf; DEB_ARCHES=amd64 for one
-#   make lint    gofmt + go vet (+ govulncheck when installed)
+#   make lint    gofmt + go vet (+ staticcheck, govulncheck when installed)
 #   make schema  regenerate configs/ferry.schema.json from the Go types
 #   make bench   the benchmark table (scripts/bench.sh)
 #   make screenshots  docs/console/*.png: the web console in headless Chromium (apt-get install chromium)
@@ -51,6 +51,7 @@ vet:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; else echo "staticcheck not installed (go install honnef.co/go/tools/cmd/staticcheck@v0.8.2); skipped"; fi
 	@if command -v govulncheck >/dev/null 2>&1; then govulncheck ./...; else echo "govulncheck not installed; skipped"; fi
 
 schema:

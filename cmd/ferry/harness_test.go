@@ -387,21 +387,6 @@ func (dl *delivered) scans(device string) int {
 	return n
 }
 
-// scanTimes returns the times of device's scans, in order.
-func (dl *delivered) scanTimes(device string) []time.Time {
-	var out []time.Time
-	for _, tel := range dl.telemetry {
-		if tel.Device != device {
-			continue
-		}
-		for _, s := range tel.Scans {
-			out = append(out, s.Time)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
-	return out
-}
-
 // allScans returns every scan of device, in time order.
 func (dl *delivered) allScans(device string) []ferry.Scan {
 	var out []ferry.Scan

@@ -233,7 +233,7 @@ uplink:
 		t.Fatalf("mosquitto saved no session database: %v", err)
 	}
 	time.Sleep(2 * time.Second) // publishes fail meanwhile; they are not counted
-	mosquitto = procs.start("mosquitto", tools["mosquitto"], "-c", mqConf)
+	procs.start("mosquitto", tools["mosquitto"], "-c", mqConf)
 	waitListening(t, mqAddr)
 	eventually(t, 30*time.Second, "ferry's session resumed on the restarted mosquitto", func() error {
 		// The driver logs whether the broker kept its session: without it
@@ -254,7 +254,7 @@ uplink:
 	// samples in its buffer meanwhile and sends them after.
 	natsSrv.stop(t, syscall.SIGTERM)
 	time.Sleep(3 * time.Second)
-	natsSrv = procs.start("nats-server", tools["nats-server"], nsArgs...)
+	procs.start("nats-server", tools["nats-server"], nsArgs...)
 	waitListening(t, nsAddr)
 	waitReady(t, base)
 	eventually(t, 30*time.Second, "publishing after the nats-server restart", func() error {
