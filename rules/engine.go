@@ -627,13 +627,25 @@ func (e *Engine) Tick() {
 			e.step(r, e.timeCond(r, now), now)
 			n++
 		default:
-			if !r.st.pendingSince.IsZero() || !r.st.clearingSince.IsZero() {
+			// A delay runs on without samples (a point published on
+			// change) but not while a point is Bad: its value is unknown.
+			if (!r.st.pendingSince.IsZero() || !r.st.clearingSince.IsZero()) && r.usable() {
 				e.step(r, r.st.lastAlarm, now)
 				n++
 			}
 		}
 	}
 	e.evals.Add(n)
+}
+
+// usable reports whether every point r reads has a Good value now.
+func (r *rule) usable() bool {
+	for _, p := range r.refs {
+		if !p.usable {
+			return false
+		}
+	}
+	return true
 }
 
 // Update swaps in a new rule set. A rule whose definition is unchanged

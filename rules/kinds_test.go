@@ -389,3 +389,19 @@ func TestNonFiniteValuesDoNotFeedStatistics(t *testing.T) {
 		runEWMA(t, r, s)
 	})
 }
+
+// The ticker finishes an on- or off-delay when no sample arrives (a point
+// published on change), but not while the point is Bad: its value is then
+// unknown, and a dead PLC must neither clear nor raise an alert.
+func TestDelaysHoldWhileThePointIsBad(t *testing.T) {
+	badQ := ferry.BadQuality(ferry.ReasonTimeout)
+	t.Run("clear_for", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", When: "p.t > 80", Clear: "p.t < 75", ClearFor: 30 * time.Second})
+		runSteps(t, r, []step{at(0, 85.0, "raised"), at(10, 70.0, ""), bad(11, badQ, ""),
+			tickAt(41, ""), tickAt(100, ""), at(101, 70.0, "cleared")})
+	})
+	t.Run("for", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", When: "p.t > 80", For: 10 * time.Second})
+		runSteps(t, r, []step{at(0, 85.0, ""), bad(1, badQ, ""), tickAt(11, ""), tickAt(60, ""), at(61, 85.0, "raised")})
+	})
+}
