@@ -371,8 +371,9 @@ func (e *Engine) sample(r *rule, p *point, now time.Time) {
 	case kindStale, kindQuality:
 		e.step(r, e.timeCond(r, now), now)
 	case kindFlatline:
-		if !p.usable {
-			// A gap in the data is not a flat line: start over.
+		if f, ok := p.val.Number(); !p.usable || ok && !finite(f) {
+			// A gap in the data (or NaN, ±Inf: not a measurement) is
+			// not a flat line: start over.
 			st.flat.has = false
 			return
 		}
@@ -380,7 +381,7 @@ func (e *Engine) sample(r *rule, p *point, now time.Time) {
 		e.step(r, e.timeCond(r, now), now)
 	case kindRate:
 		f, ok := p.val.Number()
-		if !p.usable || !ok {
+		if !p.usable || !ok || !finite(f) {
 			return
 		}
 		rate, ok := st.rate.add(now, f, r.cfg.Rate.Window)
@@ -393,7 +394,7 @@ func (e *Engine) sample(r *rule, p *point, now time.Time) {
 		e.step(r, c.Above != nil && rate > *c.Above || c.Below != nil && rate < *c.Below, now)
 	case kindAnomaly:
 		f, ok := p.val.Number()
-		if !p.usable || !ok {
+		if !p.usable || !ok || !finite(f) {
 			return
 		}
 		a := r.cfg.Anomaly
@@ -424,6 +425,11 @@ func (e *Engine) sample(r *rule, p *point, now time.Time) {
 		e.step(r, alarm, now)
 	}
 }
+
+// finite reports whether f is a measurement: NaN and ±Inf (which some
+// devices send as Good) would poison a rate window or an anomaly
+// baseline for as long as they stay in it.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // timeCond is the condition of a stale, quality or flatline rule now.
 // Raising needs the bad condition to have lasted; clearing needs evidence
@@ -621,13 +627,25 @@ func (e *Engine) Tick() {
 			e.step(r, e.timeCond(r, now), now)
 			n++
 		default:
-			if !r.st.pendingSince.IsZero() || !r.st.clearingSince.IsZero() {
+			// A delay runs on without samples (a point published on
+			// change) but not while a point is Bad: its value is unknown.
+			if (!r.st.pendingSince.IsZero() || !r.st.clearingSince.IsZero()) && r.usable() {
 				e.step(r, r.st.lastAlarm, now)
 				n++
 			}
 		}
 	}
 	e.evals.Add(n)
+}
+
+// usable reports whether every point r reads has a Good value now.
+func (r *rule) usable() bool {
+	for _, p := range r.refs {
+		if !p.usable {
+			return false
+		}
+	}
+	return true
 }
 
 // Update swaps in a new rule set. A rule whose definition is unchanged

@@ -345,3 +345,63 @@ func TestIDsUniqueWhenRaisedAtTheSameInstant(t *testing.T) {
 		t.Fatalf("%d episodes", len(ids))
 	}
 }
+
+// A Good sample may carry NaN or ±Inf (an OPC UA or Sparkplug float, an
+// MQTT number beyond float64): it is not a measurement, and must neither
+// poison a rule's statistics nor clear or raise its alert.
+func TestNonFiniteValuesDoNotFeedStatistics(t *testing.T) {
+	nan := math.NaN()
+	noisy := func(seed uint64, mean, sd float64) func(float64) float64 {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		return func(float64) float64 { return mean + rng.NormFloat64()*sd }
+	}
+	t.Run("rate: NaN does not clear an active alert", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", Rate: &Rate{Window: 10 * time.Second, Per: "second", Above: f64(2)}})
+		s := series(0, 20, 1, func(x float64) float64 { return 5 * x })
+		s = expect(s, 5, "raised")
+		s = append(s, at(20.5, nan, ""), at(20.7, math.Inf(1), ""))
+		s = append(s, series(21, 40, 1, func(x float64) float64 { return 5 * x })...)
+		runSteps(t, r, s)
+	})
+	t.Run("flatline: a moving value after NaN is not flat", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", Flatline: &Flatline{Duration: time.Minute, Epsilon: 0.1}})
+		s := []step{at(0, nan, "")}
+		s = append(s, series(1, 90, 1, func(x float64) float64 { return x })...)
+		runSteps(t, r, s)
+	})
+	t.Run("zscore: an outlier after NaN raises", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", Anomaly: &Anomaly{Method: "zscore", Window: 60 * time.Second, Threshold: 4,
+			Warmup: 30 * time.Second, MinSamples: 20, Lambda: 0.2, Direction: "both"}})
+		n := noisy(1, 50, 1)
+		s := series(0, 50, 1, n)
+		s = append(s, at(50.5, nan, ""), at(50.7, math.Inf(-1), ""))
+		s = append(s, series(51, 90, 1, n)...)
+		s = append(s, at(90, 70.0, "raised"))
+		runSteps(t, r, s)
+	})
+	t.Run("ewma: a NaN before the step does not blind the chart", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", Anomaly: &Anomaly{Method: "ewma", Window: 30 * time.Second, Threshold: 3,
+			MinSamples: 20, Lambda: 0.3, Direction: "both"}})
+		s := series(0, 50, 1, noisy(3, 20, 0.5))
+		s = append(s, at(50.5, nan, ""))
+		s = append(s, series(51, 100, 1, noisy(3, 20, 0.5))...)
+		s = append(s, series(100, 300, 1, noisy(4, 30, 0.5))...)
+		runEWMA(t, r, s)
+	})
+}
+
+// The ticker finishes an on- or off-delay when no sample arrives (a point
+// published on change), but not while the point is Bad: its value is then
+// unknown, and a dead PLC must neither clear nor raise an alert.
+func TestDelaysHoldWhileThePointIsBad(t *testing.T) {
+	badQ := ferry.BadQuality(ferry.ReasonTimeout)
+	t.Run("clear_for", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", When: "p.t > 80", Clear: "p.t < 75", ClearFor: 30 * time.Second})
+		runSteps(t, r, []step{at(0, 85.0, "raised"), at(10, 70.0, ""), bad(11, badQ, ""),
+			tickAt(41, ""), tickAt(100, ""), at(101, 70.0, "cleared")})
+	})
+	t.Run("for", func(t *testing.T) {
+		r := withDefaults(Rule{Point: "p.t", When: "p.t > 80", For: 10 * time.Second})
+		runSteps(t, r, []step{at(0, 85.0, ""), bad(1, badQ, ""), tickAt(11, ""), tickAt(60, ""), at(61, 85.0, "raised")})
+	})
+}
