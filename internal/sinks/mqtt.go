@@ -42,6 +42,9 @@ type mqttSink struct {
 	mu     sync.Mutex
 	active map[string]map[string]ferry.Alert // rule → id → alert
 	dirty  map[string]bool                   // rules whose retained message is out of date
+	// moved holds the rules with a transition since the last flush: their
+	// failed-publish count starts over.
+	moved map[string]bool
 	// retainedFails counts failed publishes per rule; run's goroutine only.
 	retainedFails map[string]int
 	dirtyC        chan struct{}
@@ -69,6 +72,7 @@ func newMQTTSink(cfg MQTTConfig, opts Options, m *metrics) *mqttSink {
 		connectedGauge: m.connected.WithLabelValues("mqtt"),
 		active:         map[string]map[string]ferry.Alert{},
 		dirty:          map[string]bool{},
+		moved:          map[string]bool{},
 		retainedFails:  map[string]int{},
 		dirtyC:         make(chan struct{}, 1),
 		lost:           make(chan struct{}, 1),
@@ -104,6 +108,7 @@ func (s *mqttSink) track(a ferry.Alert) {
 		}
 	}
 	s.dirty[a.Rule] = true
+	s.moved[a.Rule] = true
 }
 
 func (s *mqttSink) restore(active []ferry.Alert) {
@@ -285,6 +290,10 @@ func (s *mqttSink) connect(ctx context.Context) (paho.Client, error) {
 // dropped (counted) until its next transition.
 func (s *mqttSink) flushRetained(ctx context.Context, c paho.Client) error {
 	s.mu.Lock()
+	for rule := range s.moved {
+		delete(s.retainedFails, rule) // a new transition gets its attempts
+	}
+	clear(s.moved)
 	// Rules that failed before go last, so that one refused topic (which
 	// may cost the connection) does not starve the others.
 	rules := slices.SortedFunc(maps.Keys(s.dirty), func(a, b string) int {

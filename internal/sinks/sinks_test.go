@@ -622,8 +622,9 @@ func TestNewTwiceWithOneRegistry(t *testing.T) {
 // names, as a broker ACL does (an MQTT 3.1.1 client is disconnected).
 type aclHook struct {
 	mochi.HookBase
-	mu   sync.Mutex
-	deny map[string]bool
+	mu      sync.Mutex
+	deny    map[string]bool
+	refused map[string]int // publishes refused, by topic
 }
 
 func (h *aclHook) ID() string { return "acl" }
@@ -637,7 +638,20 @@ func (h *aclHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { re
 func (h *aclHook) OnACLCheck(_ *mochi.Client, topic string, write bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return !write || !h.deny[topic]
+	if write && h.deny[topic] {
+		if h.refused == nil {
+			h.refused = map[string]int{}
+		}
+		h.refused[topic]++
+		return false
+	}
+	return true
+}
+
+func (h *aclHook) refusals(topic string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.refused[topic]
 }
 
 func (h *aclHook) set(topic string, deny bool) {
@@ -686,4 +700,14 @@ func TestMQTTSinkRefusedTopicIsDropped(t *testing.T) {
 		ps := rec.payloads()
 		return len(ps) == 3 && strings.Contains(ps[2], `"x-1"`) && strings.Contains(ps[2], "cleared")
 	})
+
+	// The refused rule's next transition gets its attempts again.
+	if n := acl.refusals("ferry/alerts/active/poison"); n != 2 {
+		t.Fatalf("retained publishes refused %d times for the first transition, want 2 (attempts)", n)
+	}
+	s.Send(alert("poison", "poison-2", ferry.AlertRaised))
+	eventually(t, "the next transition's retained message dropped", func() bool { return dropped() == 3 })
+	if n := acl.refusals("ferry/alerts/active/poison"); n != 4 {
+		t.Fatalf("retained publishes refused %d times after the next transition, want 4 (attempts again)", n)
+	}
 }
