@@ -228,3 +228,26 @@ func TestDuplicateWindowCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestReconnectWhileIdle drops the connection while the uplink has nothing
+// to send: once the client has reconnected, Err (/readyz) and
+// ferry_uplink_connected must say so, and records flow again.
+func TestReconnectWhileIdle(t *testing.T) {
+	srv := startServer(t, nil)
+	src := newMemSource("gw1")
+	reg := prometheus.NewRegistry()
+	u := newTestUplink(t, testConfig(srv.URL), src, reg)
+	runUplink(t, u, src)
+
+	waitFor(t, 10*time.Second, "ready", func() bool { return u.Err() == nil })
+	srv.shutdown()
+	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return u.Err() != nil })
+	srv.start()
+	waitFor(t, 10*time.Second, "reconnect", func() bool { return metric(t, reg, "ferry_uplink_reconnects_total") >= 1 })
+	src.addScans("v", "press3", scan("press3", time.Now(), 5, 1))
+	src.waitEmpty(t, 10*time.Second)
+	waitFor(t, 5*time.Second, "ready after the reconnect", func() bool { return u.Err() == nil })
+	if got := metric(t, reg, "ferry_uplink_connected"); got != 1 {
+		t.Errorf("ferry_uplink_connected = %v after the reconnect, records flowing", got)
+	}
+}

@@ -69,6 +69,7 @@ type Uplink struct {
 
 	mu      sync.Mutex
 	err     error
+	reason  string // err's metric reason
 	lastLog string // the last state logged, so that each change logs once
 	ready   bool   // ready at least once
 
@@ -157,13 +158,22 @@ func (u *Uplink) fail(err error, reason string) {
 
 // setState records the uplink's health. A change is logged once: a
 // problem at Warn, recovery at Info.
-func (u *Uplink) setState(err error, reason string) {
+func (u *Uplink) setState(err error, reason string) { u.setStateIf("", err, reason) }
+
+// setStateIf is setState, but only when the current state's reason is
+// only (any state when only is empty).
+func (u *Uplink) setStateIf(only string, err error, reason string) {
 	u.mu.Lock()
+	if only != "" && (u.err == nil || u.reason != only) {
+		u.mu.Unlock()
+		return
+	}
 	first := err == nil && !u.ready
 	if err == nil {
 		u.ready = true
 	}
 	u.err = err
+	u.reason = reason
 	msg := "ok"
 	if err != nil {
 		msg = err.Error()
@@ -269,6 +279,10 @@ func (u *Uplink) dial(ev *connEvents) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			u.m.reconnects.Inc()
 			u.log.Info("uplink reconnected", "server", c.ConnectedUrlRedacted())
+			// The connection is back: clear what the handlers above
+			// set. A stream or publish problem stays until the drain
+			// clears it (an idle drain has nothing to clear it with).
+			u.setStateIf(reasonConnect, nil, "")
 			ev.republish.Store(true)
 			ev.notify()
 			signal(u.catCh)

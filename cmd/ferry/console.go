@@ -90,11 +90,11 @@ func consoleCatalog(cfg *config.Config) console.Catalog {
 	return cat
 }
 
-// consoleStatus is the gateway's own part of the health page.
+// consoleStatus is the gateway's own part of the health page. Like the
+// other handlers it reads what Run and Reload published, not d.mu, which
+// a reload holds while a device group stops.
 func (d *daemon) consoleStatus() console.Status {
-	d.mu.Lock()
-	cfg, up := d.cfg, d.up
-	d.mu.Unlock()
+	cfg, up := d.curCfg.Load(), d.curUp.Load()
 	st := console.Status{
 		Version: d.opts.Version,
 		Commit:  d.opts.Commit,

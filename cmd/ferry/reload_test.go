@@ -376,8 +376,8 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 
 // TestReloadKeepsAPIResponsive reloads while a device group takes seconds
 // to stop (a request to a PLC that never answers must time out first):
-// /readyz, /metrics, /api/devices and /api/status answer meanwhile — the
-// reload must not hold them up.
+// /readyz, /metrics, /api/devices, /api/status and the console's
+// /api/health answer meanwhile — the reload must not hold them up.
 func TestReloadKeepsAPIResponsive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
@@ -412,7 +412,7 @@ alerts:`, silent), 1))
 		t.Fatal("the reload did not wait for the hung device's group to stop")
 	default:
 	}
-	for _, path := range []string{"/readyz", "/metrics", "/api/devices", "/api/status"} {
+	for _, path := range []string{"/readyz", "/metrics", "/api/devices", "/api/status", "/api/health"} {
 		code, _ := h.get(path)
 		select {
 		case <-reloaded:
