@@ -165,6 +165,53 @@ func httpGet(url string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
+// jsConnect connects a JetStream client to url, closed when the test ends.
+func jsConnect(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// waitDrained waits until the uplink is connected and the buffer empty.
+func waitDrained(t *testing.T, base string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "the buffer drained", func() error {
+		code, body, err := httpGet(base + "/api/status")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/api/status: %d %v", code, err)
+		}
+		var st struct {
+			Buffer struct {
+				Lanes []struct {
+					Records  int `json:"records"`
+					InFlight int `json:"in_flight"`
+				} `json:"lanes"`
+			} `json:"buffer"`
+			Uplink string `json:"uplink"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return err
+		}
+		if st.Uplink != "connected" {
+			return fmt.Errorf("uplink %q", st.Uplink)
+		}
+		for _, l := range st.Buffer.Lanes {
+			if l.Records != 0 || l.InFlight != 0 {
+				return fmt.Errorf("buffer still holds %+v", st.Buffer.Lanes)
+			}
+		}
+		return nil
+	})
+}
+
 // upstream is what the stream holds, decoded.
 type upstream struct {
 	msgs   int
@@ -177,15 +224,7 @@ type upstream struct {
 // readStream reads every message of the stream, from the first.
 func readUpstream(t *testing.T, url string) *upstream {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsConnect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, plantsim.StreamName)
@@ -445,33 +484,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("no clean stop in the log")
 	}
 	f2 := startFerry(t, bin, cfg)
-	eventually(t, 60*time.Second, "the buffer drained after the restart", func() error {
-		code, body, err := httpGet(base + "/api/status")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/api/status: %d %v", code, err)
-		}
-		var st struct {
-			Buffer struct {
-				Lanes []struct {
-					Records  int `json:"records"`
-					InFlight int `json:"in_flight"`
-				} `json:"lanes"`
-			} `json:"buffer"`
-			Uplink string `json:"uplink"`
-		}
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
-			return err
-		}
-		if st.Uplink != "connected" {
-			return fmt.Errorf("uplink %q", st.Uplink)
-		}
-		for _, l := range st.Buffer.Lanes {
-			if l.Records != 0 || l.InFlight != 0 {
-				return fmt.Errorf("buffer still holds %+v", st.Buffer.Lanes)
-			}
-		}
-		return nil
-	})
+	waitDrained(t, base)
 	f2.stop(t)
 
 	// Every record the buffer accepted is upstream exactly once.

@@ -467,15 +467,7 @@ func (dl *delivered) add(t *testing.T, id string, lane ferry.Lane, data []byte) 
 // the wire format: what the cloud received.
 func readStream(t *testing.T, url string, fn func(id string, lane ferry.Lane, data []byte)) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsConnect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, plantsim.StreamName)

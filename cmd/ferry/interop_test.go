@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry"
@@ -422,54 +421,14 @@ func waitReady(t *testing.T, base string) {
 	})
 }
 
-// waitDrained waits until the uplink is connected and the buffer empty.
-func waitDrained(t *testing.T, base string) {
-	t.Helper()
-	eventually(t, 60*time.Second, "the buffer drained", func() error {
-		code, body, err := httpGet(base + "/api/status")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/api/status: %d %v", code, err)
-		}
-		var st struct {
-			Buffer struct {
-				Lanes []struct {
-					Records  int `json:"records"`
-					InFlight int `json:"in_flight"`
-				} `json:"lanes"`
-			} `json:"buffer"`
-			Uplink string `json:"uplink"`
-		}
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
-			return err
-		}
-		if st.Uplink != "connected" {
-			return fmt.Errorf("uplink %q", st.Uplink)
-		}
-		for _, l := range st.Buffer.Lanes {
-			if l.Records != 0 || l.InFlight != 0 {
-				return fmt.Errorf("buffer still holds %+v", st.Buffer.Lanes)
-			}
-		}
-		return nil
-	})
-}
-
 // createInteropStream creates the stream ferry forwards to on Debian's
 // server, as plantsim does on the in-process one.
 func createInteropStream(t *testing.T, url string) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsConnect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:              plantsim.StreamName,
 		Subjects:          []string{plantsim.StreamSubjects},
 		Storage:           jetstream.FileStorage,
@@ -485,15 +444,7 @@ func createInteropStream(t *testing.T, url string) {
 // subjectMsgs counts the messages of subject in the stream.
 func subjectMsgs(t *testing.T, url, subject string) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsConnect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, plantsim.StreamName)

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
@@ -243,12 +242,7 @@ func procRSS(t *testing.T, pid int) (rss, anon float64) {
 // before it sends the PubAck).
 func streamLatency(t *testing.T, url string, from, to time.Time) []time.Duration {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jsConnect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, plantsim.StreamName, jetstream.OrderedConsumerConfig{
