@@ -225,6 +225,9 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 	d := newDecoder(shown, l.errs)
 	d.baseDir = filepath.Dir(name)
 	l.decs[shown] = d
+	if root.Kind == 0 {
+		return d // no document: an empty or comments-only file
+	}
 	if len(root.Content) > 0 && root.Content[0].Kind != yaml.MappingNode && !isNull(root.Content[0]) {
 		d.errorf(root.Content[0], "", "expected a mapping at the top of the file, got %s", nodeWord(root.Content[0]))
 		return nil

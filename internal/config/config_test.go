@@ -219,3 +219,47 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// writeTree writes files (name → content) under a new directory and
+// returns the path of its ferry.yaml.
+func writeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "ferry.yaml")
+}
+
+// TestEmptyDeviceFileLoads: a device map emptied or commented out whole
+// (a machine taken out of service) holds no devices; it is not an error
+// that stops ferry from starting.
+func TestEmptyDeviceFileLoads(t *testing.T) {
+	for name, data := range map[string]string{"empty": "", "comments": "# press 4 is out of service\n# devices:\n#   - name: press4\n"} {
+		t.Run(name, func(t *testing.T) {
+			p := writeTree(t, map[string]string{
+				"ferry.yaml":        "gateway: {id: gw}\ndevices_dir: devices.d\n",
+				"devices.d/a.yaml":  "devices:\n  - name: a\n    opcua: {endpoint: \"opc.tcp://h:4840\"}\n",
+				"devices.d/p4.yaml": data,
+			})
+			c, err := Load(p)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if len(c.Devices) != 1 || len(c.Files) != 3 {
+				t.Fatalf("%d devices from %v; want 1 from 3 files", len(c.Devices), c.Files)
+			}
+		})
+	}
+	// An empty main file is missing its required keys, nothing else.
+	_, err := Load(writeTree(t, map[string]string{"ferry.yaml": "# nothing yet\n"}))
+	if err == nil || strings.Contains(err.Error(), "expected a mapping") || !strings.Contains(err.Error(), "gateway.id: is required") {
+		t.Fatalf("empty main file: %v", err)
+	}
+}
