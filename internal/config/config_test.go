@@ -263,3 +263,22 @@ func TestEmptyDeviceFileLoads(t *testing.T) {
 		t.Fatalf("empty main file: %v", err)
 	}
 }
+
+// TestEnvErrorDoesNotShowSecret: a secret holding a literal "${" must not
+// be printed by the error that refuses it (ferry validate's output and
+// the journal are read by people who must not see it).
+func TestEnvErrorDoesNotShowSecret(t *testing.T) {
+	for _, secret := range []string{"Xk9${q7Lp", "Xk9${q7-Lp}"} {
+		p := writeTree(t, map[string]string{"ferry.yaml": "gateway: {id: gw, site: s}\nuplink:\n  nats:\n    urls: [\"nats://h:4222\"]\n    token: \"" + secret + "\"\n"})
+		_, err := Load(p)
+		if err == nil {
+			t.Fatalf("%q: loaded", secret)
+		}
+		if strings.Contains(err.Error(), "q7") {
+			t.Errorf("error shows the secret: %v", err)
+		}
+		if !strings.Contains(err.Error(), "uplink.nats.token: ") {
+			t.Errorf("error does not name the field: %v", err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -463,12 +464,14 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		case '{':
 			end := strings.IndexByte(s[i:], '}')
 			if end < 0 {
-				return "", fmt.Errorf("unterminated ${ in %q", s)
+				// The value is not quoted: it may be a secret.
+				return "", errors.New("unterminated ${ (write $$ for a literal $)")
 			}
 			ref := s[i+2 : i+end]
 			name, def, hasDef := strings.Cut(ref, ":-")
 			if !validEnvName(name) {
-				return "", fmt.Errorf("%q is not a valid environment variable name", name)
+				// The name is not quoted: in a secret it is part of the secret.
+				return "", errors.New("${…} does not hold a valid environment variable name (letters, digits and _; write $$ for a literal $)")
 			}
 			val, ok := lookup(name)
 			switch {
