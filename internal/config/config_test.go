@@ -282,3 +282,27 @@ func TestEnvErrorDoesNotShowSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretFileErrors: a *_file that cannot be read is an error, not an
+// empty secret (which would connect without authentication, or fail at
+// run time far from the cause).
+func TestSecretFileErrors(t *testing.T) {
+	tests := []struct {
+		name, file, want string
+	}{
+		{"directory", "dir", "uplink.nats.token_file: read "},
+		{"missing", "nope.txt", "uplink.nats.token_file: open "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeTree(t, map[string]string{
+				"ferry.yaml": "gateway: {id: gw, site: s}\nuplink:\n  nats:\n    urls: [\"nats://h:4222\"]\n    token_file: " + tt.file + "\n",
+				"dir/.keep":  "",
+			})
+			_, err := Load(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("want an error containing %q, got %v", tt.want, err)
+			}
+		})
+	}
+}

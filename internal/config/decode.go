@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -420,13 +421,16 @@ func (d *decoder) secretFile(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	defer f.Close()
-	b := make([]byte, maxSecretFile+1)
-	m, _ := f.Read(b)
-	if m > maxSecretFile {
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		d.errorf(n, path, "read %s: %v", name, err)
+		return
+	}
+	if len(b) > maxSecretFile {
 		d.errorf(n, path, "%s is larger than %d bytes", name, maxSecretFile)
 		return
 	}
-	v.SetString(strings.TrimRight(string(b[:m]), "\r\n"))
+	v.SetString(strings.TrimRight(string(b), "\r\n"))
 }
 
 // scalar returns the value of a scalar node with ${ENV} references
