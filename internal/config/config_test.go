@@ -306,3 +306,17 @@ func TestSecretFileErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretAndFileInEitherOrder: `token_file` before `token` gets the
+// same "set either" error as the other order, not a "duplicate key" one
+// naming a key written once.
+func TestSecretAndFileInEitherOrder(t *testing.T) {
+	p := writeTree(t, map[string]string{
+		"ferry.yaml": "gateway: {id: gw, site: s}\nuplink:\n  nats:\n    urls: [\"nats://h:4222\"]\n    token_file: t.txt\n    token: x\n",
+		"t.txt":      "y\n",
+	})
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "uplink.nats.token: set either token or token_file, not both") {
+		t.Fatalf("got %v", err)
+	}
+}

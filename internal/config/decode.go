@@ -360,6 +360,10 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		fpath := conf.Join(path, key)
 		if prev, dup := seen[key]; dup {
+			if prev.Value == key+"_file" { // password_file came first
+				d.errorf(k, fpath, "set either %s or %s, not both", key, prev.Value)
+				continue
+			}
 			d.errorf(k, fpath, "duplicate key %q (first at line %d)", key, prev.Line)
 			continue
 		}
