@@ -272,6 +272,9 @@ func bufferDump(in *buffer.Inspection, lanes []ferry.Lane, limit int, stdout, st
 	if bad > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d records could not be decoded", bad, n)}
 	}
+	if in.Damaged != nil {
+		return &exitError{code: 1, err: errors.New("buffer file is damaged")}
+	}
 	return nil
 }
 
