@@ -164,7 +164,13 @@ func (l *loader) load(path string) *Config {
 		if err != nil {
 			l.errs.add(&Error{Pos: main.position("devices_dir"), Path: "devices_dir", Msg: err.Error()})
 		}
+		mainInfo, _ := os.Stat(path)
 		for _, name := range names {
+			// devices_dir may be the main file's own directory
+			// (devices_dir: /etc/ferry): the main file is not a device map.
+			if fi, err := os.Stat(name); err == nil && mainInfo != nil && os.SameFile(fi, mainInfo) {
+				continue
+			}
 			var df struct {
 				Devices []Device `yaml:"devices"`
 			}

@@ -320,3 +320,34 @@ func TestSecretAndFileInEitherOrder(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// devices_dir may be the main file's own directory: the main file is read
+// once, as the main file, and the device maps beside it are loaded.
+func TestDevicesDirHoldsTheMainFile(t *testing.T) {
+	for _, dir := range []string{".", "", "abs"} {
+		t.Run("devices_dir="+dir, func(t *testing.T) {
+			files := map[string]string{
+				"a.yaml": "devices:\n  - name: a\n    opcua: {endpoint: \"opc.tcp://h:4840\"}\n",
+			}
+			files["ferry.yaml"] = "gateway: {id: gw}\ndevices_dir: DIR\ndevices:\n  - name: m\n    opcua: {endpoint: \"opc.tcp://h:4840\"}\n"
+			p := writeTree(t, files)
+			d := dir
+			switch dir {
+			case "":
+				d = filepath.Dir(p) + "/"
+			case "abs":
+				d = filepath.Dir(p)
+			}
+			if err := os.WriteFile(p, []byte(strings.Replace(files["ferry.yaml"], "DIR", d, 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(p)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if len(c.Devices) != 2 {
+				t.Fatalf("%d devices, want m and a", len(c.Devices))
+			}
+		})
+	}
+}
