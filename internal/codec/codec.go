@@ -6,7 +6,8 @@
 // Decode functions return an error for any malformed record and never panic.
 //
 // Format, version 1 (all integers are varints, strings are uvarint length +
-// bytes, times are Unix nanoseconds):
+// bytes, times are Unix nanoseconds; a time outside their range, 1677-09-21
+// to 2262-04-11, is stored as the nearest end of it):
 //
 //	record    = version:byte(1) kind:byte header body
 //	header    = config_version:string
@@ -114,7 +115,7 @@ func (e *Encoder) AppendTelemetryMax(dst []byte, configVersion, device string, s
 	var prev int64
 	for i := range scans {
 		sc := &scans[i]
-		t := sc.Time.UnixNano()
+		t := nanos(sc.Time)
 		before := len(e.names)
 		added := 0
 		size := varintLen(t-prev) + uvarintLen(uint64(len(sc.Samples)))
@@ -129,7 +130,7 @@ func (e *Encoder) AppendTelemetryMax(dst []byte, configVersion, device string, s
 			}
 			var dt int64
 			if !s.Time.IsZero() {
-				dt = s.Time.UnixNano() - t
+				dt = nanos(s.Time) - t
 			}
 			size += uvarintLen(idx) + sampleLen(s.Value, s.Quality, dt)
 		}
@@ -157,7 +158,7 @@ func (e *Encoder) AppendTelemetryMax(dst []byte, configVersion, device string, s
 	prev = 0
 	for i := range scans[:n] {
 		sc := &scans[i]
-		t := sc.Time.UnixNano()
+		t := nanos(sc.Time)
 		dst = binary.AppendVarint(dst, t-prev)
 		prev = t
 		dst = binary.AppendUvarint(dst, uint64(len(sc.Samples)))
@@ -166,7 +167,7 @@ func (e *Encoder) AppendTelemetryMax(dst []byte, configVersion, device string, s
 			dst = binary.AppendUvarint(dst, e.index[s.Point])
 			var dt int64
 			if !s.Time.IsZero() {
-				dt = s.Time.UnixNano() - t
+				dt = nanos(s.Time) - t
 			}
 			dst = appendSample(dst, s.Value, s.Quality, dt)
 		}
@@ -253,6 +254,27 @@ func AppendAlert(dst []byte, configVersion string, a *ferry.Alert) []byte {
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
+	}
+	return nanos(t)
+}
+
+// The ends of the time range that Unix nanoseconds can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// nanos returns t in Unix nanoseconds, or the nearest end of their range
+// when t is outside it (where UnixNano's result is undefined).
+func nanos(t time.Time) int64 {
+	if s := t.Unix(); s > math.MinInt64/int64(time.Second) && s < math.MaxInt64/int64(time.Second) {
+		return t.UnixNano() // the usual case, well inside the range
+	}
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
 	}
 	return t.UnixNano()
 }
@@ -369,7 +391,9 @@ func DecodeTelemetry(data []byte) (Telemetry, error) {
 			}
 			ts := st
 			if flags&flagDT != 0 {
-				ts = st.Add(time.Duration(r.varint()))
+				// dt wraps around (a sample time centuries from its
+				// scan's), and so does this sum, back to the sample time.
+				ts = time.Unix(0, prev+r.varint())
 			}
 			if r.err != nil {
 				break
