@@ -309,3 +309,58 @@ func TestUnreachableCounted(t *testing.T) {
 		t.Errorf("ferry_device_points{quality=bad} = %v, want 2", bad)
 	}
 }
+
+// TestSubscriptionDeletedByServer: a server that drops the subscription
+// (its lifetime ran out, an operator removed it) while the session lives
+// on: the driver notices and subscribes again, and changes arrive.
+func TestSubscriptionDeletedByServer(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverOpts{none: true})
+	srv.add(sourceTime, "A", 1.0)
+	d := newDriver(t, testDevice("plc", srv.Endpoint, insecure, Point{Name: "a", Node: srv.node("A")}))
+	c := newCollector()
+	runDriver(t, d, c)
+	c.waitFor(t, 0, "a good value", func(m map[string]ferry.Sample) bool { s, ok := m["a"]; return ok && s.Quality.IsGood() })
+	subs := srv.srv.SubscriptionService
+	subs.Mu.Lock()
+	var ids []uint32
+	for id := range subs.Subs {
+		ids = append(ids, id)
+	}
+	subs.Mu.Unlock()
+	for _, id := range ids {
+		subs.DeleteSubscription(id)
+	}
+	n := c.count()
+	srv.set("A", 2.0, sourceTime.Add(time.Second))
+	c.waitFor(t, n, "the new value", func(m map[string]ferry.Sample) bool {
+		s, ok := m["a"]
+		return ok && s.Value.Equal(ferry.FloatValue(2))
+	})
+	if r := testutil.ToFloat64(d.opts.Metrics.reconnects.WithLabelValues("plc")); r != 1 {
+		t.Errorf("reconnects = %v, want 1 (the silent subscription ends its session)", r)
+	}
+}
+
+// TestQuietSubscriptionKept: values that do not change send nothing, and
+// the probe that watches for a dropped subscription must not take that
+// for one: no reconnect over several keep-alive periods.
+func TestQuietSubscriptionKept(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverOpts{none: true})
+	srv.add(sourceTime, "A", 1.0, "B", int32(2))
+	m := NewMetrics(nil)
+	d, err := New([]Device{testDevice("plc", srv.Endpoint, insecure,
+		Point{Name: "a", Node: srv.node("A")}, Point{Name: "b", Node: srv.node("B")})},
+		Options{DataDir: t.TempDir(), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector()
+	runDriver(t, d, c)
+	c.waitFor(t, 0, "good values", func(m map[string]ferry.Sample) bool { return m["a"].Quality.IsGood() && m["b"].Quality.IsGood() })
+	time.Sleep(3500 * time.Millisecond) // 3.5 keep-alive periods
+	if r := testutil.ToFloat64(m.reconnects.WithLabelValues("plc")); r != 0 {
+		t.Fatalf("reconnects = %v over a quiet subscription, want 0", r)
+	}
+}

@@ -553,6 +553,8 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 	probe := time.NewTicker(c.Timeouts.Keepalive)
 	defer probe.Stop()
 	heard := dv.now()
+	checks := dv.silenceChecks(s)
+	suspect := false // the last quiet probe read a value never notified
 	for {
 		select {
 		case <-ctx.Done():
@@ -561,6 +563,7 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 			return errLost
 		case n := <-notifs:
 			heard = dv.now()
+			suspect = false
 			if n.Error != nil {
 				return fmt.Errorf("subscription: %w", n.Error)
 			}
@@ -574,20 +577,78 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 			if dv.now().Sub(heard) < c.Timeouts.Keepalive {
 				continue
 			}
-			// Quiet: make sure the session is alive. A publish request
-			// that times out is not reported by the client library.
+			// Quiet: make sure the session is alive (a publish request
+			// that times out is not reported by the client library), and
+			// that the subscription is: a server that dropped it (its
+			// lifetime ran out, an operator deleted it) keeps the session
+			// but sends nothing, and the client library does not say so.
 			req := &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{
 				NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), AttributeID: ua.AttributeIDValue,
 			}}}
-			if _, err := s.c.Read(ctx, req); err != nil {
+			for _, h := range checks {
+				req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: s.resolved(dv.points[h]), AttributeID: ua.AttributeIDValue})
+			}
+			res, err := s.c.Read(ctx, req)
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return fmt.Errorf("keepalive read: %w", err)
 			}
 			heard = dv.now()
+			if p := dv.unnotified(res, checks, cur); p == "" {
+				suspect = false
+			} else if !suspect {
+				suspect = true // a change may be on its way: look again
+			} else {
+				return fmt.Errorf("%w: %s has a value the subscription never delivered", errSilent, p)
+			}
 		}
 	}
+}
+
+// errSilent ends a session whose subscription stopped delivering.
+var errSilent = errors.New("subscription silent")
+
+// maxSilenceChecks bounds the points read at each quiet keep-alive probe.
+const maxSilenceChecks = 16
+
+// silenceChecks picks the points a quiet probe reads to tell a live
+// subscription from a dropped one: monitored points without a deadband
+// (a change inside a deadband is rightly not notified).
+func (dv *device) silenceChecks(s *session) []int {
+	var out []int
+	for i, p := range dv.points {
+		if len(out) == maxSilenceChecks {
+			break
+		}
+		if p.deadband.Type == "absolute" || p.deadband.Type == "percent" || s.resolved(p) == nil {
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// unnotified returns the name of a checked point whose Good value, as
+// read, differs from the last one its notifications gave ("" when none).
+func (dv *device) unnotified(res *ua.ReadResponse, checks []int, cur []ferry.Sample) string {
+	if res == nil || len(res.Results) != 1+len(checks) {
+		return ""
+	}
+	now := dv.now()
+	for k, h := range checks {
+		p := dv.points[h]
+		var read ferry.Sample
+		sampleOf(&read, res.Results[1+k], p.index, now)
+		if !read.Quality.IsGood() {
+			continue
+		}
+		if !cur[h].Quality.IsGood() || !read.Value.Equal(cur[h].Value) {
+			return p.name
+		}
+	}
+	return ""
 }
 
 // itemResults applies the per-item results of one CreateMonitoredItems
@@ -634,7 +695,7 @@ func (dv *device) dataChange(v *ua.DataChangeNotification, cur []ferry.Sample, e
 		samples = append(samples, ferry.Sample{Device: dv.cfg.Name, Point: p.name})
 		s := &samples[len(samples)-1]
 		sampleOf(s, it.Value, p.index, start)
-		cur[h].Quality = s.Quality
+		cur[h] = *s
 		dv.notePoint(p, s.Quality)
 	}
 	dv.m.notifications.Add(float64(len(v.MonitoredItems)))
