@@ -52,6 +52,9 @@ func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *all && *since > 0 {
 		return usageError("-all and -since exclude each other")
 	}
+	if *count < 0 {
+		return usageError("-n %d: give a number of messages, or 0 to run until interrupted", *count)
+	}
 
 	var nc uplink.NATSConfig
 	streams := []string{}

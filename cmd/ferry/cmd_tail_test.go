@@ -168,7 +168,7 @@ func TestTail(t *testing.T) {
 	}
 
 	// Usage mistakes.
-	for _, args := range [][]string{{"tail"}, {"tail", "-url", url, "-all", "-since", "1m"}} {
+	for _, args := range [][]string{{"tail"}, {"tail", "-url", url, "-all", "-since", "1m"}, {"tail", "-url", url, "-n", "-1"}} {
 		if code, _, errOut := run(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut)
 		}
