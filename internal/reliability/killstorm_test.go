@@ -109,7 +109,15 @@ func TestKillStorm(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	httpAddr := freeAddr(t)
 	const gw, topic = "storm", "rel/seq"
-	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms", SeqTopic: topic})
+	// Besides the plant's faults (whose alerts a storm of restarts may
+	// cut short: one run in CI had none), a rule on the numbered MQTT
+	// messages raises and clears an alert every ten messages, so that
+	// every run stores alerts throughout the storm.
+	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms", SeqTopic: topic,
+		Rules: `  - {name: oil_hot, when: press1.oil_temp > 80, clear: press1.oil_temp < 75, for: 1s, severity: critical}
+  - {name: press2_silent, point: press2.oil_temp, stale: 3s, severity: warning}
+  - {name: seq_tens, when: "seq.n % 20 >= 10", severity: info}
+`})
 	f := newProc(t, cfg, httpAddr)
 
 	// The storm starts with NATS down, so that the first records wait in
