@@ -180,6 +180,18 @@ func jsConnect(t *testing.T, url string) jetstream.JetStream {
 	return js
 }
 
+// waitReady waits until ferry's /readyz answers 200.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "ferry ready", func() error {
+		code, body, err := httpGet(base + "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+		}
+		return nil
+	})
+}
+
 // waitDrained waits until the uplink is connected and the buffer empty.
 func waitDrained(t *testing.T, base string) {
 	t.Helper()
@@ -374,13 +386,7 @@ func TestEndToEnd(t *testing.T) {
 	base := "http://" + httpAddr
 
 	f := startFerry(t, bin, cfg)
-	eventually(t, 60*time.Second, "ferry ready", func() error {
-		code, body, err := httpGet(base + "/readyz")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
-		}
-		return nil
-	})
+	waitReady(t, base)
 
 	// Values from all three protocols arrive upstream, with their types
 	// and qualities.

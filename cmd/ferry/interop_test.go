@@ -410,17 +410,6 @@ func waitListening(t *testing.T, addr string) {
 	})
 }
 
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	eventually(t, 60*time.Second, "ferry ready", func() error {
-		code, body, err := httpGet(base + "/readyz")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
-		}
-		return nil
-	})
-}
-
 // createInteropStream creates the stream ferry forwards to on Debian's
 // server, as plantsim does on the in-process one.
 func createInteropStream(t *testing.T, url string) {

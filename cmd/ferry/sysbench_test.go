@@ -69,13 +69,7 @@ func TestSystemBench(t *testing.T) {
 	}
 	base := "http://" + httpAddr
 	f := startFerry(t, bin, cfg)
-	eventually(t, 60*time.Second, "ferry ready", func() error {
-		code, body, err := httpGet(base + "/readyz")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
-		}
-		return nil
-	})
+	waitReady(t, base)
 	report := func(name string, v float64, unit string) {
 		fmt.Printf("BENCH %s %.6g %s\n", name, v, unit)
 	}
