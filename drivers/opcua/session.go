@@ -554,6 +554,14 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 	defer probe.Stop()
 	heard := dv.now()
 	checks := dv.silenceChecks(s)
+	// The probe: the server time (the session is alive) and the checked
+	// points (the subscription is).
+	probeReq := &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{
+		NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), AttributeID: ua.AttributeIDValue,
+	}}}
+	for _, h := range checks {
+		probeReq.NodesToRead = append(probeReq.NodesToRead, &ua.ReadValueID{NodeID: s.resolved(dv.points[h]), AttributeID: ua.AttributeIDValue})
+	}
 	suspect := false // the last quiet probe read a value never notified
 	for {
 		select {
@@ -582,13 +590,7 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 			// that the subscription is: a server that dropped it (its
 			// lifetime ran out, an operator deleted it) keeps the session
 			// but sends nothing, and the client library does not say so.
-			req := &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{
-				NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), AttributeID: ua.AttributeIDValue,
-			}}}
-			for _, h := range checks {
-				req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: s.resolved(dv.points[h]), AttributeID: ua.AttributeIDValue})
-			}
-			res, err := s.c.Read(ctx, req)
+			res, err := s.c.Read(ctx, probeReq)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
