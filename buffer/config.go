@@ -3,12 +3,12 @@ package buffer
 import (
 	"time"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Config is the `buffer:` section.
 type Config struct {
-	MaxSize      conf.Size     `yaml:"max_size" doc:"bound on the records stored; the oldest telemetry is dropped beyond it (file stays within max_size + slack, see buffer/README.md)"`
+	MaxSize      setting.Size  `yaml:"max_size" doc:"bound on the records stored; the oldest telemetry is dropped beyond it (file stays within max_size + slack, see buffer/README.md)"`
 	MaxAge       time.Duration `yaml:"max_age" doc:"telemetry older than this is dropped"`
 	DedupeWindow time.Duration `yaml:"dedupe_window" doc:"how long the keys of committed MQTT messages are kept to drop redeliveries; 0 disables"`
 }
@@ -22,7 +22,7 @@ func (c *Config) SetDefaults() {
 
 // Validate checks the section; paths are relative to it.
 func (c *Config) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	if c.MaxSize < 1<<20 {
 		errs.Add("max_size", "%v is below the minimum of 1MiB", c.MaxSize)
 	}

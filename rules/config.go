@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Rule is one entry of the `rules:` list. A rule checks exactly one thing,
@@ -142,11 +142,11 @@ var (
 // unknown point is reported here, at load time. Paths are relative to the
 // rules list ("[3].when").
 func Validate(rules []Rule, known func(ref string) bool) error {
-	var errs conf.Errors
+	var errs setting.Errors
 	seen := map[string]int{}
 	for i := range rules {
 		r := &rules[i]
-		p := conf.Index("", i)
+		p := setting.Index("", i)
 		switch {
 		case r.Name == "":
 			errs.Add(p+".name", "is required")
@@ -166,7 +166,7 @@ func Validate(rules []Rule, known func(ref string) bool) error {
 
 // validateRule checks one rule, compiling what it can, and records every
 // problem under path p.
-func validateRule(errs *conf.Errors, p string, r *Rule, known func(string) bool) {
+func validateRule(errs *setting.Errors, p string, r *Rule, known func(string) bool) {
 	ks := r.kinds()
 	switch len(ks) {
 	case 0:
@@ -221,7 +221,7 @@ func validateRule(errs *conf.Errors, p string, r *Rule, known func(string) bool)
 	if r.Quality < 0 {
 		errs.Add(p+".quality", "%v is negative", r.Quality)
 	}
-	if err := conf.OneOf(r.Severity, "info", "warning", "critical"); err != nil {
+	if err := setting.OneOf(r.Severity, "info", "warning", "critical"); err != nil {
 		errs.Add(p+".severity", "%v", err)
 	}
 	if r.Message != "" {
@@ -256,11 +256,11 @@ func validateRule(errs *conf.Errors, p string, r *Rule, known func(string) bool)
 	}
 }
 
-func validateRate(errs *conf.Errors, p string, r *Rate) {
+func validateRate(errs *setting.Errors, p string, r *Rate) {
 	if r.Window <= 0 {
 		errs.Add(p+".window", "must be positive (e.g. 1m)")
 	}
-	if err := conf.OneOf(r.Per, "second", "minute", "hour"); err != nil {
+	if err := setting.OneOf(r.Per, "second", "minute", "hour"); err != nil {
 		errs.Add(p+".per", "%v", err)
 	}
 	if r.Above == nil && r.Below == nil {
@@ -271,8 +271,8 @@ func validateRate(errs *conf.Errors, p string, r *Rate) {
 	}
 }
 
-func validateAnomaly(errs *conf.Errors, p string, a *Anomaly) {
-	if err := conf.OneOf(a.Method, "zscore", "ewma"); err != nil {
+func validateAnomaly(errs *setting.Errors, p string, a *Anomaly) {
+	if err := setting.OneOf(a.Method, "zscore", "ewma"); err != nil {
 		errs.Add(p+".method", "%v", err)
 	}
 	if a.Window <= 0 {
@@ -298,7 +298,7 @@ func validateAnomaly(errs *conf.Errors, p string, a *Anomaly) {
 	if a.Method == "ewma" && !(a.Lambda > 0 && a.Lambda <= 1) {
 		errs.Add(p+".lambda", "%v must be in (0, 1]", a.Lambda)
 	}
-	if err := conf.OneOf(a.Direction, "both", "above", "below"); err != nil {
+	if err := setting.OneOf(a.Direction, "both", "above", "below"); err != nil {
 		errs.Add(p+".direction", "%v", err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 func known(ref string) bool {
@@ -90,7 +90,7 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("no error, want %q", want)
 			}
 			var found []string
-			for _, fe := range conf.Flatten(err) {
+			for _, fe := range setting.Flatten(err) {
 				found = append(found, fe.Error())
 				if strings.HasPrefix(fe.Error(), want) {
 					return

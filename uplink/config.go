@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Config is the `uplink:` section. An absent `nats:` block means no
@@ -21,12 +21,12 @@ type NATSConfig struct {
 	URLs []string `yaml:"urls" doc:"server URLs (nats://, tls://, ws://, wss://); any of them may be used, the client fails over between them"`
 
 	// Authentication: at most one of creds, nkey, token, user/password.
-	Creds    string      `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed), re-read at every connect"`
-	NKey     string      `yaml:"nkey" doc:"NKey user seed file, re-read at every connect"`
-	Token    conf.Secret `yaml:"token" doc:"authentication token (or token_file)"`
-	User     string      `yaml:"user" doc:"user name, with password"`
-	Password conf.Secret `yaml:"password" doc:"password (or password_file), with user"`
-	TLS      *TLSConfig  `yaml:"tls" doc:"TLS settings; tls:// URLs use TLS even without this block"`
+	Creds    string         `yaml:"creds" doc:"NATS credentials file (JWT and NKey seed), re-read at every connect"`
+	NKey     string         `yaml:"nkey" doc:"NKey user seed file, re-read at every connect"`
+	Token    setting.Secret `yaml:"token" doc:"authentication token (or token_file)"`
+	User     string         `yaml:"user" doc:"user name, with password"`
+	Password setting.Secret `yaml:"password" doc:"password (or password_file), with user"`
+	TLS      *TLSConfig     `yaml:"tls" doc:"TLS settings; tls:// URLs use TLS even without this block"`
 
 	Stream        string        `yaml:"stream" doc:"JetStream stream that must capture the telemetry and alert subjects"`
 	CatalogStream string        `yaml:"catalog_stream" doc:"stream for catalog messages; default <stream>_CATALOG; may equal stream"`
@@ -41,9 +41,9 @@ type NATSConfig struct {
 	CatalogSubject   string `yaml:"catalog_subject" doc:"subject template of the catalog; must hold {gateway}"`
 
 	MaxInflight      int           `yaml:"max_inflight" doc:"messages published and not yet acknowledged, at most"`
-	MaxInflightBytes conf.Size     `yaml:"max_inflight_bytes" doc:"bytes published and not yet acknowledged, at most"`
+	MaxInflightBytes setting.Size  `yaml:"max_inflight_bytes" doc:"bytes published and not yet acknowledged, at most"`
 	BatchSize        int           `yaml:"batch_size" doc:"records taken from the buffer at once, at most"`
-	BatchBytes       conf.Size     `yaml:"batch_bytes" doc:"bytes of records taken from the buffer at once, at most"`
+	BatchBytes       setting.Size  `yaml:"batch_bytes" doc:"bytes of records taken from the buffer at once, at most"`
 	AckTimeout       time.Duration `yaml:"ack_timeout" doc:"how long to wait for a PubAck before publishing the record again"`
 	FlushTimeout     time.Duration `yaml:"flush_timeout" doc:"at shutdown, how long to wait for outstanding PubAcks"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout" doc:"timeout of one connection attempt and of stream requests"`
@@ -100,20 +100,20 @@ func (c *Config) Validate() error {
 	if c.NATS == nil {
 		return nil
 	}
-	var errs conf.Errors
+	var errs setting.Errors
 	errs.Merge("nats", c.NATS.Validate())
 	return errs.Err()
 }
 
 // Validate checks the block; paths are relative to it ("urls[1]").
 func (c *NATSConfig) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	if len(c.URLs) == 0 {
 		errs.Add("urls", "at least one server URL is required")
 	}
 	for i, u := range c.URLs {
 		if err := checkURL(u); err != nil {
-			errs.Add(conf.Index("urls", i), "%v", err)
+			errs.Add(setting.Index("urls", i), "%v", err)
 		}
 	}
 	var auth []string
@@ -225,7 +225,7 @@ func (c *Config) ValidateGateway(id, site string) error {
 	if c.NATS == nil {
 		return nil
 	}
-	var errs conf.Errors
+	var errs setting.Errors
 	for _, t := range []struct{ path, tmpl string }{
 		{"nats.telemetry_subject", c.NATS.TelemetrySubject},
 		{"nats.alert_subject", c.NATS.AlertSubject},

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 func TestValidate(t *testing.T) {
@@ -69,7 +69,7 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate: nil, want %q", tt.wantErr)
 			}
 			found := false
-			for _, fe := range conf.Flatten(err) {
+			for _, fe := range setting.Flatten(err) {
 				if strings.Contains(fe.Error(), tt.wantErr) {
 					found = true
 				}

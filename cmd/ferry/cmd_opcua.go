@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/drivers/opcua"
-	"github.com/ferry-edge/ferry/internal/conf"
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // pkiFlags are the flags that locate the data directory (and so the PKI).
@@ -115,7 +115,7 @@ Flags:
 			}
 			pw = strings.TrimRight(string(b), "\r\n")
 		}
-		c.Auth.Password = conf.Secret(pw)
+		c.Auth.Password = setting.Secret(pw)
 	}
 	node := ""
 	if fs.NArg() == 2 {
@@ -125,7 +125,7 @@ Flags:
 	defer cancel()
 	res, err := opcua.Browse(ctx, opcua.BrowseOptions{Config: c, Node: node, DataDir: dataDir, ApplicationURI: pf.appURI, Gateway: gateway})
 	if err != nil {
-		var fe *conf.FieldError
+		var fe *setting.FieldError
 		if errors.As(err, &fe) {
 			return usageError("%v", err)
 		}

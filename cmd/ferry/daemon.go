@@ -25,9 +25,9 @@ import (
 	"github.com/ferry-edge/ferry/drivers/opcua"
 	"github.com/ferry-edge/ferry/internal/alertapi"
 	"github.com/ferry-edge/ferry/internal/config"
+	systemd "github.com/ferry-edge/ferry/internal/daemon"
 	"github.com/ferry-edge/ferry/internal/devstat"
 	"github.com/ferry-edge/ferry/internal/httpapi"
-	"github.com/ferry-edge/ferry/internal/service"
 	"github.com/ferry-edge/ferry/internal/sinks"
 	"github.com/ferry-edge/ferry/rules"
 	"github.com/ferry-edge/ferry/uplink"
@@ -53,7 +53,7 @@ type daemon struct {
 	opts daemonOptions
 	log  *slog.Logger
 	reg  *prometheus.Registry
-	svc  *service.Metrics
+	svc  *systemd.Metrics
 
 	devices *devstat.Metrics
 	modbusM *modbus.Metrics
@@ -118,10 +118,10 @@ func newDaemon(cfg *config.Config, opts daemonOptions) (*daemon, error) {
 		opts.ShutdownTimeout = 20 * time.Second
 	}
 	d := &daemon{opts: opts, log: opts.Logger, cfg: cfg, reg: prometheus.NewRegistry(), groups: map[string]*group{}}
-	if err := service.RegisterRuntime(d.reg); err != nil {
+	if err := systemd.RegisterRuntime(d.reg); err != nil {
 		return nil, err
 	}
-	d.svc = service.NewMetrics(d.reg, opts.Version, opts.Commit)
+	d.svc = systemd.NewMetrics(d.reg, opts.Version, opts.Commit)
 	d.devices = devstat.NewMetrics(d.reg)
 	d.modbusM = modbus.NewMetrics(d.reg)
 	d.opcuaM = opcua.NewMetrics(d.reg)
@@ -366,15 +366,15 @@ func (d *daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 
 	d.svc.ConfigLoaded(cfg.Version, time.Now())
-	service.Ready()
-	service.Status("running: " + cfg.Summary())
+	systemd.Ready()
+	systemd.Status("running: " + cfg.Summary())
 	d.log.Info("ferry running", "version", d.opts.Version, "gateway", cfg.Gateway.ID, "config", cfg.Summary())
 	// Loading a large device map allocates far more than the running
 	// gateway keeps; hand that back to the OS now rather than at the
 	// scavenger's pace (RSS is what a gateway's operator watches).
 	debug.FreeOSMemory()
 	wdCtx, stopWD := context.WithCancel(partsCtx)
-	wdDone := start(wdCtx, func(ctx context.Context) error { return service.Watchdog(ctx, d.healthy, d.log) })
+	wdDone := start(wdCtx, func(ctx context.Context) error { return systemd.Watchdog(ctx, d.healthy, d.log) })
 
 	var fatal error
 	select {
@@ -385,7 +385,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		httpRun = nil
 	}
 
-	service.Stopping()
+	systemd.Stopping()
 	stopWD()
 	wdDone.wait()
 	deadline := time.Now().Add(d.opts.ShutdownTimeout)
@@ -474,8 +474,8 @@ func (d *daemon) healthy() error {
 // accepted is lost. Reload does nothing before Run has started every part
 // or once its shutdown has begun.
 func (d *daemon) Reload(path string) {
-	service.Reloading()
-	defer service.Ready()
+	systemd.Reloading()
+	defer systemd.Ready()
 	d.log.Info("reloading", "file", path)
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -528,7 +528,7 @@ func (d *daemon) Reload(path string) {
 		refuse(err)
 		return
 	}
-	if lv, err := service.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
+	if lv, err := systemd.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
 		d.opts.Level.Set(lv)
 	}
 	t := d.opts.ShutdownTimeout
@@ -558,7 +558,7 @@ func (d *daemon) Reload(path string) {
 		d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
 	}
 	d.svc.Reloaded(cfg.Version, time.Now())
-	service.Status("running: " + cfg.Summary())
+	systemd.Status("running: " + cfg.Summary())
 	d.con.reloaded(cfg, nil)
 	debug.FreeOSMemory()
 	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())

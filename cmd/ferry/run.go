@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/config"
-	"github.com/ferry-edge/ferry/internal/service"
+	systemd "github.com/ferry-edge/ferry/internal/daemon"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,11 +35,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return &exitError{code: 1, err: fmt.Errorf("%s is not valid", *path)}
 	}
 	level := new(slog.LevelVar)
-	if lv, err := service.ParseLevel(cfg.Log.Level); err == nil {
+	if lv, err := systemd.ParseLevel(cfg.Log.Level); err == nil {
 		level.Set(lv)
 	}
-	log := service.NewLoggerLevel(level, cfg.Log.Format, stderr)
-	defer service.CaptureStdLog(log)()
+	log := systemd.NewLoggerLevel(level, cfg.Log.Format, stderr)
+	defer systemd.CaptureStdLog(log)()
 	ver, rev := buildVersion()
 
 	d, err := newDaemon(cfg, daemonOptions{Logger: log, Level: level, Version: ver, Commit: rev, ShutdownTimeout: *grace})

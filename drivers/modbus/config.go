@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Protocol limits of one read request.
@@ -140,7 +140,7 @@ type Device struct {
 // Validate checks the device; error paths are relative to the device entry
 // ("modbus.url", "points[2].type").
 func (d *Device) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	c := &d.Config
 	lk, err := parseLink(c.URL)
 	if err != nil {
@@ -188,7 +188,7 @@ func (d *Device) Validate() error {
 		if s.DataBits < 5 || s.DataBits > 8 {
 			errs.Add("modbus.serial.data_bits", "%d is out of range 5..8 (Modbus RTU uses 8)", s.DataBits)
 		}
-		if err := conf.OneOf(s.Parity, "none", "even", "odd"); err != nil {
+		if err := setting.OneOf(s.Parity, "none", "even", "odd"); err != nil {
 			errs.Add("modbus.serial.parity", "%v", err)
 		}
 		if s.StopBits != 1 && s.StopBits != 2 {
@@ -203,12 +203,12 @@ func (d *Device) Validate() error {
 		maxRegs = MaxRegistersPerRequest
 	}
 	for i := range d.Points {
-		d.Points[i].validate(&errs, conf.Index("points", i), maxRegs)
+		d.Points[i].validate(&errs, setting.Index("points", i), maxRegs)
 	}
 	return errs.Err()
 }
 
-func (p *Point) validate(errs *conf.Errors, at string, maxRegs int) {
+func (p *Point) validate(errs *setting.Errors, at string, maxRegs int) {
 	field := func(f string) string { return at + "." + f }
 	t, addr, msg := p.location()
 	if msg != "" {
@@ -225,7 +225,7 @@ func (p *Point) validate(errs *conf.Errors, at string, maxRegs int) {
 	}
 	ti, known := typeInfo[typ]
 	if !known {
-		errs.Add(field("type"), "%v", conf.OneOf(typ, typeNames...))
+		errs.Add(field("type"), "%v", setting.OneOf(typ, typeNames...))
 		return
 	}
 	if t.bits() && typ != "bool" {
@@ -301,7 +301,7 @@ func (p *Point) location() (t table, addr uint16, msg string) {
 	}
 	t, ok := parseTable(p.Table)
 	if !ok {
-		return 0, 0, conf.OneOf(p.Table, "coil", "discrete", "holding", "input").Error()
+		return 0, 0, setting.OneOf(p.Table, "coil", "discrete", "holding", "input").Error()
 	}
 	return t, p.Address, ""
 }
@@ -443,7 +443,7 @@ func (p *Point) order() (byteOrder, error) {
 				return byteOrder(i), nil
 			}
 		}
-		return 0, conf.OneOf(p.Order, "ABCD", "CDAB", "BADC", "DCBA")
+		return 0, setting.OneOf(p.Order, "ABCD", "CDAB", "BADC", "DCBA")
 	}
 	var o byteOrder
 	switch p.ByteOrder {
@@ -451,14 +451,14 @@ func (p *Point) order() (byteOrder, error) {
 	case "little":
 		o |= swapBytes
 	default:
-		return 0, conf.OneOf(p.ByteOrder, "big", "little")
+		return 0, setting.OneOf(p.ByteOrder, "big", "little")
 	}
 	switch p.WordOrder {
 	case "", "high_first":
 	case "low_first":
 		o |= swapWords
 	default:
-		return 0, conf.OneOf(p.WordOrder, "high_first", "low_first")
+		return 0, setting.OneOf(p.WordOrder, "high_first", "low_first")
 	}
 	return o, nil
 }

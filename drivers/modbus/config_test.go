@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 func TestValidate(t *testing.T) {
@@ -114,9 +114,9 @@ func TestValidate(t *testing.T) {
 			if err == nil {
 				t.Fatalf("no error, want %q", tt.want)
 			}
-			var fe *conf.FieldError
+			var fe *setting.FieldError
 			if !errors.As(err, &fe) {
-				t.Fatalf("error %v is not a conf.FieldError", err)
+				t.Fatalf("error %v is not a setting.FieldError", err)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %q does not contain %q", err, tt.want)

@@ -11,8 +11,8 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/backoff"
-	"github.com/ferry-edge/ferry/internal/conf"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 var _ ferry.Driver = (*Driver)(nil)
@@ -74,7 +74,7 @@ func New(devices []Device, opts Options) (*Driver, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	var errs conf.Errors
+	var errs setting.Errors
 	names := map[string]bool{}
 	byKey := map[string]*link{}
 	drv := &Driver{metrics: opts.Metrics}

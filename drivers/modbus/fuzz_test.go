@@ -10,7 +10,7 @@ import (
 	"github.com/grid-x/modbus"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // encodeRaw lays the low 16×regs bits of u out in registers in order o:
@@ -57,7 +57,7 @@ func FuzzDecode(f *testing.F) {
 		case tn != "bool" && extra&0x40 != 0:
 			p.Scale, p.Offset = 0.5, -3
 		}
-		var errs conf.Errors
+		var errs setting.Errors
 		p.validate(&errs, "p", 125)
 		if errs.Len() != 0 {
 			t.Fatalf("fuzz built an invalid point %+v: %v", p, errs.Err())

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // The payload formats.
@@ -41,24 +41,24 @@ type Config struct {
 	// FallbackBrokers are tried in order after Broker at each connection
 	// attempt (a redundant pair, the other nodes of a cluster). They use
 	// TLS if Broker does, and no other.
-	FallbackBrokers []string      `yaml:"fallback_brokers" doc:"brokers tried in order after broker when it cannot be reached (redundant pair, cluster nodes); same URL forms, all TLS or all plain like broker"`
-	ClientID        string        `yaml:"client_id" doc:"MQTT client id, fixed so that the broker keeps the session; default ferry-<gateway>-<hash of broker and username>"`
-	Username        string        `yaml:"username"`
-	Password        conf.Secret   `yaml:"password"`
-	TLS             TLS           `yaml:"tls"`
-	KeepAlive       time.Duration `yaml:"keepalive" doc:"MQTT keepalive; a silent connection is declared lost after about 1.5 times this"`
-	ConnectTimeout  time.Duration `yaml:"connect_timeout" doc:"time allowed to dial, handshake and get CONNACK or SUBACK"`
+	FallbackBrokers []string       `yaml:"fallback_brokers" doc:"brokers tried in order after broker when it cannot be reached (redundant pair, cluster nodes); same URL forms, all TLS or all plain like broker"`
+	ClientID        string         `yaml:"client_id" doc:"MQTT client id, fixed so that the broker keeps the session; default ferry-<gateway>-<hash of broker and username>"`
+	Username        string         `yaml:"username"`
+	Password        setting.Secret `yaml:"password"`
+	TLS             TLS            `yaml:"tls"`
+	KeepAlive       time.Duration  `yaml:"keepalive" doc:"MQTT keepalive; a silent connection is declared lost after about 1.5 times this"`
+	ConnectTimeout  time.Duration  `yaml:"connect_timeout" doc:"time allowed to dial, handshake and get CONNACK or SUBACK"`
 
 	Topic string `yaml:"topic" doc:"topic filter with + and # wildcards and {name} captures of whole levels, e.g. plant/{line}/{machine}/telemetry"`
 	// Device names the device of each message from the topic's captures,
 	// e.g. "{line}-{machine}". Default: the configured device name, or
 	// "{device}" when the topic has a {device} capture.
-	Device     string    `yaml:"device" doc:"device name template from topic captures, e.g. {line}-{machine}; default the device's name, or {device} when the topic captures device"`
-	QoS        uint8     `yaml:"qos" doc:"subscription QoS 0, 1 or 2; 1 and 2 are acknowledged only once stored"`
-	Format     string    `yaml:"format" enum:"json,value,sparkplug_b" doc:"payload format"`
-	Time       Time      `yaml:"time" doc:"json: where the message's timestamp is"`
-	MaxPayload conf.Size `yaml:"max_payload" doc:"larger payloads are refused (counted, Bad samples)"`
-	Sparkplug  Sparkplug `yaml:"sparkplug" doc:"sparkplug_b: which edge node (and device) this device is"`
+	Device     string       `yaml:"device" doc:"device name template from topic captures, e.g. {line}-{machine}; default the device's name, or {device} when the topic captures device"`
+	QoS        uint8        `yaml:"qos" doc:"subscription QoS 0, 1 or 2; 1 and 2 are acknowledged only once stored"`
+	Format     string       `yaml:"format" enum:"json,value,sparkplug_b" doc:"payload format"`
+	Time       Time         `yaml:"time" doc:"json: where the message's timestamp is"`
+	MaxPayload setting.Size `yaml:"max_payload" doc:"larger payloads are refused (counted, Bad samples)"`
+	Sparkplug  Sparkplug    `yaml:"sparkplug" doc:"sparkplug_b: which edge node (and device) this device is"`
 }
 
 // TLS configures a TLS connection (ssl://, tls://, mqtts://, wss://).
@@ -133,7 +133,7 @@ type Device struct {
 // Validate checks the device; paths are relative to the device entry
 // ("mqtt.topic", "points[0].path").
 func (d *Device) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	c := &d.Config
 	validateBroker(&errs, c)
 	if c.KeepAlive < time.Second {
@@ -156,7 +156,7 @@ func (d *Device) Validate() error {
 	if (c.TLS != TLS{}) && !isTLSBroker(c.Broker) {
 		errs.Add("mqtt.tls", "is set but broker %q is not ssl://, tls://, mqtts:// or wss://", c.Broker)
 	}
-	if err := conf.OneOf(c.Format, FormatJSON, FormatValue, FormatSparkplug); err != nil {
+	if err := setting.OneOf(c.Format, FormatJSON, FormatValue, FormatSparkplug); err != nil {
 		errs.Add("mqtt.format", "%v", err)
 		return errs.Err()
 	}
@@ -182,12 +182,12 @@ func (d *Device) Validate() error {
 		errs.Add("points", "format value takes exactly one point (the payload is one value); got %d", len(d.Points))
 	}
 	for i := range d.Points {
-		validatePoint(&errs, c.Format, conf.Index("points", i), &d.Points[i])
+		validatePoint(&errs, c.Format, setting.Index("points", i), &d.Points[i])
 	}
 	return errs.Err()
 }
 
-func validateBroker(errs *conf.Errors, c *Config) {
+func validateBroker(errs *setting.Errors, c *Config) {
 	if c.Broker == "" {
 		errs.Add("mqtt.broker", "is required")
 	} else {
@@ -195,7 +195,7 @@ func validateBroker(errs *conf.Errors, c *Config) {
 	}
 	seen := map[string]string{c.Broker: "mqtt.broker"}
 	for i, fb := range c.FallbackBrokers {
-		p := conf.Index("mqtt.fallback_brokers", i)
+		p := setting.Index("mqtt.fallback_brokers", i)
 		if fb == "" {
 			errs.Add(p, "is empty")
 			continue
@@ -218,7 +218,7 @@ func validateBroker(errs *conf.Errors, c *Config) {
 }
 
 // validateBrokerURL checks one broker URL and reports whether it is usable.
-func validateBrokerURL(errs *conf.Errors, path, broker string) bool {
+func validateBrokerURL(errs *setting.Errors, path, broker string) bool {
 	u, err := url.Parse(broker)
 	if err != nil {
 		errs.Add(path, "%q is not a URL", broker)
@@ -257,7 +257,7 @@ func isTLSBroker(broker string) bool {
 	return false
 }
 
-func validateTopic(errs *conf.Errors, d *Device) {
+func validateTopic(errs *setting.Errors, d *Device) {
 	c := &d.Config
 	if c.Sparkplug != (Sparkplug{}) {
 		errs.Add("mqtt.sparkplug", "applies to format sparkplug_b only")
@@ -276,7 +276,7 @@ func validateTopic(errs *conf.Errors, d *Device) {
 	}
 }
 
-func validateSparkplug(errs *conf.Errors, d *Device) {
+func validateSparkplug(errs *setting.Errors, d *Device) {
 	c := &d.Config
 	if c.Topic != "" {
 		errs.Add("mqtt.topic", "is set by mqtt.sparkplug for format sparkplug_b; leave it out")
@@ -297,8 +297,8 @@ func validateSparkplug(errs *conf.Errors, d *Device) {
 	check("device", c.Sparkplug.Device, false)
 }
 
-func validatePoint(errs *conf.Errors, format, p string, pt *Point) {
-	if err := conf.OneOf(pt.Type, pointTypes...); err != nil {
+func validatePoint(errs *setting.Errors, format, p string, pt *Point) {
+	if err := setting.OneOf(pt.Type, pointTypes...); err != nil {
 		errs.Add(p+".type", "%q is not one of float, int, bool, string (or empty)", pt.Type)
 	}
 	switch format {

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -548,7 +548,7 @@ func TestValidate(t *testing.T) {
 				return
 			}
 			var paths []string
-			for _, fe := range conf.Flatten(err) {
+			for _, fe := range setting.Flatten(err) {
 				paths = append(paths, fe.Path)
 				if fe.Path == tt.wantPath {
 					return

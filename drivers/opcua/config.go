@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // The security policies ferry speaks, weakest first. The deprecated
@@ -43,10 +43,10 @@ type Config struct {
 // Auth selects the user identity: anonymous (nothing set), a user name
 // and password, or an X.509 user certificate and its private key.
 type Auth struct {
-	Username string      `yaml:"username"`
-	Password conf.Secret `yaml:"password"`
-	CertFile string      `yaml:"cert_file" doc:"X.509 user certificate (DER or PEM), absolute path"`
-	KeyFile  string      `yaml:"key_file" doc:"RSA private key of cert_file (PEM or DER), absolute path"`
+	Username string         `yaml:"username"`
+	Password setting.Secret `yaml:"password"`
+	CertFile string         `yaml:"cert_file" doc:"X.509 user certificate (DER or PEM), absolute path"`
+	KeyFile  string         `yaml:"key_file" doc:"RSA private key of cert_file (PEM or DER), absolute path"`
 }
 
 // Kind returns "anonymous", "username" or "certificate".
@@ -133,15 +133,15 @@ type Device struct {
 
 // Validate checks the device; paths are relative to the device entry.
 func (d *Device) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	c := &d.Config
 	validateEndpoint(&errs, c.Endpoint)
 	if c.SecurityPolicy != "" {
-		if err := conf.OneOf(c.SecurityPolicy, policyNames...); err != nil {
+		if err := setting.OneOf(c.SecurityPolicy, policyNames...); err != nil {
 			errs.Add("opcua.security_policy", "%v (leave it out for the strongest the server offers)", err)
 		}
 	}
-	if err := conf.OneOf(c.SecurityMode, "Sign", "SignAndEncrypt", "None"); err != nil {
+	if err := setting.OneOf(c.SecurityMode, "Sign", "SignAndEncrypt", "None"); err != nil {
 		errs.Add("opcua.security_mode", "%v", err)
 	}
 	insecure := c.SecurityPolicy == "None"
@@ -152,7 +152,7 @@ func (d *Device) Validate() error {
 		errs.Add("opcua.security_policy", "None sends values and passwords unsigned and unencrypted; set allow_insecure: true to accept that")
 	}
 	validateAuth(&errs, &c.Auth, insecure)
-	if err := conf.OneOf(c.Mode, "subscribe", "poll"); err != nil {
+	if err := setting.OneOf(c.Mode, "subscribe", "poll"); err != nil {
 		errs.Add("opcua.mode", "%v", err)
 	}
 	if c.Interval < 10*time.Millisecond {
@@ -175,7 +175,7 @@ func (d *Device) Validate() error {
 	}
 	for i := range d.Points {
 		p := &d.Points[i]
-		pp := conf.Index("points", i)
+		pp := setting.Index("points", i)
 		if p.Node == "" {
 			errs.Add(pp+".node", "is required")
 		} else if _, err := ParseNodeID(p.Node); err != nil {
@@ -191,7 +191,7 @@ func (d *Device) Validate() error {
 	return errs.Err()
 }
 
-func validateEndpoint(errs *conf.Errors, ep string) {
+func validateEndpoint(errs *setting.Errors, ep string) {
 	if ep == "" {
 		errs.Add("opcua.endpoint", "is required")
 		return
@@ -211,7 +211,7 @@ func validateEndpoint(errs *conf.Errors, ep string) {
 	}
 }
 
-func validateAuth(errs *conf.Errors, a *Auth, insecure bool) {
+func validateAuth(errs *setting.Errors, a *Auth, insecure bool) {
 	if a.Password != "" && a.Username == "" {
 		errs.Add("opcua.auth.username", "is required with a password")
 	}
@@ -231,8 +231,8 @@ func validateAuth(errs *conf.Errors, a *Auth, insecure bool) {
 	}
 }
 
-func validateDeadband(errs *conf.Errors, path string, d *Deadband, mode string) {
-	if err := conf.OneOf(d.Type, "none", "absolute", "percent"); err != nil {
+func validateDeadband(errs *setting.Errors, path string, d *Deadband, mode string) {
+	if err := setting.OneOf(d.Type, "none", "absolute", "percent"); err != nil {
 		errs.Add(path+".type", "%v", err)
 		return
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // trustServer puts the test server's certificate into dataDir's trusted
@@ -50,7 +50,7 @@ func TestSecureSessions(t *testing.T) {
 		mode   string
 		auth   Auth
 	}{
-		{"Basic256Sha256 SignAndEncrypt username", "Basic256Sha256", "SignAndEncrypt", Auth{Username: "operator", Password: conf.Secret("s3cret")}},
+		{"Basic256Sha256 SignAndEncrypt username", "Basic256Sha256", "SignAndEncrypt", Auth{Username: "operator", Password: setting.Secret("s3cret")}},
 		{"Basic256Sha256 Sign anonymous", "Basic256Sha256", "Sign", Auth{}},
 		{"strongest SignAndEncrypt certificate login", "", "SignAndEncrypt", Auth{CertFile: certFile, KeyFile: keyFile}},
 	}

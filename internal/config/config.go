@@ -40,8 +40,8 @@ import (
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/drivers/mqtt"
 	"github.com/ferry-edge/ferry/drivers/opcua"
-	"github.com/ferry-edge/ferry/internal/conf"
 	"github.com/ferry-edge/ferry/internal/httpapi"
+	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
 	"github.com/ferry-edge/ferry/rules"
 	"github.com/ferry-edge/ferry/uplink"
@@ -199,10 +199,10 @@ func (l *loader) load(path string) *Config {
 	l.validate(main, "uplink", c.Uplink.Validate())
 	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
-	if err := conf.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
+	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
 	}
-	if err := conf.OneOf(c.Log.Format, "text", "json"); err != nil {
+	if err := setting.OneOf(c.Log.Format, "text", "json"); err != nil {
 		l.at(main, "log.format", err.Error())
 	}
 	if c.DataDir == "" {
@@ -247,7 +247,7 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 // error at gateway.site rather than one per template.
 func (l *loader) checkSubjects(c *Config, d *decoder) {
 	missingSite := false
-	for _, fe := range conf.Flatten(c.Uplink.ValidateGateway(c.Gateway.ID, c.Gateway.Site)) {
+	for _, fe := range setting.Flatten(c.Uplink.ValidateGateway(c.Gateway.ID, c.Gateway.Site)) {
 		if strings.Contains(fe.Msg, "gateway.site is not set") {
 			missingSite = true
 			continue
@@ -255,7 +255,7 @@ func (l *loader) checkSubjects(c *Config, d *decoder) {
 		if strings.Contains(fe.Msg, "gateway.id is not a valid token") {
 			continue // checkGateway reports the id itself
 		}
-		l.at(d, conf.Join("uplink", fe.Path), fe.Msg)
+		l.at(d, setting.Join("uplink", fe.Path), fe.Msg)
 	}
 	if missingSite {
 		l.at(d, "gateway.site", "is required: the uplink's NATS subjects use {site} (set gateway.site, or write subject templates without {site})")
@@ -286,7 +286,7 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 	for i := range c.Devices {
 		dev := &c.Devices[i]
 		d := l.decs[dev.File]
-		p := conf.Index("devices", fileIndex[i])
+		p := setting.Index("devices", fileIndex[i])
 		switch {
 		case dev.Name == "":
 			l.at(d, p+".name", "is required")
@@ -342,7 +342,7 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		seen := map[string]int{}
 		for j := range infos {
 			n := infos[j].Point
-			np := conf.Index(pp, j) + ".name"
+			np := setting.Index(pp, j) + ".name"
 			switch {
 			case n == "":
 				l.at(d, np, "is required")
@@ -350,7 +350,7 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 				l.at(d, np, fmt.Sprintf("%q may hold only letters, digits, _ and -", n))
 			default:
 				if k, dup := seen[n]; dup {
-					l.at(d, np, fmt.Sprintf("duplicate point name %q (first at %s)", n, d.position(conf.Index(pp, k)+".name")))
+					l.at(d, np, fmt.Sprintf("duplicate point name %q (first at %s)", n, d.position(setting.Index(pp, k)+".name")))
 					continue
 				}
 				seen[n] = j
@@ -394,8 +394,8 @@ func (l *loader) decodePoints(d *decoder, dev *Device, path string, dst any) {
 
 // validate records the FieldErrors of err at their positions in d's file.
 func (l *loader) validate(d *decoder, prefix string, err error) {
-	for _, fe := range conf.Flatten(err) {
-		l.at(d, conf.Join(prefix, fe.Path), fe.Msg)
+	for _, fe := range setting.Flatten(err) {
+		l.at(d, setting.Join(prefix, fe.Path), fe.Msg)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Limits against hostile input. A real configuration is far below each.
@@ -58,7 +58,7 @@ type Defaulter interface {
 
 var (
 	durationType        = reflect.TypeOf(time.Duration(0))
-	secretType          = reflect.TypeOf(conf.Secret(""))
+	secretType          = reflect.TypeOf(setting.Secret(""))
 	nodeType            = reflect.TypeOf(yaml.Node{})
 	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 	defaulterType       = reflect.TypeOf((*Defaulter)(nil)).Elem()
@@ -229,7 +229,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		for i, item := range n.Content {
 			e := s.Index(i)
 			deepDefaults(e)
-			d.decode(item, e, conf.Index(path, i))
+			d.decode(item, e, setting.Index(path, i))
 		}
 		v.Set(s)
 	case reflect.Map:
@@ -250,13 +250,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 				continue
 			}
 			if seen[key] {
-				d.errorf(k, conf.Join(path, key), "duplicate key %q", key)
+				d.errorf(k, setting.Join(path, key), "duplicate key %q", key)
 				continue
 			}
 			seen[key] = true
 			e := reflect.New(t.Elem()).Elem()
 			deepDefaults(e)
-			d.decode(val, e, conf.Join(path, key))
+			d.decode(val, e, setting.Join(path, key))
 			m.SetMapIndex(reflect.ValueOf(key).Convert(t.Key()), e)
 		}
 		v.Set(m)
@@ -358,7 +358,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		if !ok {
 			continue
 		}
-		fpath := conf.Join(path, key)
+		fpath := setting.Join(path, key)
 		if prev, dup := seen[key]; dup {
 			if prev.Value == key+"_file" { // password_file came first
 				d.errorf(k, fpath, "set either %s or %s, not both", key, prev.Value)
@@ -382,7 +382,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 					continue
 				}
 				seen[base] = k
-				d.pos[conf.Join(path, base)] = Pos{File: d.file, Line: val.Line, Column: val.Column}
+				d.pos[setting.Join(path, base)] = Pos{File: d.file, Line: val.Line, Column: val.Column}
 				d.secretFile(val, v.FieldByIndex(f.index), fpath)
 				continue
 			}
@@ -629,7 +629,7 @@ func nodeWord(n *yaml.Node) string {
 }
 
 func typeWord(t reflect.Type) string {
-	if t == reflect.TypeOf(conf.Size(0)) {
+	if t == reflect.TypeOf(setting.Size(0)) {
 		return "size"
 	}
 	return "string"

@@ -9,7 +9,7 @@ import (
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/drivers/mqtt"
 	"github.com/ferry-edge/ferry/drivers/opcua"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // SchemaID is the $id of the generated JSON Schema.
@@ -40,7 +40,7 @@ type schemaGen struct {
 }
 
 var (
-	sizeType = reflect.TypeOf(conf.Size(0))
+	sizeType = reflect.TypeOf(setting.Size(0))
 	envRef   = map[string]any{"type": "string", "pattern": `\$\{`, "description": "an ${ENV} reference"}
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Off is the Listen value that disables the listener.
@@ -52,8 +52,8 @@ type TLSConfig struct {
 // BasicAuth is the `http.basic_auth:` block. Only a bcrypt hash of the
 // password is configured, never the password itself.
 type BasicAuth struct {
-	Username     string      `yaml:"username" doc:"the user name clients send"`
-	PasswordHash conf.Secret `yaml:"password_hash" doc:"bcrypt hash of the password, e.g. from htpasswd -nBC 12 USER (or password_hash_file: PATH)"`
+	Username     string         `yaml:"username" doc:"the user name clients send"`
+	PasswordHash setting.Secret `yaml:"password_hash" doc:"bcrypt hash of the password, e.g. from htpasswd -nBC 12 USER (or password_hash_file: PATH)"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -68,7 +68,7 @@ func (c *Config) Disabled() bool { return c.Listen == Off }
 // Validate checks the section; paths are relative to it. It does no I/O:
 // certificate files are read by Server.Listen.
 func (c *Config) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	switch {
 	case c.Listen == "":
 		errs.Add("listen", "is required (use %q to disable)", Off)

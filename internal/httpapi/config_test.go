@@ -8,16 +8,16 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
-func mustHash(t testing.TB, pw string) conf.Secret {
+func mustHash(t testing.TB, pw string) setting.Secret {
 	t.Helper()
 	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return conf.Secret(h)
+	return setting.Secret(h)
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -42,7 +42,7 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{`tls.cert: "tls.crt" must be an absolute path`, `tls.client_ca: "ca.pem" must be an absolute path`}},
 		{name: "auth ok", cfg: Config{Listen: ":9440", BasicAuth: &BasicAuth{Username: "prom", PasswordHash: hash}}},
 		{name: "auth 2y", cfg: Config{Listen: ":9440", BasicAuth: &BasicAuth{Username: "prom",
-			PasswordHash: "$2y$05$" + conf.Secret(strings.TrimPrefix(hash.Reveal(), "$2a$05$"))}}},
+			PasswordHash: "$2y$05$" + setting.Secret(strings.TrimPrefix(hash.Reveal(), "$2a$05$"))}}},
 		{name: "auth missing", cfg: Config{Listen: ":9440", BasicAuth: &BasicAuth{}},
 			want: []string{"basic_auth.username: is required", "basic_auth.password_hash: is required"}},
 		{name: "auth colon", cfg: Config{Listen: ":9440", BasicAuth: &BasicAuth{Username: "a:b", PasswordHash: hash}},
@@ -59,7 +59,7 @@ func TestConfigValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
-			got := conf.Flatten(err)
+			got := setting.Flatten(err)
 			if len(got) != len(tt.want) {
 				t.Fatalf("got %d errors, want %d:\n%v", len(got), len(tt.want), err)
 			}
@@ -96,7 +96,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("[::1]:65536", "/c", "", "", "$2y$99$x")
 	f.Add("off", "", "", "", "")
 	f.Fuzz(func(t *testing.T, listen, cert, key, user, hash string) {
-		c := Config{Listen: listen, TLS: &TLSConfig{Cert: cert, Key: key}, BasicAuth: &BasicAuth{Username: user, PasswordHash: conf.Secret(hash)}}
+		c := Config{Listen: listen, TLS: &TLSConfig{Cert: cert, Key: key}, BasicAuth: &BasicAuth{Username: user, PasswordHash: setting.Secret(hash)}}
 		if err := c.Validate(); err == nil && listen != Off {
 			if _, _, err := net.SplitHostPort(listen); err != nil {
 				t.Fatalf("accepted listen %q: %v", listen, err)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Config is the `alerts:` section: where alerts go on the gateway itself.
@@ -33,17 +33,17 @@ func (c *LogConfig) SetDefaults() { c.Enabled, c.Queue = true, 1000 }
 // 1, not retained) and, for HMIs, the active alerts of each rule retained
 // on ActiveTopic/<rule> (an empty retained message when none is active).
 type MQTTConfig struct {
-	Broker      string        `yaml:"broker" doc:"tcp://, ssl://, ws:// or wss:// URL of the broker"`
-	Topic       string        `yaml:"topic" doc:"topic for every transition (QoS 1)"`
-	ActiveTopic string        `yaml:"active_topic" doc:"prefix of the retained per-rule active-alerts topics (default <topic>/active)"`
-	ClientID    string        `yaml:"client_id" doc:"MQTT client id (default <gateway>-alerts)"`
-	Username    string        `yaml:"username"`
-	Password    conf.Secret   `yaml:"password"`
-	TLS         *TLSConfig    `yaml:"tls"`
-	KeepAlive   time.Duration `yaml:"keep_alive"`
-	Timeout     time.Duration `yaml:"timeout" doc:"connect and publish timeout"`
-	Attempts    int           `yaml:"attempts" doc:"publish attempts on a live connection before an alert is dropped"`
-	Queue       int           `yaml:"queue" doc:"alerts waiting to be published before new ones are dropped"`
+	Broker      string         `yaml:"broker" doc:"tcp://, ssl://, ws:// or wss:// URL of the broker"`
+	Topic       string         `yaml:"topic" doc:"topic for every transition (QoS 1)"`
+	ActiveTopic string         `yaml:"active_topic" doc:"prefix of the retained per-rule active-alerts topics (default <topic>/active)"`
+	ClientID    string         `yaml:"client_id" doc:"MQTT client id (default <gateway>-alerts)"`
+	Username    string         `yaml:"username"`
+	Password    setting.Secret `yaml:"password"`
+	TLS         *TLSConfig     `yaml:"tls"`
+	KeepAlive   time.Duration  `yaml:"keep_alive"`
+	Timeout     time.Duration  `yaml:"timeout" doc:"connect and publish timeout"`
+	Attempts    int            `yaml:"attempts" doc:"publish attempts on a live connection before an alert is dropped"`
+	Queue       int            `yaml:"queue" doc:"alerts waiting to be published before new ones are dropped"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -66,13 +66,13 @@ type TLSConfig struct {
 
 // WebhookConfig POSTs each transition as JSON.
 type WebhookConfig struct {
-	URL      string                 `yaml:"url"`
-	Headers  map[string]conf.Secret `yaml:"headers" doc:"extra request headers (e.g. Authorization); values are not logged"`
-	Timeout  time.Duration          `yaml:"timeout" doc:"per request"`
-	Attempts int                    `yaml:"attempts" doc:"tries per alert before it is dropped"`
-	RetryMin time.Duration          `yaml:"retry_min" doc:"first retry delay (doubles up to retry_max, jittered)"`
-	RetryMax time.Duration          `yaml:"retry_max"`
-	Queue    int                    `yaml:"queue" doc:"alerts waiting to be posted before new ones are dropped"`
+	URL      string                    `yaml:"url"`
+	Headers  map[string]setting.Secret `yaml:"headers" doc:"extra request headers (e.g. Authorization); values are not logged"`
+	Timeout  time.Duration             `yaml:"timeout" doc:"per request"`
+	Attempts int                       `yaml:"attempts" doc:"tries per alert before it is dropped"`
+	RetryMin time.Duration             `yaml:"retry_min" doc:"first retry delay (doubles up to retry_max, jittered)"`
+	RetryMax time.Duration             `yaml:"retry_max"`
+	Queue    int                       `yaml:"queue" doc:"alerts waiting to be posted before new ones are dropped"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -102,14 +102,14 @@ func (c *Config) SetDefaults() {
 
 // Validate checks the section; paths are relative to it.
 func (c *Config) Validate() error {
-	var errs conf.Errors
+	var errs setting.Errors
 	positive(&errs, "log.queue", c.Log.Queue)
 	if m := c.MQTT; m != nil {
 		if m.Broker == "" {
 			errs.Add("mqtt.broker", "is required (e.g. tcp://127.0.0.1:1883)")
 		} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" {
 			errs.Add("mqtt.broker", "%q is not a URL (want e.g. tcp://127.0.0.1:1883)", m.Broker)
-		} else if err := conf.OneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
+		} else if err := setting.OneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
 			errs.Add("mqtt.broker", "scheme %v", err)
 		}
 		topic(&errs, "mqtt.topic", m.Topic, true)
@@ -162,13 +162,13 @@ func (c *Config) Validate() error {
 	return errs.Err()
 }
 
-func positive(errs *conf.Errors, path string, n int) {
+func positive(errs *setting.Errors, path string, n int) {
 	if n < 1 {
 		errs.Add(path, "%d must be at least 1", n)
 	}
 }
 
-func topic(errs *conf.Errors, path, t string, required bool) {
+func topic(errs *setting.Errors, path, t string, required bool) {
 	switch {
 	case t == "":
 		if required {

@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -280,7 +280,7 @@ func TestWebhook(t *testing.T) {
 			srv := httptest.NewServer(h)
 			t.Cleanup(srv.Close)
 			cfg := webhookConfig(srv.URL + "/alerts?token=s3cret")
-			cfg.Webhook.Headers = map[string]conf.Secret{"Authorization": "Bearer abc"}
+			cfg.Webhook.Headers = map[string]setting.Secret{"Authorization": "Bearer abc"}
 			s, _ := newSinks(t, cfg)
 			run(t, s)
 			s.Send(alert("oil_hot", "oil_hot-1", ferry.AlertRaised))

@@ -1,4 +1,4 @@
-// Package service is what ferry needs to run as a well-behaved systemd
+// Package daemon is what ferry needs to run as a well-behaved systemd
 // service: sd_notify messages (READY, RELOADING, STOPPING, STATUS), the
 // watchdog keep-alive loop, a journald-friendly slog logger, and the
 // daemon's own metrics (build info, configuration reloads).
@@ -20,7 +20,7 @@
 // blocks, the keep-alives stop, which is the intended outcome for a hung
 // process but means it must not block on anything that can be slow for
 // good reasons (network I/O).
-package service
+package daemon
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-// Package conf holds what every part's configuration shares: value types
+// Package setting holds what every part's configuration shares: value types
 // that decode from YAML in a plant-friendly form ([Size] from "1GiB",
 // [Secret] that never prints), and [Errors], the list of field-path errors a
 // Validate method returns.
@@ -8,7 +8,7 @@
 // turns each [FieldError] path into file:line:column.
 //
 // Durations are plain time.Duration fields; the loader decodes "500ms".
-package conf
+package setting
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package service
+package daemon
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ferry-edge/ferry/internal/conf"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 func TestParseLevel(t *testing.T) {
@@ -100,7 +100,7 @@ func TestLoggerFormats(t *testing.T) {
 			log := NewLogger("info", tt.format, &buf)
 			dev := log.With("device", "press3")
 			dev.Debug("poll", "n", 1)
-			dev.Info("device connected", "password", conf.Secret("canary-Pw-1"))
+			dev.Info("device connected", "password", setting.Secret("canary-Pw-1"))
 			dev.Warn("device lost", "reason", "timeout")
 			log.With("part", "buffer").Error("buffer failed", "err", fmt.Errorf("disk full"))
 			out := buf.String()
