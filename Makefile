@@ -99,7 +99,7 @@ bench:
 # sparklines fill first). Needs Chromium (Debian: apt-get install chromium).
 .PHONY: screenshots
 screenshots:
-	FERRY_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -timeout 10m -run '^TestConsoleInBrowser$$' ./cmd/ferry
+	FERRY_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -timeout 10m -run '^TestConsoleInBrowser$$' ./internal/gateway
 # The reliability suite (internal/reliability) builds the real ferry binary
 # and runs it against real peers. Without FERRY_RELIABILITY it skips, so
 # `make test` stays fast. The figures of each scenario go to the report.

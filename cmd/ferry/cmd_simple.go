@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"runtime"
-	"sort"
 
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 )
 
 func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -37,7 +36,7 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	// What only a driver can tell: devices that share a link or a
 	// connection must agree on its settings (a serial port's baud rate,
 	// an MQTT connection's keepalive).
-	if err := checkGroups(c); err != nil {
+	if err := gateway.CheckGroups(c); err != nil {
 		fmt.Fprintln(stderr, err)
 		return &exitError{code: 1, err: fmt.Errorf("%s is not valid", path)}
 	}
@@ -77,17 +76,4 @@ func cmdSchema(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	_, err = stdout.Write(b)
 	return err
-}
-
-// checkGroups builds (without starting) the driver of every device group,
-// as ferry run would, and reports every group a driver refuses.
-func checkGroups(c *config.Config) error {
-	var errs []error
-	for key, spec := range groupSpecs(c) {
-		if _, err := newGroupDriver(c, key, spec, driverDeps{}); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
-		}
-	}
-	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
@@ -165,21 +166,6 @@ func httpGet(url string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-// jsConnect connects a JetStream client to url, closed when the test ends.
-func jsConnect(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 // waitReady waits until ferry's /readyz answers 200.
 func waitReady(t *testing.T, base string) {
 	t.Helper()
@@ -233,53 +219,13 @@ type upstream struct {
 	alerts []*uplink.AlertMessage
 }
 
-// readStream reads every message of the stream, from the first.
+// readUpstream reads every message of the stream, from the first.
 func readUpstream(t *testing.T, url string) *upstream {
 	t.Helper()
-	js := jsConnect(t, url)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, plantsim.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	up := &upstream{ids: map[string]int{}, last: map[string]uplink.PointMessage{}, kinds: map[string]ferry.Kind{}}
-	if info.State.Msgs == 0 {
-		return up
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := uint64(0); seq < info.State.LastSeq; {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			seq = md.Sequence.Stream
-			up.add(t, m.Subject(), m.Headers(), m.Data())
-			if seq >= info.State.LastSeq {
-				break // else the range waits out MaxWait for a full batch
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			t.Fatalf("stream read stalled at sequence %d of %d", seq, info.State.LastSeq)
-		}
-	}
+	testpeer.ReadStream(t, url, plantsim.StreamName, func(m jetstream.Msg) {
+		up.add(t, m.Subject(), m.Headers(), m.Data())
+	})
 	return up
 }
 

@@ -23,9 +23,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
+	"github.com/ferry-edge/ferry/uplink"
 )
 
 // The interop test runs the real ferry binary against independent
@@ -94,7 +95,7 @@ func TestInterop(t *testing.T) {
 	httpAddr := testutil.FreeAddr(t)
 	dataDir := filepath.Join(dir, "data")
 	cfg := filepath.Join(dir, "ferry.yaml")
-	writeConfig(t, cfg, fmt.Sprintf(`gateway: {id: interop, site: test}
+	testutil.WriteFile(t, cfg, fmt.Sprintf(`gateway: {id: interop, site: test}
 data_dir: %s
 log: {level: debug}
 http: {listen: "%s"}
@@ -414,7 +415,7 @@ func waitListening(t *testing.T, addr string) {
 // server, as plantsim does on the in-process one.
 func createInteropStream(t *testing.T, url string) {
 	t.Helper()
-	js := jsConnect(t, url)
+	js := testpeer.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
@@ -433,7 +434,7 @@ func createInteropStream(t *testing.T, url string) {
 // subjectMsgs counts the messages of subject in the stream.
 func subjectMsgs(t *testing.T, url, subject string) uint64 {
 	t.Helper()
-	js := jsConnect(t, url)
+	js := testpeer.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, plantsim.StreamName)
@@ -451,28 +452,25 @@ func subjectMsgs(t *testing.T, url, subject string) uint64 {
 func upstreamSeqs(t *testing.T, url string) map[int]int {
 	t.Helper()
 	got := map[int]int{}
-	readStream(t, url, func(id string, lane ferry.Lane, data []byte) {
-		if lane != ferry.LaneTelemetry {
-			return
-		}
-		tel, err := codec.DecodeTelemetry(data)
+	testpeer.ReadStream(t, url, plantsim.StreamName, func(m jetstream.Msg) {
+		msg, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
-			t.Fatalf("record %s: %v", id, err)
+			t.Fatalf("stream message on %s: %v", m.Subject(), err)
 		}
-		if tel.Device != "env" {
+		if msg.Telemetry == nil || msg.Telemetry.Device != "env" {
 			return
 		}
-		for _, sc := range tel.Scans {
-			for _, s := range sc.Samples {
-				if s.Point != "seq" {
+		for _, sc := range msg.Telemetry.Scans {
+			for _, p := range sc.Points {
+				if p.Name != "seq" {
 					continue
 				}
-				if s.Quality.Status != ferry.Good {
+				if p.Quality != ferry.Good {
 					continue // the broker went away: a Bad sample, no message
 				}
-				v := s.Value.Float64()
+				v := p.Value.Float64()
 				if v != math.Trunc(v) {
-					t.Errorf("record %s: seq sample %+v", id, s)
+					t.Errorf("record %s: seq sample %+v", msg.ID, p)
 					continue
 				}
 				got[int(v)]++

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-edge/ferry/internal/config"
 	systemd "github.com/ferry-edge/ferry/internal/daemon"
+	"github.com/ferry-edge/ferry/internal/gateway"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -42,7 +43,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer systemd.CaptureStdLog(log)()
 	ver, rev := buildVersion()
 
-	d, err := newDaemon(cfg, daemonOptions{Logger: log, Level: level, Version: ver, Commit: rev, ShutdownTimeout: *grace})
+	gw, err := gateway.New(cfg, gateway.Options{Logger: log, Level: level, Version: ver, Commit: rev, ShutdownTimeout: *grace})
 	if err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer signal.Stop(sigs)
 
 	errc := make(chan error, 1)
-	go func() { errc <- d.Run(ctx) }()
+	go func() { errc <- gw.Run(ctx) }()
 	var deadline <-chan time.Time
 	for {
 		select {
@@ -63,7 +64,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		case s := <-sigs:
 			switch {
 			case s == syscall.SIGHUP && deadline == nil:
-				d.Reload(*path)
+				gw.Reload(*path)
 			case s == syscall.SIGHUP:
 				// Shutting down: nothing to reload.
 			case deadline == nil:

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
@@ -236,7 +237,7 @@ func procRSS(t *testing.T, pid int) (rss, anon float64) {
 // before it sends the PubAck).
 func streamLatency(t *testing.T, url string, from, to time.Time) []time.Duration {
 	t.Helper()
-	js := jsConnect(t, url)
+	js := testpeer.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, plantsim.StreamName, jetstream.OrderedConsumerConfig{

@@ -1,12 +1,16 @@
-package main
+package gateway
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/console"
 )
@@ -23,7 +27,7 @@ type consoleWiring struct {
 
 // setupConsole creates the console and lets the pipeline feed it. Call it
 // before routes, after the pipeline and the rule engine exist.
-func (d *daemon) setupConsole() {
+func (d *Gateway) setupConsole() {
 	d.con.started = time.Now()
 	d.con.loaded.Store(d.con.started.UnixNano())
 	d.con.c = console.New(consoleCatalog(d.cfg), console.Options{
@@ -51,7 +55,7 @@ func sparklineSlots(history time.Duration) int {
 // (acknowledge is the console's only write) is refused to cross-origin
 // browser requests, so that another web page cannot acknowledge alerts
 // with the credentials a browser keeps for the gateway.
-func (d *daemon) mountConsole(alerts http.Handler) http.Handler {
+func (d *Gateway) mountConsole(alerts http.Handler) http.Handler {
 	if d.con.c != nil {
 		d.con.c.Mount(d.http)
 	}
@@ -93,7 +97,7 @@ func consoleCatalog(cfg *config.Config) console.Catalog {
 // consoleStatus is the gateway's own part of the health page. Like the
 // other handlers it reads what Run and Reload published, not d.mu, which
 // a reload holds while a device group stops.
-func (d *daemon) consoleStatus() console.Status {
+func (d *Gateway) consoleStatus() console.Status {
 	cfg, up := d.curCfg.Load(), d.curUp.Load()
 	st := console.Status{
 		Version: d.opts.Version,
@@ -135,3 +139,62 @@ func (d *daemon) consoleStatus() console.Status {
 
 // reloadError is the one-line form of a refused reload's errors.
 func reloadError(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// uplinkErr is the uplink's readiness check.
+func (d *Gateway) uplinkErr() error {
+	up := d.curUp.Load()
+	if up == nil {
+		if d.curCfg.Load().Uplink.NATS != nil {
+			return errors.New("not running (see the log: the uplink could not be started)")
+		}
+		return nil
+	}
+	return up.Err()
+}
+
+// routes mounts the API on the HTTP listener.
+func (d *Gateway) routes() {
+	d.http.AddCheck("pipeline", d.pipe.Err)
+	d.http.AddCheck("buffer", d.buf.Err)
+	d.http.AddCheck("uplink", d.uplinkErr)
+	alerts := d.mountConsole(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*d.alertAPI.Load()).ServeHTTP(w, r)
+	}))
+	d.http.Handle("/api/alerts", alerts)
+	d.http.Handle("/api/alerts/", alerts)
+	// Go's profiles, for a gateway that uses more memory or CPU than it
+	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap). Same
+	// listener, same authentication as the rest.
+	d.http.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
+	d.http.Handle("/debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+	d.http.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	d.http.Handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	d.http.Handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+	d.http.Handle("GET /api/status", jsonHandler(func() any {
+		cfg := d.curCfg.Load()
+		st := struct {
+			Version       string       `json:"version"`
+			Gateway       string       `json:"gateway"`
+			Site          string       `json:"site"`
+			ConfigFile    string       `json:"config_file"`
+			ConfigVersion string       `json:"config_version"`
+			Buffer        buffer.Stats `json:"buffer"`
+			Uplink        string       `json:"uplink"`
+		}{d.opts.Version, cfg.Gateway.ID, cfg.Gateway.Site, cfg.Path, cfg.Version, d.buf.Stats(), "connected"}
+		if cfg.Uplink.NATS == nil {
+			st.Uplink = "not configured"
+		} else if err := d.uplinkErr(); err != nil {
+			st.Uplink = err.Error()
+		}
+		return st
+	}))
+}
+
+func jsonHandler(f func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(f())
+	})
+}

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -31,11 +31,11 @@ import (
 
 // testGateway is a ferry daemon running in-process against real peers.
 type testGateway struct {
-	d          *daemon
+	d          *Gateway
 	path       string // the configuration file
 	base       string // http://127.0.0.1:port
 	user, pass string // basic auth, when set
-	log        *syncBuffer
+	log        *testutil.SyncBuffer
 }
 
 // startGateway loads the configuration yaml (with basic auth for user and
@@ -63,9 +63,9 @@ func startGateway(t *testing.T, yaml, user, pass string) *testGateway {
 	if err != nil {
 		t.Fatalf("load %s: %v\n%s", path, err, yaml)
 	}
-	gw := &testGateway{path: path, user: user, pass: pass, log: &syncBuffer{}}
+	gw := &testGateway{path: path, user: user, pass: pass, log: &testutil.SyncBuffer{}}
 	log := slog.New(slog.NewTextHandler(gw.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := newDaemon(cfg, daemonOptions{Logger: log, Version: "test", Commit: "abc123", ShutdownTimeout: 5 * time.Second})
+	d, err := New(cfg, Options{Logger: log, Version: "test", Commit: "abc123", ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func (gw *testGateway) do(t *testing.T, method, path string, auth bool, header h
 	return resp.StatusCode, b
 }
 
-func activeAlert(d *daemon, rule string) (ferry.Alert, bool) {
+func activeAlert(d *Gateway, rule string) (ferry.Alert, bool) {
 	for _, a := range d.engine.Active() {
 		if a.Rule == rule {
 			return a, true
@@ -278,7 +278,7 @@ func chromium(t *testing.T) string {
 func newBrowser(t *testing.T, path string) context.Context {
 	t.Helper()
 	profile := t.TempDir() // removed after the browser is gone (cleanups run last-in first-out)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),
 		chromedp.Headless,

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bytes"
@@ -117,7 +117,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 			`{name: p2_silent, point: press2.oil_temp, stale: 5s, severity: warning}`,
 		},
 	}
-	writeConfig(t, path, cfg.yaml(p))
+	testutil.WriteFile(t, path, cfg.yaml(p))
 	start := time.Now()
 	h := startDaemon(t, path)
 	devices := []string{"press1", "press2", "boiler", "env"}
@@ -336,7 +336,7 @@ func TestShutdownDrainsAndRestarts(t *testing.T) {
 		Boiler:   true, Env: true, Uplink: true,
 		Rules: []string{`{name: fast, when: "press1.speed > 10", severity: critical}`},
 	}
-	writeConfig(t, path, cfg.yaml(p))
+	testutil.WriteFile(t, path, cfg.yaml(p))
 	time.Sleep(200 * time.Millisecond) // the plant's goroutines settle
 	before := runtime.NumGoroutine()
 
@@ -394,7 +394,7 @@ func TestShutdownDrainsAndRestarts(t *testing.T) {
 	// The second start, without devices, only forwards what is left.
 	rest := cfg
 	rest.Interval = nil
-	writeConfig(t, path, noDevices(rest.yaml(p)))
+	testutil.WriteFile(t, path, noDevices(rest.yaml(p)))
 	h2 := startDaemon(t, path)
 	waitFor(t, 30*time.Second, "the buffer to drain", func() bool {
 		tel, _ := h2.metric("ferry_buffer_records", "lane=telemetry")
@@ -470,7 +470,7 @@ func TestDeadDeviceDoesNotStallOthers(t *testing.T) {
       - {name: speed, table: holding, address: 5, type: uint16}
 rules:
 `, silent), 1)
-	writeConfig(t, path, text)
+	testutil.WriteFile(t, path, text)
 	h := startDaemon(t, path)
 	waitFor(t, 20*time.Second, "the presses read", func() bool {
 		return h.status("press1").Connected && h.status("press2").Connected && h.status("press3").Connected &&
@@ -580,17 +580,17 @@ func TestStartPortTaken(t *testing.T) {
 	file := func(listen string) string {
 		return fmt.Sprintf("gateway: {id: %s}\ndata_dir: %s\nhttp: {listen: %q}\n", gatewayID, filepath.Join(dir, "data"), listen)
 	}
-	writeConfig(t, path, file(taken.Addr().String()))
+	testutil.WriteFile(t, path, file(taken.Addr().String()))
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	_, err = newDaemon(cfg, daemonOptions{Logger: log})
+	_, err = New(cfg, Options{Logger: log})
 	if err == nil || !strings.Contains(err.Error(), "http: listen on "+taken.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("newDaemon with the port taken: %v", err)
 	}
-	writeConfig(t, path, file("127.0.0.1:0"))
+	testutil.WriteFile(t, path, file("127.0.0.1:0"))
 	h := startDaemon(t, path)
 	if code, _ := h.get("/healthz"); code != 200 {
 		t.Fatalf("/healthz: %d", code)
@@ -609,7 +609,7 @@ func TestShutdownBounded(t *testing.T) {
 	silent := testutil.SilentTCP(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
-	writeConfig(t, path, fmt.Sprintf(`gateway: {id: %s}
+	testutil.WriteFile(t, path, fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s
 http: {listen: off}
 devices:
@@ -654,7 +654,7 @@ func TestQuarantineAlertReachesSinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "ferry.yaml")
-	writeConfig(t, path, fmt.Sprintf("gateway: {id: %s}\ndata_dir: %s\nhttp: {listen: off}\nalerts: {log: {enabled: true}}\n", gatewayID, data))
+	testutil.WriteFile(t, path, fmt.Sprintf("gateway: {id: %s}\ndata_dir: %s\nhttp: {listen: off}\nalerts: {log: {enabled: true}}\n", gatewayID, data))
 	h := startDaemon(t, path)
 	waitFor(t, 10*time.Second, "the log sink to deliver buffer_quarantined", func() bool {
 		return len(h.logs.lines("sink=log", "rule=buffer_quarantined", "state=raised")) == 1
@@ -668,7 +668,7 @@ func TestShutdownPipelineStuck(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	addr := testutil.FreeAddr(t)
-	writeConfig(t, path, fmt.Sprintf(`gateway: {id: %s}
+	testutil.WriteFile(t, path, fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s
 http: {listen: off}
 devices:

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -81,7 +82,7 @@ rules:`, p.Boiler.Endpoint, canaries["opcua"], p.MQTT.Addr, canaries["mqtt"]), 1
   webhook: {url: "%s", headers: {Authorization: "Bearer %s"}}`, p.MQTT.Addr, sinkPassword, hook.URL, canaries["hook"]), 1)
 		return text + fmt.Sprintf("uplink:\n  nats: {urls: [%q], user: ferry, password_file: %s, stream: %s}\n", natsURL, pwFile, "FERRY")
 	}
-	writeConfig(t, path, file(canaries["sink"], p.NATS.URL))
+	testutil.WriteFile(t, path, file(canaries["sink"], p.NATS.URL))
 	h := startDaemon(t, path)
 
 	var bodies []string

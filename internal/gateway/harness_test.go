@@ -1,4 +1,4 @@
-package main
+package gateway
 
 // The daemon-level test harness: a simulated plant (internal/plantsim) on
 // free ports, a ferry configuration written for it, the daemon run
@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
@@ -121,19 +121,6 @@ func (c plantConfig) yaml(p *plantsim.Plant) string {
 	return b.String()
 }
 
-// writeConfig writes the configuration to path atomically (a reload reads
-// it meanwhile).
-func writeConfig(t *testing.T, path, text string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // logBuffer collects the daemon's log lines.
 type logBuffer struct{ testutil.SyncBuffer }
 
@@ -156,7 +143,7 @@ func (l *logBuffer) lines(subs ...string) []string {
 type harness struct {
 	t      *testing.T
 	path   string
-	d      *daemon
+	d      *Gateway
 	logs   *logBuffer
 	cancel context.CancelFunc
 	done   chan error
@@ -187,7 +174,7 @@ func newHarness(t *testing.T, path string) *harness {
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelDebug)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
-	d, err := newDaemon(cfg, daemonOptions{Logger: log, Level: level, Version: "test", Commit: "abc", ShutdownTimeout: 10 * time.Second})
+	d, err := New(cfg, Options{Logger: log, Level: level, Version: "test", Commit: "abc", ShutdownTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +220,7 @@ func (h *harness) stop() error {
 // reload rewrites the configuration and reloads it, as SIGHUP does.
 func (h *harness) reload(text string) {
 	h.t.Helper()
-	writeConfig(h.t, h.path, text)
+	testutil.WriteFile(h.t, h.path, text)
 	h.d.Reload(h.path)
 }
 
@@ -467,60 +454,18 @@ func (dl *delivered) add(t *testing.T, id string, lane ferry.Lane, data []byte) 
 // the wire format: what the cloud received.
 func readStream(t *testing.T, url string, fn func(id string, lane ferry.Lane, data []byte)) {
 	t.Helper()
-	js := jsConnect(t, url)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, plantsim.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+	testpeer.ReadStream(t, url, plantsim.StreamName, func(m jetstream.Msg) {
+		msg, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("stream message on %s: %v", m.Subject(), err)
 		}
-		n := 0
-		var seq uint64
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			seq = md.Sequence.Stream
-			msg, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
-			if err != nil {
-				t.Fatalf("stream message %d: %v", seq, err)
-			}
-			switch msg.Kind {
-			case uplink.KindTelemetry:
-				fn(msg.ID, ferry.LaneTelemetry, telemetryRecord(msg.Telemetry))
-			case uplink.KindAlert:
-				fn(msg.ID, ferry.LaneAlerts, alertRecord(t, msg.Alert))
-			}
-			if seq >= last {
-				return
-			}
+		switch msg.Kind {
+		case uplink.KindTelemetry:
+			fn(msg.ID, ferry.LaneTelemetry, telemetryRecord(msg.Telemetry))
+		case uplink.KindAlert:
+			fn(msg.ID, ferry.LaneAlerts, alertRecord(t, msg.Alert))
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			t.Fatalf("stream %s: no message after sequence %d, want up to %d", plantsim.StreamName, seq, last)
-		}
-	}
+	})
 }
 
 // telemetryRecord encodes a received telemetry message as a buffer record,
@@ -576,7 +521,7 @@ func ferryGoroutines() []string {
 		if !strings.Contains(g, "github.com/ferry-edge/ferry") ||
 			strings.Contains(g, "internal/plantsim") ||
 			strings.Contains(g, "testing.tRunner") ||
-			strings.Contains(g, "cmd/ferry.Test") || // the test's own peers
+			strings.Contains(g, "internal/gateway.Test") || // the test's own peers
 			strings.Contains(g, "internal/testutil") ||
 			strings.Contains(g, "runtime.Stack") {
 			continue

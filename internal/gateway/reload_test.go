@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"fmt"
@@ -38,7 +38,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			`{name: p2_running, when: "press2.speed > 10", severity: info}`,
 		},
 	}
-	writeConfig(t, path, base.yaml(p))
+	testutil.WriteFile(t, path, base.yaml(p))
 	h := startDaemon(t, path)
 
 	waitFor(t, 30*time.Second, "every device connected, the uplink up and press1 scanned", func() bool {
@@ -197,7 +197,7 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 		DataDir: filepath.Join(dir, "data"),
 		Rules:   []string{`{name: running, when: "press1.speed > 10", severity: info}`},
 	}
-	writeConfig(t, path, good.yaml(p))
+	testutil.WriteFile(t, path, good.yaml(p))
 	h := startDaemon(t, path)
 	waitFor(t, 20*time.Second, "press1 polled and the rule raised", func() bool { return h.scans("press1") >= 3 && h.active("running") })
 	ts0, _ := h.metric("ferry_config_reload_timestamp_seconds")
@@ -205,7 +205,7 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "mismatch.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeConfig(t, filepath.Join(dir, "mismatch.d", "hall.yaml"), `devices:
+	testutil.WriteFile(t, filepath.Join(dir, "mismatch.d", "hall.yaml"), `devices:
   - name: hall_a
     mqtt: {broker: "tcp://127.0.0.1:1", topic: "hall/a", keepalive: 30s}
     points: [{name: t, path: t}]
@@ -327,7 +327,7 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 	path := filepath.Join(dir, "ferry.yaml")
 	cfg := plantConfig{DataDir: filepath.Join(dir, "data")}
 	both := cfg.yaml(p)
-	writeConfig(t, path, both)
+	testutil.WriteFile(t, path, both)
 	h := startDaemon(t, path)
 	waitFor(t, 20*time.Second, "both presses read", func() bool { return h.scans("press1") >= 2 && h.scans("press2") >= 2 })
 	since := h.status("press1").Since
@@ -388,7 +388,7 @@ func TestReloadKeepsAPIResponsive(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	cfg := plantConfig{DataDir: filepath.Join(dir, "data"), Uplink: true}
-	writeConfig(t, path, strings.Replace(cfg.yaml(p), "alerts:", fmt.Sprintf(`  - name: hung
+	testutil.WriteFile(t, path, strings.Replace(cfg.yaml(p), "alerts:", fmt.Sprintf(`  - name: hung
     modbus: {url: "tcp://%s", unit: 1, interval: 100ms, timeout: 5s}
     points:
       - {name: speed, table: holding, address: 5, type: uint16}
@@ -403,7 +403,7 @@ alerts:`, silent), 1))
 
 	// The reload removes the hung device: its group must stop, which
 	// waits for the request in flight.
-	writeConfig(t, path, cfg.yaml(p))
+	testutil.WriteFile(t, path, cfg.yaml(p))
 	reloaded := make(chan struct{})
 	go func() { defer close(reloaded); h.d.Reload(path) }()
 	waitFor(t, 10*time.Second, "the reload to start", func() bool { return len(h.logs.lines("rules updated")) > 0 })
@@ -450,7 +450,7 @@ devices:
       - {name: speed, table: holding, address: 5, type: uint16}
 `, gatewayID, filepath.Join(dir, "data"), addr, interval)
 	}
-	writeConfig(t, path, file("100ms"))
+	testutil.WriteFile(t, path, file("100ms"))
 	h := newHarness(t, path)
 	h.reload(file("200ms"))
 	if len(h.logs.lines("reload ignored")) != 1 || h.d.cfg.Modbus[0].Config.Interval != 100*time.Millisecond {

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"os"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestNotify runs the daemon with a fake NOTIFY_SOCKET and a 200 ms
@@ -30,7 +31,7 @@ func TestNotify(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	cfg := plantConfig{DataDir: filepath.Join(dir, "data"), Uplink: true}
-	writeConfig(t, path, cfg.yaml(p))
+	testutil.WriteFile(t, path, cfg.yaml(p))
 
 	h := newHarness(t, path)
 	// A store that hangs while stuck is set: the buffer's disk stopped

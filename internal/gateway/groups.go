@@ -1,0 +1,270 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/drivers/modbus"
+	"github.com/ferry-edge/ferry/drivers/mqtt"
+	"github.com/ferry-edge/ferry/drivers/opcua"
+	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/devstat"
+)
+
+// This file is the one place that knows the protocols: how devices group
+// into drivers, how a group's driver is built, and what a device that is
+// gone leaves behind. A new protocol touches drivers/NAME and this file.
+
+// group is one running Driver: the devices that share a link (Modbus), a
+// connection (MQTT) or a session (OPC UA).
+type group struct {
+	key  string
+	spec groupSpec
+	drv  ferry.Driver
+	run  *runner
+}
+
+// groupSpec is the configuration of a group; a reload restarts the group
+// when it changes.
+type groupSpec struct {
+	protocol string
+	modbus   []modbus.Device
+	opcua    []opcua.Device
+	mqtt     []mqtt.Device
+}
+
+// driverMetrics are the drivers' metrics, one set per protocol, shared by
+// every group of that protocol (and kept across reloads).
+type driverMetrics struct {
+	devices *devstat.Metrics
+	modbus  *modbus.Metrics
+	opcua   *opcua.Metrics
+	mqtt    *mqtt.Metrics
+}
+
+func newDriverMetrics(reg prometheus.Registerer) driverMetrics {
+	return driverMetrics{
+		devices: devstat.NewMetrics(reg),
+		modbus:  modbus.NewMetrics(reg),
+		opcua:   opcua.NewMetrics(reg),
+		mqtt:    mqtt.NewMetrics(reg),
+	}
+}
+
+// CheckGroups builds (without starting) the driver of every device group,
+// as Run would, and reports every group a driver refuses: what only a
+// driver can tell, such as devices sharing a serial port that disagree on
+// its baud rate (ferry validate).
+func CheckGroups(cfg *config.Config) error {
+	var errs []error
+	for key, spec := range groupSpecs(cfg) {
+		if _, err := newGroupDriver(cfg, key, spec, nil, driverMetrics{}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// groupSpecs groups the configured devices by the drivers' GroupKey.
+func groupSpecs(cfg *config.Config) map[string]groupSpec {
+	out := map[string]groupSpec{}
+	for _, dev := range cfg.Modbus {
+		k := groupKey("modbus", modbus.GroupKey(&dev))
+		s := out[k]
+		s.protocol = "modbus"
+		s.modbus = append(s.modbus, dev)
+		out[k] = s
+	}
+	for _, dev := range cfg.OPCUA {
+		k := groupKey("opcua", opcua.GroupKey(&dev))
+		s := out[k]
+		s.protocol = "opcua"
+		s.opcua = append(s.opcua, dev)
+		out[k] = s
+	}
+	for _, dev := range cfg.MQTT {
+		k := groupKey("mqtt", mqtt.GroupKey(&dev))
+		s := out[k]
+		s.protocol = "mqtt"
+		s.mqtt = append(s.mqtt, dev)
+		out[k] = s
+	}
+	return out
+}
+
+// groupKey prefixes a driver's group key with its protocol, unless the
+// driver already did ("mqtt tcp://…").
+func groupKey(protocol, key string) string {
+	if strings.HasPrefix(key, protocol+" ") {
+		return key
+	}
+	return protocol + " " + key
+}
+
+func (d *Gateway) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
+	return newGroupDriver(d.cfg, key, spec, d.log.With("driver", spec.protocol), d.drvM)
+}
+
+// newGroupDriver builds the Driver of one device group: the explicit
+// switch over protocols (no registry). A zero m and a nil log build a
+// driver for checking only.
+func newGroupDriver(cfg *config.Config, key string, spec groupSpec, log *slog.Logger, m driverMetrics) (ferry.Driver, error) {
+	switch spec.protocol {
+	case "modbus":
+		return modbus.New(spec.modbus, modbus.Options{Logger: log, Metrics: m.modbus, Devices: m.devices})
+	case "opcua":
+		return opcua.New(spec.opcua, opcua.Options{Logger: log, Metrics: m.opcua, Devices: m.devices,
+			DataDir: cfg.DataDir, Gateway: cfg.Gateway.ID})
+	case "mqtt":
+		return mqtt.New(spec.mqtt, mqtt.Options{Logger: log, Metrics: m.mqtt, Devices: m.devices, Gateway: cfg.Gateway.ID})
+	}
+	return nil, fmt.Errorf("group %s: unknown protocol %q", key, spec.protocol)
+}
+
+func (d *Gateway) startGroup(ctx context.Context, g *group) {
+	log := d.log.With("group", g.key)
+	g.run = start(ctx, func(ctx context.Context) error {
+		err := g.drv.Run(ctx, d.pipe.Emit)
+		if err != nil && ctx.Err() == nil {
+			// Run returns an error only when the driver cannot run at
+			// all; the other groups carry on.
+			log.Error("driver stopped", "err", err)
+		}
+		return err
+	})
+}
+
+func (d *Gateway) stopGroup(g *group, timeout time.Duration) {
+	if g.run == nil {
+		return
+	}
+	if !g.run.stop(timeout) {
+		d.log.Error("driver did not stop in time", "group", g.key, "timeout", timeout)
+	}
+}
+
+// buildChangedGroups builds the drivers of the groups that are new or
+// changed in cfg, without starting them.
+func (d *Gateway) buildChangedGroups(cfg *config.Config) (map[string]ferry.Driver, error) {
+	built := map[string]ferry.Driver{}
+	for key, spec := range groupSpecs(cfg) {
+		if g, ok := d.groups[key]; ok && reflect.DeepEqual(spec, g.spec) {
+			continue
+		}
+		drv, err := d.newDriver(key, spec)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		built[key] = drv
+	}
+	return built, nil
+}
+
+// syncGroups stops the groups that are gone or changed and starts the new
+// and changed ones (built by buildChangedGroups); unchanged groups keep running (and connected). The
+// series of devices that are gone are removed from /metrics.
+func (d *Gateway) syncGroups(old, cfg *config.Config, built map[string]ferry.Driver, timeout time.Duration) {
+	specs := groupSpecs(cfg)
+	var stopped, started []string
+	for key, g := range d.groups {
+		if spec, ok := specs[key]; ok && reflect.DeepEqual(spec, g.spec) {
+			continue
+		}
+		d.stopGroup(g, timeout)
+		if _, still := specs[key]; !still {
+			forgetGroup(g)
+		}
+		delete(d.groups, key)
+		stopped = append(stopped, key)
+	}
+	// Before the new drivers create their series: a device that moved to
+	// another group keeps its name and gets them back.
+	d.forgetRemoved(old, cfg)
+	for key, spec := range specs {
+		if _, ok := d.groups[key]; ok {
+			continue
+		}
+		drv := built[key]
+		g := &group{key: key, spec: spec, drv: drv}
+		d.groups[key] = g
+		d.startGroup(d.runCtx, g)
+		started = append(started, key)
+	}
+	d.publishDrivers()
+	if len(stopped)+len(started) > 0 {
+		sort.Strings(stopped)
+		sort.Strings(started)
+		d.log.Info("device groups changed", "stopped", stopped, "started", started)
+	}
+}
+
+// forgetRemoved removes the device series of the devices old has and cfg
+// has not, so that a decommissioned PLC does not stay on /metrics (and in
+// a FerryDeviceDown alert) forever.
+func (d *Gateway) forgetRemoved(old, cfg *config.Config) {
+	now := map[string]bool{}
+	for _, dev := range cfg.Devices {
+		now[dev.Name] = true
+	}
+	for _, dev := range old.Devices {
+		if !now[dev.Name] {
+			d.forgetDevice(dev.Protocol, dev.Name)
+		}
+	}
+}
+
+// publishDrivers publishes the running drivers for deviceStatus. Call it
+// with d.mu held after d.groups changed.
+func (d *Gateway) publishDrivers() {
+	keys := make([]string, 0, len(d.groups))
+	for k := range d.groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	drivers := make([]ferry.Driver, 0, len(keys))
+	for _, k := range keys {
+		drivers = append(drivers, d.groups[k].drv)
+	}
+	d.curDrivers.Store(&drivers)
+}
+
+// deviceStatus lists every device's status, sorted by name.
+func (d *Gateway) deviceStatus() []ferry.DeviceStatus {
+	var out []ferry.DeviceStatus
+	if drivers := d.curDrivers.Load(); drivers != nil {
+		for _, drv := range *drivers {
+			if r, ok := drv.(ferry.StatusReporter); ok {
+				out = append(out, r.DeviceStatus()...)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out
+}
+
+// forgetGroup removes the series of a group that is gone: a link that is
+// gone takes its Modbus series with it (a changed link keeps them: its new
+// driver goes on counting in them).
+func forgetGroup(g *group) {
+	if drv, ok := g.drv.(*modbus.Driver); ok {
+		drv.Forget()
+	}
+}
+
+// forgetDevice removes the series of a device that is gone.
+func (d *Gateway) forgetDevice(protocol, name string) {
+	d.drvM.devices.Forget(protocol, name)
+	if protocol == "opcua" {
+		d.drvM.opcua.Forget(name)
+	}
+}

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/daemon"
+	"github.com/ferry-edge/ferry/uplink"
+)
+
+// A reload is a table of stages, one per part that can change while
+// running (as Prometheus's reloaders are a table). Each stage's prepare
+// builds what the new configuration changes without touching the running
+// part (constructors validate and do no I/O) and returns the commit that
+// swaps it in, or nil when the part is unchanged. Every prepare runs before
+// any commit: a part that cannot be built refuses the whole reload,
+// instead of leaving the gateway half changed, or without an uplink.
+// Commits cannot fail; they run in the table's order.
+type reloadStage struct {
+	name    string
+	prepare func(d *Gateway, old, cfg *config.Config) (commit func(), err error)
+}
+
+var reloadStages = []reloadStage{
+	{"alerts", (*Gateway).prepareSinks},
+	{"uplink", (*Gateway).prepareUplink},
+	{"devices", (*Gateway).prepareGroups},
+	// Last among the prepares: the engine swaps its rules in Update
+	// itself, so nothing may refuse the reload after it.
+	{"rules", (*Gateway).prepareRules},
+}
+
+// Reload loads the configuration at path again. When it is not valid the
+// running one stays and the errors are logged. Otherwise only what changed
+// is restarted: device groups whose devices changed, the uplink when its
+// section changed, the sinks when theirs did; rules are swapped keeping the
+// state of unchanged rules. The buffer stays open throughout, so nothing
+// accepted is lost. Reload does nothing before Run has started every part
+// or once its shutdown has begun.
+func (d *Gateway) Reload(path string) {
+	daemon.Reloading()
+	defer daemon.Ready()
+	d.log.Info("reloading", "file", path)
+	cfg, err := config.Load(path)
+	if err != nil {
+		d.refuse(path, err)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.runCtx == nil {
+		d.log.Warn("reload ignored: ferry is not running (starting or stopping)")
+		return
+	}
+	old := d.cfg
+	if fields := restartOnly(old, cfg); len(fields) > 0 {
+		d.log.Warn("these settings take effect at the next restart", "fields", strings.Join(fields, ", "))
+		keepRunning(old, cfg)
+	}
+	var commits []func()
+	for _, st := range reloadStages {
+		commit, err := st.prepare(d, old, cfg)
+		if err != nil {
+			d.refuse(path, fmt.Errorf("%s: %w", st.name, err))
+			return
+		}
+		if commit != nil {
+			commits = append(commits, commit)
+		}
+	}
+	if lv, err := daemon.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
+		d.opts.Level.Set(lv)
+	}
+	d.buf.SetConfigVersion(cfg.Version)
+	d.cfg = cfg
+	d.curCfg.Store(cfg)
+	for _, commit := range commits {
+		commit()
+	}
+	d.svc.Reloaded(cfg.Version, time.Now())
+	daemon.Status("running: " + cfg.Summary())
+	d.con.reloaded(cfg, nil)
+	debug.FreeOSMemory()
+	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())
+}
+
+// refuse reports a reload that was refused: the running configuration
+// stays.
+func (d *Gateway) refuse(path string, err error) {
+	d.log.Error("reload refused, the running configuration stays", "file", path, "errors", reloadError(err))
+	d.svc.ReloadFailed()
+	d.con.reloaded(nil, err)
+}
+
+// prepareSinks builds the alert sinks when their section changed; the
+// commit starts them and stops the old ones.
+func (d *Gateway) prepareSinks(old, cfg *config.Config) (func(), error) {
+	if reflect.DeepEqual(old.Alerts, cfg.Alerts) {
+		return nil, nil
+	}
+	s, err := d.buildSinks(cfg.Alerts)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		prevRun := d.sinksRun
+		d.installSinks(s)
+		d.sinksRun = start(d.runCtx, s.Run)
+		prevRun.stop(d.opts.ShutdownTimeout)
+		d.log.Info("alert sinks restarted")
+	}, nil
+}
+
+// prepareUplink builds the uplink when its section changed (or hands the
+// running one the new catalog); the commit stops the old one and starts
+// the new.
+func (d *Gateway) prepareUplink(old, cfg *config.Config) (func(), error) {
+	if reflect.DeepEqual(old.Uplink, cfg.Uplink) {
+		return func() {
+			if d.up != nil {
+				d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
+			}
+		}, nil
+	}
+	var up *uplink.Uplink
+	if cfg.Uplink.NATS != nil {
+		var err error
+		if up, err = d.newUplink(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return func() {
+		if d.upRun != nil {
+			d.upRun.stop(d.opts.ShutdownTimeout)
+			d.up, d.upRun = nil, nil
+			d.curUp.Store(nil)
+		}
+		if up != nil {
+			d.up, d.upRun = up, start(d.runCtx, up.Run)
+			d.curUp.Store(up)
+			d.log.Info("uplink restarted")
+		}
+	}, nil
+}
+
+// prepareGroups builds the drivers of the device groups that are new or
+// changed; the commit stops the groups that are gone or changed and
+// starts the built ones.
+func (d *Gateway) prepareGroups(old, cfg *config.Config) (func(), error) {
+	built, err := d.buildChangedGroups(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func() { d.syncGroups(old, cfg, built, d.opts.ShutdownTimeout) }, nil
+}
+
+// prepareRules swaps the rule engine's rules (keeping the state of the
+// unchanged ones) or refuses them.
+func (d *Gateway) prepareRules(_, cfg *config.Config) (func(), error) {
+	return nil, d.engine.Update(cfg.Rules)
+}
+
+// keepRunning sets the settings of cfg that cannot change while running
+// to those of old, so that cfg says what runs: the uplink, the sinks and
+// the drivers keep the gateway id and site the buffer's record ids carry.
+func keepRunning(old, cfg *config.Config) {
+	cfg.Gateway = old.Gateway
+	cfg.DataDir = old.DataDir
+	cfg.Log.Format = old.Log.Format
+	cfg.Buffer = old.Buffer
+	cfg.HTTP = old.HTTP
+}
+
+// restartOnly lists the settings that differ and cannot change while
+// running.
+func restartOnly(a, b *config.Config) []string {
+	var out []string
+	if a.Gateway != b.Gateway {
+		out = append(out, "gateway")
+	}
+	if a.DataDir != b.DataDir {
+		out = append(out, "data_dir")
+	}
+	if a.Log.Format != b.Log.Format {
+		out = append(out, "log.format")
+	}
+	if !reflect.DeepEqual(a.Buffer, b.Buffer) {
+		out = append(out, "buffer")
+	}
+	if !reflect.DeepEqual(a.HTTP, b.HTTP) {
+		out = append(out, "http")
+	}
+	return out
+}
