@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -90,19 +91,11 @@ func TestTail(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- u.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, "both records acknowledged", func() bool {
 		src.mu.Lock()
-		acked := src.acked
-		src.mu.Unlock()
-		if acked == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("records not acknowledged")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer src.mu.Unlock()
+		return src.acked == 2
+	})
 
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "ferry.yaml")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +126,26 @@ func startFerry(t *testing.T, bin, cfg string) *child {
 	return c
 }
 
+// httpListening finds the address in ferry's "http listening" log line.
+var httpListening = regexp.MustCompile(`msg="http listening" [^\n]*?addr=(\S+) scheme=(\w+)`)
+
+// httpBase waits until ferry has bound its HTTP listener and returns its
+// base URL: the configuration says 127.0.0.1:0, so the kernel picks the
+// port and ferry logs it.
+func (c *child) httpBase(t *testing.T) string {
+	t.Helper()
+	var base string
+	eventually(t, 60*time.Second, "ferry's http listener", func() error {
+		m := httpListening.FindStringSubmatch(c.log.String())
+		if m == nil {
+			return errors.New(`no "http listening" line in ferry's log`)
+		}
+		base = m[2] + "://" + m[1]
+		return nil
+	})
+	return base
+}
+
 // stop sends SIGTERM and waits for a clean exit.
 func (c *child) stop(t *testing.T) {
 	t.Helper()
@@ -141,19 +162,7 @@ func (c *child) stop(t *testing.T) {
 	}
 }
 
-// eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %v: %v", what, timeout, err)
-}
+var eventually = testutil.Eventually
 
 func httpGet(url string) (int, string, error) {
 	c := http.Client{Timeout: 5 * time.Second}
@@ -178,33 +187,66 @@ func waitReady(t *testing.T, base string) {
 	})
 }
 
+// ferryStatus is what the tests read of ferry's /api/status.
+type ferryStatus struct {
+	Buffer struct {
+		Lanes []struct {
+			Records  int `json:"records"`
+			InFlight int `json:"in_flight"`
+		} `json:"lanes"`
+	} `json:"buffer"`
+	Uplink string `json:"uplink"`
+}
+
+// buffered counts the records the buffer holds, in flight or not.
+func (st *ferryStatus) buffered() int {
+	n := 0
+	for _, l := range st.Buffer.Lanes {
+		n += l.Records + l.InFlight
+	}
+	return n
+}
+
+func getStatus(base string) (*ferryStatus, error) {
+	code, body, err := httpGet(base + "/api/status")
+	if err != nil || code != 200 {
+		return nil, fmt.Errorf("/api/status: %d %v", code, err)
+	}
+	var st ferryStatus
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // waitDrained waits until the uplink is connected and the buffer empty.
 func waitDrained(t *testing.T, base string) {
 	t.Helper()
 	eventually(t, 60*time.Second, "the buffer drained", func() error {
-		code, body, err := httpGet(base + "/api/status")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/api/status: %d %v", code, err)
-		}
-		var st struct {
-			Buffer struct {
-				Lanes []struct {
-					Records  int `json:"records"`
-					InFlight int `json:"in_flight"`
-				} `json:"lanes"`
-			} `json:"buffer"`
-			Uplink string `json:"uplink"`
-		}
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
+		st, err := getStatus(base)
+		if err != nil {
 			return err
 		}
 		if st.Uplink != "connected" {
 			return fmt.Errorf("uplink %q", st.Uplink)
 		}
-		for _, l := range st.Buffer.Lanes {
-			if l.Records != 0 || l.InFlight != 0 {
-				return fmt.Errorf("buffer still holds %+v", st.Buffer.Lanes)
-			}
+		if n := st.buffered(); n != 0 {
+			return fmt.Errorf("buffer still holds %d records: %+v", n, st.Buffer.Lanes)
+		}
+		return nil
+	})
+}
+
+// waitBacklog waits until the buffer holds at least n records.
+func waitBacklog(t *testing.T, base string, n int) {
+	t.Helper()
+	eventually(t, 60*time.Second, fmt.Sprintf("a backlog of %d records", n), func() error {
+		st, err := getStatus(base)
+		if err != nil {
+			return err
+		}
+		if got := st.buffered(); got < n {
+			return fmt.Errorf("buffer holds %d records", got)
 		}
 		return nil
 	})
@@ -320,8 +362,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plant.Close()
-	httpAddr := testutil.FreeAddr(t)
-	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "e2e", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "250ms"})
+	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "e2e", DataDir: filepath.Join(dir, "data"), HTTP: "127.0.0.1:0", Interval: "250ms"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,9 +370,9 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.WriteFile(cfg, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + httpAddr
 
 	f := startFerry(t, bin, cfg)
+	base := f.httpBase(t)
 	waitReady(t, base)
 
 	// Values from all three protocols arrive upstream, with their types
@@ -417,7 +458,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(3 * time.Second) // data piles up in the buffer
+	waitBacklog(t, base, 20) // data piles up in the buffer
 	if err := plant.NATS.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +477,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("no clean stop in the log")
 	}
 	f2 := startFerry(t, bin, cfg)
-	waitDrained(t, base)
+	waitDrained(t, f2.httpBase(t))
 	f2.stop(t)
 
 	// Every record the buffer accepted is upstream exactly once.

@@ -92,13 +92,12 @@ func TestInterop(t *testing.T) {
 	// The alert sink's topic, watched by Mosquitto's own client.
 	alertSub := procs.start("mosquitto_sub", tools["mosquitto_sub"], "-h", "127.0.0.1", "-p", mqPort, "-q", "1", "-v", "-t", "ferry/alerts/#", "-i", "interop-test-watch")
 
-	httpAddr := testutil.FreeAddr(t)
 	dataDir := filepath.Join(dir, "data")
 	cfg := filepath.Join(dir, "ferry.yaml")
 	testutil.WriteFile(t, cfg, fmt.Sprintf(`gateway: {id: interop, site: test}
 data_dir: %s
 log: {level: debug}
-http: {listen: "%s"}
+http: {listen: "127.0.0.1:0"}
 devices:
   - name: plc
     modbus: {url: "tcp://%s", unit: 1, interval: 250ms, timeout: 1s}
@@ -122,10 +121,10 @@ alerts:
   mqtt: {broker: "tcp://%s", topic: ferry/alerts}
 uplink:
   nats: {urls: ["%s"], stream: %s, reconnect_max: 500ms, connect_timeout: 1s}
-`, dataDir, httpAddr, mbAddr, mqAddr, mqAddr, natsURL, plantsim.StreamName))
-	base := "http://" + httpAddr
+`, dataDir, mbAddr, mqAddr, mqAddr, natsURL, plantsim.StreamName))
 
 	f := startFerry(t, bin, cfg)
+	base := f.httpBase(t)
 	waitReady(t, base)
 
 	// MQTT messages at QoS 1, each with its sequence number, published by
@@ -227,12 +226,18 @@ uplink:
 
 	// Mosquitto restarts while messages keep coming: what it acknowledged
 	// before and after is delivered to ferry from its persistent session.
-	acked := pub.ackedCount()
+	acked, tried := pub.ackedCount(), pub.triedCount()
 	mosquitto.stop(t, syscall.SIGTERM)
 	if _, err := os.Stat(filepath.Join(mqDir, "mosquitto.db")); err != nil {
 		t.Fatalf("mosquitto saved no session database: %v", err)
 	}
-	time.Sleep(2 * time.Second) // publishes fail meanwhile; they are not counted
+	// Publishes fail meanwhile; they are not counted.
+	eventually(t, 30*time.Second, "publishes tried while mosquitto is down", func() error {
+		if n := pub.triedCount() - tried; n < 5 {
+			return fmt.Errorf("%d tried", n)
+		}
+		return nil
+	})
 	procs.start("mosquitto", tools["mosquitto"], "-c", mqConf)
 	waitListening(t, mqAddr)
 	eventually(t, 30*time.Second, "ferry's session resumed on the restarted mosquitto", func() error {
@@ -253,7 +258,7 @@ uplink:
 	// nats-server stops and comes back on the same store: ferry keeps the
 	// samples in its buffer meanwhile and sends them after.
 	natsSrv.stop(t, syscall.SIGTERM)
-	time.Sleep(3 * time.Second)
+	waitBacklog(t, base, 10)
 	procs.start("nats-server", tools["nats-server"], nsArgs...)
 	waitListening(t, nsAddr)
 	waitReady(t, base)
@@ -513,6 +518,12 @@ func (p *publisher) run(ctx context.Context) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (p *publisher) triedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tried
 }
 
 func (p *publisher) ackedCount() int {

@@ -125,13 +125,13 @@ data_dir: %s
 devices:
   - name: plc
     description: a PLC that is switched off
-    modbus: {url: "tcp://127.0.0.1:%d", unit: 1, interval: 200ms, timeout: 200ms}
+    modbus: {url: "tcp://%s", unit: 1, interval: 200ms, timeout: 200ms}
     points:
       - {name: temp, table: holding, address: 0, type: uint16, unit: degC}
 rules:
   - {name: plc_down, point: plc.temp, stale: 1s, severity: critical}
 http:
-  listen: "127.0.0.1:0"`, t.TempDir(), testutil.FreePort(t))
+  listen: "127.0.0.1:0"`, t.TempDir(), testutil.RefusedAddr(t))
 	gw := startGateway(t, yaml, "operator", "s3cret pass")
 
 	// Unauthenticated: only /healthz.

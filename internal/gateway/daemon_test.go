@@ -337,8 +337,16 @@ func TestShutdownDrainsAndRestarts(t *testing.T) {
 		Rules: []string{`{name: fast, when: "press1.speed > 10", severity: critical}`},
 	}
 	testutil.WriteFile(t, path, cfg.yaml(p))
-	time.Sleep(200 * time.Millisecond) // the plant's goroutines settle
-	before := runtime.NumGoroutine()
+	// The plant's goroutines settle: the count holds over five polls.
+	before, same := -1, 0
+	waitFor(t, 10*time.Second, "the plant's goroutines settle", func() bool {
+		if n := runtime.NumGoroutine(); n != before {
+			before, same = n, 0
+		} else {
+			same++
+		}
+		return same >= 5
+	})
 
 	h := startDaemon(t, path)
 	devices := []string{"press1", "press2", "boiler", "env"}
@@ -496,7 +504,7 @@ rules:
 	if v, _ := h.metric("ferry_device_errors_total", "device=hung", "reason=timeout"); v == 0 {
 		t.Error("no timeout counted for the device that never answers")
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // the outage itself: long enough for the link's backoff to grow
 	up := time.Now()
 	if err := p.Presses[2].Start(); err != nil {
 		t.Fatal(err)
@@ -667,7 +675,7 @@ func TestShutdownPipelineStuck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
-	addr := testutil.FreeAddr(t)
+	addr := testutil.RefusedAddr(t)
 	testutil.WriteFile(t, path, fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s
 http: {listen: off}

@@ -98,7 +98,12 @@ func TestPipelineEmitAfterClose(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Millisecond)
+	// Close while the emitters are under way: some scans through already.
+	waitFor(t, 10*time.Second, "scans through the pipeline", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return results[nil] > 0
+	})
 	p.Close()
 	wg.Wait()
 	<-done

@@ -270,7 +270,9 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 	// A good reload: success again, a new timestamp and version.
 	fixed := good
 	fixed.Interval = map[string]string{"press1": "150ms"}
-	time.Sleep(10 * time.Millisecond) // the timestamp has to move
+	waitFor(t, time.Second, "the clock past the last reload's timestamp", func() bool {
+		return float64(time.Now().UnixNano())/1e9 > ts0
+	})
 	h.reload(fixed.yaml(p))
 	if v, _ := h.metric("ferry_config_reload_success"); v != 1 {
 		t.Errorf("ferry_config_reload_success = %v after a good reload, want 1", v)
@@ -438,7 +440,7 @@ func TestReloadIgnoredWhenNotRunning(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	// A Modbus device nobody answers for: the driver runs, and fails.
-	addr := testutil.FreeAddr(t)
+	addr := testutil.RefusedAddr(t)
 	file := func(interval string) string {
 		return fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s
