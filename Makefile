@@ -9,6 +9,8 @@
 #   make lint    gofmt + go vet (+ staticcheck, govulncheck when installed)
 #   make schema  regenerate configs/ferry.schema.json from the Go types
 #   make bench   the benchmark table (scripts/bench.sh)
+#   make bench-cost  end-to-end cost with real mosquitto, ferry and nats-server processes
+#                (CPU per million samples, RSS, upstream messages; scripts/bench.sh cost)
 #   make screenshots  docs/console/*.png: the web console in headless Chromium (apt-get install chromium)
 #   make test-reliability  the long reliability profile (kill -9 storms, outages,
 #                disk trouble, hostile input, secrets, 30-min soak, all fuzz targets;
@@ -93,6 +95,10 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+.PHONY: bench-cost
+bench-cost:
+	scripts/bench.sh cost
 
 # The web console's pictures in docs/console/, taken by its browser test
 # against ferry and the simulated plant (about three minutes: the

@@ -8,9 +8,39 @@
 #     1 Hz (CPU, RSS, sample → stream latency, Modbus requests, a drain).
 # Nothing here asserts a speed; the table is for reading (and for the
 # README's performance section). Takes about 5 minutes.
+#
+# scripts/bench.sh cost (make bench-cost): the end-to-end cost with real
+# processes instead — Debian's mosquitto (installed when missing) → the
+# ferry binary → nats-server, QoS 1 JSON messages of 50 fields at 200 and
+# 1000 msg/s (cmd/ferry TestCostBench): ferry's CPU per million samples as
+# top shows it, its peak RSS, upstream messages and bytes, exactly-once.
+# Takes about a minute. FERRY_BENCH_RATES, FERRY_BENCH_COST_WINDOW and
+# FERRY_BENCH_PROFILES=DIR pass through to the test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+
+if [ "${1:-}" = cost ]; then
+	if ! command -v mosquitto >/dev/null; then
+		echo "bench: installing mosquitto"
+		sudo=()
+		if [ "$(id -u)" != 0 ]; then
+			command -v sudo >/dev/null || { echo "bench: need root or sudo to install mosquitto"; exit 1; }
+			sudo=(sudo)
+		fi
+		"${sudo[@]}" apt-get update -qq
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+	fi
+	out=$(mktemp)
+	trap 'rm -f "$out"' EXIT
+	echo "running the end-to-end cost benchmark (about a minute)…" >&2
+	FERRY_BENCH=cost go test -run '^TestCostBench$' -count 1 -v -timeout 15m ./cmd/ferry >"$out" 2>&1 || { cat "$out"; exit 1; }
+	cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
+	echo
+	echo "$(nproc) cores, ${cpu}, $(free -g | awk '/Mem:/ {print $2}') GiB, $(mosquitto -h 2>&1 | head -n 1 | awk '{print $1, $3}'), $(go version | awk '{print $3}'), $(date -u +%Y-%m-%d), $(git rev-parse --short HEAD)"
+	grep -E '^(ferry end-to-end cost|\|)' "$out"
+	exit 0
+fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

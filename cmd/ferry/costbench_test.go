@@ -1,0 +1,466 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/codec"
+	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/uplink"
+)
+
+// TestCostBench measures what the gateway costs as a user's top shows it:
+// real processes end to end, Debian's mosquitto → the ferry binary →
+// nats-server (JetStream, built from the module cache), with a paho
+// publisher in this process sending JSON messages of 50 numeric fields and
+// a seq at QoS 1, paced at each rate for the window. For each rate every
+// process is new. It reports ferry's CPU (utime+stime from /proc, from the
+// first publish until every sample is in the stream) per million samples,
+// its peak RSS (VmHWM), the stream's message count and bytes, and whether
+// every message arrived exactly once, as one table on stdout.
+//
+// It runs only with FERRY_BENCH=cost (scripts/bench.sh cost, make
+// bench-cost) and asserts nothing about speed; it fails when a message is
+// missing or duplicated upstream. FERRY_BENCH_RATES (default "200,1000"
+// msg/s) and FERRY_BENCH_COST_WINDOW (default 15s) change the load;
+// FERRY_BENCH_PROFILES=DIR saves a CPU and heap profile of ferry during
+// the first rate's window (that row is marked: profiling costs CPU).
+func TestCostBench(t *testing.T) {
+	if os.Getenv("FERRY_BENCH") != "cost" {
+		t.Skip("set FERRY_BENCH=cost (scripts/bench.sh cost does)")
+	}
+	rates := []int{200, 1000}
+	if v := os.Getenv("FERRY_BENCH_RATES"); v != "" {
+		rates = nil
+		for _, f := range strings.Split(v, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || r <= 0 {
+				t.Fatalf("FERRY_BENCH_RATES=%q: %q is not a positive rate", v, f)
+			}
+			rates = append(rates, r)
+		}
+	}
+	window := 15 * time.Second
+	if v := os.Getenv("FERRY_BENCH_COST_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("FERRY_BENCH_COST_WINDOW=%q: not a positive duration", v)
+		}
+		window = d
+	}
+	mosquitto := mosquittoPath(t)
+	natsServer := buildNATSServer(t)
+	bin := buildFerry(t)
+	profiles := os.Getenv("FERRY_BENCH_PROFILES")
+
+	var results []costResult
+	for i, rate := range rates {
+		t.Run(fmt.Sprintf("rate=%d", rate), func(t *testing.T) {
+			prof := ""
+			if i == 0 {
+				prof = profiles
+			}
+			r := runCost(t, bin, mosquitto, natsServer, rate, window, prof)
+			results = append(results, r)
+		})
+	}
+
+	host, _ := os.Hostname()
+	fmt.Printf("\nferry end-to-end cost — mosquitto → ferry → nats-server (JetStream), QoS 1, JSON of %d numeric fields + seq, %v per rate; %s\n\n", costFields, window, host)
+	fmt.Println("| rate (msg/s) | msgs published | samples | ferry CPU (s) | CPU s / M samples | RSS peak (MiB) | upstream msgs | upstream bytes | bytes / sample | exactly once |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range results {
+		once := "yes"
+		if r.missing > 0 || r.dups > 0 {
+			once = fmt.Sprintf("no (%d missing, %d duplicated)", r.missing, r.dups)
+		}
+		note := ""
+		if r.profiled {
+			note = " (profiled)"
+		}
+		fmt.Printf("| %d%s | %d | %d | %.2f | %.2f | %.1f | %d | %d | %.1f | %s |\n",
+			r.rate, note, r.published, r.samples, r.cpu.Seconds(), r.cpu.Seconds()/float64(r.samples)*1e6,
+			r.hwm/(1<<20), r.upMsgs, r.upBytes, float64(r.upBytes)/float64(r.samples), once)
+	}
+}
+
+// costFields is the number of numeric fields of each message besides seq.
+const costFields = 50
+
+type costResult struct {
+	rate, published, samples int
+	cpu                      time.Duration
+	drain                    time.Duration
+	hwm                      float64 // bytes
+	upMsgs, upBytes          uint64
+	missing, dups            int
+	profiled                 bool
+}
+
+// runCost starts mosquitto, nats-server and ferry, publishes at rate for
+// window and measures ferry until every sample is upstream.
+func runCost(t *testing.T, bin, mosquitto, natsServer string, rate int, window time.Duration, profiles string) costResult {
+	dir := t.TempDir()
+	procs := &procSet{t: t}
+	mqAddr := startMosquitto(t, procs, mosquitto, dir)
+	natsURL := startNATSServer(t, procs, natsServer, dir)
+	createInteropStream(t, natsURL)
+
+	var points strings.Builder
+	points.WriteString("      - {name: seq, path: seq}\n")
+	for i := range costFields {
+		fmt.Fprintf(&points, "      - {name: f%02d, path: f%02d}\n", i, i)
+	}
+	cfg := filepath.Join(dir, "ferry.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`gateway: {id: bench, site: test}
+data_dir: %s
+log: {level: info, format: text}
+http: {listen: "127.0.0.1:0"}
+devices:
+  - name: env
+    mqtt: {broker: "tcp://%s", topic: "bench/env", qos: 1, format: json, client_id: ferry-bench}
+    points:
+%suplink:
+  nats: {urls: ["%s"], stream: %s}
+`, filepath.Join(dir, "data"), mqAddr, points.String(), natsURL, plantsim.StreamName))
+	f := startFerry(t, bin, cfg)
+	base := "http://" + ferryHTTPAddr(t, f)
+	waitReady(t, base)
+	eventually(t, 30*time.Second, "ferry subscribed on mosquitto", func() error {
+		if v := scrape(t, base).sum("ferry_device_connected", `device="env"`); v != 1 {
+			return fmt.Errorf("ferry_device_connected{device=\"env\"} = %v", v)
+		}
+		return nil
+	})
+
+	// What reaches the server, watched on a plain subscription (no request
+	// to ferry, which would cost it CPU inside the window): the drain is
+	// over when every seq published has been seen.
+	var seen sync.Map
+	var distinct atomic.Int64
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Subscribe(plantsim.StreamSubjects, func(m *nats.Msg) {
+		msg, err := uplink.Decode(m.Subject, m.Header, m.Data)
+		if err != nil || msg.Telemetry == nil || msg.Telemetry.Device != "env" {
+			return
+		}
+		for _, sc := range msg.Telemetry.Scans {
+			for _, p := range sc.Points {
+				if p.Name == "seq" && p.Quality == ferry.Good {
+					if _, dup := seen.LoadOrStore(p.Value.Float64(), true); !dup {
+						distinct.Add(1)
+					}
+				}
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + mqAddr).SetClientID("bench-pub").SetCleanSession(true).SetAutoReconnect(false))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher connect to %s: %v", mqAddr, tok.Error())
+	}
+	defer pub.Disconnect(250)
+
+	pid := f.cmd.Process.Pid
+	cpu0 := procCPU(t, pid)
+	start := time.Now()
+	n := int(window.Seconds() * float64(rate))
+	type result struct {
+		acked  int
+		failed []error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tokens := make([]paho.Token, 0, n)
+		for seq := 1; seq <= n; seq++ {
+			// Pacing the load is what this sleep is for: message seq is
+			// due at start + (seq-1)/rate.
+			if d := time.Until(start.Add(time.Duration(seq-1) * time.Second / time.Duration(rate))); d > 0 {
+				time.Sleep(d)
+			}
+			tokens = append(tokens, pub.Publish("bench/env", 1, false, costPayload(seq)))
+		}
+		var r result
+		for _, tok := range tokens {
+			if !tok.WaitTimeout(30 * time.Second) {
+				r.failed = append(r.failed, fmt.Errorf("no PUBACK within 30 s"))
+			} else if err := tok.Error(); err != nil {
+				r.failed = append(r.failed, err)
+			} else {
+				r.acked++
+			}
+		}
+		done <- r
+	}()
+	profiled := false
+	if profiles != "" {
+		saveProfiles(t, base, profiles) // inside the window: 10 s of CPU profile
+		profiled = true
+	}
+	pr := <-done
+	if len(pr.failed) > 0 {
+		t.Fatalf("%d of %d publishes not acknowledged by mosquitto, first: %v", len(pr.failed), n, pr.failed[0])
+	}
+	published := time.Since(start)
+	deadline := time.Now().Add(2 * time.Minute)
+	for distinct.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages upstream 2 minutes after the last publish", distinct.Load(), n)
+		}
+		time.Sleep(10 * time.Millisecond) // polls a counter in this process
+	}
+	r := costResult{rate: rate, published: n, samples: n * (costFields + 1), profiled: profiled}
+	r.cpu = procCPU(t, pid) - cpu0
+	r.drain = time.Since(start) - published
+	r.hwm = procStatusBytes(t, pid, "VmHWM")
+	t.Logf("rate %d: published %d in %v (%.0f msg/s), upstream %v later; ferry CPU %v", rate, n, published.Round(time.Millisecond), float64(n)/published.Seconds(), r.drain.Round(time.Millisecond), r.cpu)
+
+	// The stream, read back: its size, and every seq exactly once with all
+	// its fields.
+	js := jsConnect(t, natsURL)
+	info, err := streamInfo(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.upMsgs, r.upBytes = info.State.Msgs, info.State.Bytes
+	got := map[int]int{}
+	fields := 0
+	readStream(t, natsURL, func(id string, lane ferry.Lane, data []byte) {
+		if lane != ferry.LaneTelemetry {
+			return
+		}
+		tel, err := codec.DecodeTelemetry(data)
+		if err != nil {
+			t.Fatalf("record %s: %v", id, err)
+		}
+		if tel.Device != "env" {
+			return
+		}
+		for _, sc := range tel.Scans {
+			for _, s := range sc.Samples {
+				if s.Quality.Status != ferry.Good {
+					t.Errorf("record %s: %s is %v (%s)", id, s.Point, s.Quality.Status, s.Quality.Reason)
+					continue
+				}
+				if s.Point != "seq" {
+					fields++
+					continue
+				}
+				v := s.Value.Float64()
+				if v != math.Trunc(v) {
+					t.Errorf("record %s: seq sample %+v", id, s)
+					continue
+				}
+				got[int(v)]++
+			}
+		}
+	})
+	for seq := 1; seq <= n; seq++ {
+		switch c := got[seq]; {
+		case c == 0:
+			r.missing++
+		case c > 1:
+			r.dups++
+		}
+	}
+	if r.missing > 0 || r.dups > 0 {
+		t.Errorf("of %d messages, %d are not upstream and %d are upstream more than once", n, r.missing, r.dups)
+	}
+	if len(got) > n-r.missing {
+		t.Errorf("%d seqs upstream, %d were published", len(got), n)
+	}
+	if want := n * costFields; fields != want && r.missing == 0 && r.dups == 0 {
+		t.Errorf("%d field samples upstream, want %d", fields, want)
+	}
+	f.stop(t)
+	return r
+}
+
+// costPayload is message seq: {"seq":seq,"f00":…,…,"f49":…}, every field
+// a different number in every message.
+func costPayload(seq int) []byte {
+	b := make([]byte, 0, 16*costFields)
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendInt(b, int64(seq), 10)
+	for i := range costFields {
+		b = fmt.Appendf(b, `,"f%02d":`, i)
+		b = strconv.AppendFloat(b, 100*float64(i+1)+10*math.Sin(float64(seq)/10+float64(i)), 'f', 3, 64)
+	}
+	return append(b, '}')
+}
+
+// streamInfo returns the state of ferry's stream.
+func streamInfo(js jetstream.JetStream) (*jetstream.StreamInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, plantsim.StreamName)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
+// mosquittoPath finds Debian's mosquitto (in /usr/sbin, off a user's PATH).
+func mosquittoPath(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
+		return "/usr/sbin/mosquitto"
+	}
+	t.Fatal("mosquitto not found: apt-get install mosquitto (scripts/bench.sh cost installs it)")
+	return ""
+}
+
+// startMosquitto starts mosquitto on 127.0.0.1 and returns its address. It
+// keeps mosquitto's default in-flight window towards ferry (20 QoS 1
+// messages) and lets it queue every message of the run.
+//
+// Mosquitto cannot listen on port 0 and report the port, nor take a
+// listener handed over open, so (for this external binary only) the test
+// picks a random port, and tries another when mosquitto says it could not
+// bind it.
+func startMosquitto(t *testing.T, procs *procSet, bin, dir string) string {
+	t.Helper()
+	// As root mosquitto drops to its own user; it stays who we are.
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "mosquitto.conf")
+	for attempt := 0; attempt < 10; attempt++ {
+		port := 20000 + rand.IntN(30000)
+		text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser %s\nmax_inflight_messages 20\nmax_queued_messages 1000000\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type information\n", port, me.Username)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := procs.start("mosquitto", bin, "-c", conf)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			// "running" is logged once its listeners are open.
+			if strings.Contains(p.out.String(), " running") {
+				return fmt.Sprintf("127.0.0.1:%d", port)
+			}
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatalf("mosquitto did not start within 20 s:\n%s", p.out.String())
+				}
+				continue
+			}
+			break
+		}
+		if !strings.Contains(p.out.String(), "in use") {
+			t.Fatalf("mosquitto exited:\n%s", p.out.String())
+		}
+		t.Logf("mosquitto: port %d in use, trying another", port)
+	}
+	t.Fatal("mosquitto found no free port in 10 tries")
+	return ""
+}
+
+// buildNATSServer builds nats-server from the module cache (the version of
+// go.mod).
+func buildNATSServer(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "nats-server")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/nats-io/nats-server/v2")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build nats-server: %v\n%s", err, b)
+	}
+	return out
+}
+
+// startNATSServer starts nats-server with JetStream on a port of its own
+// choosing and returns its URL, read from the ports file it writes.
+func startNATSServer(t *testing.T, procs *procSet, bin, dir string) string {
+	t.Helper()
+	p := procs.start("nats-server", bin, "-js", "-sd", filepath.Join(dir, "nats"), "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", dir)
+	file := filepath.Join(dir, fmt.Sprintf("nats-server_%d.ports", p.cmd.Process.Pid))
+	var url string
+	eventually(t, 20*time.Second, "nats-server's ports file", func() error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		var ports struct{ Nats []string }
+		if err := json.Unmarshal(b, &ports); err != nil {
+			return fmt.Errorf("%s: %v", file, err)
+		}
+		if len(ports.Nats) == 0 {
+			return fmt.Errorf("%s: no client URL in %s", file, b)
+		}
+		url = ports.Nats[0]
+		return nil
+	})
+	return url
+}
+
+var httpListening = regexp.MustCompile(`msg="http listening".* addr=(\S+)`)
+
+// ferryHTTPAddr returns the address ferry's HTTP listener bound (the
+// config asks for port 0), from its log.
+func ferryHTTPAddr(t *testing.T, f *child) string {
+	t.Helper()
+	var addr string
+	eventually(t, 30*time.Second, "ferry's http listener", func() error {
+		m := httpListening.FindStringSubmatch(f.log.String())
+		if m == nil {
+			return fmt.Errorf("no \"http listening\" in ferry's log")
+		}
+		addr = m[1]
+		return nil
+	})
+	return addr
+}
+
+// procStatusBytes returns a size field of /proc/PID/status ("VmHWM") in
+// bytes.
+func procStatusBytes(t *testing.T, pid int, field string) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				t.Fatalf("/proc/%d/status %q: %v", pid, line, err)
+			}
+			return kb * 1024
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
+}
