@@ -41,8 +41,9 @@ type Options struct {
 	// AlertQueueSize bounds the alerts waiting for the writer, and those
 	// kept for retry while the disk fails. Default 4096.
 	AlertQueueSize int
-	// Linger is how long the writer waits, after the first append into an
-	// idle queue, for more to commit together. Default 1ms.
+	// Linger is how long the writer waits, after the first alert into an
+	// idle queue, for more to commit together (telemetry waits for
+	// Config.CommitInterval). Default 1ms.
 	Linger time.Duration
 	// MaxBatch ends the linger at once when this many samples are queued.
 	// Default 16384.
@@ -59,6 +60,10 @@ type Options struct {
 	// memory each); the oldest are forgotten first. Default 1048576.
 	DedupeMaxKeys int
 
+	// commitInterval, when set, replaces Config.CommitInterval beyond its
+	// 1s bound: tests of the group commit's triggers make it an hour, so
+	// that only the trigger can have caused a commit.
+	commitInterval time.Duration
 	// fixedLimit turns off the adaptation of the bound to the file's page
 	// fill, for tests that count drops exactly.
 	fixedLimit bool
@@ -130,6 +135,7 @@ type Buffer struct {
 	qmu        sync.Mutex
 	scans      []ferry.Scan
 	queued     int // samples in scans
+	waiting    int // queued scans with a Done: a source waits for their commit
 	alertq     []ferry.Alert
 	stateOps   []*stateOp
 	flushes    []chan error
@@ -228,6 +234,11 @@ func (b *Buffer) AppendScan(s ferry.Scan) {
 	b.scans = append(b.scans, s)
 	b.queued += n
 	full := b.queued >= b.opts.MaxBatch
+	if s.Done != nil {
+		b.waiting++
+		// The source holds back more until these are acknowledged.
+		full = full || b.waiting >= b.cfg.CommitMaxWaiting
+	}
 	b.qmu.Unlock()
 	if wake || full {
 		b.signal()

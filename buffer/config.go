@@ -11,6 +11,10 @@ type Config struct {
 	MaxSize      setting.Size  `yaml:"max_size" doc:"bound on the records stored; the oldest telemetry is dropped beyond it (file stays within max_size + slack, see buffer/README.md)"`
 	MaxAge       time.Duration `yaml:"max_age" doc:"telemetry older than this is dropped"`
 	DedupeWindow time.Duration `yaml:"dedupe_window" doc:"how long the keys of committed MQTT messages are kept to drop redeliveries; 0 disables"`
+	// CommitInterval and CommitMaxWaiting make the group commit: see
+	// buffer/README.md, "Group commit".
+	CommitInterval   time.Duration `yaml:"commit_interval" doc:"how long telemetry waits to be committed together with what arrives after it (one fsync for all); alerts commit at once; 0 commits at once"`
+	CommitMaxWaiting int           `yaml:"commit_max_waiting" doc:"commit at once when this many scans wait for their commit to be acknowledged to their source (MQTT QoS 1): keep it below the broker's in-flight window (mosquitto: 20); 0 commits every scan at once"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -18,7 +22,20 @@ func (c *Config) SetDefaults() {
 	c.MaxSize = 1 << 30
 	c.MaxAge = 7 * 24 * time.Hour
 	c.DedupeWindow = 10 * time.Minute
+	c.CommitInterval = defaultCommitInterval
+	c.CommitMaxWaiting = defaultCommitMaxWaiting
 }
+
+const (
+	// defaultCommitInterval: see buffer/README.md, "Group commit", for
+	// the measurements it was chosen from.
+	defaultCommitInterval = 50 * time.Millisecond
+	// defaultCommitMaxWaiting is half of mosquitto's default in-flight
+	// window (max_inflight_messages 20): the broker sends no more QoS 1
+	// messages on a connection until it has acks, so a commit that waited
+	// for a full window would stall the stream for the rest of its interval.
+	defaultCommitMaxWaiting = 10
+)
 
 // Validate checks the section; paths are relative to it.
 func (c *Config) Validate() error {
@@ -28,6 +45,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxAge < time.Minute {
 		errs.Add("max_age", "%v is below the minimum of 1m", c.MaxAge)
+	}
+	if c.CommitInterval < 0 || c.CommitInterval > time.Second {
+		errs.Add("commit_interval", "%v is outside 0..1s", c.CommitInterval)
+	}
+	if c.CommitMaxWaiting < 0 || c.CommitMaxWaiting > 65535 {
+		errs.Add("commit_max_waiting", "%d is outside 0..65535", c.CommitMaxWaiting)
 	}
 	if c.DedupeWindow < 0 || c.DedupeWindow > 24*time.Hour {
 		errs.Add("dedupe_window", "%v is outside 0..24h", c.DedupeWindow)

@@ -209,17 +209,25 @@ func (w *writer) run() {
 }
 
 // lingerFor returns how long the writer should wait for more before it
-// commits: not at all when the batch is full, someone waits (Flush, a
-// StateStore call) or the buffer closes; Options.Linger for scans and
-// alerts; ackLinger when only acks (or a maintenance tick) are waiting.
+// commits (the group commit): not at all when the batch is full, when
+// CommitMaxWaiting scans wait for their acknowledgement, when someone
+// waits (Flush, a StateStore call) or the buffer closes; Options.Linger
+// for alerts; Config.CommitInterval for telemetry; ackLinger when only
+// acks (or a maintenance tick) are waiting.
 func (b *Buffer) lingerFor() time.Duration {
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
 	switch {
-	case b.closing || len(b.flushes) > 0 || len(b.stateOps) > 0 || b.queued >= b.opts.MaxBatch:
+	case b.closing || len(b.flushes) > 0 || len(b.stateOps) > 0 || b.queued >= b.opts.MaxBatch ||
+		b.waiting >= b.cfg.CommitMaxWaiting:
 		return 0
-	case b.queued > 0 || len(b.alertq) > 0:
+	case len(b.alertq) > 0:
 		return b.opts.Linger
+	case b.queued > 0:
+		if b.opts.commitInterval > 0 {
+			return b.opts.commitInterval
+		}
+		return max(b.cfg.CommitInterval, b.opts.Linger)
 	}
 	return ackLinger
 }
@@ -233,6 +241,7 @@ func (w *writer) cycle() (more, closing bool) {
 	w.scans, b.scans = b.scans, w.scans[:0]
 	samples := b.queued
 	b.queued = 0
+	b.waiting = 0
 	w.alerts = append(w.alerts, b.alertq...)
 	clear(b.alertq)
 	b.alertq = b.alertq[:0]

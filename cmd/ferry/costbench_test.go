@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +22,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -131,7 +131,7 @@ func runCost(t *testing.T, bin, mosquitto, natsServer string, rate int, window t
 		fmt.Fprintf(&points, "      - {name: f%02d, path: f%02d}\n", i, i)
 	}
 	cfg := filepath.Join(dir, "ferry.yaml")
-	writeConfig(t, cfg, fmt.Sprintf(`gateway: {id: bench, site: test}
+	testutil.WriteFile(t, cfg, fmt.Sprintf(`gateway: {id: bench, site: test}
 data_dir: %s
 log: {level: info, format: text}
 http: {listen: "127.0.0.1:0"}
@@ -143,7 +143,7 @@ devices:
   nats: {urls: ["%s"], stream: %s}
 `, filepath.Join(dir, "data"), mqAddr, points.String(), natsURL, plantsim.StreamName))
 	f := startFerry(t, bin, cfg)
-	base := "http://" + ferryHTTPAddr(t, f)
+	base := f.httpBase(t)
 	waitReady(t, base)
 	eventually(t, 30*time.Second, "ferry subscribed on mosquitto", func() error {
 		if v := scrape(t, base).sum("ferry_device_connected", `device="env"`); v != 1 {
@@ -245,44 +245,16 @@ devices:
 
 	// The stream, read back: its size, and every seq exactly once with all
 	// its fields.
-	js := jsConnect(t, natsURL)
+	js := testpeer.JetStream(t, natsURL)
 	info, err := streamInfo(js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.upMsgs, r.upBytes = info.State.Msgs, info.State.Bytes
-	got := map[int]int{}
-	fields := 0
-	readStream(t, natsURL, func(id string, lane ferry.Lane, data []byte) {
-		if lane != ferry.LaneTelemetry {
-			return
-		}
-		tel, err := codec.DecodeTelemetry(data)
-		if err != nil {
-			t.Fatalf("record %s: %v", id, err)
-		}
-		if tel.Device != "env" {
-			return
-		}
-		for _, sc := range tel.Scans {
-			for _, s := range sc.Samples {
-				if s.Quality.Status != ferry.Good {
-					t.Errorf("record %s: %s is %v (%s)", id, s.Point, s.Quality.Status, s.Quality.Reason)
-					continue
-				}
-				if s.Point != "seq" {
-					fields++
-					continue
-				}
-				v := s.Value.Float64()
-				if v != math.Trunc(v) {
-					t.Errorf("record %s: seq sample %+v", id, s)
-					continue
-				}
-				got[int(v)]++
-			}
-		}
-	})
+	got, fields, bad := seqsUpstream(t, natsURL, "env")
+	for _, b := range bad {
+		t.Error(b)
+	}
 	for seq := 1; seq <= n; seq++ {
 		switch c := got[seq]; {
 		case c == 0:
@@ -424,24 +396,6 @@ func startNATSServer(t *testing.T, procs *procSet, bin, dir string) string {
 		return nil
 	})
 	return url
-}
-
-var httpListening = regexp.MustCompile(`msg="http listening".* addr=(\S+)`)
-
-// ferryHTTPAddr returns the address ferry's HTTP listener bound (the
-// config asks for port 0), from its log.
-func ferryHTTPAddr(t *testing.T, f *child) string {
-	t.Helper()
-	var addr string
-	eventually(t, 30*time.Second, "ferry's http listener", func() error {
-		m := httpListening.FindStringSubmatch(f.log.String())
-		if m == nil {
-			return fmt.Errorf("no \"http listening\" in ferry's log")
-		}
-		addr = m[1]
-		return nil
-	})
-	return addr
 }
 
 // procStatusBytes returns a size field of /proc/PID/status ("VmHWM") in

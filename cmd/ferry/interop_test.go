@@ -453,36 +453,45 @@ func subjectMsgs(t *testing.T, url, subject string) uint64 {
 	return info.State.Subjects[subject]
 }
 
-// upstreamSeqs counts the MQTT messages in the stream by their seq field.
+// upstreamSeqs counts the MQTT messages in the stream by their seq field
+// (a Bad sample is no message: the broker went away).
 func upstreamSeqs(t *testing.T, url string) map[int]int {
 	t.Helper()
-	got := map[int]int{}
+	got, _, _ := seqsUpstream(t, url, "env")
+	return got
+}
+
+// seqsUpstream reads the stream at url and counts, per seq, the Good seq
+// samples of device: each is one MQTT message of a numbered publisher.
+// fields counts the device's other Good samples; bad lists the samples
+// that are not Good.
+func seqsUpstream(t *testing.T, url, device string) (got map[int]int, fields int, bad []string) {
+	t.Helper()
+	got = map[int]int{}
 	testpeer.ReadStream(t, url, plantsim.StreamName, func(m jetstream.Msg) {
 		msg, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			t.Fatalf("stream message on %s: %v", m.Subject(), err)
 		}
-		if msg.Telemetry == nil || msg.Telemetry.Device != "env" {
+		if msg.Telemetry == nil || msg.Telemetry.Device != device {
 			return
 		}
 		for _, sc := range msg.Telemetry.Scans {
 			for _, p := range sc.Points {
-				if p.Name != "seq" {
-					continue
-				}
-				if p.Quality != ferry.Good {
-					continue // the broker went away: a Bad sample, no message
-				}
-				v := p.Value.Float64()
-				if v != math.Trunc(v) {
+				switch {
+				case p.Quality != ferry.Good:
+					bad = append(bad, fmt.Sprintf("record %s: %s is %v (%s)", msg.ID, p.Name, p.Quality, p.Reason))
+				case p.Name != "seq":
+					fields++
+				case p.Value.Float64() != math.Trunc(p.Value.Float64()):
 					t.Errorf("record %s: seq sample %+v", msg.ID, p)
-					continue
+				default:
+					got[int(p.Value.Float64())]++
 				}
-				got[int(v)]++
 			}
 		}
 	})
-	return got
+	return got, fields, bad
 }
 
 // publisher publishes JSON messages with increasing seq at QoS 1 with
