@@ -536,3 +536,65 @@ func TestQuantile(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusAPI: GET /api/status summarises Status for scripts, with the
+// server's version and the uplink as one word or its error.
+func TestStatusAPI(t *testing.T) {
+	oldest := t0.Add(-time.Minute)
+	for _, tc := range []struct {
+		name   string
+		uplink UplinkStatus
+		want   string
+	}{
+		{"none", UplinkStatus{}, "not configured"},
+		{"up", UplinkStatus{Configured: true, Connected: true}, "connected"},
+		{"down", UplinkStatus{Configured: true, Error: "dial tcp: connection refused"}, "dial tcp: connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newConsole(t, Catalog{}, Options{Version: "1.2.3", Status: func() Status {
+				return Status{
+					Version: "ignored", Gateway: "gw1", Site: "plant",
+					Config: ConfigStatus{File: "/etc/ferry/ferry.yaml", Version: "abc"},
+					Buffer: BufferStatus{Lanes: []LaneStatus{{Lane: "alerts"}, {Lane: "telemetry", Records: 2, Bytes: 300, Oldest: oldest, InFlight: 1}}, FileBytes: 32768, QueueLength: 4},
+					Uplink: tc.uplink,
+				}
+			}})
+			srv := httptest.NewServer(c.Handler())
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + "/api/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			want := `{
+  "version": "1.2.3",
+  "gateway": "gw1",
+  "site": "plant",
+  "config_file": "/etc/ferry/ferry.yaml",
+  "config_version": "abc",
+  "buffer": {
+    "lanes": [
+      {
+        "records": 0,
+        "bytes": 0,
+        "in_flight": 0
+      },
+      {
+        "records": 2,
+        "bytes": 300,
+        "oldest": "2026-03-01T07:59:00Z",
+        "in_flight": 1
+      }
+    ],
+    "file_bytes": 32768,
+    "free_bytes": 0,
+    "queue_length": 4
+  },
+  "uplink": ` + quote(tc.want) + "\n}\n"
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || string(b) != want {
+				t.Errorf("/api/status = %d %s\n%s\nwant\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), b, want)
+			}
+		})
+	}
+}
