@@ -13,6 +13,10 @@ var ErrDropped = errors.New("dropped: queue full")
 // Scan.Done for scans still queued when the buffer shut down.
 var ErrClosed = errors.New("closed")
 
+// ErrAlertNotFound is returned when an alert is acknowledged by an id that
+// no active alert has (unknown, or already cleared).
+var ErrAlertNotFound = errors.New("alert not found")
+
 // ErrInvalidConfig is returned (wrapped) when a configuration is refused.
 var ErrInvalidConfig = errors.New("invalid configuration")
 

@@ -25,7 +25,7 @@ import (
 
 // ErrNotFound is returned by Ack when no active alert has the given id
 // (it never existed, or it has cleared).
-var ErrNotFound = errors.New("alert not found")
+var ErrNotFound = ferry.ErrAlertNotFound
 
 // DefaultTick is how often Run re-checks time-based conditions when
 // Options.Tick is zero.

@@ -40,9 +40,9 @@ import (
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/drivers/mqtt"
 	"github.com/ferry-edge/ferry/drivers/opcua"
-	"github.com/ferry-edge/ferry/internal/httpapi"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
+	"github.com/ferry-edge/ferry/internal/web"
 	"github.com/ferry-edge/ferry/rules"
 	"github.com/ferry-edge/ferry/uplink"
 )
@@ -52,16 +52,16 @@ const DefaultPath = "/etc/ferry/ferry.yaml"
 
 // Config is the whole configuration.
 type Config struct {
-	Gateway    Gateway        `yaml:"gateway"`
-	DataDir    string         `yaml:"data_dir"`
-	DevicesDir string         `yaml:"devices_dir"`
-	Log        Log            `yaml:"log"`
-	Devices    []Device       `yaml:"devices"`
-	Rules      []rules.Rule   `yaml:"rules"`
-	Alerts     sinks.Config   `yaml:"alerts"`
-	Buffer     buffer.Config  `yaml:"buffer"`
-	Uplink     uplink.Config  `yaml:"uplink"`
-	HTTP       httpapi.Config `yaml:"http"`
+	Gateway    Gateway       `yaml:"gateway"`
+	DataDir    string        `yaml:"data_dir"`
+	DevicesDir string        `yaml:"devices_dir"`
+	Log        Log           `yaml:"log"`
+	Devices    []Device      `yaml:"devices"`
+	Rules      []rules.Rule  `yaml:"rules"`
+	Alerts     sinks.Config  `yaml:"alerts"`
+	Buffer     buffer.Config `yaml:"buffer"`
+	Uplink     uplink.Config `yaml:"uplink"`
+	HTTP       web.Config    `yaml:"http"`
 
 	// Set by Load.
 

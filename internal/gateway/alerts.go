@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/alertapi"
 	"github.com/ferry-edge/ferry/internal/sinks"
 )
 
@@ -46,14 +45,13 @@ func (d *Gateway) buildSinks(cfg sinks.Config) (*sinks.Sinks, error) {
 	return sinks.New(cfg, sinks.Options{Logger: d.log.With("part", "alerts"), Registerer: d.reg, Gateway: d.cfg.Gateway.ID})
 }
 
-// installSinks makes s the sinks every alert goes to, and hands it the
-// alerts raised before any sinks existed.
+// installSinks makes s the sinks every alert goes to (and its stream the
+// one /api/alerts/stream serves), and hands it the alerts raised before
+// any sinks existed.
 func (d *Gateway) installSinks(s *sinks.Sinks) {
 	// The MQTT sink's retained "active alerts" messages start from what
 	// the engine restored from the store.
 	s.Restore(d.engine.Active())
-	h := alertapi.Handler(d.engine, s.Stream())
-	d.alertAPI.Store(&h)
 	d.earlyMu.Lock()
 	d.sinks.Store(s)
 	early := d.early

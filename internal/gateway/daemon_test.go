@@ -21,8 +21,8 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/config"
-	"github.com/ferry-edge/ferry/internal/httpapi"
 	"github.com/ferry-edge/ferry/internal/testutil"
+	"github.com/ferry-edge/ferry/internal/web"
 )
 
 // series is one line of the Prometheus text format.
@@ -222,7 +222,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 		t.Errorf("/readyz does not say why the uplink is down: %q", body)
 	}
 	code, body = h.get("/readyz?format=json")
-	var rd httpapi.Readiness
+	var rd web.Readiness
 	if err := json.Unmarshal([]byte(body), &rd); err != nil || code != 503 || rd.Ready {
 		t.Fatalf("/readyz?format=json: %d %q (%v)", code, body, err)
 	}

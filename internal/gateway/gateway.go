@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -16,8 +15,8 @@ import (
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/daemon"
-	"github.com/ferry-edge/ferry/internal/httpapi"
 	"github.com/ferry-edge/ferry/internal/sinks"
+	"github.com/ferry-edge/ferry/internal/web"
 	"github.com/ferry-edge/ferry/rules"
 	"github.com/ferry-edge/ferry/uplink"
 )
@@ -50,11 +49,10 @@ type Gateway struct {
 	buf    *buffer.Buffer
 	engine *rules.Engine
 	pipe   *pipeline
-	http   *httpapi.Server
+	http   *web.Server // nil when the listener is off
 
-	sinks    atomic.Pointer[sinks.Sinks]
-	alertAPI atomic.Pointer[http.Handler]
-	con      consoleWiring // the web console; see console.go
+	sinks atomic.Pointer[sinks.Sinks]
+	con   webWiring // what the HTTP server shows that no part owns; see web.go
 	// early holds the buffer's own alerts raised before the sinks exist
 	// (a damaged file quarantined by Open); setSinks delivers them.
 	earlyMu sync.Mutex
@@ -143,14 +141,12 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	d.curCfg.Store(cfg)
 	if !cfg.HTTP.Disabled() {
-		srv, err := httpapi.New(cfg.HTTP, httpapi.Options{Logger: d.log.With("part", "http"), Gatherer: d.reg, Registerer: d.reg, Version: opts.Version})
+		srv, err := d.newWeb(cfg)
 		if err != nil {
 			buf.Close()
 			return nil, err
 		}
 		d.http = srv
-		d.setupConsole()
-		d.routes()
 		// Bind now, last (nothing after it can fail and leave the socket
 		// open): a port in use or a bad certificate stops the start with
 		// a clear error instead of a half-running gateway.

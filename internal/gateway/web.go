@@ -1,111 +1,114 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
-	"net/http"
-	"net/http/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/config"
-	"github.com/ferry-edge/ferry/internal/console"
+	"github.com/ferry-edge/ferry/internal/web"
 )
 
-// consoleWiring is what the daemon keeps for the web console
-// (internal/console): the console itself (nil when the HTTP listener is
-// off) and the facts its health page shows that no part owns.
-type consoleWiring struct {
-	c       *console.Console
+// webWiring is what the gateway keeps for its HTTP server (internal/web):
+// the server (nil when the listener is off) and the facts its health page
+// shows that no part owns.
+type webWiring struct {
+	srv     *web.Server
 	started time.Time
 	loaded  atomic.Int64 // when the running configuration was loaded (Unix ns)
-	reload  atomic.Pointer[console.Reload]
+	reload  atomic.Pointer[web.Reload]
 }
 
-// setupConsole creates the console and lets the pipeline feed it. Call it
-// before routes, after the pipeline and the rule engine exist.
-func (d *Gateway) setupConsole() {
+// newWeb builds the HTTP server of cfg from the gateway's parts and lets
+// the pipeline feed its console. Call it after the pipeline, the rule
+// engine and the sinks exist. It does no I/O.
+func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 	d.con.started = time.Now()
 	d.con.loaded.Store(d.con.started.UnixNano())
-	d.con.c = console.New(consoleCatalog(d.cfg), console.Options{
-		Logger:   d.log.With("part", "console"),
-		Gateway:  d.cfg.Gateway.ID,
-		Devices:  d.deviceStatus,
-		Active:   d.engine.Active,
-		Status:   d.consoleStatus,
-		Gatherer: d.reg,
-		Slots:    sparklineSlots(d.cfg.HTTP.Sparklines),
+	srv, err := web.New(web.Options{
+		Logger:     d.log.With("part", "http"),
+		Config:     cfg.HTTP,
+		Gatherer:   d.reg,
+		Registerer: d.reg,
+		Version:    d.opts.Version,
+		Commit:     d.opts.Commit,
+		Gateway:    cfg.Gateway.ID,
+		Catalog:    webCatalog(cfg),
+		Devices:    d.deviceStatus,
+		Alerts:     d.engine,
+		Stream:     d.alertStream,
+		Status:     d.webStatus,
+		Checks: []web.Check{
+			{Name: "pipeline", Err: d.pipe.Err},
+			{Name: "buffer", Err: d.buf.Err},
+			{Name: "uplink", Err: d.uplinkErr},
+		},
 	})
-	d.pipe.observe = d.con.c.Observe
+	if err != nil {
+		return nil, err
+	}
+	d.con.srv = srv
+	d.pipe.observe = srv.Observe
+	return srv, nil
 }
 
-// sparklineSlots turns the http.sparklines history into the console's
-// number of buckets: -1 (none) for 0.
-func sparklineSlots(history time.Duration) int {
-	if history <= 0 {
-		return -1
+// alertStream is the alert sinks' SSE hub now: a reload that rebuilds the
+// sinks swaps it (d.sinks is an atomic pointer), and the next client of
+// /api/alerts/stream gets the new one.
+func (d *Gateway) alertStream() web.AlertStream {
+	if s := d.sinks.Load(); s != nil {
+		if st := s.Stream(); st != nil {
+			return st
+		}
 	}
-	return max(1, int(history/console.DefaultStep))
-}
-
-// mountConsole mounts the console's page and API. The alert API
-// (acknowledge is the console's only write) is refused to cross-origin
-// browser requests, so that another web page cannot acknowledge alerts
-// with the credentials a browser keeps for the gateway.
-func (d *Gateway) mountConsole(alerts http.Handler) http.Handler {
-	if d.con.c != nil {
-		d.con.c.Mount(d.http)
-	}
-	return http.NewCrossOriginProtection().Handler(alerts)
+	return nil
 }
 
 // alert records an alert transition in the console's history.
-func (w *consoleWiring) alert(a ferry.Alert) {
-	if w.c != nil {
-		w.c.Alert(a)
+func (w *webWiring) alert(a ferry.Alert) {
+	if w.srv != nil {
+		w.srv.Alert(a)
 	}
 }
 
 // reloaded records the result of a reload: err is nil when cfg was
 // applied.
-func (w *consoleWiring) reloaded(cfg *config.Config, err error) {
+func (w *webWiring) reloaded(cfg *config.Config, err error) {
 	now := time.Now()
-	r := &console.Reload{Time: now, OK: err == nil}
+	r := &web.Reload{Time: now, OK: err == nil}
 	if err != nil {
 		r.Error = reloadError(err)
 	} else {
 		w.loaded.Store(now.UnixNano())
-		if w.c != nil {
-			w.c.SetCatalog(consoleCatalog(cfg))
+		if w.srv != nil {
+			w.srv.SetCatalog(webCatalog(cfg))
 		}
 	}
 	w.reload.Store(r)
 }
 
-// consoleCatalog lists the configured devices and points.
-func consoleCatalog(cfg *config.Config) console.Catalog {
-	cat := console.Catalog{Points: cfg.Points}
+// webCatalog lists the configured devices and points.
+func webCatalog(cfg *config.Config) web.Catalog {
+	cat := web.Catalog{Points: cfg.Points}
 	for _, dev := range cfg.Devices {
-		cat.Devices = append(cat.Devices, console.DeviceInfo{Name: dev.Name, Protocol: dev.Protocol, Description: dev.Description})
+		cat.Devices = append(cat.Devices, web.DeviceInfo{Name: dev.Name, Protocol: dev.Protocol, Description: dev.Description})
 	}
 	return cat
 }
 
-// consoleStatus is the gateway's own part of the health page. Like the
-// other handlers it reads what Run and Reload published, not d.mu, which
-// a reload holds while a device group stops.
-func (d *Gateway) consoleStatus() console.Status {
-	cfg, up := d.curCfg.Load(), d.curUp.Load()
-	st := console.Status{
-		Version: d.opts.Version,
-		Commit:  d.opts.Commit,
+// webStatus is the gateway's own part of /api/status and the health page
+// (the server adds the version and commit). Like the other handlers it
+// reads what Run and Reload published, not d.mu, which a reload holds
+// while a device group stops.
+func (d *Gateway) webStatus() web.Status {
+	cfg := d.curCfg.Load()
+	st := web.Status{
 		Gateway: cfg.Gateway.ID,
 		Site:    cfg.Gateway.Site,
 		Started: d.con.started,
-		Config: console.ConfigStatus{
+		Config: web.ConfigStatus{
 			File:    cfg.Path,
 			Files:   cfg.Files,
 			Version: cfg.Version,
@@ -115,7 +118,7 @@ func (d *Gateway) consoleStatus() console.Status {
 	}
 	bs := d.buf.Stats()
 	for _, l := range bs.Lanes {
-		st.Buffer.Lanes = append(st.Buffer.Lanes, console.LaneStatus{
+		st.Buffer.Lanes = append(st.Buffer.Lanes, web.LaneStatus{
 			Lane: l.Lane.String(), Records: l.Records, Bytes: l.Bytes, Oldest: l.Oldest, InFlight: l.InFlight,
 		})
 	}
@@ -124,15 +127,12 @@ func (d *Gateway) consoleStatus() console.Status {
 		st.Buffer.Error = err.Error()
 	}
 	st.Uplink.Configured = cfg.Uplink.NATS != nil
-	switch {
-	case up != nil:
-		err := up.Err()
+	if st.Uplink.Configured {
+		err := d.uplinkErr()
 		st.Uplink.Connected = err == nil
 		if err != nil {
 			st.Uplink.Error = err.Error()
 		}
-	case st.Uplink.Configured:
-		st.Uplink.Error = "uplink not running (see the log)"
 	}
 	return st
 }
@@ -150,51 +150,4 @@ func (d *Gateway) uplinkErr() error {
 		return nil
 	}
 	return up.Err()
-}
-
-// routes mounts the API on the HTTP listener.
-func (d *Gateway) routes() {
-	d.http.AddCheck("pipeline", d.pipe.Err)
-	d.http.AddCheck("buffer", d.buf.Err)
-	d.http.AddCheck("uplink", d.uplinkErr)
-	alerts := d.mountConsole(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		(*d.alertAPI.Load()).ServeHTTP(w, r)
-	}))
-	d.http.Handle("/api/alerts", alerts)
-	d.http.Handle("/api/alerts/", alerts)
-	// Go's profiles, for a gateway that uses more memory or CPU than it
-	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap). Same
-	// listener, same authentication as the rest.
-	d.http.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
-	d.http.Handle("/debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
-	d.http.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
-	d.http.Handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
-	d.http.Handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
-	d.http.Handle("GET /api/status", jsonHandler(func() any {
-		cfg := d.curCfg.Load()
-		st := struct {
-			Version       string       `json:"version"`
-			Gateway       string       `json:"gateway"`
-			Site          string       `json:"site"`
-			ConfigFile    string       `json:"config_file"`
-			ConfigVersion string       `json:"config_version"`
-			Buffer        buffer.Stats `json:"buffer"`
-			Uplink        string       `json:"uplink"`
-		}{d.opts.Version, cfg.Gateway.ID, cfg.Gateway.Site, cfg.Path, cfg.Version, d.buf.Stats(), "connected"}
-		if cfg.Uplink.NATS == nil {
-			st.Uplink = "not configured"
-		} else if err := d.uplinkErr(); err != nil {
-			st.Uplink = err.Error()
-		}
-		return st
-	}))
-}
-
-func jsonHandler(f func() any) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(f())
-	})
 }

@@ -308,11 +308,11 @@ func (s *mqttSink) flushRetained(ctx context.Context, c paho.Client) error {
 		if len(set) == 0 {
 			continue // empty payload: deletes the retained message
 		}
-		list := make([]AlertJSON, 0, len(set))
+		list := make([]ferry.AlertJSON, 0, len(set))
 		for _, a := range set {
-			list = append(list, NewAlertJSON(a, s.gateway))
+			list = append(list, ferry.NewAlertJSON(a, s.gateway))
 		}
-		slices.SortFunc(list, func(a, b AlertJSON) int { return a.Since.Compare(b.Since) })
+		slices.SortFunc(list, func(a, b ferry.AlertJSON) int { return a.Since.Compare(b.Since) })
 		payloads[i], _ = json.Marshal(list)
 	}
 	clear(s.dirty)
@@ -344,7 +344,7 @@ func (s *mqttSink) flushRetained(ctx context.Context, c paho.Client) error {
 }
 
 func (s *mqttSink) publish(ctx context.Context, c paho.Client, a ferry.Alert) error {
-	b, err := json.Marshal(NewAlertJSON(a, s.gateway))
+	b, err := json.Marshal(ferry.NewAlertJSON(a, s.gateway))
 	if err != nil {
 		return err
 	}

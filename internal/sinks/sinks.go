@@ -18,7 +18,6 @@ package sinks
 import (
 	"context"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
 
@@ -139,43 +138,4 @@ func (q *queue) push(a ferry.Alert) {
 	default:
 		q.full.Inc()
 	}
-}
-
-// AlertJSON is the JSON form of an alert transition, as the MQTT and
-// webhook sinks, the SSE stream and the HTTP API send it.
-type AlertJSON struct {
-	ID       string            `json:"id"`
-	Gateway  string            `json:"gateway,omitempty"`
-	Rule     string            `json:"rule"`
-	Device   string            `json:"device,omitempty"`
-	Point    string            `json:"point,omitempty"`
-	Severity string            `json:"severity"`
-	State    string            `json:"state"`
-	Value    any               `json:"value"` // number, bool, string or null; NaN and ±Inf as strings
-	Message  string            `json:"message,omitempty"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	Since    time.Time         `json:"since"`
-	Time     time.Time         `json:"time"`
-}
-
-// NewAlertJSON returns the JSON form of a.
-func NewAlertJSON(a ferry.Alert, gateway string) AlertJSON {
-	j := AlertJSON{
-		ID: a.ID, Gateway: gateway, Rule: a.Rule, Device: a.Device, Point: a.Point,
-		Severity: a.Severity.String(), State: a.State.String(), Message: a.Message,
-		Labels: a.Labels, Since: a.Since, Time: a.Time,
-	}
-	switch a.Value.Kind() {
-	case ferry.KindNone:
-	case ferry.KindFloat:
-		f := a.Value.Float64()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			j.Value = a.Value.String()
-		} else {
-			j.Value = f
-		}
-	default:
-		j.Value = a.Value.Any()
-	}
-	return j
 }

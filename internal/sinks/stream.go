@@ -25,7 +25,7 @@ const writeTimeout = 10 * time.Second
 // Events:
 //
 //	event: active   one per alert active when the client connected (see Serve)
-//	event: alert    one per transition, data: AlertJSON
+//	event: alert    one per transition, data: ferry.AlertJSON
 //
 // and a comment line (": ping") when idle.
 type Stream struct {
@@ -70,7 +70,7 @@ func (s *Stream) Gateway() string { return s.gateway }
 
 // event formats one SSE event.
 func (s *Stream) event(name string, id uint64, a ferry.Alert) []byte {
-	data, _ := json.Marshal(NewAlertJSON(a, s.gateway))
+	data, _ := json.Marshal(ferry.NewAlertJSON(a, s.gateway))
 	b := make([]byte, 0, len(data)+48)
 	if id > 0 {
 		b = append(b, "id: "...)

@@ -69,7 +69,7 @@ func (s *webhookSink) run(ctx context.Context) {
 }
 
 func (s *webhookSink) deliver(ctx context.Context, a ferry.Alert) {
-	body, err := json.Marshal(NewAlertJSON(a, s.gateway))
+	body, err := json.Marshal(ferry.NewAlertJSON(a, s.gateway))
 	if err != nil {
 		s.dropRejd.Inc()
 		s.log.Error("alert not encodable", "id", a.ID, "err", err)

@@ -1,4 +1,4 @@
-package httpapi
+package web
 
 import (
 	"bytes"
@@ -31,7 +31,8 @@ func start(t *testing.T, cfg Config, opts Options) (*Server, *testutil.SyncBuffe
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := New(cfg, opts)
+	opts.Config = cfg
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestEndpoints(t *testing.T) {
 	reg.MustRegister(c)
 	c.Add(3)
 	s, _ := start(t, local(), Options{Gatherer: reg, Registerer: reg, Version: "1.2.3"})
-	s.Handle("GET /api/ping", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "pong") }))
+	s.handle("GET /api/ping", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "pong") }))
 	base := "http://" + s.Addr()
 
 	code, _, body := get(t, nil, base+"/healthz")
@@ -91,16 +92,20 @@ func TestEndpoints(t *testing.T) {
 	if code != 200 || body != "pong" {
 		t.Errorf("/api/ping (mounted after Run) = %d %q", code, body)
 	}
-	code, _, body = get(t, nil, base+"/")
-	if code != 200 || !strings.Contains(body, "ferry 1.2.3") || !strings.Contains(body, "GET /api/ping") {
-		t.Errorf("index = %d %q", code, body)
+	code, hdr, body := get(t, nil, base+"/")
+	if code != 200 || hdr.Get("Content-Type") != "text/html; charset=utf-8" || !strings.Contains(body, "<html") {
+		t.Errorf("/ (the console) = %d %s", code, hdr.Get("Content-Type"))
+	}
+	code, _, body = get(t, nil, base+"/api/status")
+	if code != 200 || !strings.Contains(body, `"version": "1.2.3"`) || !strings.Contains(body, `"uplink": "not configured"`) {
+		t.Errorf("/api/status = %d %s", code, body)
 	}
 	code, _, _ = get(t, nil, base+"/nothing")
 	if code != 404 {
 		t.Errorf("/nothing = %d, want 404", code)
 	}
 
-	code, hdr, body := get(t, nil, base+"/metrics")
+	code, hdr, body = get(t, nil, base+"/metrics")
 	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
 		t.Fatalf("/metrics = %d %s", code, hdr.Get("Content-Type"))
 	}
@@ -121,16 +126,23 @@ func TestEndpoints(t *testing.T) {
 
 func TestReadyz(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s, _ := start(t, local(), Options{Gatherer: reg, Registerer: reg})
-	base := "http://" + s.Addr()
 	var uplinkErr atomic.Pointer[error]
-	s.AddCheck("buffer", func() error { return nil })
-	s.AddCheck("uplink", func() error {
-		if p := uplinkErr.Load(); p != nil {
-			return *p
-		}
-		return nil
-	})
+	var bufferPanics atomic.Bool
+	s, _ := start(t, local(), Options{Gatherer: reg, Registerer: reg, Checks: []Check{
+		{"buffer", func() error {
+			if bufferPanics.Load() {
+				panic("boom")
+			}
+			return nil
+		}},
+		{"uplink", func() error {
+			if p := uplinkErr.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}},
+	}})
+	base := "http://" + s.Addr()
 
 	code, _, body := get(t, nil, base+"/readyz")
 	if code != 200 || body != "ok\n" {
@@ -169,16 +181,11 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("recovered: /readyz?verbose = %d %q", code, body)
 	}
 
-	// Replacing keeps the place; a panicking check fails, named.
-	s.AddCheck("buffer", func() error { panic("boom") })
+	// A panicking check fails, named.
+	bufferPanics.Store(true)
 	code, _, body = get(t, nil, base+"/readyz")
 	if code != 503 || !strings.Contains(body, "[-] buffer: check panicked: boom") {
 		t.Errorf("panicking check: %d %q", code, body)
-	}
-	s.RemoveCheck("buffer")
-	code, _, body = get(t, nil, base+"/readyz?verbose")
-	if code != 200 || body != "ok\n[+] uplink: ok\n" {
-		t.Errorf("after RemoveCheck: %d %q", code, body)
 	}
 }
 
@@ -187,9 +194,8 @@ func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 func TestBasicAuth(t *testing.T) {
 	cfg := local()
 	cfg.BasicAuth = &BasicAuth{Username: "prometheus", PasswordHash: mustHash(t, "correct horse")}
-	s, logs := start(t, cfg, Options{})
+	s, logs := start(t, cfg, Options{Checks: []Check{{"x", func() error { return nil }}}})
 	base := "http://" + s.Addr()
-	s.AddCheck("x", func() error { return nil })
 
 	tests := []struct {
 		name       string
@@ -347,7 +353,7 @@ func TestListenErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := New(tt.cfg, Options{})
+			s, err := New(Options{Config: tt.cfg})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -360,12 +366,10 @@ func TestListenErrors(t *testing.T) {
 }
 
 func TestOff(t *testing.T) {
-	s, err := New(Config{Listen: "off"}, Options{})
+	s, err := New(Options{Config: Config{Listen: "off"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Handle("GET /api/x", http.NotFoundHandler())
-	s.AddCheck("x", func() error { return nil })
 	if err := s.Listen(); err != nil || s.Addr() != "" {
 		t.Fatalf("Listen = %v, Addr = %q", err, s.Addr())
 	}
@@ -386,13 +390,13 @@ func TestOff(t *testing.T) {
 // TestShutdownEndsStreams: a long-lived response (an event stream) sees
 // its context end at shutdown, and Run returns.
 func TestShutdownEndsStreams(t *testing.T) {
-	s, err := New(local(), Options{ShutdownTimeout: 10 * time.Second})
+	s, err := New(Options{Config: local(), ShutdownTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	streaming := make(chan struct{})
 	ended := make(chan struct{})
-	s.Handle("GET /api/stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.handle("GET /api/stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, "data: hello\n\n")
 		w.(http.Flusher).Flush()
@@ -464,7 +468,7 @@ func TestNetworkBindWarnings(t *testing.T) {
 
 func TestBodyLimit(t *testing.T) {
 	s, _ := start(t, local(), Options{})
-	s.Handle("POST /api/echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.handle("POST /api/echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
@@ -479,18 +483,5 @@ func TestBodyLimit(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized body: %d", resp.StatusCode)
-	}
-}
-
-func TestRootMountReplacesIndex(t *testing.T) {
-	s, err := New(local(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "console") }))
-	serve(t, s)
-	code, _, body := get(t, nil, "http://"+s.Addr()+"/")
-	if code != 200 || body != "console" {
-		t.Fatalf("/ = %d %q, want the mounted console", code, body)
 	}
 }

@@ -1,24 +1,12 @@
-package httpapi
+package web
 
 import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// checks holds the readiness checks in the order they were added.
-type checks struct {
-	mu   sync.Mutex
-	list []namedCheck
-}
-
-type namedCheck struct {
-	name  string
-	check func() error
-}
 
 // CheckResult is one check's outcome as /readyz?format=json shows it.
 type CheckResult struct {
@@ -33,38 +21,12 @@ type Readiness struct {
 	Checks []CheckResult `json:"checks"`
 }
 
-func (c *checks) add(name string, check func() error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := range c.list {
-		if c.list[i].name == name {
-			c.list[i].check = check
-			return
-		}
-	}
-	c.list = append(c.list, namedCheck{name, check})
-}
-
-func (c *checks) remove(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := range c.list {
-		if c.list[i].name == name {
-			c.list = append(c.list[:i], c.list[i+1:]...)
-			return
-		}
-	}
-}
-
-// run runs every check, outside the lock.
-func (c *checks) run() Readiness {
-	c.mu.Lock()
-	list := append([]namedCheck(nil), c.list...)
-	c.mu.Unlock()
-	r := Readiness{Ready: true, Checks: make([]CheckResult, 0, len(list))}
-	for _, nc := range list {
-		res := CheckResult{Name: nc.name, OK: true}
-		if err := runCheck(nc.check); err != nil {
+// ready runs every check.
+func (s *Server) ready() Readiness {
+	r := Readiness{Ready: true, Checks: make([]CheckResult, 0, len(s.checks))}
+	for _, c := range s.checks {
+		res := CheckResult{Name: c.Name, OK: true}
+		if err := runCheck(c.Err); err != nil {
 			res.OK, res.Error = false, err.Error()
 			r.Ready = false
 		}
@@ -89,7 +51,7 @@ func runCheck(check func() error) (err error) {
 // failing check and its error. ?format=json gives the Readiness document;
 // ?verbose lists passing checks in the text form too.
 func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
-	res := s.checks.run()
+	res := s.ready()
 	code := http.StatusOK
 	if !res.Ready {
 		code = http.StatusServiceUnavailable
@@ -134,12 +96,12 @@ var readyDesc = prometheus.NewDesc("ferry_ready",
 
 // readyCollector exports each readiness check as ferry_ready{check}, run
 // at scrape time, so that Prometheus can alert on the part that is down.
-type readyCollector struct{ c *checks }
+type readyCollector struct{ s *Server }
 
 func (r readyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- readyDesc }
 
 func (r readyCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, res := range r.c.run().Checks {
+	for _, res := range r.s.ready().Checks {
 		v := 0.0
 		if res.OK {
 			v = 1

@@ -1,4 +1,4 @@
-package console
+package web
 
 import (
 	"encoding/json"
@@ -17,14 +17,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/alertapi"
 	"github.com/ferry-edge/ferry/internal/devstat"
 	"github.com/ferry-edge/ferry/internal/sinks"
 	"github.com/ferry-edge/ferry/rules"
 )
 
-// get fetches url and decodes its JSON into v; it returns the status.
-func get(t *testing.T, url string, v any) int {
+// newConsole returns a server of opts on a loopback address (not
+// listening: tests serve its Handler with httptest); sparklines default to
+// DefaultSparklines.
+func newConsole(t *testing.T, cat Catalog, opts Options) *Server {
+	t.Helper()
+	opts.Catalog = cat
+	opts.Config.Listen = "127.0.0.1:0"
+	if opts.Config.Sparklines == 0 {
+		opts.Config.Sparklines = DefaultSparklines
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// fixedAlerts is an Alerts whose active alerts never change.
+type fixedAlerts []ferry.Alert
+
+func (f fixedAlerts) Active() []ferry.Alert { return f }
+
+func (f fixedAlerts) Ack(id, by string) (ferry.Alert, error) {
+	return ferry.Alert{}, ferry.ErrAlertNotFound
+}
+
+// getJSON fetches url and decodes its JSON into v; it returns the status.
+func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -60,12 +85,10 @@ func TestDevicesAPI(t *testing.T) {
 
 	cat := testCatalog()
 	cat.Devices = append(cat.Devices, DeviceInfo{Name: "spare", Protocol: "modbus"}) // configured, no driver
-	c := New(cat, Options{
+	c := newConsole(t, cat, Options{
 		Now:     clk.Now,
 		Devices: func() []ferry.DeviceStatus { return []ferry.DeviceStatus{env.Status(), extra.Status(), press.Status()} },
-		Active: func() []ferry.Alert {
-			return []ferry.Alert{{ID: "a", Device: "press1"}, {ID: "b", Device: "press1"}, {ID: "c", Device: "env"}}
-		},
+		Alerts:  fixedAlerts{{ID: "a", Device: "press1"}, {ID: "b", Device: "press1"}, {ID: "c", Device: "env"}},
 	})
 	c.Observe(scan("press1", t0,
 		ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(61)},
@@ -76,7 +99,7 @@ func TestDevicesAPI(t *testing.T) {
 	defer srv.Close()
 
 	var devs []Device
-	if code := get(t, srv.URL+"/api/devices", &devs); code != http.StatusOK {
+	if code := getJSON(t, srv.URL+"/api/devices", &devs); code != http.StatusOK {
 		t.Fatalf("status %d", code)
 	}
 	want := []struct {
@@ -112,7 +135,7 @@ func TestDevicesAPI(t *testing.T) {
 
 func TestPointsAPI(t *testing.T) {
 	clk := &testClock{t0}
-	c := New(testCatalog(), Options{Now: clk.Now, Step: time.Second, Slots: 30})
+	c := newConsole(t, testCatalog(), Options{Now: clk.Now, Step: time.Second, Config: Config{Sparklines: 30 * time.Second}})
 	for i := range 5 {
 		at := t0.Add(time.Duration(i) * time.Second)
 		c.Observe(scan("press1", at, ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(60 + float64(i))}))
@@ -136,7 +159,7 @@ func TestPointsAPI(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var raw json.RawMessage
-			code := get(t, srv.URL+"/api/points"+tt.query, &raw)
+			code := getJSON(t, srv.URL+"/api/points"+tt.query, &raw)
 			if code != tt.wantCode {
 				t.Fatalf("status %d, want %d: %s", code, tt.wantCode, raw)
 			}
@@ -181,17 +204,16 @@ func TestPointsAPI(t *testing.T) {
 	}
 }
 
-// TestAlertsAPI mounts the console beside internal/alertapi, as ferry
-// does, on a real rule engine: the alert list, acknowledge and the
+// TestAlertsAPI serves the console and the alert API on a real rule
+// engine: the alert list, acknowledge and the
 // console's history of transitions.
 func TestAlertsAPI(t *testing.T) {
-	var c *Console
+	var c *Server
 	eng, err := rules.New([]rules.Rule{{Name: "oil_hot", When: "press1.oil_temp > 80", Clear: "press1.oil_temp < 75", Severity: "critical"}},
 		rules.Options{Emit: func(a ferry.Alert) { c.Alert(a) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c = New(testCatalog(), Options{Gateway: "gw1", Active: eng.Active, History: 3})
 	var skc sinks.Config
 	skc.SetDefaults()
 	skc.Log.Enabled = false
@@ -199,12 +221,8 @@ func TestAlertsAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	api := alertapi.Handler(eng, sk.Stream())
-	mux.Handle("/api/alerts", api)
-	mux.Handle("/api/alerts/", api)
-	c.Mount(mux)
-	srv := httptest.NewServer(mux)
+	c = newConsole(t, testCatalog(), Options{Gateway: "gw1", Alerts: eng, Stream: func() AlertStream { return sk.Stream() }, History: 3})
+	srv := httptest.NewServer(c.Handler())
 	defer srv.Close()
 
 	process := func(v float64) {
@@ -213,8 +231,8 @@ func TestAlertsAPI(t *testing.T) {
 		eng.Process(sc)
 	}
 	process(85)
-	var active []sinks.AlertJSON
-	get(t, srv.URL+"/api/alerts", &active)
+	var active []ferry.AlertJSON
+	getJSON(t, srv.URL+"/api/alerts", &active)
 	if len(active) != 1 || active[0].Rule != "oil_hot" || active[0].State != "raised" || active[0].Gateway != "gw1" {
 		t.Fatalf("active alerts: %+v", active)
 	}
@@ -222,18 +240,18 @@ func TestAlertsAPI(t *testing.T) {
 
 	// The devices page counts it.
 	var devs []Device
-	get(t, srv.URL+"/api/devices", &devs)
+	getJSON(t, srv.URL+"/api/devices", &devs)
 	if devs[0].Device != "press1" || devs[0].Alerts != 1 {
 		t.Errorf("press1 alerts %d, want 1", devs[0].Alerts)
 	}
 
-	ack := func(id, body string) (int, sinks.AlertJSON) {
+	ack := func(id, body string) (int, ferry.AlertJSON) {
 		resp, err := http.Post(srv.URL+"/api/alerts/"+id+"/ack", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var a sinks.AlertJSON
+		var a ferry.AlertJSON
 		_ = json.NewDecoder(resp.Body).Decode(&a)
 		return resp.StatusCode, a
 	}
@@ -246,8 +264,8 @@ func TestAlertsAPI(t *testing.T) {
 	}
 	process(70) // cleared
 
-	var hist []sinks.AlertJSON
-	get(t, srv.URL+"/api/alerts/history", &hist)
+	var hist []ferry.AlertJSON
+	getJSON(t, srv.URL+"/api/alerts/history", &hist)
 	var states []string
 	for _, h := range hist {
 		if h.ID != id || h.Gateway != "gw1" {
@@ -261,7 +279,7 @@ func TestAlertsAPI(t *testing.T) {
 
 	// The history is bounded (3 here): the oldest goes.
 	process(85)
-	get(t, srv.URL+"/api/alerts/history", &hist)
+	getJSON(t, srv.URL+"/api/alerts/history", &hist)
 	if len(hist) != 3 || hist[0].State != "raised" || hist[0].ID == id || hist[2].State != "acknowledged" {
 		t.Errorf("bounded history: %+v", hist)
 	}
@@ -297,7 +315,7 @@ func TestHistoryRing(t *testing.T) {
 }
 
 func TestPageAndAssets(t *testing.T) {
-	c := New(Catalog{}, Options{})
+	c := newConsole(t, Catalog{}, Options{})
 	srv := httptest.NewServer(c.Handler())
 	defer srv.Close()
 	tests := []struct {
@@ -403,7 +421,7 @@ func TestHealthAPI(t *testing.T) {
 
 	clk := &testClock{t0}
 	oldest := t0.Add(-90 * time.Second)
-	c := New(Catalog{}, Options{Now: clk.Now, Gatherer: reg, Status: func() Status {
+	c := newConsole(t, Catalog{}, Options{Now: clk.Now, Gatherer: reg, Status: func() Status {
 		return Status{
 			Version: "1.2.3", Gateway: "gw1", Started: t0.Add(-time.Hour),
 			Config: ConfigStatus{File: "/etc/ferry/ferry.yaml", Version: "abc", Reload: &Reload{Time: t0, OK: false, Error: "ferry.yaml:3:3: nope"}},
@@ -416,7 +434,7 @@ func TestHealthAPI(t *testing.T) {
 
 	acked.WithLabelValues("telemetry").Add(100)
 	var h Health
-	get(t, srv.URL+"/api/health", &h)
+	getJSON(t, srv.URL+"/api/health", &h)
 	if h.Traffic.AckedPerSecond != nil || h.Traffic.Acked != 100 || h.UptimeSeconds != 3600 || h.Config.Reload == nil || h.Config.Reload.OK {
 		t.Errorf("first read: %+v", h)
 	}
@@ -441,7 +459,7 @@ func TestHealthAPI(t *testing.T) {
 	for range 10 {
 		latency.Observe(0.2)
 	}
-	get(t, srv.URL+"/api/health", &h)
+	getJSON(t, srv.URL+"/api/health", &h)
 	tr := h.Traffic
 	check := func(name string, got *float64, want float64) {
 		t.Helper()
@@ -467,10 +485,10 @@ func TestHealthAPI(t *testing.T) {
 	// Rates are taken over the last minute only: at 75 s the readings of
 	// 0 s and 10 s are forgotten, the one of 40 s is the base.
 	clk.t = t0.Add(40 * time.Second)
-	get(t, srv.URL+"/api/health", &h)
+	getJSON(t, srv.URL+"/api/health", &h)
 	clk.t = t0.Add(75 * time.Second)
 	acked.WithLabelValues("telemetry").Add(140)
-	get(t, srv.URL+"/api/health", &h)
+	getJSON(t, srv.URL+"/api/health", &h)
 	check("acked/s over the window", h.Traffic.AckedPerSecond, 4)
 	if h.Traffic.WindowSeconds != 35 {
 		t.Errorf("window %v s, want 35", h.Traffic.WindowSeconds)
@@ -514,6 +532,68 @@ func TestQuantile(t *testing.T) {
 			got, ok := quantile(tt.q, tt.cur, tt.prev, tt.n)
 			if ok != tt.wantOK || got != tt.want {
 				t.Errorf("quantile = %v, %v; want %v, %v", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+// TestStatusAPI: GET /api/status summarises Status for scripts, with the
+// server's version and the uplink as one word or its error.
+func TestStatusAPI(t *testing.T) {
+	oldest := t0.Add(-time.Minute)
+	for _, tc := range []struct {
+		name   string
+		uplink UplinkStatus
+		want   string
+	}{
+		{"none", UplinkStatus{}, "not configured"},
+		{"up", UplinkStatus{Configured: true, Connected: true}, "connected"},
+		{"down", UplinkStatus{Configured: true, Error: "dial tcp: connection refused"}, "dial tcp: connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newConsole(t, Catalog{}, Options{Version: "1.2.3", Status: func() Status {
+				return Status{
+					Version: "ignored", Gateway: "gw1", Site: "plant",
+					Config: ConfigStatus{File: "/etc/ferry/ferry.yaml", Version: "abc"},
+					Buffer: BufferStatus{Lanes: []LaneStatus{{Lane: "alerts"}, {Lane: "telemetry", Records: 2, Bytes: 300, Oldest: oldest, InFlight: 1}}, FileBytes: 32768, QueueLength: 4},
+					Uplink: tc.uplink,
+				}
+			}})
+			srv := httptest.NewServer(c.Handler())
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + "/api/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			want := `{
+  "version": "1.2.3",
+  "gateway": "gw1",
+  "site": "plant",
+  "config_file": "/etc/ferry/ferry.yaml",
+  "config_version": "abc",
+  "buffer": {
+    "lanes": [
+      {
+        "records": 0,
+        "bytes": 0,
+        "in_flight": 0
+      },
+      {
+        "records": 2,
+        "bytes": 300,
+        "oldest": "2026-03-01T07:59:00Z",
+        "in_flight": 1
+      }
+    ],
+    "file_bytes": 32768,
+    "free_bytes": 0,
+    "queue_length": 4
+  },
+  "uplink": ` + quote(tc.want) + "\n}\n"
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || string(b) != want {
+				t.Errorf("/api/status = %d %s\n%s\nwant\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), b, want)
 			}
 		})
 	}

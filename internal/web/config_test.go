@@ -1,4 +1,4 @@
-package httpapi
+package web
 
 import (
 	"net"
@@ -83,7 +83,7 @@ func errString(err error) string {
 }
 
 func TestNewRefusesInvalidConfig(t *testing.T) {
-	if _, err := New(Config{Listen: "nope"}, Options{}); err == nil {
+	if _, err := New(Options{Config: Config{Listen: "nope"}}); err == nil {
 		t.Fatal("New accepted an invalid config")
 	}
 }

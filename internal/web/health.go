@@ -1,4 +1,4 @@
-package console
+package web
 
 import (
 	"math"
@@ -9,9 +9,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// Status is what the daemon reports about itself for the health page. The
-// console adds rates, drops and latencies from the metrics.
+// Status is what the gateway reports about itself for /api/status and the
+// health page. The server adds rates, drops and latencies from the
+// metrics.
 type Status struct {
+	// Version and Commit are filled by the server from Options.
 	Version string    `json:"version"`
 	Commit  string    `json:"commit,omitempty"`
 	Gateway string    `json:"gateway"`

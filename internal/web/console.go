@@ -1,4 +1,4 @@
-package console
+package web
 
 import (
 	"crypto/sha256"
@@ -6,56 +6,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"path"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/sinks"
 )
 
 //go:embed assets
 var assetFS embed.FS
-
-// Options are what the console reads from the running gateway. Every
-// function may be nil (that part of the console is then empty); each is
-// called in the request's goroutine and must return promptly.
-type Options struct {
-	Logger *slog.Logger
-	// Gateway is the gateway id put in alert JSON.
-	Gateway string
-	// Devices returns the drivers' view of every running device.
-	Devices func() []ferry.DeviceStatus
-	// Active returns the active alerts (to count them per device).
-	Active func() []ferry.Alert
-	// Status returns the gateway's own facts for the health page.
-	Status func() Status
-	// Gatherer is read for the health page's drops, rates and latencies.
-	Gatherer prometheus.Gatherer
-	// Step and Slots shape the sparklines (DefaultStep, DefaultSlots;
-	// Slots below zero turns them off); History is how many alert
-	// transitions are kept (DefaultHistory).
-	Step    time.Duration
-	Slots   int
-	History int
-	Now     func() time.Time
-}
-
-// Console is the local web console: the embedded page and the JSON API
-// behind it. Create it with New, feed it with Observe (every scan) and
-// Alert (every alert transition), and mount it with Mount.
-type Console struct {
-	opts    Options
-	log     *slog.Logger
-	store   *Store
-	history *History
-	meter   *meter
-	assets  map[string]asset
-}
 
 type asset struct {
 	body        []byte
@@ -63,22 +23,9 @@ type asset struct {
 	etag        string
 }
 
-// New returns a console for the devices and points of cat. It does no I/O.
-func New(cat Catalog, opts Options) *Console {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	c := &Console{
-		opts:    opts,
-		log:     opts.Logger,
-		store:   NewStore(cat, opts.Step, opts.Slots, opts.Now),
-		history: NewHistory(opts.History),
-		meter:   &meter{g: opts.Gatherer},
-		assets:  map[string]asset{},
-	}
+// loadAssets reads the embedded page and its files, with their ETags.
+func loadAssets() map[string]asset {
+	m := map[string]asset{}
 	_ = fs.WalkDir(assetFS, "assets", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -88,10 +35,19 @@ func New(cat Catalog, opts Options) *Console {
 			return err
 		}
 		sum := sha256.Sum256(b)
-		c.assets[path.Base(p)] = asset{body: b, contentType: contentType(p), etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		m[path.Base(p)] = asset{body: b, contentType: contentType(p), etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 		return nil
 	})
-	return c
+	return m
+}
+
+// sparklineSlots turns the http.sparklines history into the store's
+// number of buckets of step: -1 (none) for 0.
+func sparklineSlots(history, step time.Duration) int {
+	if history <= 0 {
+		return -1
+	}
+	return max(1, int(history/step))
 }
 
 func contentType(p string) string {
@@ -108,73 +64,35 @@ func contentType(p string) string {
 	return "application/octet-stream"
 }
 
-// Observe records the values of one scan (the pipeline calls it for every
-// scan; it does not allocate in steady state).
-func (c *Console) Observe(s *ferry.Scan) { c.store.Observe(s) }
+// Observe records the values of one scan for the console (the pipeline
+// calls it for every scan; it does not allocate in steady state).
+func (s *Server) Observe(scan *ferry.Scan) { s.store.Observe(scan) }
 
-// Alert records one alert transition in the history.
-func (c *Console) Alert(a ferry.Alert) { c.history.Add(a) }
+// Alert records one alert transition in the console's history.
+func (s *Server) Alert(a ferry.Alert) { s.history.Add(a) }
 
 // SetCatalog replaces the configured devices and points (a reload).
-func (c *Console) SetCatalog(cat Catalog) { c.store.SetCatalog(cat) }
-
-// Store returns the value store.
-func (c *Console) Store() *Store { return c.store }
-
-// Mux is where the console mounts its handlers (an *http.ServeMux or the
-// httpapi server).
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
-// Routes lists the patterns Mount mounts.
-var Routes = []string{
-	"GET /{$}",
-	"GET /assets/{file}",
-	"GET /api/devices",
-	"GET /api/points",
-	"GET /api/alerts/history",
-	"GET /api/health",
-}
-
-// Mount mounts the page, its assets and the JSON API on m. The alert list,
-// stream and acknowledge (/api/alerts, /api/alerts/stream,
-// /api/alerts/{id}/ack) are served by internal/alertapi; the page uses
-// them.
-func (c *Console) Mount(m Mux) {
-	hs := []http.HandlerFunc{c.serveIndex, c.serveAsset, c.serveDevices, c.servePoints, c.serveHistory, c.serveHealth}
-	for i, p := range Routes {
-		m.Handle(p, hs[i])
-	}
-}
-
-// Handler returns the console's routes on their own mux (tests, or a
-// listener of its own).
-func (c *Console) Handler() http.Handler {
-	mux := http.NewServeMux()
-	c.Mount(mux)
-	return mux
-}
+func (s *Server) SetCatalog(cat Catalog) { s.store.SetCatalog(cat) }
 
 // csp lets the page load only its own scripts, styles and data; it may not
 // be framed (an Acknowledge button must not be clickjacked).
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-func (c *Console) serveIndex(w http.ResponseWriter, r *http.Request) {
-	c.writeAsset(w, r, "index.html")
+func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
+	s.writeAsset(w, r, "index.html")
 }
 
-func (c *Console) serveAsset(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveAsset(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("file")
 	if name == "index.html" {
 		http.Redirect(w, r, "/", http.StatusMovedPermanently)
 		return
 	}
-	c.writeAsset(w, r, name)
+	s.writeAsset(w, r, name)
 }
 
-func (c *Console) writeAsset(w http.ResponseWriter, r *http.Request, name string) {
-	a, ok := c.assets[name]
+func (s *Server) writeAsset(w http.ResponseWriter, r *http.Request, name string) {
+	a, ok := s.assets[name]
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -224,23 +142,21 @@ type Counts struct {
 
 // Devices returns every configured device (configuration order), then any
 // device a driver reports that the configuration does not name.
-func (c *Console) Devices() []Device {
+func (s *Server) Devices() []Device {
 	var status []ferry.DeviceStatus
-	if c.opts.Devices != nil {
-		status = c.opts.Devices()
+	if s.opts.Devices != nil {
+		status = s.opts.Devices()
 	}
 	alerts := map[string]int{}
-	if c.opts.Active != nil {
-		for _, a := range c.opts.Active() {
-			alerts[a.Device]++
-		}
+	for _, a := range s.opts.Alerts.Active() {
+		alerts[a.Device]++
 	}
 	byName := make(map[string]int, len(status))
 	for i, st := range status {
 		byName[st.Device] = i
 	}
 	used := make([]bool, len(status))
-	sums := c.store.devices()
+	sums := s.store.devices()
 	out := make([]Device, 0, len(sums)+len(status))
 	for _, s := range sums {
 		d := Device{
@@ -285,15 +201,15 @@ func (d *Device) setStatus(st ferry.DeviceStatus) {
 	}
 }
 
-func (c *Console) serveDevices(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, c.Devices())
+func (s *Server) serveDevices(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Devices())
 }
 
-func (c *Console) servePoints(w http.ResponseWriter, r *http.Request) {
+func (s *Server) servePoints(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	dev := q.Get("device")
 	spark := q.Get("spark") != "0" && q.Get("spark") != "false"
-	pts, ok := c.store.Points(dev, spark)
+	pts, ok := s.store.Points(dev, spark)
 	if !ok {
 		writeJSON(w, http.StatusNotFound, errorBody{"unknown device " + quote(dev)})
 		return
@@ -301,22 +217,20 @@ func (c *Console) servePoints(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, pts)
 }
 
-func (c *Console) serveHistory(w http.ResponseWriter, r *http.Request) {
-	list := c.history.List()
-	out := make([]sinks.AlertJSON, len(list))
+func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
+	list := s.history.List()
+	out := make([]ferry.AlertJSON, len(list))
 	for i, a := range list {
-		out[i] = sinks.NewAlertJSON(a, c.opts.Gateway)
+		out[i] = ferry.NewAlertJSON(a, s.opts.Gateway)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // Health returns the health page's data now.
-func (c *Console) Health() Health {
-	now := c.opts.Now()
+func (s *Server) Health() Health {
+	now := s.opts.Now()
 	h := Health{Time: now}
-	if c.opts.Status != nil {
-		h.Status = c.opts.Status()
-	}
+	h.Status = s.status()
 	if !h.Started.IsZero() {
 		h.UptimeSeconds = now.Sub(h.Started).Round(time.Second).Seconds()
 	}
@@ -326,12 +240,12 @@ func (c *Console) Health() Health {
 			l.OldestAgeSeconds = max(0, now.Sub(l.Oldest).Seconds())
 		}
 	}
-	c.meter.read(&h, now)
+	s.meter.read(&h, now)
 	return h
 }
 
-func (c *Console) serveHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, c.Health())
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Health())
 }
 
 type errorBody struct {
@@ -348,4 +262,67 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// status is the gateway's Status now, with the version and commit.
+func (s *Server) status() Status {
+	var st Status
+	if s.opts.Status != nil {
+		st = s.opts.Status()
+	}
+	st.Version, st.Commit = s.opts.Version, s.opts.Commit
+	return st
+}
+
+// apiStatus is the GET /api/status body: a summary for scripts (the
+// health page's /api/health has the details).
+type apiStatus struct {
+	Version       string    `json:"version"`
+	Gateway       string    `json:"gateway"`
+	Site          string    `json:"site"`
+	ConfigFile    string    `json:"config_file"`
+	ConfigVersion string    `json:"config_version"`
+	Buffer        apiBuffer `json:"buffer"`
+	// Uplink is "connected", "not configured" or why it is not connected.
+	Uplink string `json:"uplink"`
+}
+
+type apiBuffer struct {
+	Lanes       []apiLane `json:"lanes"`
+	FileBytes   int64     `json:"file_bytes"`
+	FreeBytes   int64     `json:"free_bytes"`
+	QueueLength int       `json:"queue_length"`
+}
+
+type apiLane struct {
+	Records  int       `json:"records"`
+	Bytes    int64     `json:"bytes"`
+	Oldest   time.Time `json:"oldest,omitzero"`
+	InFlight int       `json:"in_flight"`
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st := s.status()
+	out := apiStatus{
+		Version: st.Version, Gateway: st.Gateway, Site: st.Site,
+		ConfigFile: st.Config.File, ConfigVersion: st.Config.Version,
+		Buffer: apiBuffer{Lanes: make([]apiLane, len(st.Buffer.Lanes)), FileBytes: st.Buffer.FileBytes, FreeBytes: st.Buffer.FreeBytes, QueueLength: st.Buffer.QueueLength},
+	}
+	for i, l := range st.Buffer.Lanes {
+		out.Buffer.Lanes[i] = apiLane{Records: l.Records, Bytes: l.Bytes, Oldest: l.Oldest, InFlight: l.InFlight}
+	}
+	switch u := st.Uplink; {
+	case !u.Configured:
+		out.Uplink = "not configured"
+	case u.Connected:
+		out.Uplink = "connected"
+	case u.Error != "":
+		out.Uplink = u.Error
+	default:
+		out.Uplink = "not connected"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
 }

@@ -1,5 +1,5 @@
 // ferry console: plain JavaScript, no framework, no build step. It reads
-// the JSON API of the gateway (see internal/console/README.md), polls the
+// the JSON API of the gateway (see internal/web/README.md), polls the
 // page on screen every two seconds and follows alerts live over
 // Server-Sent Events. Every value is put in the page with textContent,
 // never as HTML.

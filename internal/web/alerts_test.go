@@ -1,4 +1,4 @@
-package alertapi
+package web
 
 import (
 	"bufio"
@@ -50,14 +50,14 @@ func dialSSE(t *testing.T, url string) <-chan sseEvent {
 	return ch
 }
 
-func next(t *testing.T, ch <-chan sseEvent) (string, sinks.AlertJSON) {
+func next(t *testing.T, ch <-chan sseEvent) (string, ferry.AlertJSON) {
 	t.Helper()
 	select {
 	case ev, ok := <-ch:
 		if !ok {
 			t.Fatal("stream ended")
 		}
-		var a sinks.AlertJSON
+		var a ferry.AlertJSON
 		if err := json.Unmarshal([]byte(ev.data), &a); err != nil {
 			t.Fatalf("event data %q: %v", ev.data, err)
 		}
@@ -65,7 +65,7 @@ func next(t *testing.T, ch <-chan sseEvent) (string, sinks.AlertJSON) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event")
 	}
-	return "", sinks.AlertJSON{}
+	return "", ferry.AlertJSON{}
 }
 
 func call(t *testing.T, method, url, body string, v any) int {
@@ -85,7 +85,7 @@ func call(t *testing.T, method, url, body string, v any) int {
 	return resp.StatusCode
 }
 
-// TestAPI wires the engine to the sinks as cmd/ferry does and drives the
+// TestAPI wires the engine to the sinks as internal/gateway does and drives the
 // API over a real HTTP server: list, stream, acknowledge.
 func TestAPI(t *testing.T) {
 	var cfg sinks.Config
@@ -100,14 +100,14 @@ func TestAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(eng, sk.Stream()))
+	srv := httptest.NewServer(newConsole(t, Catalog{}, Options{Gateway: "gw1", Alerts: eng, Stream: func() AlertStream { return sk.Stream() }}).Handler())
 	t.Cleanup(srv.Close)
 	testutil.Run(t, "sinks", 15*time.Second, sk.Run)
 	send := func(v float64) {
 		eng.Process(&ferry.Scan{Device: "press3", Samples: []ferry.Sample{{Point: "oil_temp", Value: ferry.FloatValue(v)}}})
 	}
 
-	var list []sinks.AlertJSON
+	var list []ferry.AlertJSON
 	if code := call(t, "GET", srv.URL+"/api/alerts", "", &list); code != 200 || len(list) != 0 {
 		t.Fatalf("GET /api/alerts: %d %v", code, list)
 	}
@@ -132,7 +132,18 @@ func TestAPI(t *testing.T) {
 	if code := call(t, "GET", srv.URL+"/api/alerts/"+raised.ID+"/ack", "", nil); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET on ack: %d", code)
 	}
-	var acked sinks.AlertJSON
+	// A browser request from another site may not acknowledge.
+	req, _ := http.NewRequest("POST", srv.URL+"/api/alerts/"+raised.ID+"/ack", strings.NewReader(`{"by": "mallory"}`))
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site ack: %d, want 403", resp.StatusCode)
+	}
+	var acked ferry.AlertJSON
 	if code := call(t, "POST", srv.URL+"/api/alerts/"+raised.ID+"/ack", `{"by": "alice"}`, &acked); code != 200 ||
 		acked.State != "acknowledged" || acked.ID != raised.ID || acked.Labels[rules.AckLabel] != "alice" {
 		t.Fatalf("ack: %d %+v", code, acked)
@@ -166,7 +177,7 @@ func TestStreamWithoutHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(eng, nil))
+	srv := httptest.NewServer(newConsole(t, Catalog{}, Options{Alerts: eng}).Handler())
 	defer srv.Close()
 	if code := call(t, "GET", srv.URL+"/api/alerts/stream", "", nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("stream without hub: %d", code)

@@ -1,4 +1,4 @@
-package alertapi
+package web
 
 import (
 	"os"

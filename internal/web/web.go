@@ -1,29 +1,4 @@
-// Package httpapi is ferry's local HTTP listener: /metrics (Prometheus
-// text and OpenMetrics), /healthz (the process is alive), /readyz (every
-// part is working, or which one is not and why), and the API handlers the
-// other parts mount with Handle.
-//
-// Promises:
-//
-//   - Loopback by default (127.0.0.1:9440); "off" disables the listener and
-//     Run then only waits for its context.
-//   - Optional TLS (certificate re-read when its files change, optional
-//     client certificates) and basic auth with a bcrypt hash. /healthz is
-//     never authenticated: it says only "ok" and liveness probes must not
-//     need a password. Every other path, /metrics and /readyz included,
-//     requires the password when basic_auth is set.
-//   - A non-loopback bind without authentication, or with basic auth but
-//     without TLS, is allowed and logged as a warning at start.
-//   - Slow or hostile clients cannot pin the server: header, read and idle
-//     timeouts, a header size limit, a request body limit, and a cap on
-//     concurrent bcrypt checks.
-//   - Run shuts down gracefully: it stops accepting, cancels the requests'
-//     context (ending long-lived streams) and waits at most
-//     Options.ShutdownTimeout for handlers to return.
-//
-// Caveat: readiness checks run in the request goroutine; each must return
-// promptly (report a state the part already knows, do not dial).
-package httpapi
+package web
 
 import (
 	"context"
@@ -36,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -43,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ferry-edge/ferry"
 )
 
 // Limits and timeouts of the listener.
@@ -57,114 +35,212 @@ const (
 	metricsInFlight        = 4
 )
 
-// Options are what the server needs besides its configuration.
+// Options are everything the server shows and serves. Only Config is
+// required; every other field may be left zero (that part of the API is
+// then empty). The funcs and interfaces are called in the request's
+// goroutine and must return promptly: report a state the part already
+// knows, do not dial.
 type Options struct {
 	Logger *slog.Logger
-	// Gatherer is served on /metrics; nil serves an empty registry.
+	// Config is the `http:` section.
+	Config Config
+	// Gatherer is served on /metrics and read for the health page's
+	// drops, rates and latencies; nil serves an empty registry.
 	Gatherer prometheus.Gatherer
 	// Registerer, when set, receives ferry_http_requests_total and
 	// ferry_ready{check} (each readiness check, run at scrape time).
 	Registerer prometheus.Registerer
-	// Version is shown on the index page.
-	Version string
+	// Version and Commit are shown on /api/status and the health page.
+	Version, Commit string
+	// Gateway is the gateway id put in alert JSON.
+	Gateway string
+
+	// Catalog is the configured devices and points the console keeps
+	// values for (SetCatalog replaces it on a reload).
+	Catalog Catalog
+	// Devices returns the drivers' view of every running device.
+	Devices func() []ferry.DeviceStatus
+	// Alerts lists and acknowledges the active alerts.
+	Alerts Alerts
+	// Stream returns the alert stream now (it changes when the sinks are
+	// rebuilt by a reload); nil, or a nil result, answers 503.
+	Stream func() AlertStream
+	// Status returns the gateway's own facts for /api/status and the
+	// health page.
+	Status func() Status
+	// Checks are the readiness checks of /readyz, in the order shown.
+	Checks []Check
+
+	// Step is the sparklines' bucket (DefaultStep); Config.Sparklines
+	// says how long they are. History is how many alert transitions are
+	// kept (DefaultHistory).
+	Step    time.Duration
+	History int
+	Now     func() time.Time
 	// ShutdownTimeout bounds the graceful shutdown (default 5s).
 	ShutdownTimeout time.Duration
 }
 
-// Server is the HTTP listener. Create it with New, mount handlers with
-// Handle, register readiness checks with AddCheck, then Run it.
+// Alerts is what the alert API needs of the rule engine.
+type Alerts interface {
+	// Active returns the active alerts, oldest first.
+	Active() []ferry.Alert
+	// Ack acknowledges the active alert id on behalf of by; it returns
+	// an error wrapping ferry.ErrAlertNotFound for an unknown or cleared
+	// id.
+	Ack(id, by string) (ferry.Alert, error)
+}
+
+// AlertStream is what GET /api/alerts/stream needs of the alert sinks'
+// Server-Sent Events hub: serve one client until it goes away, sending
+// first the alerts snapshot returns as "active" events (the client is
+// subscribed before snapshot is called).
+type AlertStream interface {
+	Serve(w http.ResponseWriter, r *http.Request, snapshot func() []ferry.Alert)
+}
+
+// Check is one readiness check: /readyz is ready when every Err returns
+// nil. A check that panics counts as failing.
+type Check struct {
+	Name string
+	Err  func() error
+}
+
+// Server is the HTTP listener and everything it serves. Create it with
+// New, feed the console with Observe and Alert, then Run it.
 type Server struct {
 	cfg      Config
+	opts     Options
 	log      *slog.Logger
-	version  string
 	shutdown time.Duration
 	gatherer prometheus.Gatherer
 
 	mux      *http.ServeMux
 	requests *prometheus.CounterVec // nil without a Registerer
 	auth     *authenticator         // nil without basic auth
-	checks   checks
+	checks   []Check
+
+	// The console's state.
+	store   *Store
+	history *History
+	meter   *meter
+	assets  map[string]asset
 
 	mu       sync.Mutex
-	patterns []string
 	ln       net.Listener
 	certs    *certLoader
 	clientCA *x509.CertPool
 	running  bool
 }
 
-// New validates cfg and returns a server. It does no I/O: the listener is
-// opened by Listen or Run.
-func New(cfg Config, opts Options) (*Server, error) {
+// New validates o.Config and returns a server with every route mounted.
+// It does no I/O: the listener is opened by Listen or Run.
+func New(o Options) (*Server, error) {
+	cfg := o.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Gatherer == nil {
-		opts.Gatherer = prometheus.NewRegistry()
+	if o.Gatherer == nil {
+		o.Gatherer = prometheus.NewRegistry()
 	}
-	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = DefaultShutdownTimeout
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.Step <= 0 {
+		o.Step = DefaultStep
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Alerts == nil {
+		o.Alerts = noAlerts{}
 	}
 	s := &Server{
 		cfg:      cfg,
-		log:      opts.Logger,
-		version:  opts.Version,
-		shutdown: opts.ShutdownTimeout,
-		gatherer: opts.Gatherer,
+		opts:     o,
+		log:      o.Logger,
+		shutdown: o.ShutdownTimeout,
+		gatherer: o.Gatherer,
 		mux:      http.NewServeMux(),
+		checks:   o.Checks,
+		store:    NewStore(o.Catalog, o.Step, sparklineSlots(cfg.Sparklines, o.Step), o.Now),
+		history:  NewHistory(o.History),
+		meter:    &meter{g: o.Gatherer},
+		assets:   loadAssets(),
 	}
 	if cfg.BasicAuth != nil && !cfg.Disabled() {
 		s.auth = newAuthenticator(cfg.BasicAuth.Username, cfg.BasicAuth.PasswordHash.Reveal())
 	}
-	if opts.Registerer != nil {
+	if o.Registerer != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_http_requests_total",
 			Help: "HTTP requests served by the local listener, by route pattern and status code.",
 		}, []string{"handler", "code"})
-		if err := opts.Registerer.Register(s.requests); err != nil {
+		if err := o.Registerer.Register(s.requests); err != nil {
 			return nil, fmt.Errorf("http: register metrics: %w", err)
 		}
-		if err := opts.Registerer.Register(readyCollector{&s.checks}); err != nil {
+		if err := o.Registerer.Register(readyCollector{s}); err != nil {
 			return nil, fmt.Errorf("http: register metrics: %w", err)
 		}
 	}
-	s.Handle("GET /healthz", http.HandlerFunc(s.serveHealthz))
-	s.Handle("GET /readyz", http.HandlerFunc(s.serveReadyz))
-	s.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
+	s.routes()
+	return s, nil
+}
+
+// routes mounts every handler.
+func (s *Server) routes() {
+	s.handle("GET /healthz", http.HandlerFunc(s.serveHealthz))
+	s.handle("GET /readyz", http.HandlerFunc(s.serveReadyz))
+	s.handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog:            promLogger{s.log},
 		ErrorHandling:       promhttp.ContinueOnError,
 		EnableOpenMetrics:   true,
 		MaxRequestsInFlight: metricsInFlight,
 		Timeout:             metricsTimeout,
 	}))
-	return s, nil
+
+	// The console: its page, assets and JSON API.
+	s.handle("GET /{$}", http.HandlerFunc(s.serveIndex))
+	s.handle("GET /assets/{file}", http.HandlerFunc(s.serveAsset))
+	s.handle("GET /api/devices", http.HandlerFunc(s.serveDevices))
+	s.handle("GET /api/points", http.HandlerFunc(s.servePoints))
+	s.handle("GET /api/alerts/history", http.HandlerFunc(s.serveHistory))
+	s.handle("GET /api/health", http.HandlerFunc(s.serveHealth))
+	s.handle("GET /api/status", http.HandlerFunc(s.serveStatus))
+
+	// The alert API. Acknowledge is the only request that changes
+	// anything: it is refused to cross-origin browser requests, so that
+	// another web page cannot acknowledge alerts with the credentials a
+	// browser keeps for the gateway.
+	alerts := http.NewCrossOriginProtection().Handler(s.alertsHandler())
+	s.handle("/api/alerts", alerts)
+	s.handle("/api/alerts/", alerts)
+
+	// Go's profiles, for a gateway that uses more memory or CPU than it
+	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap). Same
+	// listener, same authentication as the rest.
+	s.handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
+	s.handle("/debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+	s.handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	s.handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	s.handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 }
 
-// Handle mounts h at pattern, a net/http ServeMux pattern with an
-// optional method ("GET /api/devices", "POST /api/alerts/{id}/ack"). It
-// panics on a malformed or conflicting pattern, as ServeMux does. Handlers
-// mounted while the server runs are served at once.
-func (s *Server) Handle(pattern string, h http.Handler) {
+// handle mounts h at pattern, counted in ferry_http_requests_total by
+// its pattern.
+func (s *Server) handle(pattern string, h http.Handler) {
 	if s.requests != nil {
 		h = promhttp.InstrumentHandlerCounter(s.requests.MustCurryWith(prometheus.Labels{"handler": pattern}), h)
 	}
 	s.mux.Handle(pattern, h)
-	s.mu.Lock()
-	s.patterns = append(s.patterns, pattern)
-	s.mu.Unlock()
 }
 
-// AddCheck adds a readiness check named name, or replaces the check of
-// that name (keeping its place). /readyz reports ready when every check
-// returns nil. A check must return promptly; a check that panics counts
-// as failing.
-func (s *Server) AddCheck(name string, check func() error) { s.checks.add(name, check) }
-
-// RemoveCheck removes the readiness check named name, if any.
-func (s *Server) RemoveCheck(name string) { s.checks.remove(name) }
+// Handler returns the server's handler: every route behind the limits
+// and the authentication, as Run serves it.
+func (s *Server) Handler() http.Handler { return s.handler() }
 
 // Addr returns the address the server listens on ("127.0.0.1:40123"), or
 // "" before Listen and when the listener is off.
@@ -237,11 +313,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	ln := s.ln
-	root := !s.hasRootLocked()
 	s.mu.Unlock()
-	if root {
-		s.Handle("GET /{$}", http.HandlerFunc(s.serveIndex))
-	}
 
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
@@ -320,20 +392,6 @@ func (s *Server) logStart(ln net.Listener) {
 	}
 }
 
-// hasRootLocked reports whether a handler was mounted at the site root.
-func (s *Server) hasRootLocked() bool {
-	for _, p := range s.patterns {
-		path := p
-		if i := strings.IndexByte(p, ' '); i >= 0 {
-			path = strings.TrimSpace(p[i+1:])
-		}
-		if path == "/" || path == "/{$}" {
-			return true
-		}
-	}
-	return false
-}
-
 // handler wraps the mux with the limits and basic auth.
 func (s *Server) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -352,24 +410,6 @@ func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	io.WriteString(w, "ok\n")
-}
-
-func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	s.mu.Lock()
-	patterns := append([]string(nil), s.patterns...)
-	s.mu.Unlock()
-	v := s.version
-	if v == "" {
-		v = "dev"
-	}
-	fmt.Fprintf(w, "ferry %s\n\n", v)
-	for _, p := range patterns {
-		if p == "GET /{$}" {
-			continue
-		}
-		fmt.Fprintln(w, p)
-	}
 }
 
 // promLogger routes promhttp's errors (a collector failing) to the log.

@@ -1,4 +1,4 @@
-package httpapi_test
+package web_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ferry-edge/ferry/internal/config"
-	"github.com/ferry-edge/ferry/internal/httpapi"
+	"github.com/ferry-edge/ferry/internal/web"
 )
 
 // TestFromConfigFile loads an http section through the real loader
@@ -35,7 +35,7 @@ http:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := httpapi.New(c.HTTP, httpapi.Options{})
+	s, err := web.New(web.Options{Config: c.HTTP})
 	if err != nil {
 		t.Fatal(err)
 	}
