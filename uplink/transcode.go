@@ -69,9 +69,12 @@ func appendSampleView(dst []byte, s *codec.SampleView, scanTime int64) []byte {
 	dst = append(dst, `{"name":`...)
 	dst = appendString(dst, s.Point)
 	dst = append(dst, `,"value":`...)
-	if s.Value.Kind() == ferry.KindString {
+	switch s.Value.Kind() {
+	case ferry.KindFloat:
+		dst = appendFloat(dst, s.Value.Float64())
+	case ferry.KindString:
 		dst = appendString(dst, s.Text)
-	} else {
+	default:
 		dst = appendValue(dst, s.Value)
 	}
 	if s.Status != ferry.Good {

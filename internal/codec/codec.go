@@ -528,22 +528,42 @@ func (tr *TelemetryReader) NextSample(s *SampleView) bool {
 	}
 	tr.samples--
 	r := &tr.r
-	idx := r.uvarint()
+	var idx uint64
+	var flags byte
+	if b := r.b; len(b) >= 2 && b[0] < 0x80 {
+		// The usual case, read in place: an index below 128 and the flags.
+		idx, flags = uint64(b[0]), b[1]
+		r.b = b[2:]
+	} else {
+		idx = r.uvarint()
+		flags = r.byte()
+	}
 	if r.err == nil && idx >= uint64(len(tr.names)) {
 		r.fail("point index %d of %d", idx, len(tr.names))
 	}
-	flags := r.byte()
-	s.Value, s.Text = r.value(flags)
+	// The usual values, floats, are read in place.
+	switch k := flags & (7 | flagAux); {
+	case k == byte(ferry.KindFloat)|flagAux && len(r.b) >= 4:
+		s.Value, s.Text = ferry.FloatValue(float64(math.Float32frombits(binary.LittleEndian.Uint32(r.b)))), nil
+		r.b = r.b[4:]
+	case k == byte(ferry.KindFloat) && len(r.b) >= 8:
+		s.Value, s.Text = ferry.FloatValue(math.Float64frombits(binary.LittleEndian.Uint64(r.b))), nil
+		r.b = r.b[8:]
+	default:
+		s.Value, s.Text = r.value(flags)
+	}
 	s.Status = ferry.Status(flags >> 3 & 3)
 	s.Reason = nil
-	if flags&flagReason != 0 {
-		s.Reason = r.bytes()
-	}
 	s.Time = tr.scanTime
-	if flags&flagDT != 0 {
-		// dt wraps around (a sample time centuries from its scan's), and
-		// so does this sum, back to the sample time.
-		s.Time += r.varint()
+	if flags&(flagReason|flagDT) != 0 {
+		if flags&flagReason != 0 {
+			s.Reason = r.bytes()
+		}
+		if flags&flagDT != 0 {
+			// dt wraps around (a sample time centuries from its scan's),
+			// and so does this sum, back to the sample time.
+			s.Time += r.varint()
+		}
 	}
 	if r.err != nil {
 		tr.samples, tr.scans = 0, 0
