@@ -569,6 +569,3 @@ func appendString[S ~string | ~[]byte](dst []byte, s S) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
-
-func appendInt(dst []byte, i int64) []byte   { return strconv.AppendInt(dst, i, 10) }
-func appendUint(dst []byte, u uint64) []byte { return strconv.AppendUint(dst, u, 10) }

@@ -332,9 +332,13 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzTranscode checks the transcoder against the decoder path: for every
-// input both accept or both refuse, and what they write is identical.
+// FuzzTranscode checks the transcoder (the record read in place with
+// codec.TelemetryReader, written straight to JSON) against the decoder
+// path (codec.DecodeTelemetry, then the encoder of decoded records): for
+// every input both accept or both refuse, and what they write is
+// identical.
 func FuzzTranscode(f *testing.F) {
+	f.Add(codec.AppendTelemetry(nil, "v", "d", []ferry.Scan{{Device: "d", Time: time.Unix(0, 0)}}))
 	t0 := time.Unix(1700000000, 5)
 	f.Add(codec.AppendTelemetry(nil, "v", "dev", []ferry.Scan{benchScan("dev", t0, 12, 3), scan("dev", t0.Add(time.Second), 2, 1)}))
 	sc := scan("dev", t0, 3, 1)
@@ -359,4 +363,26 @@ func FuzzTranscode(f *testing.F) {
 			t.Fatalf("transcoder and decoder differ:\n%s\n%s\n(%d/%d samples)", fast, slow, n, m)
 		}
 	})
+}
+
+// TestTranscodeDoesNotAllocate: with room in dst, transcoding a record
+// (string values and reasons included) allocates nothing, whatever the
+// number of samples.
+func TestTranscodeDoesNotAllocate(t *testing.T) {
+	t0 := time.Unix(1700000000, 5)
+	sc := scan("dev", t0, 3, 1)
+	sc.Samples[0].Time = t0.Add(-time.Millisecond)
+	sc.Samples[1].Value = ferry.StringValue("x\"y")
+	sc.Samples[2].Quality = ferry.BadQuality(ferry.ReasonTimeout)
+	data := codec.AppendTelemetry(nil, "v", "dev", []ferry.Scan{benchScan("dev", t0, 100, 50), sc})
+	e := newEncoder("gw", "site")
+	var tc transcoder
+	dst := make([]byte, 0, 64<<10)
+	out, _, _, n, ok := tc.telemetry(e, dst, data)
+	if !ok || n != 103 || !json.Valid(out) {
+		t.Fatalf("ok=%v, %d samples, valid JSON %v", ok, n, json.Valid(out))
+	}
+	if a := testing.AllocsPerRun(50, func() { tc.telemetry(e, dst, data) }); a != 0 {
+		t.Fatalf("%v allocations per record, want 0", a)
+	}
 }

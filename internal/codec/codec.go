@@ -349,64 +349,234 @@ func PeekHeader(data []byte) (Header, error) {
 	return h, r.err
 }
 
-// DecodeTelemetry decodes a telemetry record.
+// DecodeTelemetry decodes a telemetry record. It reads the record with a
+// TelemetryReader, so that the format has one reader.
 func DecodeTelemetry(data []byte) (Telemetry, error) {
-	r := reader{b: data}
-	var t Telemetry
-	t.Header = r.header()
-	if r.err == nil && t.Kind != KindTelemetry {
-		return t, fmt.Errorf("%w: kind %d is not telemetry", ErrCorrupt, t.Kind)
+	var tr TelemetryReader
+	err := tr.Reset(data)
+	t := Telemetry{Header: tr.header}
+	t.ConfigVersion = string(tr.configVersion)
+	if err != nil {
+		return t, err
 	}
-	t.Device = r.string()
-	np := r.count(1)
-	names := make([]string, 0, np)
-	for i := 0; i < np && r.err == nil; i++ {
-		names = append(names, r.string())
+	t.Device = string(tr.device)
+	// Each point name becomes one string, shared by its samples.
+	names := make([]string, len(tr.names))
+	for i, n := range tr.names {
+		names[i] = string(n)
 	}
-	ns := r.count(2)
-	if r.err != nil {
-		return t, r.err
-	}
-	t.Scans = make([]ferry.Scan, 0, ns)
-	var prev int64
-	for i := 0; i < ns && r.err == nil; i++ {
-		prev += r.varint()
-		st := time.Unix(0, prev)
-		n := r.count(2)
-		if r.err != nil {
+	t.Scans = make([]ferry.Scan, 0, tr.scans)
+	var s SampleView
+	for {
+		st, n, ok := tr.NextScan()
+		if !ok {
 			break
 		}
-		sc := ferry.Scan{Device: t.Device, Time: st, Samples: make([]ferry.Sample, 0, n)}
-		for j := 0; j < n && r.err == nil; j++ {
-			idx := r.uvarint()
-			if r.err == nil && idx >= uint64(len(names)) {
-				r.fail("point index %d of %d", idx, len(names))
-				break
+		scanTime := time.Unix(0, st)
+		sc := ferry.Scan{Device: t.Device, Time: scanTime, Samples: make([]ferry.Sample, 0, n)}
+		for tr.NextSample(&s) {
+			v := s.Value
+			if v.Kind() == ferry.KindString {
+				v = ferry.StringValue(string(s.Text))
 			}
-			flags := r.byte()
-			v := r.value(flags)
-			q := ferry.Quality{Status: ferry.Status(flags >> 3 & 3)}
-			if flags&flagReason != 0 {
-				q.Reason = r.string()
+			ts := scanTime
+			if s.Time != st {
+				ts = time.Unix(0, s.Time)
 			}
-			ts := st
-			if flags&flagDT != 0 {
-				// dt wraps around (a sample time centuries from its
-				// scan's), and so does this sum, back to the sample time.
-				ts = time.Unix(0, prev+r.varint())
-			}
-			if r.err != nil {
-				break
-			}
-			sc.Samples = append(sc.Samples, ferry.Sample{Device: t.Device, Point: names[idx], Value: v, Quality: q, Time: ts})
+			sc.Samples = append(sc.Samples, ferry.Sample{
+				Device:  t.Device,
+				Point:   names[s.index],
+				Value:   v,
+				Quality: ferry.Quality{Status: s.Status, Reason: string(s.Reason)},
+				Time:    ts,
+			})
 		}
 		t.Scans = append(t.Scans, sc)
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("%d trailing bytes", len(r.b))
-	}
-	return t, r.err
+	return t, tr.Err()
 }
+
+// TelemetryReader reads a telemetry record in place, scan by scan and
+// sample by sample, without building ferry values: once its point table
+// has grown to a record's number of points, reading allocates nothing
+// (only an error does). It is the one reader of the telemetry format:
+// DecodeTelemetry is built on it, and so is the uplink's transcoding of
+// records to JSON.
+//
+// Use:
+//
+//	if err := tr.Reset(data); err != nil { … }
+//	for t, n, ok := tr.NextScan(); ok; t, n, ok = tr.NextScan() {
+//		for tr.NextSample(&s) { … }
+//	}
+//	if err := tr.Err(); err != nil { … }
+//
+// A record is valid only when Err returns nil after NextScan has returned
+// false: the reader checks the record's end (no trailing bytes) there.
+// The byte slices it yields are sub-slices of the record, valid as long
+// as the record's bytes are and not to be modified. A TelemetryReader is
+// not safe for concurrent use; its zero value is ready to use.
+type TelemetryReader struct {
+	r             reader
+	header        Header
+	configVersion []byte
+	device        []byte
+	names         [][]byte
+	scans         int   // scans left
+	samples       int   // samples left in the current scan
+	scanTime      int64 // Unix nanoseconds of the current scan
+}
+
+// SampleView is one sample as TelemetryReader.NextSample yields it.
+type SampleView struct {
+	// Point is the point name, a sub-slice of the record.
+	Point []byte
+	// Value is the value. For a string value it holds only the kind
+	// (Value.Str() is empty): the text is Text, a sub-slice of the record.
+	Value ferry.Value
+	Text  []byte
+	// Status and Reason are the quality; Reason is empty when the sample
+	// has none.
+	Status ferry.Status
+	Reason []byte
+	// Time is the sample's time in Unix nanoseconds: its scan's time
+	// unless the sample has one of its own.
+	Time int64
+
+	index uint64 // of Point in the record's point table
+}
+
+// Reset starts reading data, a telemetry record, and reads its header,
+// device and point names. It returns an error wrapping ErrCorrupt when
+// they cannot be read or the record is not telemetry; Err returns the
+// same error.
+func (tr *TelemetryReader) Reset(data []byte) error {
+	tr.r = reader{b: data}
+	r := &tr.r
+	tr.header = Header{}
+	tr.configVersion, tr.device, tr.names = nil, nil, tr.names[:0]
+	tr.scans, tr.samples, tr.scanTime = 0, 0, 0
+	v := r.byte()
+	if r.err == nil && v != Version {
+		r.fail("version %d is not supported (want %d)", v, Version)
+	}
+	k := Kind(r.byte())
+	if r.err != nil {
+		return r.err
+	}
+	tr.header.Version, tr.header.Kind = int(v), k
+	tr.configVersion = r.bytes()
+	if r.err == nil && k != KindTelemetry {
+		r.fail("kind %d is not telemetry", k)
+	}
+	tr.device = r.bytes()
+	np := r.count(1)
+	for i := 0; i < np && r.err == nil; i++ {
+		tr.names = append(tr.names, r.bytes())
+	}
+	tr.scans = r.count(2)
+	if r.err != nil {
+		tr.scans = 0
+		return r.err
+	}
+	return nil
+}
+
+// ConfigVersion returns the record's configuration version, a sub-slice
+// of the record.
+func (tr *TelemetryReader) ConfigVersion() []byte { return tr.configVersion }
+
+// Device returns the record's device, a sub-slice of the record.
+func (tr *TelemetryReader) Device() []byte { return tr.device }
+
+// NextScan moves to the next scan, skipping what is left of the current
+// one, and returns its time in Unix nanoseconds and its number of
+// samples. It returns ok=false after the last scan and on a malformed
+// record (then Err says why).
+func (tr *TelemetryReader) NextScan() (time int64, samples int, ok bool) {
+	if tr.samples > 0 {
+		var s SampleView
+		for tr.NextSample(&s) {
+		}
+	}
+	r := &tr.r
+	if r.err != nil {
+		return 0, 0, false
+	}
+	if tr.scans == 0 {
+		if len(r.b) != 0 {
+			r.fail("%d trailing bytes", len(r.b))
+		}
+		return 0, 0, false
+	}
+	tr.scans--
+	tr.scanTime += r.varint()
+	tr.samples = r.count(2)
+	if r.err != nil {
+		tr.samples = 0
+		return 0, 0, false
+	}
+	return tr.scanTime, tr.samples, true
+}
+
+// NextSample reads the next sample of the current scan into s. It returns
+// false at the end of the scan and on a malformed record (then Err says
+// why).
+func (tr *TelemetryReader) NextSample(s *SampleView) bool {
+	if tr.samples == 0 {
+		return false
+	}
+	tr.samples--
+	r := &tr.r
+	var idx uint64
+	var flags byte
+	if b := r.b; len(b) >= 2 && b[0] < 0x80 {
+		// The usual case, read in place: an index below 128 and the flags.
+		idx, flags = uint64(b[0]), b[1]
+		r.b = b[2:]
+	} else {
+		idx = r.uvarint()
+		flags = r.byte()
+	}
+	if r.err == nil && idx >= uint64(len(tr.names)) {
+		r.fail("point index %d of %d", idx, len(tr.names))
+	}
+	// The usual values, floats, are read in place.
+	switch k := flags & (7 | flagAux); {
+	case k == byte(ferry.KindFloat)|flagAux && len(r.b) >= 4:
+		s.Value, s.Text = ferry.FloatValue(float64(math.Float32frombits(binary.LittleEndian.Uint32(r.b)))), nil
+		r.b = r.b[4:]
+	case k == byte(ferry.KindFloat) && len(r.b) >= 8:
+		s.Value, s.Text = ferry.FloatValue(math.Float64frombits(binary.LittleEndian.Uint64(r.b))), nil
+		r.b = r.b[8:]
+	default:
+		s.Value, s.Text = r.value(flags)
+	}
+	s.Status = ferry.Status(flags >> 3 & 3)
+	s.Reason = nil
+	s.Time = tr.scanTime
+	if flags&(flagReason|flagDT) != 0 {
+		if flags&flagReason != 0 {
+			s.Reason = r.bytes()
+		}
+		if flags&flagDT != 0 {
+			// dt wraps around (a sample time centuries from its scan's),
+			// and so does this sum, back to the sample time.
+			s.Time += r.varint()
+		}
+	}
+	if r.err != nil {
+		tr.samples, tr.scans = 0, 0
+		return false
+	}
+	s.index = idx
+	s.Point = tr.names[idx]
+	return true
+}
+
+// Err returns the first error met reading the record, wrapping
+// ErrCorrupt, or nil.
+func (tr *TelemetryReader) Err() error { return tr.r.err }
 
 // DecodeAlert decodes an alert record.
 func DecodeAlert(data []byte) (Header, ferry.Alert, error) {
@@ -422,7 +592,11 @@ func DecodeAlert(data []byte) (Header, ferry.Alert, error) {
 	a.Point = r.string()
 	a.Severity = ferry.Severity(r.byte())
 	a.State = ferry.AlertState(r.byte())
-	a.Value = r.value(r.byte())
+	var text []byte
+	a.Value, text = r.value(r.byte())
+	if a.Value.Kind() == ferry.KindString {
+		a.Value = ferry.StringValue(string(text))
+	}
 	a.Message = r.string()
 	if n := r.count(2); n > 0 {
 		a.Labels = make(map[string]string, n)
@@ -510,53 +684,61 @@ func (r *reader) count(minBytes int) int {
 	return int(n)
 }
 
-func (r *reader) string() string {
+func (r *reader) string() string { return string(r.bytes()) }
+
+// bytes reads a string and returns it as a sub-slice of the record (its
+// capacity cut at its end, so that appending to it cannot overwrite the
+// record).
+func (r *reader) bytes() []byte {
 	n := r.uvarint()
 	if r.err != nil {
-		return ""
+		return nil
 	}
 	if n > maxString || n > uint64(len(r.b)) {
 		r.fail("string of %d bytes exceeds the record", n)
-		return ""
+		return nil
 	}
-	s := string(r.b[:n])
+	s := r.b[:n:n]
 	r.b = r.b[n:]
 	return s
 }
 
-func (r *reader) value(flags byte) ferry.Value {
+// value reads a value of the kind flags give. A string value is returned
+// as its kind alone, with its text as a sub-slice of the record.
+func (r *reader) value(flags byte) (ferry.Value, []byte) {
 	if r.err != nil {
-		return ferry.Value{}
+		return ferry.Value{}, nil
 	}
 	switch ferry.Kind(flags & 7) {
 	case ferry.KindNone:
-		return ferry.Value{}
+		return ferry.Value{}, nil
 	case ferry.KindFloat:
 		if flags&flagAux != 0 {
 			if len(r.b) < 4 {
 				r.fail("truncated float32")
-				return ferry.Value{}
+				return ferry.Value{}, nil
 			}
 			f := math.Float32frombits(binary.LittleEndian.Uint32(r.b))
 			r.b = r.b[4:]
-			return ferry.FloatValue(float64(f))
+			return ferry.FloatValue(float64(f)), nil
 		}
 		if len(r.b) < 8 {
 			r.fail("truncated float64")
-			return ferry.Value{}
+			return ferry.Value{}, nil
 		}
 		f := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
 		r.b = r.b[8:]
-		return ferry.FloatValue(f)
+		return ferry.FloatValue(f), nil
 	case ferry.KindInt:
-		return ferry.IntValue(r.varint())
+		return ferry.IntValue(r.varint()), nil
 	case ferry.KindUint:
-		return ferry.UintValue(r.uvarint())
+		return ferry.UintValue(r.uvarint()), nil
 	case ferry.KindBool:
-		return ferry.BoolValue(flags&flagAux != 0)
+		return ferry.BoolValue(flags&flagAux != 0), nil
 	case ferry.KindString:
-		return ferry.StringValue(r.string())
+		b := r.bytes()
+		return ferry.StringValue(""), b
 	}
 	r.fail("unknown value kind %d", flags&7)
-	return ferry.Value{}
+	return ferry.Value{}, nil
 }
