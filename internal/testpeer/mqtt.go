@@ -146,11 +146,19 @@ func (b *MQTTBroker) Stop() {
 }
 
 // Start starts a new broker with the same options (and store) on the
-// same listener, after Stop. With BrokerHeld among the options it does
-// not take connections until Listen.
+// same listener, after Stop.
 func (b *MQTTBroker) Start(t testing.TB) {
 	t.Helper()
-	if err := b.start(!b.cfg.held); err != nil {
+	if err := b.start(true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StartHeld is Start without taking connections until Listen (see
+// BrokerHeld).
+func (b *MQTTBroker) StartHeld(t testing.TB) {
+	t.Helper()
+	if err := b.start(false); err != nil {
 		t.Fatal(err)
 	}
 }
