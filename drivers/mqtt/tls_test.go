@@ -3,14 +3,11 @@ package mqtt
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
@@ -101,21 +98,9 @@ func TestTLS(t *testing.T) {
 // TestWebsocket connects over ws://.
 func TestWebsocket(t *testing.T) {
 	b := testpeer.Broker(t)
-	addr := testutil.FreeAddr(t)
-	ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr})
-	if err := b.Server().AddListener(ws); err != nil {
-		t.Fatal(err)
-	}
-	b.Server().Listeners.Serve("ws", b.Server().EstablishConnection)
-	waitFor(t, "websocket listener", 5*time.Second, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	url := b.ServeWebsocket(t) // its listener is open: no wait for it
 	store := newCommitStore(t)
-	r := start(t, []Device{jsonDevice("web", "ws://"+addr+"/mqtt", "ws/t", Point{Name: "v", Path: "v"})}, testOptions(nil), store.emit)
+	r := start(t, []Device{jsonDevice("web", url, "ws/t", Point{Name: "v", Path: "v"})}, testOptions(nil), store.emit)
 	r.waitSubscribed(t, b, 1)
 	b.Publish(t, "ws/t", []byte(`{"v":1}`), 1, false)
 	waitFor(t, "message over websocket", 5*time.Second, func() bool { return len(store.samples("web")) == 1 })

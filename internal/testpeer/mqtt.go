@@ -2,15 +2,19 @@ package testpeer
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
@@ -418,4 +422,110 @@ func (r *Reserved) Listen(t testing.TB) net.Listener {
 		t.Fatalf("listen on %s: %v", r.addr, err)
 	}
 	return ln
+}
+
+// ServeWebsocket adds MQTT over websocket to the running broker, on a
+// loopback listener of its own opened here and handed to the HTTP server
+// (mochi's Websocket listener can only be given an address to listen
+// on), and returns the "ws://host:port/mqtt" URL. It serves until the
+// broker stops.
+func (b *MQTTBroker) ServeWebsocket(t testing.TB) string {
+	t.Helper()
+	srv := b.Server()
+	if srv == nil {
+		t.Fatal("ServeWebsocket: the broker is stopped")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.gen++
+	id := fmt.Sprintf("ws%d", b.gen)
+	b.mu.Unlock()
+	if err := srv.AddListener(&wsListener{id: id, ln: ln}); err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	srv.Listeners.Serve(id, srv.EstablishConnection)
+	return "ws://" + ln.Addr().String() + "/mqtt"
+}
+
+// wsListener is a mochi listener serving MQTT over websocket on an open
+// net.Listener (after mochi's listeners.Websocket, which takes only an
+// address).
+type wsListener struct {
+	id  string
+	ln  net.Listener
+	hs  *http.Server
+	log *slog.Logger
+}
+
+func (l *wsListener) ID() string       { return l.id }
+func (l *wsListener) Address() string  { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string { return "ws" }
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	l.log = log
+	l.hs = &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	up := &websocket.Upgrader{Subprotocols: []string{"mqtt"}, CheckOrigin: func(*http.Request) bool { return true }}
+	l.hs.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if err := establish(l.id, &wsConn{Conn: c.NetConn(), c: c}); err != nil {
+			l.log.Warn("", "error", err)
+		}
+	})
+	_ = l.hs.Serve(l.ln) // ends with Close
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	_ = l.hs.Close() // closes the listener
+	closeClients(l.id)
+}
+
+// wsConn is a websocket connection as the net.Conn mochi reads MQTT
+// packets from: binary messages, read as one stream.
+type wsConn struct {
+	net.Conn
+	c *websocket.Conn
+	r io.Reader // the message being read, nil between messages
+}
+
+func (ws *wsConn) Read(p []byte) (int, error) {
+	for {
+		if ws.r == nil {
+			op, r, err := ws.c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, fmt.Errorf("websocket message type %d, want binary", op)
+			}
+			ws.r = r
+		}
+		n, err := ws.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			ws.r = nil
+			err = nil
+			if n == 0 {
+				continue
+			}
+		}
+		return n, err
+	}
+}
+
+func (ws *wsConn) Write(p []byte) (int, error) {
+	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -103,6 +103,30 @@ func TestBroker(t *testing.T) {
 	c.Disconnect(0)
 }
 
+// TestBrokerWebsocket: a client connects over websocket and gets a
+// message.
+func TestBrokerWebsocket(t *testing.T) {
+	b := testpeer.Broker(t)
+	c, err := mqttConnect(b.ServeWebsocket(t), "ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(0)
+	got := make(chan string, 1)
+	if tok := c.Subscribe("kit/ws", 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	b.Publish(t, "kit/ws", []byte("over ws"), 1, false)
+	select {
+	case p := <-got:
+		if p != "over ws" {
+			t.Fatalf("payload %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message")
+	}
+}
+
 // TestBrokerHeldStore: a held broker with a store keeps messages for a
 // persistent session and delivers them once it listens.
 func TestBrokerHeldStore(t *testing.T) {
