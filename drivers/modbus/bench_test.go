@@ -88,7 +88,7 @@ func BenchmarkScan1000(b *testing.B) {
 	for a := 0; a < 2000; a += 2 {
 		points = append(points, hr("p"+itoa(a), uint16(a), "float32"))
 	}
-	drv, err := New([]Device{dev("plc", srv.url(), 1, time.Second, points...)}, Options{})
+	drv, err := New([]Device{dev("plc", srv.URL(), 1, time.Second, points...)}, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func TestScanCostsPlannedRequests(t *testing.T) {
 		counts = append(counts, b.count())
 		mu.Unlock()
 	}
-	drv := newDriver(t, Options{}, dev("plc", srv.url(), 1, 20*time.Millisecond, points...))
+	drv := newDriver(t, Options{}, dev("plc", srv.URL(), 1, 20*time.Millisecond, points...))
 	planned := plannedRequests(drv)
 	if len(planned) != 6 {
 		t.Fatalf("planned %d requests, want 6: %v", len(planned), planned)
@@ -106,7 +106,7 @@ func TestHoleOnlyHolePointsBad(t *testing.T) {
 		hr("hole1", 22, "uint16"), hr("hole2", 25, "uint32"),
 		hr("d", 30, "uint16"), hr("e", 35, "uint32"), hr("f", 41, "uint16"),
 	}
-	d := dev("press", srv.url(), 1, 20*time.Millisecond, points...)
+	d := dev("press", srv.URL(), 1, 20*time.Millisecond, points...)
 	d.Config.MaxGap = 20
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
@@ -183,7 +183,7 @@ func TestGapNotBridgedAgain(t *testing.T) {
 	b.fill(1, 0, 20, func(a int) uint16 { return uint16(a) })
 	b.fill(1, 30, 50, func(a int) uint16 { return uint16(a) })
 	srv := startServer(t, b)
-	d := dev("press", srv.url(), 1, 20*time.Millisecond, hr("a", 15, "uint16"), hr("b", 35, "uint16"), hr("c", 36, "uint16"))
+	d := dev("press", srv.URL(), 1, 20*time.Millisecond, hr("a", 15, "uint16"), hr("b", 35, "uint16"), hr("c", 36, "uint16"))
 	d.Config.MaxGap = 25
 	drv := newDriver(t, Options{}, d)
 	col := newCollector()
@@ -211,7 +211,7 @@ func TestDeviceRefusingLargeRequests(t *testing.T) {
 	for a := 0; a < 60; a += 2 {
 		points = append(points, hr("r"+itoa(a), uint16(a), "uint32"))
 	}
-	drv := newDriver(t, Options{}, dev("meter", srv.url(), 1, 20*time.Millisecond, points...))
+	drv := newDriver(t, Options{}, dev("meter", srv.URL(), 1, 20*time.Millisecond, points...))
 	col := newCollector()
 	stop := run(t, drv, col)
 	for i := 0; i < 3; i++ {
@@ -245,7 +245,7 @@ func TestReprobeFindsFixedRange(t *testing.T) {
 	b := newBank()
 	b.fill(1, 0, 10, func(a int) uint16 { return uint16(a) })
 	srv := startServer(t, b)
-	d := dev("press", srv.url(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("new", 12, "uint16"), hr("b", 9, "uint16"))
+	d := dev("press", srv.URL(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("new", 12, "uint16"), hr("b", 9, "uint16"))
 	d.Config.Reprobe = 150 * time.Millisecond
 	drv := newDriver(t, Options{}, d)
 	col := newCollector()
@@ -277,7 +277,7 @@ func TestOtherExceptionsNotLearned(t *testing.T) {
 	srv := startServer(t, b)
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	drv := newDriver(t, Options{Metrics: m}, dev("press", srv.url(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("b", 5, "uint16")))
+	drv := newDriver(t, Options{Metrics: m}, dev("press", srv.URL(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("b", 5, "uint16")))
 	b.setFail(mbserver.ErrServerDeviceBusy)
 	col := newCollector()
 	run(t, drv, col)
@@ -297,7 +297,7 @@ func TestOtherExceptionsNotLearned(t *testing.T) {
 	}
 	b.setFail(nil)
 	col.waitFor(t, "press", "recovery", allGood)
-	if v := testutil.ToFloat64(m.requests.WithLabelValues(srv.url(), resultException)); v < 2 {
+	if v := testutil.ToFloat64(m.requests.WithLabelValues(srv.URL(), resultException)); v < 2 {
 		t.Errorf("exception requests counted %v", v)
 	}
 }
@@ -310,7 +310,7 @@ func TestUnknownUnitIsTimeout(t *testing.T) {
 	srv := startServer(t, b)
 	reg := prometheus.NewRegistry()
 	ds := devstat.NewMetrics(reg)
-	drv := newDriver(t, Options{Devices: ds}, dev("ghost", srv.url(), 9, 20*time.Millisecond, hr("a", 0, "uint16")))
+	drv := newDriver(t, Options{Devices: ds}, dev("ghost", srv.URL(), 9, 20*time.Millisecond, hr("a", 0, "uint16")))
 	col := newCollector()
 	run(t, drv, col)
 	s := col.next(t, "ghost")
@@ -328,7 +328,7 @@ func TestReprobeInconclusive(t *testing.T) {
 	b := newBank()
 	b.fill(1, 0, 10, func(a int) uint16 { return uint16(a) })
 	srv := startServer(t, b)
-	d := dev("press", srv.url(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("hole", 12, "uint16"))
+	d := dev("press", srv.URL(), 1, 20*time.Millisecond, hr("a", 0, "uint16"), hr("hole", 12, "uint16"))
 	d.Config.Reprobe = 200 * time.Millisecond
 	var logs ftest.SyncBuffer
 	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -55,9 +55,9 @@ func TestDeadLinksDoNotDelayOthers(t *testing.T) {
 	}
 	ba, bb, bc := mk(), mk(), mk()
 	sa, sb, sc := startServer(t, ba), startServer(t, bb), startServer(t, bc)
-	a := dev("a", sa.url(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
-	b := dev("b", sb.url(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
-	c := dev("c", sc.url(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
+	a := dev("a", sa.URL(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
+	b := dev("b", sb.URL(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
+	c := dev("c", sc.URL(), 1, 40*time.Millisecond, hr("x", 0, "uint16"))
 	c.Config.Timeout = 400 * time.Millisecond
 	var logs testutil.SyncBuffer
 	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -73,7 +73,7 @@ func TestDeadLinksDoNotDelayOthers(t *testing.T) {
 		col.waitFor(t, d, "first good scan", allGood)
 	}
 
-	sb.stop()
+	sb.Stop()
 	bc.setDelay(time.Second) // longer than c's timeout
 	from := len(col.of("a"))
 	bad := func(reason string) func(ferry.Scan) bool {
@@ -81,7 +81,14 @@ func TestDeadLinksDoNotDelayOthers(t *testing.T) {
 	}
 	col.waitFor(t, "b", "connection refused", bad(ferry.ReasonConnRefused))
 	col.waitFor(t, "c", "timeout", bad(ferry.ReasonTimeout))
-	time.Sleep(time.Second)
+	// Watch a for a second of its own scans while b and c fail (a's scan
+	// times, not a sleep: a slowed a takes longer to fill the second, with
+	// fewer scans and a long gap, which the checks below catch).
+	watched := len(col.of("a"))
+	testutil.WaitFor(t, 15*time.Second, "a second of a's scans", func() bool {
+		s := col.of("a")
+		return len(s) > watched && s[len(s)-1].Time.Sub(s[watched].Time) >= time.Second
+	})
 	aScans := col.of("a")[from:]
 	for _, s := range aScans {
 		if !allGood(s) {
@@ -105,14 +112,14 @@ func TestDeadLinksDoNotDelayOthers(t *testing.T) {
 		t.Errorf("dead device b emitted %d Bad scans in >1s at 40ms, want them at its interval", bBad)
 	}
 
-	sb.start()
+	sb.Start(t)
 	bc.setDelay(0)
 	col.waitFor(t, "b", "recovery after the server returns", allGood)
 	col.waitFor(t, "c", "recovery after the server is fast again", allGood)
 
 	// Dropped connections: the server restarts under a; a reconnects.
-	sa.stop()
-	sa.start()
+	sa.Stop()
+	sa.Start(t)
 	col.waitFor(t, "a", "bad or good after a drop", func(ferry.Scan) bool { return true })
 	col.waitFor(t, "a", "recovery after a dropped connection", allGood)
 	stop()
@@ -141,8 +148,8 @@ func TestTwoUnitsOneLink(t *testing.T) {
 	b.fill(1, 0, 10, func(a int) uint16 { return 1 })
 	b.fill(2, 0, 10, func(a int) uint16 { return 2 })
 	srv := startServer(t, b)
-	fast := dev("fast", srv.url(), 1, 30*time.Millisecond, hr("x", 0, "uint16"))
-	slow := dev("slow", srv.url(), 2, 90*time.Millisecond, hr("x", 0, "uint16"))
+	fast := dev("fast", srv.URL(), 1, 30*time.Millisecond, hr("x", 0, "uint16"))
+	slow := dev("slow", srv.URL(), 2, 90*time.Millisecond, hr("x", 0, "uint16"))
 	drv := newDriver(t, Options{}, fast, slow)
 	if len(drv.links) != 1 {
 		t.Fatalf("%d links, want one shared link", len(drv.links))
@@ -196,9 +203,9 @@ func TestRoundRobinBetweenUnits(t *testing.T) {
 	for a := 0; a < 40; a++ {
 		many = append(many, hr("x"+itoa(a), uint16(10*a), "uint16"))
 	}
-	big := dev("big", srv.url(), 1, 100*time.Millisecond, many...)
+	big := dev("big", srv.URL(), 1, 100*time.Millisecond, many...)
 	big.Config.MaxGap = 0 // 40 requests of ~4ms: a poll takes longer than the interval
-	small := dev("small", srv.url(), 2, 30*time.Millisecond, hr("x", 0, "uint16"))
+	small := dev("small", srv.URL(), 2, 30*time.Millisecond, hr("x", 0, "uint16"))
 	reg := prometheus.NewRegistry()
 	ds := devstat.NewMetrics(reg)
 	drv := newDriver(t, Options{Devices: ds}, big, small)

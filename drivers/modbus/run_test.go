@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // linkGoroutines counts goroutines running this package's link code.
@@ -28,7 +29,7 @@ func TestRunLifecycle(t *testing.T) {
 	b := newBank()
 	b.fill(1, 0, 10, func(a int) uint16 { return 5 })
 	srv := startServer(t, b)
-	d := dev("plc", srv.url(), 1, 20*time.Millisecond, hr("x", 0, "uint16"))
+	d := dev("plc", srv.URL(), 1, 20*time.Millisecond, hr("x", 0, "uint16"))
 	d.Config.Timeout = 300 * time.Millisecond
 	drv := newDriver(t, Options{}, d)
 
@@ -41,8 +42,9 @@ func TestRunLifecycle(t *testing.T) {
 		if err := drv.Run(ctx, col.emit); !errors.Is(err, ErrRunning) {
 			t.Fatalf("second Run: %v, want ErrRunning", err)
 		}
+		slow := b.slowCount()
 		b.setDelay(2 * time.Second) // the next request hangs past its timeout
-		time.Sleep(50 * time.Millisecond)
+		testutil.WaitFor(t, 5*time.Second, "a request hanging", func() bool { return b.slowCount() > slow })
 		start := time.Now()
 		cancel()
 		select {
@@ -73,7 +75,7 @@ func TestRequestDelay(t *testing.T) {
 	for a := 0; a < 5; a++ {
 		points = append(points, hr("x"+itoa(a), uint16(20*a), "uint16"))
 	}
-	d := dev("slowpoke", srv.url(), 1, time.Hour, points...)
+	d := dev("slowpoke", srv.URL(), 1, time.Hour, points...)
 	d.Config.MaxGap = 0
 	d.Config.RequestDelay = 30 * time.Millisecond
 	drv := newDriver(t, Options{}, d)
@@ -97,7 +99,7 @@ func TestDeviceStatus(t *testing.T) {
 	b := newBank()
 	b.fill(1, 0, 10, func(a int) uint16 { return 1 })
 	srv := startServer(t, b)
-	drv := newDriver(t, Options{}, dev("plc", srv.url(), 1, 20*time.Millisecond, hr("x", 0, "uint16")),
+	drv := newDriver(t, Options{}, dev("plc", srv.URL(), 1, 20*time.Millisecond, hr("x", 0, "uint16")),
 		dev("gone", "tcp://127.0.0.1:1", 1, 20*time.Millisecond, hr("x", 0, "uint16")))
 	col := newCollector()
 	stop := run(t, drv, col)
@@ -105,7 +107,7 @@ func TestDeviceStatus(t *testing.T) {
 	col.waitFor(t, "gone", "refused", func(s ferry.Scan) bool { return s.Samples[0].Quality.Reason == ferry.ReasonConnRefused })
 	stop()
 	st := drv.DeviceStatus()
-	if len(st) != 2 || st[0].Device != "plc" || !st[0].Connected || st[0].Protocol != "modbus" || st[0].Endpoint != srv.url() || st[0].LastPoll.IsZero() {
+	if len(st) != 2 || st[0].Device != "plc" || !st[0].Connected || st[0].Protocol != "modbus" || st[0].Endpoint != srv.URL() || st[0].LastPoll.IsZero() {
 		t.Errorf("plc status %+v", st[0])
 	}
 	if st[1].Connected || !strings.Contains(st[1].LastError, "connection refused") || st[1].Endpoint != "tcp://127.0.0.1:1" {
@@ -120,7 +122,7 @@ func TestForget(t *testing.T) {
 	srv := startServer(t, b)
 	reg := prometheus.NewRegistry()
 	m, ds := NewMetrics(reg), devstat.NewMetrics(reg)
-	drv := newDriver(t, Options{Metrics: m, Devices: ds}, dev("plc", srv.url(), 1, 20*time.Millisecond, hr("x", 0, "uint16"), hr("y", 40, "uint16")))
+	drv := newDriver(t, Options{Metrics: m, Devices: ds}, dev("plc", srv.URL(), 1, 20*time.Millisecond, hr("x", 0, "uint16"), hr("y", 40, "uint16")))
 	col := newCollector()
 	stop := run(t, drv, col)
 	col.waitFor(t, "plc", "good", allGood)

@@ -3,8 +3,6 @@ package modbus
 import (
 	"context"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"os"
 	"strconv"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/backoff"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -34,6 +33,7 @@ type bank struct {
 
 	quiet  bool // count requests without logging them (benchmarks)
 	served int
+	slow   int // requests that began with a delay set (and are or were held)
 
 	writable bool // accept writes (test setup through a client)
 	writes   int  // writes refused: the driver must never write
@@ -130,6 +130,14 @@ func (b *bank) count() int {
 	return len(b.reqs)
 }
 
+// slowCount returns how many requests began with a delay set; each is
+// counted before its delay, so a new count is a request being held now.
+func (b *bank) slowCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slow
+}
+
 func (b *bank) countUnit(u uint8) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -148,12 +156,15 @@ func (b *bank) read(unit uint8, table string, addr, qty uint16) (regs []uint16, 
 	delay := b.delay
 	defer func() {
 		b.served++
+		if delay > 0 {
+			b.slow++
+		}
 		if !b.quiet {
 			b.reqs = append(b.reqs, seenReq{time.Now(), unit, table, addr, qty, err})
 		}
 		b.mu.Unlock()
 		if delay > 0 {
-			time.Sleep(delay)
+			time.Sleep(delay) // a slow device: the delay is what the test makes
 		}
 	}()
 	if b.fail != nil {
@@ -249,60 +260,11 @@ func (b *bank) HandleInputRegisters(req *mbserver.InputRegistersRequest) ([]uint
 	return regs, err
 }
 
-// server is a simonvetter Modbus TCP server that can be stopped and
-// started again on the same port.
-type server struct {
-	t    testing.TB
-	addr string
-	b    *bank
-	mu   sync.Mutex
-	srv  *mbserver.ModbusServer
-}
-
-func startServer(t testing.TB, b *bank) *server {
+// startServer starts a Modbus TCP server serving b; it can be stopped
+// and started again on the same address.
+func startServer(t testing.TB, b *bank) *testpeer.ModbusTCP {
 	t.Helper()
-	s := &server{t: t, addr: testutil.FreeAddr(t), b: b}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *server) url() string { return "tcp://" + s.addr }
-
-func (s *server) start() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		return
-	}
-	srv, err := mbserver.NewServer(&mbserver.ServerConfiguration{
-		URL: "tcp://" + s.addr, Timeout: time.Minute, MaxClients: 8, Logger: log.New(io.Discard, "", 0),
-	}, s.b)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	// The port was free a moment ago; after a stop the old socket may
-	// linger briefly.
-	for i := 0; ; i++ {
-		if err = srv.Start(); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.srv = srv
-}
-
-func (s *server) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		_ = s.srv.Stop()
-		s.srv = nil
-	}
+	return testpeer.ModbusServer(t, b)
 }
 
 // collector gathers emitted scans.

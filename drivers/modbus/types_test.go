@@ -17,7 +17,7 @@ func TestEveryTypeAndOrder(t *testing.T) {
 	b := newBank()
 	b.writable = true
 	srv := startServer(t, b)
-	c, err := mbclient.NewClient(&mbclient.ClientConfiguration{URL: srv.url(), Timeout: 2 * time.Second})
+	c, err := mbclient.NewClient(&mbclient.ClientConfiguration{URL: srv.URL(), Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestEveryTypeAndOrder(t *testing.T) {
 	b.writable = false
 	b.mu.Unlock()
 	col := newCollector()
-	drv := newDriver(t, Options{}, dev("plc", srv.url(), 1, time.Hour, points...))
+	drv := newDriver(t, Options{}, dev("plc", srv.URL(), 1, time.Hour, points...))
 	run(t, drv, col)
 	s := col.next(t, "plc")
 	if len(s.Samples) != len(points) {

@@ -57,6 +57,8 @@ func TestAckQueueOrder(t *testing.T) {
 	}
 	entries[2].done(nil)              // 3 committed: nothing leaves before 1 and 2
 	entries[1].done(ferry.ErrDropped) // 2 dropped
+	// An observation window, not a wait: the queue's goroutine would send a wrong
+	// ack in it, and nothing marks that it has looked and sent none.
 	time.Sleep(20 * time.Millisecond)
 	if a := got(); len(a) != 0 {
 		t.Fatalf("acknowledged %v before message 1 was committed", a)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // A JSON payload of 10 points and a timestamp, like a sensor gateway's.
@@ -34,7 +35,7 @@ func benchDevice(broker string, qos uint8) Device {
 func BenchmarkBrokerJSON10(b *testing.B) {
 	for _, qos := range []uint8{0, 1} {
 		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
-			br := startBroker(b, brokerOpts{})
+			br := testpeer.Broker(b)
 			var got atomic.Int64
 			emit := func(s ferry.Scan) {
 				if len(s.Samples) != 10 || !s.Samples[0].Quality.IsGood() {
@@ -45,7 +46,7 @@ func BenchmarkBrokerJSON10(b *testing.B) {
 			}
 			opts := testOptions(nil)
 			opts.Backoff.Min = 100 * time.Millisecond
-			r := start(b, []Device{benchDevice(br.url(), qos)}, opts, emit)
+			r := start(b, []Device{benchDevice(br.URL(), qos)}, opts, emit)
 			r.waitSubscribed(b, br, 1)
 			payload := []byte(benchPayload)
 			const window = 512 // keep the broker's queue for the client short
@@ -56,7 +57,7 @@ func BenchmarkBrokerJSON10(b *testing.B) {
 				for int64(i)-got.Load() > window {
 					time.Sleep(50 * time.Microsecond)
 				}
-				if err := br.srv.Publish("bench/t", payload, false, qos); err != nil {
+				if err := br.Server().Publish("bench/t", payload, false, qos); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -71,7 +72,7 @@ func BenchmarkBrokerJSON10(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
 			if qos == 1 {
-				for br.inflight(r.d.ClientID()) > 0 && time.Now().Before(deadline) {
+				for br.Inflight(r.d.ClientID()) > 0 && time.Now().Before(deadline) {
 					time.Sleep(time.Millisecond)
 				}
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/setting"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -26,17 +29,17 @@ import (
 // device, the most specific topic wins, equally specific topics all get
 // the message, # matches its parent level, and an empty capture is refused.
 func TestWildcardRouting(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
 	opts := testOptions(nil)
 	devs := []Device{
-		jsonDevice("lines", b.url(), "plant/{line}/{device}/telemetry", Point{Name: "temp", Path: "temp"}),
-		jsonDevice("press3", b.url(), "plant/l1/press3/telemetry", Point{Name: "temp", Path: "temp"}, Point{Name: "rpm", Path: "rpm"}),
-		jsonDevice("fan_a", b.url(), "shared/t", Point{Name: "a", Path: "a"}),
-		jsonDevice("fan_b", b.url(), "shared/t", Point{Name: "b", Path: "b"}),
-		jsonDevice("tree", b.url(), "h/#", Point{Name: "v", Path: "v"}),
+		jsonDevice("lines", b.URL(), "plant/{line}/{device}/telemetry", Point{Name: "temp", Path: "temp"}),
+		jsonDevice("press3", b.URL(), "plant/l1/press3/telemetry", Point{Name: "temp", Path: "temp"}, Point{Name: "rpm", Path: "rpm"}),
+		jsonDevice("fan_a", b.URL(), "shared/t", Point{Name: "a", Path: "a"}),
+		jsonDevice("fan_b", b.URL(), "shared/t", Point{Name: "b", Path: "b"}),
+		jsonDevice("tree", b.URL(), "h/#", Point{Name: "v", Path: "v"}),
 	}
-	site := jsonDevice("sites", b.url(), "site/{line}/+/{machine}/#", Point{Name: "v", Path: "v"})
+	site := jsonDevice("sites", b.URL(), "site/{line}/+/{machine}/#", Point{Name: "v", Path: "v"})
 	site.Config.Device = "{line}-{machine}"
 	devs = append(devs, site)
 	r := start(t, devs, opts, store.emit)
@@ -62,19 +65,19 @@ func TestWildcardRouting(t *testing.T) {
 		t.Run(tt.topic, func(t *testing.T) {
 			n := len(store.committed())
 			badTopics := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("lines", reasonBadTopic))
-			b.publish(t, tt.topic, []byte(`{"temp":1,"rpm":2,"a":3,"b":4,"v":5}`), 1, false)
+			b.Publish(t, tt.topic, []byte(`{"temp":1,"rpm":2,"a":3,"b":4,"v":5}`), 1, false)
 			if tt.devices == nil {
 				waitFor(t, "bad topic counted", 5*time.Second, func() bool {
 					return testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("lines", reasonBadTopic)) == badTopics+1
 				})
-				waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(r.d.ClientID()) == 0 })
+				waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
 				if got := len(store.committed()); got != n {
 					t.Fatalf("%d scans for a topic naming no device", got-n)
 				}
 				return
 			}
 			waitFor(t, "scans", 5*time.Second, func() bool { return len(store.committed()) >= n+len(tt.devices) })
-			waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(r.d.ClientID()) == 0 })
+			waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
 			var got []string
 			keys := map[string]bool{}
 			for _, s := range store.committed()[n:] {
@@ -106,22 +109,24 @@ func TestWildcardRouting(t *testing.T) {
 func TestAckOnlyAfterCommit(t *testing.T) {
 	for _, qos := range []byte{1, 2} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
-			b := startBroker(t, brokerOpts{})
+			b := testpeer.Broker(t)
 			store := newCommitStore(t)
 			store.setHold(true)
 			reg := prometheus.NewRegistry()
 			opts := testOptions(reg)
-			dev := jsonDevice("env", b.url(), "s/env", Point{Name: "temp", Path: "temp"})
+			dev := jsonDevice("env", b.URL(), "s/env", Point{Name: "temp", Path: "temp"})
 			dev.Config.QoS = qos
 			r := start(t, []Device{dev}, opts, store.emit)
 			r.waitSubscribed(t, b, 1)
 			id := r.d.ClientID()
 
-			b.publish(t, "s/env", []byte(`{"temp":20}`), qos, false)
-			b.publish(t, "s/env", []byte(`{"temp":21}`), qos, false)
+			b.Publish(t, "s/env", []byte(`{"temp":20}`), qos, false)
+			b.Publish(t, "s/env", []byte(`{"temp":21}`), qos, false)
 			waitFor(t, "scans held", 5*time.Second, func() bool { return store.heldCount() == 2 })
-			time.Sleep(50 * time.Millisecond) // an early ack would show now
-			if got := b.inflight(id); got != 2 {
+			// An observation window, not a wait: an early ack would reach
+			// the broker in it, and nothing marks its absence.
+			time.Sleep(50 * time.Millisecond)
+			if got := b.Inflight(id); got != 2 {
 				t.Fatalf("broker holds %d unacknowledged messages before the commit, want 2", got)
 			}
 			if got := testutil.ToFloat64(opts.Metrics.acksPending.WithLabelValues(id)); got != 2 {
@@ -129,7 +134,7 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 			}
 			store.setHold(false)
 			store.commitHeld()
-			waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(id) == 0 })
+			waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight(id) == 0 })
 			if got := testutil.ToFloat64(opts.Metrics.acks.WithLabelValues(id, "sent")); got != 2 {
 				t.Errorf("acks sent %v, want 2", got)
 			}
@@ -144,19 +149,19 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 // before its scan is committed; after the restart the broker redelivers it
 // and it is stored exactly once.
 func TestQoS1StopBeforeCommit(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
-	dev := jsonDevice("env", b.url(), "s/env", Point{Name: "temp", Path: "temp"})
+	dev := jsonDevice("env", b.URL(), "s/env", Point{Name: "temp", Path: "temp"})
 	dev.Config.ClientID = "ferry-test-stop"
 
 	store.setHold(true)
 	r1 := start(t, []Device{dev}, testOptions(nil), store.emit)
 	r1.waitSubscribed(t, b, 1)
-	b.publish(t, "s/env", []byte(`{"temp":20.5}`), 1, false)
+	b.Publish(t, "s/env", []byte(`{"temp":20.5}`), 1, false)
 	waitFor(t, "scan received", 5*time.Second, func() bool { return store.heldCount() == 1 })
 	r1.stop(t)
 	store.release(ferry.ErrClosed) // the buffer closes: never committed
-	if got := b.inflight(dev.Config.ClientID); got != 1 {
+	if got := b.Inflight(dev.Config.ClientID); got != 1 {
 		t.Fatalf("broker holds %d messages for the stopped client, want 1", got)
 	}
 
@@ -164,7 +169,7 @@ func TestQoS1StopBeforeCommit(t *testing.T) {
 	opts := testOptions(nil)
 	r2 := start(t, []Device{dev}, opts, store.emit)
 	waitFor(t, "redelivery stored", 5*time.Second, func() bool { return len(store.committed()) == 1 })
-	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(dev.Config.ClientID) == 0 })
+	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight(dev.Config.ClientID) == 0 })
 	sc := store.committed()[0]
 	if !sc.Redelivered || sc.Samples[0].Value.Float64() != 20.5 {
 		t.Errorf("redelivered scan %+v", sc)
@@ -172,13 +177,17 @@ func TestQoS1StopBeforeCommit(t *testing.T) {
 	if got := testutil.ToFloat64(opts.Metrics.redeliveries.WithLabelValues("env")); got != 1 {
 		t.Errorf("redeliveries %v, want 1", got)
 	}
-	// Nothing more comes.
+	// Nothing more comes: the broker resends a session's unacknowledged
+	// messages as the client connects, before a message published after
+	// it subscribed, so once that marker is stored a second redelivery
+	// would have been too.
 	r2.stop(t)
 	r3 := start(t, []Device{dev}, testOptions(nil), store.emit)
 	r3.waitSubscribed(t, b, 1)
-	time.Sleep(100 * time.Millisecond)
-	if got := len(store.samples("env")); got != 1 {
-		t.Fatalf("stored %d times, want once", got)
+	b.Publish(t, "s/env", []byte(`{"temp":99}`), 1, false)
+	waitFor(t, "marker stored", 5*time.Second, func() bool { return len(store.samples("env")) >= 2 })
+	if got := len(store.samples("env")); got != 2 {
+		t.Fatalf("stored %d samples, want the redelivered one once and the marker", got)
 	}
 }
 
@@ -186,16 +195,16 @@ func TestQoS1StopBeforeCommit(t *testing.T) {
 // the acknowledgement never reaches the broker; the redelivery is dropped
 // as a duplicate by its key, and the sample is stored once.
 func TestQoS1CommitAfterStop(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
-	dev := jsonDevice("env", b.url(), "s/env", Point{Name: "temp", Path: "temp"})
+	dev := jsonDevice("env", b.URL(), "s/env", Point{Name: "temp", Path: "temp"})
 	dev.Config.ClientID = "ferry-test-late"
 
 	store.setHold(true)
 	opts1 := testOptions(nil)
 	r1 := start(t, []Device{dev}, opts1, store.emit)
 	r1.waitSubscribed(t, b, 1)
-	b.publish(t, "s/env", []byte(`{"temp":7}`), 1, false)
+	b.Publish(t, "s/env", []byte(`{"temp":7}`), 1, false)
 	waitFor(t, "scan received", 5*time.Second, func() bool { return store.heldCount() == 1 })
 	r1.stop(t)
 	store.setHold(false)
@@ -206,7 +215,7 @@ func TestQoS1CommitAfterStop(t *testing.T) {
 
 	r2 := start(t, []Device{dev}, testOptions(nil), store.emit)
 	r2.waitSubscribed(t, b, 1)
-	waitFor(t, "redelivery acknowledged", 5*time.Second, func() bool { return b.inflight(dev.Config.ClientID) == 0 })
+	waitFor(t, "redelivery acknowledged", 5*time.Second, func() bool { return b.Inflight(dev.Config.ClientID) == 0 })
 	store.mu.Lock()
 	dedup := store.dedup
 	store.mu.Unlock()
@@ -218,20 +227,20 @@ func TestQoS1CommitAfterStop(t *testing.T) {
 // TestDroppedScanRedelivered: a scan the pipeline drops is not
 // acknowledged; the driver reconnects and the broker sends it again.
 func TestDroppedScanRedelivered(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
 	opts := testOptions(nil)
-	r := start(t, []Device{jsonDevice("env", b.url(), "s/env", Point{Name: "temp", Path: "temp"})}, opts, store.emit)
+	r := start(t, []Device{jsonDevice("env", b.URL(), "s/env", Point{Name: "temp", Path: "temp"})}, opts, store.emit)
 	r.waitSubscribed(t, b, 1)
 	id := r.d.ClientID()
 
 	store.mu.Lock()
 	store.drop = 1
 	store.mu.Unlock()
-	b.publish(t, "s/env", []byte(`{"temp":1}`), 1, false)
-	b.publish(t, "s/env", []byte(`{"temp":2}`), 1, false)
+	b.Publish(t, "s/env", []byte(`{"temp":1}`), 1, false)
+	b.Publish(t, "s/env", []byte(`{"temp":2}`), 1, false)
 	waitFor(t, "both stored", 10*time.Second, func() bool { return len(store.samples("env")) == 2 })
-	waitFor(t, "all acknowledged", 5*time.Second, func() bool { return b.inflight(id) == 0 })
+	waitFor(t, "all acknowledged", 5*time.Second, func() bool { return b.Inflight(id) == 0 })
 	got := map[float64]int{}
 	for _, s := range store.samples("env") {
 		got[s.Value.Float64()]++
@@ -247,25 +256,25 @@ func TestDroppedScanRedelivered(t *testing.T) {
 	}
 }
 
-// TestBrokerRestart: the broker restarts on the same port with its
+// TestBrokerRestart: the broker restarts on the same listener with its
 // sessions on disk; messages published while ferry was away are delivered
 // once it reconnects. Meanwhile the devices were reported lost with Bad
 // samples.
 func TestBrokerRestart(t *testing.T) {
 	dir := t.TempDir()
 	storePath := filepath.Join(dir, "broker.db")
-	b1 := startBroker(t, brokerOpts{store: storePath})
-	addr := b1.addr
+	b1 := testpeer.Broker(t, testpeer.BrokerStore(storePath))
+	b2 := b1 // the same listener: after Stop, StartHeld, Listen
 	store := newCommitStore(t)
-	dev := jsonDevice("env", b1.url(), "s/env", Point{Name: "temp", Path: "temp"})
+	dev := jsonDevice("env", b1.URL(), "s/env", Point{Name: "temp", Path: "temp"})
 	r := start(t, []Device{dev}, testOptions(nil), store.emit)
 	r.waitSubscribed(t, b1, 1)
 	id := r.d.ClientID()
-	b1.publish(t, "s/env", []byte(`{"temp":1}`), 1, false)
+	b1.Publish(t, "s/env", []byte(`{"temp":1}`), 1, false)
 	waitFor(t, "first message", 5*time.Second, func() bool { return len(store.samples("env")) == 1 })
-	waitFor(t, "first acknowledged", 5*time.Second, func() bool { return b1.inflight(id) == 0 })
+	waitFor(t, "first acknowledged", 5*time.Second, func() bool { return b1.Inflight(id) == 0 })
 
-	b1.close()
+	b1.Stop()
 	waitFor(t, "Bad sample on loss", 5*time.Second, func() bool {
 		s := store.samples("env")
 		return len(s) == 2 && s[1].Quality.Status == ferry.Bad
@@ -274,17 +283,18 @@ func TestBrokerRestart(t *testing.T) {
 		t.Error("device connected while the broker is down")
 	}
 
-	// The broker comes back with its sessions but no listener yet, and
-	// gets two messages for ferry's session while ferry cannot connect.
-	b2 := startBroker(t, brokerOpts{addr: addr, store: storePath, noServe: true})
-	b2.publish(t, "s/env", []byte(`{"temp":2}`), 1, false)
-	b2.publish(t, "s/env", []byte(`{"temp":3}`), 1, false)
-	if got := b2.inflight(id); got != 2 {
+	// The broker comes back with its sessions but takes no connection
+	// yet, and gets two messages for ferry's session while ferry cannot
+	// connect.
+	b2.StartHeld(t)
+	b2.Publish(t, "s/env", []byte(`{"temp":2}`), 1, false)
+	b2.Publish(t, "s/env", []byte(`{"temp":3}`), 1, false)
+	if got := b2.Inflight(id); got != 2 {
 		t.Fatalf("restarted broker holds %d messages for ferry's session, want 2", got)
 	}
-	b2.listen(t)
+	b2.Listen(t)
 	waitFor(t, "queued messages", 10*time.Second, func() bool { return len(store.samples("env")) == 4 })
-	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b2.inflight(id) == 0 })
+	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b2.Inflight(id) == 0 })
 	// mochi resends a session's messages in no particular order within a
 	// second; what matters is that both arrive.
 	s := store.samples("env")
@@ -299,13 +309,19 @@ func TestBrokerRestart(t *testing.T) {
 // TestConnectRefused: with no broker, devices get one Bad sample each
 // and a status with the reason; when the broker appears they connect.
 func TestConnectRefused(t *testing.T) {
-	addr := ftest.FreeAddr(t)
+	// Bound but not listening: refused, and no one else can take the
+	// port before the broker appears there.
+	reserved := testpeer.Reserve(t)
+	addr := reserved.Addr()
 	store := newCommitStore(t)
 	dev := jsonDevice("env", "tcp://"+addr, "s/env", Point{Name: "temp", Path: "temp"}, Point{Name: "hum", Path: "hum"})
 	reg := prometheus.NewRegistry()
 	r := start(t, []Device{dev}, testOptions(reg), store.emit)
 	waitFor(t, "Bad samples", 5*time.Second, func() bool { return len(store.samples("env")) == 2 })
-	time.Sleep(100 * time.Millisecond) // several retries: still one Bad sample per point
+	// Several retries: still one Bad sample per point.
+	waitFor(t, "three refused attempts", 5*time.Second, func() bool {
+		return r.d.DeviceStatus()[0].Errors[ferry.ReasonConnRefused] >= 3
+	})
 	for _, s := range store.samples("env") {
 		if s.Quality != ferry.BadQuality(ferry.ReasonConnRefused) {
 			t.Errorf("sample %+v", s)
@@ -326,9 +342,9 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 
-	b := startBroker(t, brokerOpts{addr: addr})
+	b := testpeer.Broker(t, testpeer.BrokerListener(reserved.Listen(t)))
 	r.waitSubscribed(t, b, 1)
-	b.publish(t, "s/env", []byte(`{"temp":1,"hum":2}`), 1, false)
+	b.Publish(t, "s/env", []byte(`{"temp":1,"hum":2}`), 1, false)
 	waitFor(t, "message", 5*time.Second, func() bool { return len(store.samples("env")) == 4 })
 }
 
@@ -336,9 +352,9 @@ func TestConnectRefused(t *testing.T) {
 // an earlier configuration still delivers; those messages are counted and
 // acknowledged, not redelivered forever.
 func TestUnmatchedFromOldSession(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
-	old := jsonDevice("env", b.url(), "old/t", Point{Name: "v", Path: "v"})
+	old := jsonDevice("env", b.URL(), "old/t", Point{Name: "v", Path: "v"})
 	old.Config.ClientID = "ferry-test-old"
 	r1 := start(t, []Device{old}, testOptions(nil), store.emit)
 	r1.waitSubscribed(t, b, 1)
@@ -349,11 +365,11 @@ func TestUnmatchedFromOldSession(t *testing.T) {
 	opts := testOptions(nil)
 	r2 := start(t, []Device{cur}, opts, store.emit)
 	r2.waitSubscribed(t, b, 2)
-	b.publish(t, "old/t", []byte(`{"v":1}`), 1, false)
+	b.Publish(t, "old/t", []byte(`{"v":1}`), 1, false)
 	waitFor(t, "unmatched counted", 5*time.Second, func() bool {
 		return testutil.ToFloat64(opts.Metrics.unmatched.WithLabelValues("ferry-test-old")) == 1
 	})
-	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight("ferry-test-old") == 0 })
+	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight("ferry-test-old") == 0 })
 	if n := len(store.committed()); n != 0 {
 		t.Errorf("%d scans from an unmatched topic", n)
 	}
@@ -363,10 +379,10 @@ func TestUnmatchedFromOldSession(t *testing.T) {
 // subscription; its scan is keyed and marked as a possible repeat so that
 // the buffer drops it when already stored.
 func TestRetainedIsMarkedAsRepeat(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
-	b.publish(t, "r/t", []byte(`{"v":1}`), 0, true)
+	b := testpeer.Broker(t)
+	b.Publish(t, "r/t", []byte(`{"v":1}`), 0, true)
 	store := newCommitStore(t)
-	dev := jsonDevice("env", b.url(), "r/t", Point{Name: "v", Path: "v"})
+	dev := jsonDevice("env", b.URL(), "r/t", Point{Name: "v", Path: "v"})
 	dev.Config.QoS = 0
 	dev.Config.ClientID = "ferry-test-retained"
 	r1 := start(t, []Device{dev}, testOptions(nil), store.emit)
@@ -390,8 +406,8 @@ func TestRetainedIsMarkedAsRepeat(t *testing.T) {
 // connecting to a broker that does not answer.
 func TestRunStopsPromptly(t *testing.T) {
 	// A listener that accepts and never speaks MQTT.
-	b := startBroker(t, brokerOpts{})
-	dev := jsonDevice("env", b.url(), "s/env", Point{Name: "v", Path: "v"})
+	b := testpeer.Broker(t)
+	dev := jsonDevice("env", b.URL(), "s/env", Point{Name: "v", Path: "v"})
 	d, err := New([]Device{dev}, testOptions(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +415,7 @@ func TestRunStopsPromptly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, func(s ferry.Scan) { s.Finish(nil) }) }()
-	waitFor(t, "subscribed", 5*time.Second, func() bool { return b.subscriptions(d.ClientID()) == 1 })
+	waitFor(t, "subscribed", 5*time.Second, func() bool { return b.Subscriptions(d.ClientID()) == 1 })
 	if err := d.Run(ctx, nil); err == nil {
 		t.Error("a second Run of the same driver did not fail")
 	}
@@ -414,7 +430,14 @@ func TestRunStopsPromptly(t *testing.T) {
 	}
 
 	// Connecting to a silent listener: ctx ends the attempt.
-	silent := ftest.SilentTCP(t)
+	dialed := make(chan struct{}, 1)
+	silent := ftest.ServeTCP(t, func(c net.Conn) {
+		select {
+		case dialed <- struct{}{}:
+		default:
+		}
+		_, _ = io.Copy(io.Discard, c)
+	})
 	dev2 := jsonDevice("env2", "tcp://"+silent, "s/env", Point{Name: "v", Path: "v"})
 	dev2.Config.ConnectTimeout = time.Minute
 	d2, err := New([]Device{dev2}, testOptions(nil))
@@ -423,7 +446,11 @@ func TestRunStopsPromptly(t *testing.T) {
 	}
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go func() { done <- d2.Run(ctx2, func(s ferry.Scan) {}) }()
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-dialed: // the attempt is under way
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection attempt")
+	}
 	cancel2()
 	select {
 	case <-done:
@@ -581,10 +608,10 @@ func (h *aclHook) OnACLCheck(_ *mochi.Client, topic string, write bool) bool {
 func TestSubscriptionRefused(t *testing.T) {
 	acl := &aclHook{}
 	acl.deny.Store("secret/x")
-	b := startBroker(t, brokerOpts{auth: acl})
+	b := testpeer.Broker(t, testpeer.BrokerAuth(acl))
 	store := newCommitStore(t)
-	ok := jsonDevice("open", b.url(), "open/x", Point{Name: "v", Path: "v"})
-	nope := jsonDevice("closed", b.url(), "secret/x", Point{Name: "v", Path: "v"})
+	ok := jsonDevice("open", b.URL(), "open/x", Point{Name: "v", Path: "v"})
+	nope := jsonDevice("closed", b.URL(), "secret/x", Point{Name: "v", Path: "v"})
 	r := start(t, []Device{ok, nope}, testOptions(nil), store.emit)
 	waitFor(t, "refusal reported", 5*time.Second, func() bool {
 		return strings.Contains(r.d.DeviceStatus()[1].LastError, "refused by the broker")
@@ -594,32 +621,32 @@ func TestSubscriptionRefused(t *testing.T) {
 		return len(s) == 1 && s[0].Quality == ferry.BadQuality(reasonSubRefused)
 	})
 	waitFor(t, "open connected", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].Connected })
-	b.publish(t, "open/x", []byte(`{"v":1}`), 1, false)
+	b.Publish(t, "open/x", []byte(`{"v":1}`), 1, false)
 	waitFor(t, "open works", 5*time.Second, func() bool { return len(store.samples("open")) == 1 })
 
 	acl.deny.Store("")
 	waitFor(t, "closed subscribed after the ACL changed", 5*time.Second, func() bool { return r.d.DeviceStatus()[1].Connected })
-	b.publish(t, "secret/x", []byte(`{"v":2}`), 1, false)
+	b.Publish(t, "secret/x", []byte(`{"v":2}`), 1, false)
 	waitFor(t, "closed works", 5*time.Second, func() bool { return len(store.samples("closed")) == 2 })
 }
 
 // TestNoGoroutineLeak: after Run returns, no goroutine of the driver or
 // of paho is left.
 func TestNoGoroutineLeak(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
-	dev := jsonDevice("env", b.url(), "s/env", Point{Name: "v", Path: "v"})
-	time.Sleep(50 * time.Millisecond)
+	dev := jsonDevice("env", b.URL(), "s/env", Point{Name: "v", Path: "v"})
+	// The broker's goroutines are all started when Broker returns.
 	base := runtime.NumGoroutine()
 	for i := 0; i < 3; i++ {
 		r := start(t, []Device{dev}, testOptions(nil), store.emit)
 		r.waitSubscribed(t, b, 1)
-		b.publish(t, "s/env", []byte(`{"v":1}`), 1, false)
+		b.Publish(t, "s/env", []byte(`{"v":1}`), 1, false)
 		waitFor(t, "message", 5*time.Second, func() bool { return len(store.samples("env")) == i+1 })
 		r.stop(t)
 	}
 	// Also after failed connection attempts.
-	bad := jsonDevice("gone", "tcp://"+ftest.FreeAddr(t), "s/env", Point{Name: "v", Path: "v"})
+	bad := jsonDevice("gone", "tcp://"+testpeer.Reserve(t).Addr(), "s/env", Point{Name: "v", Path: "v"})
 	r := start(t, []Device{bad}, testOptions(nil), store.emit)
 	waitFor(t, "a failed attempt", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].LastError != "" })
 	r.stop(t)

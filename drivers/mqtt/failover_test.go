@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -22,19 +23,18 @@ import (
 // stops → ferry is back on a and gets the queued message.
 func TestBrokerFailover(t *testing.T) {
 	storeA := filepath.Join(t.TempDir(), "a.db")
-	a := startBroker(t, brokerOpts{store: storeA})
-	addrA := a.addr
-	b := startBroker(t, brokerOpts{})
+	a := testpeer.Broker(t, testpeer.BrokerStore(storeA))
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
-	dev := jsonDevice("env", a.url(), "s/env", Point{Name: "temp", Path: "temp"})
-	dev.Config.FallbackBrokers = []string{b.url()}
+	dev := jsonDevice("env", a.URL(), "s/env", Point{Name: "temp", Path: "temp"})
+	dev.Config.FallbackBrokers = []string{b.URL()}
 	reg := prometheus.NewRegistry()
 	opts := testOptions(reg)
 	var logs ftest.SyncBuffer
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	r := start(t, []Device{dev}, opts, store.emit)
 	id := r.d.ClientID()
-	single := jsonDevice("env", a.url(), "s/env")
+	single := jsonDevice("env", a.URL(), "s/env")
 	if id != DefaultClientID("test", &single.Config) {
 		t.Errorf("client id %s changed by the fallback list", id)
 	}
@@ -45,43 +45,47 @@ func TestBrokerFailover(t *testing.T) {
 
 	r.waitSubscribed(t, a, 1)
 	waitFor(t, "gauge on broker 0", 5*time.Second, onBroker(0))
-	a.publish(t, "s/env", []byte(`{"temp":1}`), 1, false)
+	a.Publish(t, "s/env", []byte(`{"temp":1}`), 1, false)
 	waitFor(t, "message on a", 5*time.Second, func() bool { return len(store.samples("env")) == 1 })
-	waitFor(t, "acknowledged on a", 5*time.Second, func() bool { return a.inflight(id) == 0 })
+	waitFor(t, "acknowledged on a", 5*time.Second, func() bool { return a.Inflight(id) == 0 })
 
 	// a stops: one Bad sample, then the connection comes up on b.
-	a.close()
-	waitFor(t, "subscribed on b", 5*time.Second, func() bool { return b.subscriptions(id) == 1 })
+	a.Stop() // its listener stays open: connections to a fail at once
+	waitFor(t, "subscribed on b", 5*time.Second, func() bool { return b.Subscriptions(id) == 1 })
 	waitFor(t, "gauge on broker 1", 5*time.Second, onBroker(1))
-	b.publish(t, "s/env", []byte(`{"temp":2}`), 1, false)
+	b.Publish(t, "s/env", []byte(`{"temp":2}`), 1, false)
 	waitFor(t, "message on b", 5*time.Second, func() bool { return len(store.samples("env")) == 3 })
-	waitFor(t, "acknowledged on b", 5*time.Second, func() bool { return b.inflight(id) == 0 })
+	waitFor(t, "acknowledged on b", 5*time.Second, func() bool { return b.Inflight(id) == 0 })
 	if s := store.samples("env"); s[1].Quality.Status != ferry.Bad || value(2) != 2 || !s[2].Quality.IsGood() {
 		t.Fatalf("samples across the failover: %v", s)
 	}
-	if !strings.Contains(logs.String(), `msg="broker connected"`) || !strings.Contains(logs.String(), "broker="+b.url()+" fallback=true") {
+	if !strings.Contains(logs.String(), `msg="broker connected"`) || !strings.Contains(logs.String(), "broker="+b.URL()+" fallback=true") {
 		t.Errorf("no log line names the fallback broker:\n%s", logs.String())
 	}
 
 	// a comes back with ferry's session and a message for it. ferry stays
 	// on b: the message waits on a.
-	a2 := startBroker(t, brokerOpts{addr: addrA, store: storeA, noServe: true})
-	a2.publish(t, "s/env", []byte(`{"temp":3}`), 1, false)
-	if got := a2.inflight(id); got != 1 {
+	a2 := a // the same listener, restarted
+	a2.StartHeld(t)
+	a2.Publish(t, "s/env", []byte(`{"temp":3}`), 1, false)
+	if got := a2.Inflight(id); got != 1 {
 		t.Fatalf("restarted broker a holds %d messages for ferry's session, want 1", got)
 	}
-	a2.listen(t)
-	time.Sleep(300 * time.Millisecond) // several backoff periods
+	a2.Listen(t)
+	// An observation window, not a wait: ferry connected to b does not try
+	// a at all, so no event marks that it stayed; it spans several backoff
+	// periods (testOptions: 20..200 ms).
+	time.Sleep(300 * time.Millisecond)
 	if !onBroker(1)() || len(store.samples("env")) != 3 {
 		t.Fatalf("ferry left a working fallback broker (gauge %v, %d samples)", testutil.ToFloat64(opts.Metrics.broker.WithLabelValues(id)), len(store.samples("env")))
 	}
 
 	// b stops: ferry is back on a (tried first) and gets the message
 	// queued in its session there.
-	b.close()
+	b.Stop()
 	waitFor(t, "gauge on broker 0 again", 5*time.Second, onBroker(0))
 	waitFor(t, "queued message on a", 5*time.Second, func() bool { return len(store.samples("env")) == 5 })
-	waitFor(t, "acknowledged on a again", 5*time.Second, func() bool { return a2.inflight(id) == 0 })
+	waitFor(t, "acknowledged on a again", 5*time.Second, func() bool { return a2.Inflight(id) == 0 })
 	if s := store.samples("env"); s[3].Quality.Status != ferry.Bad || value(4) != 3 {
 		t.Fatalf("samples after moving back: %v", s[3:])
 	}
@@ -93,7 +97,8 @@ func TestBrokerFailover(t *testing.T) {
 // TestFailoverAllDown: with every broker of the list down, the error names
 // each, and the device gets one Bad sample.
 func TestFailoverAllDown(t *testing.T) {
-	a, b := "tcp://"+ftest.FreeAddr(t), "tcp://"+ftest.FreeAddr(t)
+	// Bound, not listening: both refuse, and stay refusing.
+	a, b := "tcp://"+testpeer.Reserve(t).Addr(), "tcp://"+testpeer.Reserve(t).Addr()
 	store := newCommitStore(t)
 	dev := jsonDevice("env", a, "s/env", Point{Name: "temp", Path: "temp"})
 	dev.Config.FallbackBrokers = []string{b}

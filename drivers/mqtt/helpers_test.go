@@ -2,133 +2,26 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.etcd.io/bbolt"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/backoff"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
-
-// testBroker is an in-process mochi broker.
-type testBroker struct {
-	srv   *mochi.Server
-	addr  string // host:port
-	close func()
-}
-
-type brokerOpts struct {
-	addr    string      // default 127.0.0.1:0
-	tls     *tls.Config // TLS listener
-	store   string      // bolt file: sessions survive a restart
-	noServe bool        // load the store but add no listener yet (see listen)
-	auth    mochi.Hook  // default: allow everything
-}
 
 func quietLogger() *slog.Logger {
 	if os.Getenv("MQTT_TEST_VERBOSE") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-func startBroker(t testing.TB, o brokerOpts) *testBroker {
-	t.Helper()
-	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: quietLogger()})
-	var h mochi.Hook = new(auth.AllowHook)
-	if o.auth != nil {
-		h = o.auth
-	}
-	if err := srv.AddHook(h, nil); err != nil {
-		t.Fatal(err)
-	}
-	if o.store != "" {
-		err := srv.AddHook(new(bolt.Hook), &bolt.Options{Path: o.store, Options: &bbolt.Options{Timeout: 5 * time.Second}})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	b := &testBroker{srv: srv, addr: o.addr}
-	if b.addr == "" {
-		b.addr = "127.0.0.1:0"
-	}
-	if !o.noServe {
-		b.addListener(t, o.tls)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	b.close = func() { once.Do(func() { srv.Close() }) }
-	t.Cleanup(b.close)
-	return b
-}
-
-func (b *testBroker) addListener(t testing.TB, tc *tls.Config) {
-	t.Helper()
-	var l *listeners.TCP
-	// The port may still be held by the previous broker's last
-	// connections for a moment after a restart.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		l = listeners.NewTCP(listeners.Config{ID: "t", Address: b.addr, TLSConfig: tc})
-		err := b.srv.AddListener(l)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("listen on %s: %v", b.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b.addr = l.Address()
-}
-
-// listen starts serving a broker started with noServe.
-func (b *testBroker) listen(t testing.TB) {
-	t.Helper()
-	b.addListener(t, nil)
-	b.srv.Listeners.Serve("t", b.srv.EstablishConnection)
-}
-
-func (b *testBroker) url() string { return "tcp://" + b.addr }
-
-func (b *testBroker) publish(t testing.TB, topic string, payload []byte, qos byte, retain bool) {
-	t.Helper()
-	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
-		t.Fatalf("publish %s: %v", topic, err)
-	}
-}
-
-// inflight returns how many messages the broker holds unacknowledged for
-// client id.
-func (b *testBroker) inflight(id string) int {
-	cl, ok := b.srv.Clients.Get(id)
-	if !ok {
-		return -1
-	}
-	return cl.State.Inflight.Len()
-}
-
-// subscriptions returns how many filters client id has.
-func (b *testBroker) subscriptions(id string) int {
-	cl, ok := b.srv.Clients.Get(id)
-	if !ok {
-		return 0
-	}
-	return cl.State.Subscriptions.Len()
 }
 
 // commitStore stands in for the buffer: it commits scans on its own
@@ -313,9 +206,9 @@ func (r *running) stop(testing.TB) { r.halt() }
 
 // waitSubscribed waits until the broker holds n subscriptions for the
 // driver's client.
-func (r *running) waitSubscribed(t testing.TB, b *testBroker, n int) {
+func (r *running) waitSubscribed(t testing.TB, b *testpeer.MQTTBroker, n int) {
 	t.Helper()
-	waitFor(t, "subscriptions", 5*time.Second, func() bool { return b.subscriptions(r.d.ClientID()) >= n })
+	waitFor(t, "subscriptions", 5*time.Second, func() bool { return b.Subscriptions(r.d.ClientID()) >= n })
 	// The SUBACK is handled just after the broker records the filter;
 	// wait for the driver to mark its devices too.
 	waitFor(t, "devices connected", 5*time.Second, func() bool {

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // want is the expected sample of one point: a value, or a Bad reason.
@@ -49,14 +50,14 @@ func checkSamples(t *testing.T, got []ferry.Sample, device string, wantTime time
 // timestamps in every layout, and bad payloads (Bad samples, counters, and
 // the message still acknowledged).
 func TestJSONPayloads(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	reg := prometheus.NewRegistry()
 	store := newCommitStore(t)
 	received := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	opts := testOptions(reg)
 	opts.Now = func() time.Time { return received }
 
-	full := jsonDevice("env", b.url(), "t/env",
+	full := jsonDevice("env", b.URL(), "t/env",
 		Point{Name: "temp", Path: "temp"},
 		Point{Name: "hum", Path: "env.hum"},
 		Point{Name: "first", Path: "readings[0].value"},
@@ -73,7 +74,7 @@ func TestJSONPayloads(t *testing.T) {
 		{"ts_s", LayoutUnixS}, {"ts_ms", LayoutUnixMS}, {"ts_ns", LayoutUnixNS}, {"ts_go", "2006-01-02 15:04:05.000"},
 	}
 	for _, l := range layouts {
-		d := jsonDevice(l.name, b.url(), "t/"+l.name, Point{Name: "v", Path: "v"})
+		d := jsonDevice(l.name, b.URL(), "t/"+l.name, Point{Name: "v", Path: "v"})
 		d.Config.Time = Time{Path: "meta.t", Layout: l.layout}
 		devs = append(devs, d)
 	}
@@ -161,7 +162,7 @@ func TestJSONPayloads(t *testing.T) {
 				before[r] = testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues(tt.device, r))
 			}
 			n := len(store.committed())
-			b.publish(t, tt.topic, []byte(tt.payload), 1, false)
+			b.Publish(t, tt.topic, []byte(tt.payload), 1, false)
 			waitFor(t, "scan", 5*time.Second, func() bool { return len(store.committed()) > n })
 			sc := store.committed()[n]
 			checkSamples(t, sc.Samples, sc.Device, tt.wantTime, tt.want)
@@ -174,7 +175,7 @@ func TestJSONPayloads(t *testing.T) {
 				}
 			}
 			// Good or bad, the message is acknowledged once committed.
-			waitFor(t, "acknowledgement", 5*time.Second, func() bool { return b.inflight(r.d.ClientID()) == 0 })
+			waitFor(t, "acknowledgement", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
 		})
 	}
 }
@@ -182,11 +183,11 @@ func TestJSONPayloads(t *testing.T) {
 // TestValuePayloads checks the value format: the payload is one number,
 // bool or string; a configured type converts it.
 func TestValuePayloads(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
-	plain := jsonDevice("plain", b.url(), "v/plain", Point{Name: "value"})
+	plain := jsonDevice("plain", b.URL(), "v/plain", Point{Name: "value"})
 	plain.Config.Format = FormatValue
-	typed := jsonDevice("typed", b.url(), "v/typed", Point{Name: "level", Type: "float"})
+	typed := jsonDevice("typed", b.URL(), "v/typed", Point{Name: "level", Type: "float"})
 	typed.Config.Format = FormatValue
 	r := start(t, []Device{plain, typed}, testOptions(nil), store.emit)
 	r.waitSubscribed(t, b, 2)
@@ -209,7 +210,7 @@ func TestValuePayloads(t *testing.T) {
 	}
 	for _, tt := range tests {
 		n := len(store.committed())
-		b.publish(t, tt.topic, []byte(tt.payload), 0, false)
+		b.Publish(t, tt.topic, []byte(tt.payload), 0, false)
 		waitFor(t, "scan of "+tt.payload, 5*time.Second, func() bool { return len(store.committed()) > n })
 		sc := store.committed()[n]
 		pt := "value"

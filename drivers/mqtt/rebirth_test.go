@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -54,10 +55,10 @@ type edgeNode struct {
 	wg     sync.WaitGroup
 }
 
-func startEdgeNode(t *testing.T, b *testBroker, answer bool) *edgeNode {
+func startEdgeNode(t *testing.T, b *testpeer.MQTTBroker, answer bool) *edgeNode {
 	t.Helper()
 	e := &edgeNode{t: t, answer: answer, births: make(chan struct{}, 16)}
-	o := paho.NewClientOptions().AddBroker(b.url()).SetClientID("edge-E1").SetCleanSession(true).SetAutoReconnect(false)
+	o := paho.NewClientOptions().AddBroker(b.URL()).SetClientID("edge-E1").SetCleanSession(true).SetAutoReconnect(false)
 	o.SetDefaultPublishHandler(e.onMessage)
 	e.client = paho.NewClient(o)
 	if tok := e.client.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -171,20 +172,20 @@ func (e *edgeNode) data(alias uint64, p float64, skip int) {
 // rebirthSetup starts a broker, an edge node that was born before ferry
 // started, and ferry with a device for press1.
 func rebirthSetup(t *testing.T, rebirth, answer bool, edit func(*Options)) (*edgeNode, *commitStore, *running, Options) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	e := startEdgeNode(t, b, answer)
 	e.birth(1) // nobody listens yet: the aliases are lost to ferry
 	// The broker has routed the births before ferry subscribes.
 	waitFor(t, "births routed", 5*time.Second, func() bool { return e.dbirths.Load() == 1 })
 	store := newCommitStore(t)
-	dev := sparkplugDevice("press", b.url(), "press1", Point{Name: "pressure", Metric: "Pressure"})
+	dev := sparkplugDevice("press", b.URL(), "press1", Point{Name: "pressure", Metric: "Pressure"})
 	dev.Config.Sparkplug.Rebirth = rebirth
 	opts := testOptions(nil)
 	if edit != nil {
 		edit(&opts)
 	}
 	r := start(t, []Device{dev}, opts, store.emit)
-	waitFor(t, "subscription", 5*time.Second, func() bool { return b.subscriptions(r.d.ClientID()) == 1 })
+	waitFor(t, "subscription", 5*time.Second, func() bool { return b.Subscriptions(r.d.ClientID()) == 1 })
 	return e, store, r, opts
 }
 
@@ -231,7 +232,8 @@ func TestSparkplugRebirthRateLimit(t *testing.T) {
 	}
 	waitFor(t, "burst handled", 5*time.Second, func() bool { return unknownAliases(opts) == 5 })
 	waitFor(t, "one request", 5*time.Second, func() bool { return e.requests() >= 1 })
-	time.Sleep(100 * time.Millisecond) // a second request would arrive in this time
+	// An observation window, not a wait: a second request would arrive in it.
+	time.Sleep(100 * time.Millisecond)
 	if got := e.requests(); got != 1 {
 		t.Fatalf("%d rebirth requests for a burst, want 1", got)
 	}
@@ -242,6 +244,7 @@ func TestSparkplugRebirthRateLimit(t *testing.T) {
 	clock.Add(int64(time.Second))
 	e.ddata(9)
 	waitFor(t, "second request", 5*time.Second, func() bool { return e.requests() == 2 })
+	// An observation window, not a wait: a third request would arrive in it.
 	time.Sleep(100 * time.Millisecond)
 	if got := e.requests(); got != 2 {
 		t.Errorf("%d rebirth requests, want 2", got)
@@ -259,7 +262,8 @@ func TestSparkplugNoRebirthByDefault(t *testing.T) {
 		e.ddata(float64(i))
 	}
 	waitFor(t, "data handled", 5*time.Second, func() bool { return unknownAliases(opts) == 3 })
-	time.Sleep(200 * time.Millisecond) // a request would arrive in this time
+	// An observation window, not a wait: a request would arrive in it.
+	time.Sleep(200 * time.Millisecond)
 	if got := e.requests(); got != 0 {
 		t.Fatalf("%d NCMDs published with rebirth off", got)
 	}
@@ -296,6 +300,7 @@ func TestSparkplugRebirthTriggers(t *testing.T) {
 	e.birth(5) // as if answering late
 	e.ddata(6)
 	waitFor(t, "births and data", 5*time.Second, func() bool { return len(store.samples("press")) == 2 })
+	// An observation window, not a wait: a second request would arrive in it.
 	time.Sleep(100 * time.Millisecond)
 	if got := e.requests(); got != 1 {
 		t.Fatalf("%d requests after data that resolves, want 1", got)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // A Sparkplug B encoder written for the tests from the specification's
@@ -263,28 +264,28 @@ func sparkplugDevice(name, broker, device string, points ...Point) Device {
 // births with aliases, data by alias, a sequence gap, an unknown alias, a
 // truncated payload, deaths (a stale one ignored) and a rebirth.
 func TestSparkplugSession(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
+	b := testpeer.Broker(t)
 	store := newCommitStore(t)
 	opts := testOptions(nil)
 	received := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	opts.Now = func() time.Time { return received }
-	node := sparkplugDevice("node", b.url(), "",
+	node := sparkplugDevice("node", b.URL(), "",
 		Point{Name: "temp", Metric: "Temperature"},
 		Point{Name: "running", Metric: "Running"},
 		Point{Name: "count", Metric: "Count", Type: "int"})
-	press := sparkplugDevice("press", b.url(), "press1",
+	press := sparkplugDevice("press", b.URL(), "press1",
 		Point{Name: "pressure", Metric: "Pressure"},
 		Point{Name: "mode", Metric: "Mode"},
 		Point{Name: "raw", Metric: "Raw"})
 	r := start(t, []Device{node, press}, opts, store.emit)
-	waitFor(t, "subscription", 5*time.Second, func() bool { return b.subscriptions(r.d.ClientID()) == 1 })
+	waitFor(t, "subscription", 5*time.Second, func() bool { return b.Subscriptions(r.d.ClientID()) == 1 })
 	m := opts.Metrics
 
 	const base = "spBv1.0/G1/"
 	step := func(name, topic string, payload []byte, qos byte, wantScans int) []ferry.Scan {
 		t.Helper()
 		n := len(store.committed())
-		b.publish(t, topic, payload, qos, false)
+		b.Publish(t, topic, payload, qos, false)
 		waitFor(t, name, 5*time.Second, func() bool { return len(store.committed()) >= n+wantScans })
 		return store.committed()[n:]
 	}
@@ -316,7 +317,7 @@ func TestSparkplugSession(t *testing.T) {
 	checkSamples(t, sc[0].Samples, "press", at, map[string]want{
 		"pressure": {v: ferry.FloatValue(3.25)}, "mode": {v: ferry.StringValue("auto")}, "raw": {v: ferry.UintValue(65535)},
 	})
-	b.publish(t, base+"DBIRTH/E1/press2", encPayload(ts, 2, tMetric{name: "Pressure", alias: 20, hasAlias: true, dt: spFloat, floatV: f32(1)}), 0, false)
+	b.Publish(t, base+"DBIRTH/E1/press2", encPayload(ts, 2, tMetric{name: "Pressure", alias: 20, hasAlias: true, dt: spFloat, floatV: f32(1)}), 0, false)
 
 	// NDATA by alias only, with a metric timestamp (seq 3).
 	sc = step("NDATA", base+"NDATA/E1", encPayload(ts+1000, 3,
@@ -351,13 +352,13 @@ func TestSparkplugSession(t *testing.T) {
 
 	// A truncated payload: counted for every device of the node.
 	full := encPayload(ts, 7, tMetric{alias: 10, hasAlias: true, floatV: f32(6)})
-	b.publish(t, base+"DDATA/E1/press1", full[:len(full)-3], 1, false)
+	b.Publish(t, base+"DDATA/E1/press1", full[:len(full)-3], 1, false)
 	waitFor(t, "bad protobuf counted", 5*time.Second, func() bool {
 		return testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", reasonBadProtobuf)) == 1 &&
 			testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", reasonBadProtobuf)) == 1
 	})
 	// Poison: acknowledged anyway.
-	waitFor(t, "bad protobuf acknowledged", 5*time.Second, func() bool { return b.inflight(r.d.ClientID()) == 0 })
+	waitFor(t, "bad protobuf acknowledged", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
 
 	// DDEATH (seq 8; 7 was the truncated one, a second gap): press points
 	// Bad.
@@ -371,7 +372,7 @@ func TestSparkplugSession(t *testing.T) {
 
 	// A stale NDEATH (bdSeq 0, from an earlier session): ignored.
 	stale := testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", reasonStaleDeath))
-	b.publish(t, base+"NDEATH/E1", encPayload(0, -1, tMetric{name: "bdSeq", dt: spInt64, longV: u64(0)}), 1, false)
+	b.Publish(t, base+"NDEATH/E1", encPayload(0, -1, tMetric{name: "bdSeq", dt: spInt64, longV: u64(0)}), 1, false)
 	waitFor(t, "stale death counted", 5*time.Second, func() bool {
 		return testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", reasonStaleDeath)) == stale+1
 	})

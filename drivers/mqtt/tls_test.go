@@ -3,15 +3,13 @@ package mqtt
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/listeners"
-
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -53,13 +51,13 @@ func newPKI(t *testing.T) *testPKI {
 // errors when the CA is wrong or no client certificate is given.
 func TestTLS(t *testing.T) {
 	pki := newPKI(t)
-	b := startBroker(t, brokerOpts{tls: &tls.Config{
+	b := testpeer.Broker(t, testpeer.BrokerTLS(&tls.Config{
 		Certificates: []tls.Certificate{pki.serverCert},
 		ClientCAs:    pki.pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
-	}})
-	broker := "ssl://" + b.addr
+	}))
+	broker := b.URL() // ssl://
 
 	tests := []struct {
 		name    string
@@ -91,7 +89,7 @@ func TestTLS(t *testing.T) {
 				return
 			}
 			r.waitSubscribed(t, b, 1)
-			b.publish(t, "tls/t", []byte(`{"v":42}`), 1, false)
+			b.Publish(t, "tls/t", []byte(`{"v":42}`), 1, false)
 			waitFor(t, "message over TLS", 5*time.Second, func() bool { return len(store.samples("secure")) == 1 })
 		})
 	}
@@ -99,24 +97,12 @@ func TestTLS(t *testing.T) {
 
 // TestWebsocket connects over ws://.
 func TestWebsocket(t *testing.T) {
-	b := startBroker(t, brokerOpts{})
-	addr := testutil.FreeAddr(t)
-	ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr})
-	if err := b.srv.AddListener(ws); err != nil {
-		t.Fatal(err)
-	}
-	b.srv.Listeners.Serve("ws", b.srv.EstablishConnection)
-	waitFor(t, "websocket listener", 5*time.Second, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	b := testpeer.Broker(t)
+	url := b.ServeWebsocket(t) // its listener is open: no wait for it
 	store := newCommitStore(t)
-	r := start(t, []Device{jsonDevice("web", "ws://"+addr+"/mqtt", "ws/t", Point{Name: "v", Path: "v"})}, testOptions(nil), store.emit)
+	r := start(t, []Device{jsonDevice("web", url, "ws/t", Point{Name: "v", Path: "v"})}, testOptions(nil), store.emit)
 	r.waitSubscribed(t, b, 1)
-	b.publish(t, "ws/t", []byte(`{"v":1}`), 1, false)
+	b.Publish(t, "ws/t", []byte(`{"v":1}`), 1, false)
 	waitFor(t, "message over websocket", 5*time.Second, func() bool { return len(store.samples("web")) == 1 })
-	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.inflight(r.d.ClientID()) == 0 })
+	waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
 }

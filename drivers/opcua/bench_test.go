@@ -25,7 +25,7 @@ func benchServer(b *testing.B) (*testServer, []Point) {
 	for i := range points {
 		name := fmt.Sprintf("V%05d", i)
 		kv = append(kv, name, 0.0)
-		points[i] = Point{Name: "p" + name, Node: srv.node(name)}
+		points[i] = Point{Name: "p" + name, Node: srv.Node(name)}
 	}
 	srv.add(sourceTime, kv...)
 	return srv, points
@@ -37,7 +37,7 @@ func benchServer(b *testing.B) (*testServer, []Point) {
 // figure counts the whole process, the server included.
 func BenchmarkSubscribe10k(b *testing.B) {
 	srv, points := benchServer(b)
-	d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) {
+	d, err := New([]Device{testDevice("plc", srv.Endpoint(), func(c *Config) {
 		insecure(c)
 		c.Interval = 20 * time.Millisecond
 	}, points...)}, Options{DataDir: b.TempDir()})
@@ -67,7 +67,7 @@ func BenchmarkSubscribe10k(b *testing.B) {
 	for i := range b.N {
 		ts := sourceTime.Add(time.Duration(i+1) * time.Millisecond)
 		for j := range benchNodes {
-			srv.set(fmt.Sprintf("V%05d", j), float64(i+1), ts)
+			srv.Set(fmt.Sprintf("V%05d", j), float64(i+1), ts)
 		}
 		wait(base + int64((i+1)*benchNodes))
 	}
@@ -145,7 +145,7 @@ func BenchmarkDecodeNotification10k(b *testing.B) {
 func BenchmarkPoll10k(b *testing.B) {
 	srv, points := benchServer(b)
 	m := NewMetrics(nil)
-	d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = "poll" }, points...)},
+	d, err := New([]Device{testDevice("plc", srv.Endpoint(), func(c *Config) { insecure(c); c.Mode = "poll" }, points...)},
 		Options{DataDir: b.TempDir(), Metrics: m})
 	if err != nil {
 		b.Fatal(err)

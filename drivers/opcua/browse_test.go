@@ -18,7 +18,7 @@ func TestBrowse(t *testing.T) {
 	srv.add(sourceTime, "Pressure", 4.5, "Running", true, "Name", "Kessel 1")
 	dataDir := t.TempDir()
 	var c Config
-	c.Endpoint = srv.Endpoint
+	c.Endpoint = srv.Endpoint()
 	o := BrowseOptions{Config: c, Node: "nsu=" + testNS + ";i=85", DataDir: dataDir, Gateway: "gw1"}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -79,9 +79,9 @@ func TestTypes(t *testing.T) {
 			var points []Point
 			for _, tc := range typeCases() {
 				srv.add(sourceTime, prefix+tc.name, tc.in)
-				points = append(points, Point{Name: tc.name, Node: srv.node(prefix + tc.name)})
+				points = append(points, Point{Name: tc.name, Node: srv.Node(prefix + tc.name)})
 			}
-			d := newDriver(t, testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...))
+			d := newDriver(t, testDevice("plc", srv.Endpoint(), func(c *Config) { insecure(c); c.Mode = mode }, points...))
 			c := newCollector()
 			runDriver(t, d, c)
 			got := c.waitFor(t, 0, "every type", func(m map[string]ferry.Sample) bool { return len(m) == len(points) })
@@ -103,7 +103,7 @@ func TestTypes(t *testing.T) {
 			// A change arrives with its new source time.
 			t2 := sourceTime.Add(time.Second)
 			n := c.count()
-			srv.set(prefix+"Double", 7.25, t2)
+			srv.Set(prefix+"Double", 7.25, t2)
 			c.waitFor(t, n, "changed value", func(m map[string]ferry.Sample) bool {
 				s, ok := m["Double"]
 				return ok && s.Value.Equal(ferry.FloatValue(7.25)) && s.Time.Equal(t2)

@@ -3,14 +3,17 @@ package opcua
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -33,10 +36,10 @@ func TestBadNodesIsolated(t *testing.T) {
 				{Name: "no_namespace_index", Node: "ns=77;s=A"},
 				{Name: "no_namespace_uri", Node: "nsu=urn:nowhere;s=A"},
 				{Name: "locked", Node: nsu(lockedNode)},
-				{Name: "c", Node: srv.node("C")}, // by index: valid until the restart below
+				{Name: "c", Node: srv.Node("C")}, // by index: valid until the restart below
 			}
 			logs := newLogCapture()
-			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...)},
+			d, err := New([]Device{testDevice("plc", srv.Endpoint(), func(c *Config) { insecure(c); c.Mode = mode }, points...)},
 				Options{DataDir: t.TempDir(), Logger: slog.New(logs)})
 			if err != nil {
 				t.Fatal(err)
@@ -74,10 +77,10 @@ func TestBadNodesIsolated(t *testing.T) {
 			// nsu= points follow it, the ns=2 point now names a node of
 			// another namespace and turns Bad.
 			n := c.count()
-			srv.restart(3)
+			srv.Restart(t, 3)
 			c.waitFor(t, n, "reconnected", func(map[string]ferry.Sample) bool { return d.DeviceStatus()[0].Connected })
-			srv.set("A", 10.0, ts.Add(time.Second))
-			srv.set("B", 20.0, ts.Add(time.Second))
+			srv.Set("A", 10.0, ts.Add(time.Second))
+			srv.Set("B", 20.0, ts.Add(time.Second))
 			check(n, ferry.BadQuality("BadNodeIdUnknown"), map[string]float64{"a": 10, "b": 20})
 
 			// Each node problem is logged once, although it was seen in
@@ -111,8 +114,8 @@ func TestServerRestart(t *testing.T) {
 			srv.add(sourceTime, "A", 1.0, "B", int32(2))
 			m := NewMetrics(nil)
 			logs := newLogCapture()
-			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode },
-				Point{Name: "a", Node: srv.node("A")}, Point{Name: "b", Node: srv.node("B")})},
+			d, err := New([]Device{testDevice("plc", srv.Endpoint(), func(c *Config) { insecure(c); c.Mode = mode },
+				Point{Name: "a", Node: srv.Node("A")}, Point{Name: "b", Node: srv.Node("B")})},
 				Options{DataDir: t.TempDir(), Metrics: m, Logger: slog.New(logs)})
 			if err != nil {
 				t.Fatal(err)
@@ -126,7 +129,7 @@ func TestServerRestart(t *testing.T) {
 			}
 			c.waitFor(t, 0, "good values", good)
 
-			srv.stop()
+			srv.Stop()
 			n := c.count()
 			c.waitFor(t, n, "disconnected", func(m map[string]ferry.Sample) bool {
 				return m["a"].Quality == ferry.BadQuality("disconnected") && m["b"].Quality == ferry.BadQuality("disconnected")
@@ -140,9 +143,9 @@ func TestServerRestart(t *testing.T) {
 				return m["a"].Quality == ferry.BadQuality("disconnected")
 			})
 
-			srv.restart(0)
+			srv.Restart(t, 0)
 			n = c.count()
-			srv.set("A", 5.0, sourceTime.Add(time.Minute))
+			srv.Set("A", 5.0, sourceTime.Add(time.Minute))
 			got := c.waitFor(t, n, "values after the restart", func(m map[string]ferry.Sample) bool {
 				return good(m) && m["a"].Value.Equal(ferry.FloatValue(5))
 			})
@@ -171,24 +174,23 @@ func TestServerRestart(t *testing.T) {
 func TestConnectionCut(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, serverOpts{none: true})
-	px := srv.px
 	srv.add(sourceTime, "A", 1.0)
-	d := newDriver(t, testDevice("plc", srv.Endpoint, func(c *Config) {
+	d := newDriver(t, testDevice("plc", srv.Endpoint(), func(c *Config) {
 		insecure(c)
 		c.Timeouts.Request = time.Minute // the cut must be seen without a timeout
 		c.Timeouts.Keepalive = time.Minute
-	}, Point{Name: "a", Node: srv.node("A")}))
+	}, Point{Name: "a", Node: srv.Node("A")}))
 	c := newCollector()
 	runDriver(t, d, c)
 	c.waitFor(t, 0, "a good value", func(m map[string]ferry.Sample) bool { s, ok := m["a"]; return ok && s.Quality.IsGood() })
 	for i := 1; i <= 2; i++ {
 		n := c.count()
-		px.Cut()
+		srv.Cut()
 		c.waitFor(t, n, "disconnected", func(m map[string]ferry.Sample) bool { return m["a"].Quality == ferry.BadQuality("disconnected") })
 		c.waitFor(t, n, "connected again", func(map[string]ferry.Sample) bool { return d.DeviceStatus()[0].Connected })
 		n = c.count()
 		v := float64(10 * i)
-		srv.set("A", v, sourceTime.Add(time.Duration(i)*time.Second))
+		srv.Set("A", v, sourceTime.Add(time.Duration(i)*time.Second))
 		c.waitFor(t, n, "values again", func(m map[string]ferry.Sample) bool {
 			s, ok := m["a"]
 			return ok && s.Quality.IsGood() && s.Value.Equal(ferry.FloatValue(v))
@@ -211,10 +213,10 @@ func TestBatching(t *testing.T) {
 				if i != 50 {
 					srv.add(sourceTime, name, float64(i))
 				}
-				points = append(points, Point{Name: fmt.Sprintf("pN%03d", i), Node: srv.node(name)})
+				points = append(points, Point{Name: fmt.Sprintf("pN%03d", i), Node: srv.Node(name)})
 			}
 			m := NewMetrics(nil)
-			d, err := New([]Device{testDevice("plc", srv.Endpoint, func(c *Config) { insecure(c); c.Mode = mode }, points...)},
+			d, err := New([]Device{testDevice("plc", srv.Endpoint(), func(c *Config) { insecure(c); c.Mode = mode }, points...)},
 				Options{DataDir: t.TempDir(), Metrics: m})
 			if err != nil {
 				t.Fatal(err)
@@ -261,7 +263,8 @@ func TestUnreachableCounted(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	devs := devstat.NewMetrics(reg)
-	d, err := New([]Device{testDevice("plc", "opc.tcp://"+ftest.FreeAddr(t), insecure,
+	// Bound, not listening: refused for as long as the test runs.
+	d, err := New([]Device{testDevice("plc", "opc.tcp://"+testpeer.Reserve(t).Addr(), insecure,
 		Point{Name: "a", Node: "ns=1;s=A"}, Point{Name: "b", Node: "ns=1;s=B"})},
 		Options{DataDir: t.TempDir(), Gateway: "gw-test", Devices: devs})
 	if err != nil {
@@ -317,11 +320,11 @@ func TestSubscriptionDeletedByServer(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, serverOpts{none: true})
 	srv.add(sourceTime, "A", 1.0)
-	d := newDriver(t, testDevice("plc", srv.Endpoint, insecure, Point{Name: "a", Node: srv.node("A")}))
+	d := newDriver(t, testDevice("plc", srv.Endpoint(), insecure, Point{Name: "a", Node: srv.Node("A")}))
 	c := newCollector()
 	runDriver(t, d, c)
 	c.waitFor(t, 0, "a good value", func(m map[string]ferry.Sample) bool { s, ok := m["a"]; return ok && s.Quality.IsGood() })
-	subs := srv.srv.SubscriptionService
+	subs := srv.Server().SubscriptionService
 	subs.Mu.Lock()
 	var ids []uint32
 	for id := range subs.Subs {
@@ -332,7 +335,7 @@ func TestSubscriptionDeletedByServer(t *testing.T) {
 		subs.DeleteSubscription(id)
 	}
 	n := c.count()
-	srv.set("A", 2.0, sourceTime.Add(time.Second))
+	srv.Set("A", 2.0, sourceTime.Add(time.Second))
 	c.waitFor(t, n, "the new value", func(m map[string]ferry.Sample) bool {
 		s, ok := m["a"]
 		return ok && s.Value.Equal(ferry.FloatValue(2))
@@ -348,10 +351,14 @@ func TestSubscriptionDeletedByServer(t *testing.T) {
 func TestQuietSubscriptionKept(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, serverOpts{none: true})
-	srv.add(sourceTime, "A", 1.0, "B", int32(2))
+	// Reads of A: the quiet probe reads every checked point once per
+	// keep-alive period (1 s), so reads of A count the periods gone by.
+	var readsA atomic.Int64
+	srv.AddFunc("A", func() *ua.DataValue { readsA.Add(1); return testpeer.DataValue(1.0, sourceTime) })
+	srv.add(sourceTime, "B", int32(2))
 	m := NewMetrics(nil)
-	d, err := New([]Device{testDevice("plc", srv.Endpoint, insecure,
-		Point{Name: "a", Node: srv.node("A")}, Point{Name: "b", Node: srv.node("B")})},
+	d, err := New([]Device{testDevice("plc", srv.Endpoint(), insecure,
+		Point{Name: "a", Node: srv.Node("A")}, Point{Name: "b", Node: srv.Node("B")})},
 		Options{DataDir: t.TempDir(), Metrics: m})
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +366,11 @@ func TestQuietSubscriptionKept(t *testing.T) {
 	c := newCollector()
 	runDriver(t, d, c)
 	c.waitFor(t, 0, "good values", func(m map[string]ferry.Sample) bool { return m["a"].Quality.IsGood() && m["b"].Quality.IsGood() })
-	time.Sleep(3500 * time.Millisecond) // 3.5 keep-alive periods
+	// Four quiet probes: a probe that took the quiet for a dropped
+	// subscription would have ended the session at the second.
+	start, n := time.Now(), readsA.Load()
+	ftest.WaitFor(t, 30*time.Second, "four quiet probes", func() bool { return readsA.Load() >= n+4 })
+	t.Logf("four probes in %v", time.Since(start))
 	if r := testutil.ToFloat64(m.reconnects.WithLabelValues("plc")); r != 0 {
 		t.Fatalf("reconnects = %v over a quiet subscription, want 0", r)
 	}

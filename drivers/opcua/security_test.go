@@ -23,7 +23,7 @@ import (
 func trustServer(t *testing.T, dataDir string, srv *testServer) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "server.der")
-	if err := os.WriteFile(f, srv.opts.cert, 0o644); err != nil {
+	if err := os.WriteFile(f, srv.cert, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := NewPKI(dataDir).Trust(f); err != nil {
@@ -58,9 +58,9 @@ func TestSecureSessions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dataDir := t.TempDir()
 			trustServer(t, dataDir, srv)
-			dev := testDevice("boiler", srv.Endpoint, func(c *Config) {
+			dev := testDevice("boiler", srv.Endpoint(), func(c *Config) {
 				c.SecurityPolicy, c.SecurityMode, c.Auth = tt.policy, tt.mode, tt.auth
-			}, Point{Name: "pressure", Node: srv.node("Pressure")})
+			}, Point{Name: "pressure", Node: srv.Node("Pressure")})
 			if err := dev.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +92,7 @@ func TestSelectEndpoint(t *testing.T) {
 	srv := sharedServer(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eps, err := opcua.GetEndpoints(ctx, srv.Endpoint)
+	eps, err := opcua.GetEndpoints(ctx, srv.Endpoint())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestUntrustedServer(t *testing.T) {
 	srv := sharedServer(t, true)
 	srv.add(sourceTime, "Pressure", 4.5)
 	dataDir := t.TempDir()
-	d, err := New([]Device{testDevice("boiler", srv.Endpoint, nil, Point{Name: "pressure", Node: srv.node("Pressure")})},
+	d, err := New([]Device{testDevice("boiler", srv.Endpoint(), nil, Point{Name: "pressure", Node: srv.Node("Pressure")})},
 		Options{DataDir: dataDir, Gateway: "gw1"})
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func TestUntrustedServer(t *testing.T) {
 		t.Fatalf("rejected certificates: %v", rejected)
 	}
 	b, _ := os.ReadFile(rejected[0])
-	if string(b) != string(srv.opts.cert) {
+	if string(b) != string(srv.cert) {
 		t.Error("the rejected file is not the server's certificate")
 	}
 	for _, want := range []string{"BadCertificateUntrusted", "ferry pki trust " + rejected[0], filepath.Join(dataDir, "pki", "trusted")} {
@@ -199,7 +199,7 @@ func TestNoneRefused(t *testing.T) {
 	t.Parallel()
 	srv := sharedServer(t, false)
 	srv.add(sourceTime, "Pressure", 1.0)
-	d := newDriver(t, testDevice("old", srv.Endpoint, nil, Point{Name: "pressure", Node: srv.node("Pressure")}))
+	d := newDriver(t, testDevice("old", srv.Endpoint(), nil, Point{Name: "pressure", Node: srv.Node("Pressure")}))
 	c := newCollector()
 	runDriver(t, d, c)
 	c.waitFor(t, 0, "Bad BadSecurityPolicyRejected", func(m map[string]ferry.Sample) bool {
@@ -251,9 +251,9 @@ func TestUserCertificateMissing(t *testing.T) {
 	srv.add(sourceTime, "Pressure", 4.5)
 	dataDir := t.TempDir()
 	trustServer(t, dataDir, srv)
-	d, err := New([]Device{testDevice("boiler", srv.Endpoint, func(c *Config) {
+	d, err := New([]Device{testDevice("boiler", srv.Endpoint(), func(c *Config) {
 		c.Auth = Auth{CertFile: "/nonexistent/user.der", KeyFile: "/nonexistent/user.key"}
-	}, Point{Name: "pressure", Node: srv.node("Pressure")})}, Options{DataDir: dataDir})
+	}, Point{Name: "pressure", Node: srv.Node("Pressure")})}, Options{DataDir: dataDir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,25 +6,20 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/url"
 	"os"
-	"sort"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/gopcua/opcua/id"
-	uaserver "github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -51,30 +46,13 @@ type serverOpts struct {
 	none bool
 	// extraNS adds namespaces before the test namespace, shifting its index.
 	extraNS int
-	// alias is another host:port the server is reached at (a proxy).
-	alias string
-	// cert and key: the server's certificate (generated when nil).
-	cert []byte
-	key  *rsa.PrivateKey
 }
 
-// testServer is an in-process gopcua server holding one variable per
-// name, whose value the test sets.
+// testServer is an in-process gopcua server (testpeer.UAServer) holding
+// one variable per name, whose value the test sets.
 type testServer struct {
-	t        testing.TB
-	opts     serverOpts
-	port     int
-	Endpoint string
-	NS       uint16
-
-	srv    *uaserver.Server
-	ns     *uaserver.NodeNameSpace
-	cancel context.CancelFunc
-
-	mu     sync.Mutex
-	values map[string]*ua.DataValue
-	px     *testutil.Proxy
-	shared bool
+	*testpeer.UAServer
+	cert []byte // the server's certificate (secure servers)
 }
 
 func selfSigned(t testing.TB, cn, uri string, isCA bool, parent *x509.Certificate, parentKey *rsa.PrivateKey, notAfter time.Time) ([]byte, *rsa.PrivateKey) {
@@ -109,12 +87,11 @@ func selfSigned(t testing.TB, cn, uri string, isCA bool, parent *x509.Certificat
 	return der, key
 }
 
-// startServer starts a server on a free port; it is stopped at cleanup.
+// startServer starts a server; it is stopped at cleanup.
 func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
-	s := newTestServer(t, o)
-	t.Cleanup(s.close)
-	return s
+	opts, cert := o.options(t)
+	return &testServer{UAServer: testpeer.OPCUAServer(t, opts...), cert: cert}
 }
 
 // Shared servers, for tests that neither stop nor cut them (each test
@@ -137,8 +114,14 @@ func sharedServer(t testing.TB, secure bool) *testServer {
 		p, o = &shared.secure, serverOpts{none: true, secure: true}
 	}
 	if *p == nil {
-		*p = newTestServer(t, o)
-		(*p).shared = true
+		opts, cert := o.options(t)
+		// Parallel tests add their nodes: gopcua's Node.AddRef is not
+		// safe for concurrent use, so they are readable, not browsable.
+		srv, err := testpeer.NewOPCUAServer(append(opts, testpeer.UAUnbrowsable())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = &testServer{UAServer: srv, cert: cert}
 	}
 	return *p
 }
@@ -148,173 +131,38 @@ func closeShared() {
 	defer shared.mu.Unlock()
 	for _, s := range []*testServer{shared.none, shared.secure} {
 		if s != nil {
-			s.close()
+			s.Close()
 		}
 	}
 }
 
-func newTestServer(t testing.TB, o serverOpts) *testServer {
+// options are the testpeer options for o, and the certificate of a
+// secure server.
+func (o serverOpts) options(t testing.TB) ([]testpeer.UAOption, []byte) {
 	t.Helper()
-	if o.secure && o.cert == nil {
-		o.cert, o.key = selfSigned(t, "test server", "urn:ferry:test:server", false, nil, nil, time.Now().Add(24*time.Hour))
-	}
-	s := &testServer{t: t, opts: o, port: testutil.FreePort(t), values: map[string]*ua.DataValue{}}
-	// Clients connect through the proxy (cut to make a network
-	// failure); the server advertises its address as an endpoint too.
-	s.px = testutil.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", s.port))
-	s.opts.alias = s.px.Addr()
-	s.Endpoint = "opc.tcp://" + s.px.Addr()
-	s.start()
-	return s
-}
-
-func (s *testServer) close() {
-	s.stop()
-	s.px.Close()
-}
-
-func (s *testServer) start() {
-	s.t.Helper()
-	o := s.opts
-	opts := []uaserver.Option{uaserver.EndPoint("127.0.0.1", s.port), uaserver.ServerName("ferry test server")}
-	if o.alias != "" {
-		host, port, _ := net.SplitHostPort(o.alias)
-		p, _ := strconv.Atoi(port)
-		opts = append(opts, uaserver.EndPoint(host, p))
-	}
+	opts := []testpeer.UAOption{testpeer.UANamespace(testNS), testpeer.UAExtraNamespaces(o.extraNS)}
 	if o.none {
-		opts = append(opts, uaserver.EnableSecurity("None", ua.MessageSecurityModeNone))
+		opts = append(opts, testpeer.UANone())
 	}
+	var cert []byte
 	if o.secure {
-		for _, p := range []string{"Basic256Sha256", "Aes256_Sha256_RsaPss"} {
-			opts = append(opts,
-				uaserver.EnableSecurity(p, ua.MessageSecurityModeSign),
-				uaserver.EnableSecurity(p, ua.MessageSecurityModeSignAndEncrypt))
-		}
-		opts = append(opts, uaserver.Certificate(o.cert), uaserver.PrivateKey(o.key),
-			uaserver.EnableAuthMode(ua.UserTokenTypeUserName), uaserver.EnableAuthMode(ua.UserTokenTypeCertificate))
+		var key *rsa.PrivateKey
+		cert, key = selfSigned(t, "test server", "urn:ferry:test:server", false, nil, nil, time.Now().Add(24*time.Hour))
+		opts = append(opts, testpeer.UASecurity(cert, key), testpeer.UAAuth(ua.UserTokenTypeUserName, ua.UserTokenTypeCertificate))
 	}
-	opts = append(opts, uaserver.EnableAuthMode(ua.UserTokenTypeAnonymous))
-	srv := uaserver.New(opts...)
-	for i := 0; i < o.extraNS; i++ {
-		uaserver.NewNodeNameSpace(srv, fmt.Sprintf("urn:ferry:test:extra%d", i))
-	}
-	ns := uaserver.NewNodeNameSpace(srv, testNS)
-	root, err := srv.Namespace(0)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	root.Objects().AddRef(ns.Objects(), id.HasComponent, true)
-	s.mu.Lock()
-	names := make([]string, 0, len(s.values))
-	for n := range s.values {
-		names = append(names, n)
-	}
-	s.srv, s.ns, s.NS = srv, ns, ns.ID()
-	s.mu.Unlock()
-	sort.Strings(names)
-	for _, n := range names {
-		s.addNode(n)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		s.t.Fatalf("start server: %v", err)
-	}
+	return opts, cert
 }
 
-func (s *testServer) addNode(name string) {
-	if name == lockedNode {
-		n := uaserver.NewNode(ua.NewStringNodeID(s.NS, name), map[ua.AttributeID]*ua.DataValue{
-			ua.AttributeIDAccessLevel:     uaserver.DataValueFromValue(byte(ua.AccessLevelTypeNone)),
-			ua.AttributeIDUserAccessLevel: uaserver.DataValueFromValue(byte(ua.AccessLevelTypeNone)),
-			ua.AttributeIDNodeClass:       uaserver.DataValueFromValue(uint32(ua.NodeClassVariable)),
-		}, nil, func() *ua.DataValue { return uaserver.DataValueFromValue(1.0) })
-		s.ns.AddNode(n)
-		return
-	}
-	n := s.ns.AddNewVariableStringNode(name, func() *ua.DataValue {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.values[name]
-	})
-	// gopcua's Node.AddRef is not safe for concurrent use: the nodes of a
-	// shared server (added by parallel tests) are readable but not
-	// browsable.
-	if !s.shared {
-		s.ns.Objects().AddRef(n, id.HasComponent, true)
-	}
-}
-
-// add creates variables with their first values (source time ts).
+// add creates variables with their first values (source time ts);
+// lockedNode is a variable nobody may read.
 func (s *testServer) add(ts time.Time, kv ...any) {
 	for i := 0; i+1 < len(kv); i += 2 {
-		name := kv[i].(string)
-		s.mu.Lock()
-		_, exists := s.values[name]
-		s.values[name] = dataValue(kv[i+1], ts)
-		s.mu.Unlock()
-		if !exists {
-			s.addNode(name)
+		if kv[i] == lockedNode {
+			s.AddLocked(lockedNode)
+			continue
 		}
+		s.Add(ts, kv[i], kv[i+1])
 	}
-}
-
-// set changes a value and notifies subscribers.
-func (s *testServer) set(name string, v any, ts time.Time) {
-	s.mu.Lock()
-	s.values[name] = dataValue(v, ts)
-	ns := s.NS
-	s.mu.Unlock()
-	s.ns.ChangeNotification(ua.NewStringNodeID(ns, name))
-}
-
-// setStatus gives a variable a status code (and no value).
-func dataValue(v any, ts time.Time) *ua.DataValue {
-	return &ua.DataValue{
-		EncodingMask:    ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
-		Value:           ua.MustVariant(v),
-		SourceTimestamp: ts,
-		ServerTimestamp: time.Now(),
-	}
-}
-
-// node returns "ns=<n>;s=<name>" for the current server.
-func (s *testServer) node(name string) string { return fmt.Sprintf("ns=%d;s=%s", s.NS, name) }
-
-// stop stops the server like a process exit: its connections close.
-// (gopcua's server.Close leaves its TCP connections open, so the clients
-// connect through a proxy that is cut here.)
-func (s *testServer) stop() {
-	if s.srv == nil {
-		return
-	}
-	s.px.Cut()
-	s.srv.Close()
-	s.cancel()
-	s.srv = nil
-}
-
-// restart stops the server and starts a new one on the same address with
-// the same nodes and values; extraNS may shift the namespace index.
-func (s *testServer) restart(extraNS int) {
-	s.stop()
-	s.opts.extraNS = extraNS
-	// The port was just released; retry briefly in case it lingers.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.port))
-		if err == nil {
-			l.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("port %d not released: %v", s.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	s.start()
 }
 
 // collector gathers emitted scans.

@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopcua/opcua/id"
-	uaserver "github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // fakeSlave is a Modbus TCP peer that answers read requests wrongly, in
@@ -145,46 +143,11 @@ func frame(tx uint16, unit byte, pdu []byte, skew int) []byte {
 // given status codes.
 func startStatusServer(t *testing.T, codes map[string]ua.StatusCode) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv := uaserver.New(
-		uaserver.EndPoint("127.0.0.1", port),
-		uaserver.EnableSecurity("None", ua.MessageSecurityModeNone),
-		uaserver.EnableAuthMode(ua.UserTokenTypeAnonymous),
-		uaserver.ServerName("hostile status codes"),
-	)
-	ns := uaserver.NewNodeNameSpace(srv, "urn:ferry:reliability")
-	root, err := srv.Namespace(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root.Objects().AddRef(ns.Objects(), id.HasComponent, true)
+	srv := testpeer.OPCUAServer(t, testpeer.UANone(), testpeer.UAName("hostile status codes"), testpeer.UANamespace("urn:ferry:reliability"))
 	for name, code := range codes {
-		code := code
-		n := ns.AddNewVariableStringNode(name, func() *ua.DataValue {
-			return &ua.DataValue{
-				EncodingMask:    ua.DataValueValue | ua.DataValueStatusCode | ua.DataValueSourceTimestamp,
-				Value:           ua.MustVariant(42.5),
-				Status:          code,
-				SourceTimestamp: time.Now(),
-			}
-		})
-		ns.Objects().AddRef(n, id.HasComponent, true)
+		srv.AddFunc(name, func() *ua.DataValue { return testpeer.StatusValue(42.5, code) })
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatalf("opc ua server: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		srv.Close()
-	})
-	return fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	return srv.Endpoint()
 }
 
 // TestHostileInput runs ferry against peers that send what real devices

@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -23,12 +22,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopcua/opcua/id"
-	uaserver "github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // getAuth fetches path with basic auth.
@@ -473,38 +471,10 @@ func selfSignedCert(t *testing.T, cn, uri string) ([]byte, *rsa.PrivateKey) {
 // Basic256Sha256 (Sign, SignAndEncrypt) with cert.
 func startSecureServer(t *testing.T, cert []byte, key *rsa.PrivateKey) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv := uaserver.New(
-		uaserver.EndPoint("127.0.0.1", port),
-		uaserver.ServerName("untrusted test server"),
-		uaserver.EnableSecurity("Basic256Sha256", ua.MessageSecurityModeSign),
-		uaserver.EnableSecurity("Basic256Sha256", ua.MessageSecurityModeSignAndEncrypt),
-		uaserver.Certificate(cert), uaserver.PrivateKey(key),
-		uaserver.EnableAuthMode(ua.UserTokenTypeAnonymous),
-	)
-	ns := uaserver.NewNodeNameSpace(srv, "urn:ferry:reliability")
-	root, err := srv.Namespace(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root.Objects().AddRef(ns.Objects(), id.HasComponent, true)
-	n := ns.AddNewVariableStringNode("Value", func() *ua.DataValue {
+	srv := testpeer.OPCUAServer(t, testpeer.UAName("untrusted test server"), testpeer.UANamespace("urn:ferry:reliability"),
+		testpeer.UASecurity(cert, key, "Basic256Sha256"))
+	srv.AddFunc("Value", func() *ua.DataValue {
 		return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp, Value: ua.MustVariant(7.5), SourceTimestamp: time.Now()}
 	})
-	ns.Objects().AddRef(n, id.HasComponent, true)
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatalf("opc ua server: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		srv.Close()
-	})
-	return fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	return srv.Endpoint()
 }

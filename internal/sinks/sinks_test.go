@@ -15,14 +15,13 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/setting"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -65,27 +64,12 @@ func config() Config {
 	return c
 }
 
-// startBroker starts a mochi broker on addr ("127.0.0.1:0" for any port).
-func startBroker(t *testing.T, addr string) (*mochi.Server, string) {
+// startBroker starts a testpeer mochi broker (on a new loopback
+// listener unless opts give one) and returns its server and "host:port".
+func startBroker(t *testing.T, opts ...testpeer.BrokerOption) (*mochi.Server, string) {
 	t.Helper()
-	return startBrokerWith(t, addr, new(auth.AllowHook))
-}
-
-func startBrokerWith(t *testing.T, addr string, hook mochi.Hook) (*mochi.Server, string) {
-	t.Helper()
-	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(hook, nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv, l.Address()
+	b := testpeer.Broker(t, opts...)
+	return b.Server(), b.Addr()
 }
 
 // recorder collects what an inline subscription receives.
@@ -118,7 +102,7 @@ func retained(srv *mochi.Server, topic string) (string, bool) {
 }
 
 func TestMQTTSinkPublishesTransitionsAndRetainedActive(t *testing.T) {
-	srv, addr := startBroker(t, "127.0.0.1:0")
+	srv, addr := startBroker(t)
 	var rec recorder
 	if err := srv.Subscribe("ferry/alerts", 1, rec.handler); err != nil {
 		t.Fatal(err)
@@ -178,8 +162,10 @@ func TestMQTTSinkPublishesTransitionsAndRetainedActive(t *testing.T) {
 }
 
 func TestMQTTSinkQueuesWhileBrokerDown(t *testing.T) {
-	// A free port with nothing behind it yet.
-	addr := ftest.FreeAddr(t)
+	// A port bound but not listening: refused until the broker comes up
+	// on it, and no one else can take it meanwhile.
+	reserved := testpeer.Reserve(t)
+	addr := reserved.Addr()
 
 	cfg := config()
 	cfg.MQTT = &MQTTConfig{Broker: "tcp://" + addr}
@@ -193,7 +179,7 @@ func TestMQTTSinkQueuesWhileBrokerDown(t *testing.T) {
 		return testutil.ToFloat64(s.m.errors.WithLabelValues("mqtt")) >= 1
 	})
 
-	srv, _ := startBroker(t, addr)
+	srv, _ := startBroker(t, testpeer.BrokerListener(reserved.Listen(t)))
 	var rec recorder
 	if err := srv.Subscribe("ferry/alerts", 1, rec.handler); err != nil {
 		t.Fatal(err)
@@ -639,7 +625,7 @@ func (h *aclHook) set(topic string, deny bool) {
 // `attempts` tries and is dropped, counted; it does not block the queue.
 func TestMQTTSinkRefusedTopicIsDropped(t *testing.T) {
 	acl := &aclHook{deny: map[string]bool{"ferry/alerts/active/poison": true}}
-	srv, addr := startBrokerWith(t, "127.0.0.1:0", acl)
+	srv, addr := startBroker(t, testpeer.BrokerAuth(acl))
 	var rec recorder
 	if err := srv.Subscribe("ferry/alerts", 1, rec.handler); err != nil {
 		t.Fatal(err)
