@@ -322,19 +322,14 @@ func URLs(servers []*NATSServer) string {
 func WaitMetaLeader(t testing.TB, servers []*NATSServer, timeout time.Duration) {
 	t.Helper()
 	_, js := Connect(t, URLs(servers), nats.MaxReconnects(-1))
-	var err error
-	deadline := time.Now().Add(timeout)
-	for poll := 5 * time.Millisecond; ; poll = min(2*poll, 50*time.Millisecond) {
+	err := Poll(timeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err = js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(poll)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+	if err == nil {
+		return
 	}
 	var state []string
 	for _, s := range servers {
@@ -346,7 +341,7 @@ func WaitMetaLeader(t testing.TB, servers []*NATSServer, timeout time.Duration) 
 		state = append(state, fmt.Sprintf("%s: meta leader %v, current %v, routes %d, log:\n%s",
 			s.Name(), srv.JetStreamIsLeader(), srv.JetStreamIsCurrent(), srv.NumRoutes(), s.Log()))
 	}
-	t.Fatalf("no JetStream meta leader after %v (%v):\n%s", timeout, err, strings.Join(state, "\n"))
+	t.Fatalf("no JetStream meta leader (%v):\n%s", err, strings.Join(state, "\n"))
 }
 
 // serverLog keeps a server's last warnings and errors, to say why it did
