@@ -243,6 +243,17 @@ func (p *Proc) RunLog() string {
 	return string(b[from:])
 }
 
+// Killed reports whether err, an exit error of Kill, Stop or Wait, says
+// the process died of SIGKILL (and not of its own accord).
+func Killed(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
 // Tail returns the last n lines of s.
 func Tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
