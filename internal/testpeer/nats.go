@@ -250,7 +250,7 @@ func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstre
 func NATSCluster(t testing.TB, n int, mods ...func(*server.Options)) []*NATSServer {
 	t.Helper()
 	name := fmt.Sprintf("ferry-test-%08x", rand.Uint32())
-	placeholder := closingListener(t)
+	placeholder := DownAddr(t)
 	servers := make([]*NATSServer, n)
 	var seed *url.URL
 	for i := range servers {
@@ -283,9 +283,11 @@ func NATSCluster(t testing.TB, n int, mods ...func(*server.Options)) []*NATSServ
 	return servers
 }
 
-// closingListener listens on a loopback port until the test ends and
-// closes every connection it accepts; it returns the "host:port".
-func closingListener(t testing.TB) string {
+// DownAddr returns the "host:port" of a peer that is down: a loopback
+// listener, kept until the test ends, that closes every connection it
+// accepts. Unlike a port picked free and closed, nobody else can start
+// listening there while the test runs.
+func DownAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
