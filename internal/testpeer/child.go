@@ -40,8 +40,9 @@ type Proc struct {
 }
 
 // ErrStopTimeout is returned by Stop when the process did not exit
-// within the time given after SIGTERM (it was then killed with SIGKILL).
-var ErrStopTimeout = errors.New("did not exit after SIGTERM")
+// within the time given after the signal (it was then killed with
+// SIGKILL).
+var ErrStopTimeout = errors.New("did not exit after the stop signal")
 
 // ErrStillRunning is returned by Wait when the process has not exited
 // within the time given.
@@ -183,7 +184,13 @@ func (p *Proc) Kill() error {
 // exit error (nil for status 0). A process still running then is killed
 // with SIGKILL and waited for, and Stop returns ErrStopTimeout.
 func (p *Proc) Stop(timeout time.Duration) error {
-	if err := p.Signal(syscall.SIGTERM); errors.Is(err, ErrNotStarted) {
+	return p.StopWith(syscall.SIGTERM, timeout)
+}
+
+// StopWith is Stop with another signal than SIGTERM (SIGINT, SIGHUP for
+// a peer that stops on it).
+func (p *Proc) StopWith(sig os.Signal, timeout time.Duration) error {
+	if err := p.Signal(sig); errors.Is(err, ErrNotStarted) {
 		return err
 	}
 	timer := time.NewTimer(timeout)
@@ -193,7 +200,7 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	}
 	_ = p.Signal(syscall.SIGKILL)
 	_ = p.wait(nil) // the real exit, however long the kernel takes
-	return fmt.Errorf("%s: %w within %v; killed", filepath.Base(p.bin), ErrStopTimeout, timeout)
+	return fmt.Errorf("%s: %w (%v) within %v; killed", filepath.Base(p.bin), ErrStopTimeout, sig, timeout)
 }
 
 // Wait waits up to timeout for the process to exit by itself and returns

@@ -150,6 +150,13 @@ func TestChildStopAndOutput(t *testing.T) {
 	if p.Starts() != 2 {
 		t.Errorf("Starts() = %d", p.Starts())
 	}
+	// Another stop signal: SIGINT, which this shell does not trap.
+	p.Start()
+	testutil.WaitFor(t, 10*time.Second, "third output", func() bool { return strings.Contains(p.RunLog(), "run two") })
+	var ee *exec.ExitError
+	if err := p.StopWith(os.Interrupt, 10*time.Second); !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGINT {
+		t.Errorf("StopWith(SIGINT) = %v, want death by SIGINT", err)
+	}
 }
 
 // TestChildStopTimeoutWaitsForRealExit: a child that ignores SIGTERM is
