@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // benchScan is a scan of device with n float samples of realistic values
@@ -219,14 +220,13 @@ func BenchmarkWriteAmplification(b *testing.B) {
 			// Warm up to a steady state, then measure.
 			ingest(buf, 200000/points, points, 20, nil)
 			flush(b, buf)
-			for payload.Load() == 0 {
-				time.Sleep(time.Millisecond)
-			}
+			ftest.WaitFor(b, 10*time.Second, "the consumer's first payload", func() bool { return payload.Load() > 0 })
 			p0, w0 := payload.Load(), writeBytes(b)
 			b.ResetTimer()
 			n := ingestKeyed(buf, b.N, points, 20, tc.keyed, nil)
 			flush(b, buf)
-			// Let the consumer take what was committed.
+			// Let the consumer take what was committed: polled every
+			// millisecond, the timer runs.
 			deadline := time.Now().Add(10 * time.Second)
 			for buf.Stats().Lanes[ferry.LaneTelemetry].Records > 0 && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)

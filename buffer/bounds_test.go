@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // appendBatch appends scans in one commit (the writer is held off while
@@ -226,13 +227,7 @@ func TestQueueFullDropsNewest(t *testing.T) {
 	s.Done = first.done
 	b.AppendScan(s)
 	// Wait until the writer has taken it (and is stuck in Begin).
-	deadline := time.Now().Add(5 * time.Second)
-	for b.Stats().QueueLength != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("writer did not take the first scan")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	ftest.WaitFor(t, 5*time.Second, "the writer taking the first scan", func() bool { return b.Stats().QueueLength == 0 })
 	// 10 scans of 10 samples fill the queue of 100; the next 5 are dropped.
 	var rs []*result
 	for i := 0; i < 15; i++ {

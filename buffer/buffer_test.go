@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 func TestAppendCommitNextAck(t *testing.T) {
@@ -183,7 +185,7 @@ func TestNextBlocksUntilAppendAndCloses(t *testing.T) {
 		_, err := b.Next(context.Background(), 1, 1)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	ftest.WaitFor(t, 5*time.Second, "Next blocked", func() bool { return blockedIn("buffer.(*Buffer).Next") })
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -412,4 +414,16 @@ func TestSeqsJumpAfterCrash(t *testing.T) {
 		t.Fatalf("after a crash the next seq is %d, right after the last one used (%d): it may repeat an id already upstream", newest, last)
 	}
 	b.Close()
+}
+
+// blockedIn reports whether a goroutine is blocked (in a select or on a
+// channel) inside fn, e.g. "buffer.(*Buffer).Next".
+func blockedIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if (strings.Contains(g, "[select") || strings.Contains(g, "[chan receive")) && strings.Contains(g, fn+"(") {
+			return true
+		}
+	}
+	return false
 }

@@ -48,7 +48,7 @@ func TestFileStaysWithinBoundUnderChurn(t *testing.T) {
 				b.Ack(done[:5]...)
 				b.Release(done[5:]...)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // paces the slow consumer: not a wait
 		}
 	}()
 	rng := rand.New(rand.NewPCG(3, 4))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 func TestCompactionShrinksTheFile(t *testing.T) {
@@ -38,15 +39,13 @@ func TestCompactionShrinksTheFile(t *testing.T) {
 	}
 	clk.Add(compactEvery)
 	flush(t, b) // the writer checks after this commit
-	deadline := time.Now().Add(10 * time.Second)
 	after := b.fileSize()
-	for after*4 > peak {
-		if time.Now().After(deadline) {
-			t.Fatalf("file %d bytes, peak %d: not compacted", after, peak)
+	testpeer.Eventually(t, 10*time.Second, "compaction", func() error {
+		if after = b.fileSize(); after*4 > peak {
+			return fmt.Errorf("file %d bytes, peak %d: not compacted", after, peak)
 		}
-		time.Sleep(10 * time.Millisecond)
-		after = b.fileSize()
-	}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(dir, fileName+compactSuffix)); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left behind: %v", err)
 	}

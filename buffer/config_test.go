@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -68,19 +69,11 @@ func TestAlertQueueFullIsCountedAndLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.AppendAlert(fixedAlert(0))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	ftest.WaitFor(t, 5*time.Second, "the writer taking the first alert", func() bool {
 		b.qmu.Lock()
-		n := len(b.alertq)
-		b.qmu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("writer did not take the first alert")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer b.qmu.Unlock()
+		return len(b.alertq) == 0
+	})
 	for i := 1; i <= 7; i++ {
 		b.AppendAlert(fixedAlert(i))
 	}

@@ -3,22 +3,20 @@ package buffer
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"hash/crc64"
-	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // The crash test re-executes the test binary as a child (TestMain sees
@@ -54,16 +52,25 @@ func crashChild(dir string) int {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		return 3
 	}
-	out := make(chan string, 1<<16)
+	// A K line must be written before its ack: the reader waits for
+	// flushed, which the printer closes once the line is out.
+	type line struct {
+		s       string
+		flushed chan struct{}
+	}
+	out := make(chan line, 1<<16)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		w := bufio.NewWriterSize(os.Stdout, 1<<16)
-		for line := range out {
-			w.WriteString(line)
-			if len(out) == 0 {
+		for l := range out {
+			w.WriteString(l.s)
+			if l.flushed != nil || len(out) == 0 {
 				w.Flush()
+			}
+			if l.flushed != nil {
+				close(l.flushed)
 			}
 		}
 		w.Flush()
@@ -75,24 +82,23 @@ func crashChild(dir string) int {
 				if err != nil {
 					return
 				}
-				var line strings.Builder
-				line.WriteString("K")
+				var sb strings.Builder
+				sb.WriteString("K")
 				for _, r := range recs {
 					tel, err := codec.DecodeTelemetry(r.Data)
 					if err != nil {
 						continue
 					}
 					for _, sc := range tel.Scans {
-						line.WriteString(" " + strconv.FormatUint(sc.Samples[0].Value.Uint64(), 10))
+						sb.WriteString(" " + strconv.FormatUint(sc.Samples[0].Value.Uint64(), 10))
 					}
 				}
-				line.WriteString("\n")
+				sb.WriteString("\n")
 				// Printed before the ack: whatever the ack deletes was
 				// printed as acked.
-				out <- line.String()
-				for len(out) > 0 {
-					time.Sleep(50 * time.Microsecond)
-				}
+				l := line{s: sb.String(), flushed: make(chan struct{})}
+				out <- l
+				<-l.flushed
 				b.Ack(recs...)
 			}
 		}()
@@ -107,12 +113,12 @@ func crashChild(dir string) int {
 					Samples: []ferry.Sample{{Point: "id", Value: ferry.UintValue(n)}}}
 				s.Done = func(err error) {
 					if err == nil {
-						out <- "A " + strconv.FormatUint(n, 10) + "\n"
+						out <- line{s: "A " + strconv.FormatUint(n, 10) + "\n"}
 					}
 				}
 				b.AppendScan(s)
 				if n%64 == 0 {
-					time.Sleep(100 * time.Microsecond) // let the writer breathe under -race
+					time.Sleep(100 * time.Microsecond) // paces the appenders (lets the writer breathe under -race): not a wait
 				}
 			}
 		}()
@@ -149,57 +155,26 @@ func crashTest(t *testing.T, mode string) {
 	content := map[string]uint64{} // record id → checksum of its data, across rounds
 	table := crc64.MakeTable(crc64.ECMA)
 	base := uint64(0)
+	child := testpeer.NewChild(t, os.Args[0], "-test.run=^$")
 	for round := 0; round < rounds; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashModeEnv+"="+mode, crashBaseEnv+"="+strconv.FormatUint(base, 10))
-		cmd.Stderr = os.Stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan []string, 1)
-		first := make(chan struct{}) // closed at the child's first output
-		go func() {
-			var data []byte
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := stdout.Read(buf)
-				if len(data) == 0 && n > 0 {
-					close(first)
-				}
-				data = append(data, buf[:n]...)
-				if err != nil {
-					break
-				}
+		child.Env = []string{crashChildEnv + "=" + dir, crashModeEnv + "=" + mode, crashBaseEnv + "=" + strconv.FormatUint(base, 10)}
+		child.Start()
+		// Kill at a random moment once the child has created the file
+		// (opening included, so some kills land during Open). The random
+		// delay is the thing under test, not a wait.
+		testpeer.Eventually(t, 30*time.Second, "the child creating the buffer file", func() error {
+			if !child.Running() {
+				return fmt.Errorf("child exited: %v\n%s", child.Wait(0), child.RunLog())
 			}
-			lines <- strings.Split(string(data), "\n")
-		}()
-		// Kill at a random moment: in even rounds counted from the
-		// start (opening included, so some kills land during Open, or
-		// before it on a slow machine), in odd rounds from the child's
-		// first accepted scan, so that every test sees scans accepted
-		// however slowly the child starts.
-		if round%2 == 1 {
-			select {
-			case <-first:
-			case <-time.After(60 * time.Second):
-				t.Fatal("child accepted nothing within 60 s")
-			}
+			_, err := os.Stat(filepath.Join(dir, fileName))
+			return err
+		})
+		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
+		if err := child.Kill(); !testpeer.Killed(err) {
+			t.Fatalf("round %d: the child ended (%v) before the kill:\n%s", round, err, child.RunLog())
 		}
-		time.Sleep(time.Duration(50+rand.IntN(400)) * time.Millisecond) // the kill's random moment, not a wait
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		var ls []string
-		select {
-		case ls = <-lines:
-		case <-time.After(30 * time.Second):
-			t.Fatal("child output did not end after SIGKILL")
-		}
-		cmd.Wait()
+		// The first line is the kit's "start" line.
+		ls := strings.Split(child.RunLog(), "\n")[1:]
 		// The last line may be cut by the kill: only whole lines count.
 		if n := len(ls); n > 0 {
 			ls = ls[:n-1]
@@ -228,11 +203,6 @@ func crashTest(t *testing.T, mode string) {
 
 		// Check the file as it is after the kill.
 		in, err := Inspect(dir)
-		if errors.Is(err, fs.ErrNotExist) && len(accepted) == 0 {
-			// Killed before Open made the file (a slow start on a
-			// loaded machine): nothing was accepted, nothing to check.
-			continue
-		}
 		if err != nil {
 			t.Fatalf("round %d: Inspect: %v", round, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // The disk error test runs in a child process (TestMain sees diskChildEnv)
@@ -24,9 +24,11 @@ import (
 const diskChildEnv = "FERRY_BUFFER_DISK_CHILD"
 
 func TestDiskErrorAndRecovery(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), diskChildEnv+"="+t.TempDir())
-	out, err := cmd.CombinedOutput()
+	child := testpeer.NewChild(t, os.Args[0], "-test.run=^$")
+	child.Env = []string{diskChildEnv + "=" + t.TempDir()}
+	child.Start()
+	err := child.Wait(5 * time.Minute)
+	out := child.RunLog()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
@@ -97,16 +99,8 @@ func diskScenario(dir string) error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := appendWait(tb, b, scan("d", t0, 1))
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no recovery after the limit was lifted: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testpeer.Poll(30*time.Second, func() error { return appendWait(tb, b, scan("d", t0, 1)) }); err != nil {
+		return fmt.Errorf("no recovery after the limit was lifted: %v", err)
 	}
 	if err := b.Err(); err != nil {
 		return fmt.Errorf("Err() = %v after recovery", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
 
 var good = ferry.GoodQuality
@@ -292,13 +293,7 @@ func TestRunTicksAndPersists(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("stale alert not raised by Run's ticker")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(store.keys(StateBucket)) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("active alert not written to the store")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ftest.WaitFor(t, 10*time.Second, "the active alert written to the store", func() bool { return len(store.keys(StateBucket)) == 1 })
 	if n := testutil.ToFloat64(e.m.active.WithLabelValues("warning")); n != 1 {
 		t.Fatalf("ferry_alerts_active{severity=warning} = %v", n)
 	}

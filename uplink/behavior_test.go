@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -27,8 +28,8 @@ func TestShutdown(t *testing.T) {
 			name = "answers lost"
 		}
 		t.Run(name, func(t *testing.T) {
-			srv := startServer(t, nil)
-			p := startProxy(t, srv.URL[len("nats://"):])
+			srv := testpeer.NATS(t)
+			p := startProxy(t, srv.URL()[len("nats://"):])
 			src := newMemSource("gw1")
 			for i := range 2000 {
 				src.addScans("v", "press3", scan("press3", time.Now(), 5, float64(i)))
@@ -46,8 +47,17 @@ func TestShutdown(t *testing.T) {
 			if serverDown {
 				// Publishes stay unanswered: the flush times out and
 				// releases them.
+				// Wait until the acks have stopped with records still
+				// in flight: replies already past the proxy are in.
 				p.DropReplies.Store(true)
-				time.Sleep(50 * time.Millisecond)
+				prev := -1.0
+				waitFor(t, 10*time.Second, "acks stopped with records in flight", func() bool {
+					acked := metric(t, reg, "ferry_uplink_acked_total")
+					_, inflight := src.state()
+					stopped := acked == prev && inflight > 0
+					prev = acked
+					return stopped
+				})
 			}
 			start := time.Now()
 			cancel()
@@ -76,7 +86,7 @@ func TestShutdown(t *testing.T) {
 			if serverDown {
 				return
 			}
-			_, js := jsClient(t, srv.URL)
+			_, js := testpeer.Connect(t, srv.URL())
 			stored := map[string]bool{}
 			for _, m := range streamMsgs(t, js, "FERRY") {
 				stored[m.Headers().Get(nats.MsgIdHdr)] = true
@@ -93,17 +103,17 @@ func TestShutdown(t *testing.T) {
 // TestCorruptRecord: a record that cannot be decoded is dropped and
 // counted; the records around it are delivered.
 func TestCorruptRecord(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := testpeer.NATS(t)
 	src := newMemSource("gw1")
 	good1 := src.addScans("v", "press3", scan("press3", time.Now(), 3, 1))
 	src.add(ferry.LaneTelemetry, []byte{1, 1, 0, 9, 'x'})
 	bad := src.add(ferry.LaneTelemetry, nil)
 	good2 := src.addScans("v", "env", scan("env", time.Now(), 3, 1))
 	reg := prometheus.NewRegistry()
-	u := newTestUplink(t, testConfig(srv.URL), src, reg)
+	u := newTestUplink(t, testConfig(srv.URL()), src, reg)
 	runUplink(t, u, src)
 	src.waitEmpty(t, 10*time.Second)
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), []ferry.Record{good1, good2})
 	if got := metric(t, reg, "ferry_uplink_errors_total", "reason", "corrupt"); got != 2 {
 		t.Errorf("corrupt errors = %v, want 2", got)
@@ -115,7 +125,7 @@ func TestCorruptRecord(t *testing.T) {
 // sent in parts with ids <record id>-p<n>; a replay is deduplicated part
 // by part.
 func TestSplitLargeRecord(t *testing.T) {
-	srv := startServer(t, func(o *natsserver.Options) { o.MaxPayload = 8 << 10 })
+	srv := testpeer.NATS(t, func(o *natsserver.Options) { o.MaxPayload = 8 << 10 })
 	src := newMemSource("gw1")
 	var scans []ferry.Scan
 	t0 := time.Now()
@@ -129,11 +139,11 @@ func TestSplitLargeRecord(t *testing.T) {
 	scans = append(scans, huge)
 	rec := src.addScans("v", "press3", scans...)
 	reg := prometheus.NewRegistry()
-	u := newTestUplink(t, testConfig(srv.URL), src, reg)
+	u := newTestUplink(t, testConfig(srv.URL()), src, reg)
 	runUplink(t, u, src)
 	src.waitEmpty(t, 10*time.Second)
 
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	msgs := streamMsgs(t, js, "FERRY")
 	if len(msgs) < 3 {
 		t.Fatalf("%d messages; a %d-byte record should take several", len(msgs), len(rec.Data))
@@ -171,7 +181,7 @@ func TestSplitLargeRecord(t *testing.T) {
 	src2 := newMemSource("gw1")
 	src2.addScans("v", "press3", scans...)
 	reg2 := prometheus.NewRegistry()
-	u2 := newTestUplink(t, testConfig(srv.URL), src2, reg2)
+	u2 := newTestUplink(t, testConfig(srv.URL()), src2, reg2)
 	runUplink(t, u2, src2)
 	src2.waitEmpty(t, 10*time.Second)
 	if got := metric(t, reg2, "ferry_uplink_duplicates_total"); got != float64(len(msgs)) {
@@ -185,8 +195,8 @@ func TestSplitLargeRecord(t *testing.T) {
 func TestDuplicateWindowCheck(t *testing.T) {
 	for _, create := range []bool{false, true} {
 		t.Run(map[bool]string{false: "managed by the user", true: "create_stream"}[create], func(t *testing.T) {
-			srv := startServer(t, nil)
-			_, js := jsClient(t, srv.URL)
+			srv := testpeer.NATS(t)
+			_, js := testpeer.Connect(t, srv.URL())
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FERRY", Subjects: []string{"ferry.>"}, Duplicates: 30 * time.Second, AllowRollup: true}); err != nil {
@@ -195,7 +205,7 @@ func TestDuplicateWindowCheck(t *testing.T) {
 			var logs testutil.SyncBuffer
 			src := newMemSource("gw1")
 			src.addAlert("v", alert(1))
-			cfg := testConfig(srv.URL)
+			cfg := testConfig(srv.URL())
 			cfg.CreateStream = create
 			u, err := New(cfg, src, Options{Gateway: "gw1", Site: "lyon", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			if err != nil {
@@ -233,16 +243,16 @@ func TestDuplicateWindowCheck(t *testing.T) {
 // to send: once the client has reconnected, Err (/readyz) and
 // ferry_uplink_connected must say so, and records flow again.
 func TestReconnectWhileIdle(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := testpeer.NATS(t)
 	src := newMemSource("gw1")
 	reg := prometheus.NewRegistry()
-	u := newTestUplink(t, testConfig(srv.URL), src, reg)
+	u := newTestUplink(t, testConfig(srv.URL()), src, reg)
 	runUplink(t, u, src)
 
 	waitFor(t, 10*time.Second, "ready", func() bool { return u.Err() == nil })
-	srv.shutdown()
+	srv.Shutdown()
 	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return u.Err() != nil })
-	srv.start()
+	srv.Start()
 	waitFor(t, 10*time.Second, "reconnect", func() bool { return metric(t, reg, "ferry_uplink_reconnects_total") >= 1 })
 	src.addScans("v", "press3", scan("press3", time.Now(), 5, 1))
 	src.waitEmpty(t, 10*time.Second)

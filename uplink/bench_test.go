@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // benchScan is a realistic scan: mostly floats (some from 32-bit
@@ -141,9 +142,9 @@ func BenchmarkDrain(b *testing.B) {
 func benchServer(b *testing.B) string {
 	url := os.Getenv("FERRY_BENCH_NATS_URL")
 	if url == "" {
-		return startServer(b, nil).URL
+		return testpeer.NATS(b).URL()
 	}
-	_, js := jsClient(b, url)
+	_, js := testpeer.Connect(b, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, s := range []string{"FERRY", "FERRY_CATALOG"} {
@@ -178,9 +179,7 @@ func benchDrain(b *testing.B, perRecord, total int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- u.Run(ctx) }()
-	for u.Err() != nil {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(b, 10*time.Second, "uplink connected", func() bool { return u.Err() == nil })
 	// Live ingest: 10k samples/s as 10-sample records every millisecond.
 	liveCtx, stopLive := context.WithCancel(context.Background())
 	var live []ferry.Record
@@ -206,17 +205,30 @@ func benchDrain(b *testing.B, perRecord, total int) {
 			}
 		}
 	}()
-	// The backlog is drained when its last record is acknowledged.
+	// The backlog is drained when its last record is acknowledged. A
+	// 1 ms poll, not WaitFor's coarser one: the figure is the drain time.
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		if _, ok := src.latenciesOne(last); ok {
 			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("backlog not drained within 5 minutes")
 		}
 		time.Sleep(time.Millisecond)
 	}
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
 	b.StopTimer()
-	time.Sleep(200 * time.Millisecond) // live data after the backlog
+	// Live data after the backlog: 200 more live records (200 ms of ingest).
+	liveMu.Lock()
+	liveAt := len(live)
+	liveMu.Unlock()
+	waitFor(b, 10*time.Second, "live records after the backlog", func() bool {
+		liveMu.Lock()
+		defer liveMu.Unlock()
+		return len(live) >= liveAt+200
+	})
 	stopLive()
 	<-liveDone
 	src.waitEmpty(b, 30*time.Second)
@@ -284,9 +296,7 @@ func BenchmarkAckLatency(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- u.Run(ctx) }()
-		for u.Err() != nil {
-			time.Sleep(time.Millisecond)
-		}
+		waitFor(b, 10*time.Second, "uplink connected", func() bool { return u.Err() == nil })
 		var recs []ferry.Record
 		tick := time.NewTicker(time.Millisecond)
 		for j := range 3000 {

@@ -5,22 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -191,173 +189,6 @@ func (s *memSource) waitEmpty(t testing.TB, timeout time.Duration) {
 // waitFor is testutil.WaitFor, by the name this package's tests use.
 var waitFor = testutil.WaitFor
 
-// testServer is an in-process nats-server with JetStream on a temp dir.
-type testServer struct {
-	t    testing.TB
-	opts *natsserver.Options
-	srv  *natsserver.Server
-	URL  string
-	log  *serverLog
-	// srvStarted: it has run before, so start is a restart.
-	srvStarted bool
-}
-
-// serverLog keeps a server's warnings and errors, to say why it did not
-// start.
-type serverLog struct {
-	mu     sync.Mutex
-	lines  []string
-	fatals int
-}
-
-func (l *serverLog) add(level, format string, v ...any) {
-	line := level + " " + fmt.Sprintf(format, v...)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if n := len(l.lines); n > 0 && l.lines[n-1] == line {
-		return
-	}
-	if len(l.lines) == 20 {
-		l.lines = l.lines[1:]
-	}
-	l.lines = append(l.lines, line)
-	l.fatals += strings.Count(level, "FTL")
-}
-
-// fatal reports whether the server logged a fatal error: it gave up.
-func (l *serverLog) fatal() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.fatals > 0
-}
-
-func (l *serverLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
-func (l *serverLog) Noticef(string, ...any)         {}
-func (l *serverLog) Debugf(string, ...any)          {}
-func (l *serverLog) Tracef(string, ...any)          {}
-func (l *serverLog) Warnf(format string, v ...any)  { l.add("[WRN]", format, v...) }
-func (l *serverLog) Errorf(format string, v ...any) { l.add("[ERR]", format, v...) }
-func (l *serverLog) Fatalf(format string, v ...any) { l.add("[FTL]", format, v...) }
-
-func startServer(t testing.TB, mod func(*natsserver.Options)) *testServer {
-	t.Helper()
-	s := newTestServer(t, mod)
-	s.start()
-	return s
-}
-
-// newTestServer returns a server that has not started yet; it is shut
-// down when the test ends.
-func newTestServer(t testing.TB, mod func(*natsserver.Options)) *testServer {
-	t.Helper()
-	o := &natsserver.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	}
-	if mod != nil {
-		mod(o)
-	}
-	s := &testServer{t: t, opts: o}
-	t.Cleanup(s.shutdown)
-	return s
-}
-
-// errPortTaken is returned by tryStart when a port the server is
-// configured with is in use: a port picked free a moment ago, or freed by
-// a shutdown, that something else (another test's connection) got first.
-var errPortTaken = errors.New("port taken")
-
-// start starts the server (again). A restart comes back on the same
-// ports; a cluster node whose port was taken while it was down comes back
-// on new ones, as the other nodes accept its routes and clients learn its
-// URL from them.
-func (s *testServer) start() {
-	s.t.Helper()
-	err := s.tryStart()
-	if errors.Is(err, errPortTaken) && s.srvStarted && s.opts.Cluster.Port != 0 {
-		s.t.Logf("restart %s on new ports: %v", s.opts.ServerName, err)
-		s.opts.Port, s.opts.Cluster.Port = -1, -1
-		err = s.tryStart()
-	}
-	if err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func (s *testServer) tryStart() error {
-	// The server keeps the options it is given and reads them while it
-	// runs: it gets a copy, so that s.opts can note its ports.
-	srv, err := natsserver.NewServer(s.opts.Clone())
-	if err != nil {
-		return err
-	}
-	s.log = &serverLog{}
-	srv.SetLoggerV2(s.log, false, false, false)
-	go srv.Start()
-	if !s.ready(srv, 30*time.Second) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		log := s.log.String()
-		if strings.Contains(log, "address already in use") {
-			return fmt.Errorf("nats-server %s: %w:\n%s", s.opts.ServerName, errPortTaken, log)
-		}
-		return fmt.Errorf("nats-server %s did not start:\n%s", s.opts.ServerName, log)
-	}
-	s.srv = srv
-	s.srvStarted = true
-	s.URL = srv.ClientURL()
-	// A restart comes back on the same ports.
-	s.opts.Port = srv.Addr().(*net.TCPAddr).Port
-	if s.opts.Cluster.Port != 0 {
-		s.opts.Cluster.Port = srv.ClusterAddr().Port
-	}
-	return nil
-}
-
-// ready waits until srv accepts connections, up to timeout; false at
-// once when it has given up (a port it cannot listen on).
-func (s *testServer) ready(srv *natsserver.Server, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for !srv.ReadyForConnections(50 * time.Millisecond) {
-		if s.log.fatal() || time.Now().After(deadline) {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *testServer) shutdown() {
-	if s.srv != nil {
-		s.srv.Shutdown()
-		s.srv.WaitForShutdown()
-		s.srv = nil
-	}
-}
-
-// js connects a test client.
-func jsClient(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
-}
-
 // streamMsgs reads every message of a stream, in stream order, up to the
 // stream's last sequence.
 //
@@ -369,18 +200,18 @@ func jsClient(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstr
 // succeeds or a minute has passed.
 func streamMsgs(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
 	t.Helper()
-	const limit = time.Minute
-	deadline := time.Now().Add(limit)
-	for attempt := 1; ; attempt++ {
-		msgs, err := readStream(js, stream)
-		if err == nil {
-			return msgs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read stream %s: %v (attempt %d; retried for %v)", stream, err, attempt, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var msgs []jetstream.Msg
+	attempts := 0
+	err := testpeer.Poll(time.Minute, func() error {
+		attempts++
+		var err error
+		msgs, err = readStream(js, stream)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read stream %s: %v (attempt %d)", stream, err, attempts)
 	}
+	return msgs
 }
 
 // readStream makes one attempt of streamMsgs: it waits for nothing and

@@ -2,9 +2,10 @@ package uplink
 
 import (
 	"context"
-	"net"
+	"errors"
+	"fmt"
 	"os"
-	"os/exec"
+	"regexp"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -28,8 +30,8 @@ func startProxy(t testing.TB, target string) *testutil.Proxy {
 // window. Sent again, the records would be stored twice; the uplink finds
 // them in the stream instead and sends only what is missing.
 func TestReconcileAfterLongOutage(t *testing.T) {
-	srv := startServer(t, nil)
-	reconcileAfterLongOutage(t, srv.URL)
+	srv := testpeer.NATS(t)
+	reconcileAfterLongOutage(t, srv.URL())
 }
 
 // TestReconcileAfterLongOutageExternalServer runs the same against the
@@ -41,33 +43,26 @@ func TestReconcileAfterLongOutageExternalServer(t *testing.T) {
 	if bin == "" {
 		t.Skip("set FERRY_NATS_SERVER to a nats-server binary (make interop does)")
 	}
-	addr := testutil.FreeAddr(t)
-	host, port, _ := net.SplitHostPort(addr)
-	var out testutil.SyncBuffer
-	cmd := exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", host, "-p", port)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", bin, out.String())
+	// Port -1: the server picks a free port itself and logs it.
+	srv := testpeer.Child(t, bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", "-1")
+	listening := regexp.MustCompile(`Listening for client connections on (\S+)`)
+	var addr string
+	testpeer.Eventually(t, 10*time.Second, "nats-server listening", func() error {
+		if !srv.Running() {
+			return fmt.Errorf("nats-server exited: %v", srv.Wait(0))
 		}
-	})
-	waitFor(t, 10*time.Second, "nats-server listening", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
+		m := listening.FindStringSubmatch(srv.Log())
+		if m == nil {
+			return errors.New("no \"Listening for client connections\" line yet")
 		}
-		return err == nil
+		addr = m[1]
+		return nil
 	})
 	reconcileAfterLongOutage(t, "nats://"+addr)
 }
 
 func reconcileAfterLongOutage(t *testing.T, url string) {
-	_, js := jsClient(t, url)
+	_, js := testpeer.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const window = time.Second
@@ -102,6 +97,8 @@ func reconcileAfterLongOutage(t *testing.T, url string) {
 	// The link goes down for longer than the duplicate window.
 	p.Refuse.Store(true)
 	p.Cut()
+	// The outage's length is what is tested, not a wait: it must outlast
+	// the duplicate window.
 	time.Sleep(2 * window)
 	p.DropReplies.Store(false)
 	p.Refuse.Store(false)

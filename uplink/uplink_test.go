@@ -3,7 +3,6 @@ package uplink
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -17,13 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // TestPublish sends telemetry of two devices and alerts, and checks
 // subjects, headers and payloads in the stream, the catalog in its own
 // stream, and that the Source is empty afterwards.
 func TestPublish(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := testpeer.NATS(t)
 	src := newMemSource("gw1")
 	t0 := time.Date(2025, 3, 1, 10, 0, 0, 123456789, time.UTC)
 	press := ferry.Scan{Device: "press3", Time: t0, Samples: []ferry.Sample{
@@ -43,7 +43,7 @@ func TestPublish(t *testing.T) {
 		src.addAlert("cfg1", alert(1)),
 	}
 	reg := prometheus.NewRegistry()
-	u := newTestUplink(t, testConfig(srv.URL), src, reg)
+	u := newTestUplink(t, testConfig(srv.URL()), src, reg)
 	u.SetCatalog(Catalog{ConfigVersion: "cfg1", Points: []ferry.PointInfo{
 		{Device: "press3", Point: "oil_temp", Protocol: "modbus", Source: "unit 1 holding 100", Type: "float32", Unit: "degC", Scale: 0.1},
 		{Device: "env", Point: "temperature", Protocol: "mqtt", Source: "sensors/env temp"},
@@ -56,7 +56,7 @@ func TestPublish(t *testing.T) {
 		t.Fatalf("Err() = %v, want nil", err)
 	}
 
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	msgs := streamMsgs(t, js, "FERRY")
 	seqs := checkExactlyOnce(t, msgs, recs)
 	if seqs[recs[2].ID] > seqs[recs[0].ID] {
@@ -185,7 +185,7 @@ func specialFloat(f float64) string {
 // published ahead of the backlog still waiting, and live records arrive
 // once the backlog ahead of them is through.
 func TestLiveNotStarved(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := testpeer.NATS(t)
 	src := newMemSource("gw1")
 	t0 := time.Now()
 	const backlog = 3000
@@ -193,7 +193,7 @@ func TestLiveNotStarved(t *testing.T) {
 		src.addScans("v", "press3", scan("press3", t0.Add(time.Duration(i)*time.Millisecond), 10, float64(i)))
 	}
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(srv.URL)
+	cfg := testConfig(srv.URL())
 	cfg.BatchSize = 64
 	cfg.MaxInflight = 128
 	u := newTestUplink(t, cfg, src, reg)
@@ -209,11 +209,11 @@ func TestLiveNotStarved(t *testing.T) {
 			waitFor(t, 10*time.Second, "drain under way", func() bool { return metric(t, reg, "ferry_uplink_acked_total") > 100 })
 			alertRec = src.addAlert("v", alert(1))
 		}
-		time.Sleep(200 * time.Microsecond)
+		time.Sleep(200 * time.Microsecond) // paces the live producer: not a wait
 	}
 	src.waitEmpty(t, 30*time.Second)
 
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	msgs := streamMsgs(t, js, "FERRY")
 	seqs := checkExactlyOnce(t, msgs, src.records())
 	// Lane order: telemetry in record order (no failures happened here).
@@ -251,10 +251,10 @@ func TestLiveNotStarved(t *testing.T) {
 // alert raised during the outage is published before the telemetry
 // backlog.
 func TestOutage(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := testpeer.NATS(t)
 	src := newMemSource("gw1")
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(srv.URL)
+	cfg := testConfig(srv.URL())
 	cfg.AckTimeout = time.Second
 	u := newTestUplink(t, cfg, src, reg)
 	u.SetCatalog(Catalog{ConfigVersion: "v", Points: []ferry.PointInfo{{Device: "press3", Point: "p0", Protocol: "modbus", Source: "unit 1 holding 0"}}})
@@ -266,21 +266,23 @@ func TestOutage(t *testing.T) {
 		defer close(produced)
 		for i := 0; ctx.Err() == nil; i++ {
 			src.addScans("v", "press3", scan("press3", time.Now(), 5, float64(i)))
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // paces the producer: not a wait
 		}
 	}()
 	defer func() { cancel(); <-produced }()
 
 	waitFor(t, 10*time.Second, "first acks", func() bool { return metric(t, reg, "ferry_uplink_acked_total") > 50 })
-	srv.shutdown()
+	srv.Shutdown()
 	waitFor(t, 10*time.Second, "disconnect noticed", func() bool { return u.Err() != nil })
 	if got := metric(t, reg, "ferry_uplink_connected"); got != 0 {
 		t.Errorf("ferry_uplink_connected = %v during the outage", got)
 	}
+	// Telemetry buffered during the outage, before and after the alert.
 	outageStart := len(src.records())
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 10*time.Second, "telemetry before the alert", func() bool { return len(src.records()) >= outageStart+100 })
 	alertRec := src.addAlert("v", alert(7))
-	time.Sleep(300 * time.Millisecond)
+	alertAt := len(src.records())
+	waitFor(t, 10*time.Second, "telemetry after the alert", func() bool { return len(src.records()) >= alertAt+100 })
 	outageEnd := len(src.records())
 	// Publishes failed meanwhile (the client refuses them while it
 	// reconnects); Err, which /readyz shows, still names the connection
@@ -290,21 +292,23 @@ func TestOutage(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "a reconnect attempt to fail", func() bool {
 		err := u.Err()
-		return err != nil && strings.Contains(err.Error(), "reconnecting to "+srv.URL) && strings.Contains(err.Error(), "connection refused")
+		return err != nil && strings.Contains(err.Error(), "reconnecting to "+srv.URL()) && strings.Contains(err.Error(), "connection refused")
 	})
 	if err := u.Err(); strings.Contains(err.Error(), "publish") || strings.Contains(err.Error(), "outbound buffer") {
 		t.Errorf("Err during the outage: %v, want the connection's state", err)
 	}
-	srv.start()
+	srv.Start()
 	waitFor(t, 15*time.Second, "reconnect", func() bool { return u.Err() == nil })
 	// The catalog is published again after the reconnect.
 	waitFor(t, 10*time.Second, "catalog again", func() bool { return metric(t, reg, "ferry_uplink_catalog_published_total") >= 2 })
-	time.Sleep(100 * time.Millisecond)
+	// Live records go through on the new connection before the producer stops.
+	acked := metric(t, reg, "ferry_uplink_acked_total")
+	waitFor(t, 10*time.Second, "acks after the reconnect", func() bool { return metric(t, reg, "ferry_uplink_acked_total") >= acked+50 })
 	cancel()
 	<-produced
 	src.waitEmpty(t, 20*time.Second)
 
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	msgs := streamMsgs(t, js, "FERRY")
 	recs := src.records()
 	seqs := checkExactlyOnce(t, msgs, recs)
@@ -328,7 +332,7 @@ func TestOutage(t *testing.T) {
 // the restarted uplink sends the records again, and the stream drops them
 // as duplicates.
 func TestLostAck(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := testpeer.NATS(t)
 	src := newMemSource("gw1")
 	for i := range 50 {
 		src.addScans("v", "press3", scan("press3", time.Now(), 4, float64(i)))
@@ -336,7 +340,7 @@ func TestLostAck(t *testing.T) {
 	src.addAlert("v", alert(1))
 
 	reg1 := prometheus.NewRegistry()
-	u1 := newTestUplink(t, testConfig(srv.URL), src, reg1)
+	u1 := newTestUplink(t, testConfig(srv.URL()), src, reg1)
 	ctx, cancel := context.WithCancel(context.Background())
 	lost := 0
 	src.ackHook = func(recs []ferry.Record) error {
@@ -359,10 +363,10 @@ func TestLostAck(t *testing.T) {
 	}
 
 	reg2 := prometheus.NewRegistry()
-	u2 := newTestUplink(t, testConfig(srv.URL), src, reg2)
+	u2 := newTestUplink(t, testConfig(srv.URL()), src, reg2)
 	runUplink(t, u2, src)
 	src.waitEmpty(t, 10*time.Second)
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), src.records())
 	if got := metric(t, reg2, "ferry_uplink_duplicates_total"); got < float64(lost) {
 		t.Errorf("duplicates_total = %v, want at least the %d records whose ack was lost", got, lost)
@@ -410,8 +414,8 @@ func TestStreamProblems(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := startServer(t, nil)
-			_, js := jsClient(t, srv.URL)
+			srv := testpeer.NATS(t)
+			_, js := testpeer.Connect(t, srv.URL())
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if err := tt.setup(ctx, js); err != nil {
@@ -420,7 +424,7 @@ func TestStreamProblems(t *testing.T) {
 			src := newMemSource("gw1")
 			rec := src.addScans("v", "press3", scan("press3", time.Now(), 3, 1))
 			reg := prometheus.NewRegistry()
-			cfg := testConfig(srv.URL)
+			cfg := testConfig(srv.URL())
 			cfg.CreateStream = false
 			u := newTestUplink(t, cfg, src, reg)
 			runUplink(t, u, src)
@@ -470,7 +474,7 @@ func TestCredentials(t *testing.T) {
 		name    string
 		server  func(*natsserver.Options)
 		config  func(*NATSConfig, string)
-		fix     func(*testServer, string)
+		fix     func(*testpeer.NATSServer, string)
 		wantErr error
 		reason  string
 	}{
@@ -481,7 +485,7 @@ func TestCredentials(t *testing.T) {
 				c.NKey = filepath.Join(dir, "gw.nk")
 				os.WriteFile(c.NKey, wrongSeed, 0o600)
 			},
-			fix:     func(_ *testServer, dir string) { os.WriteFile(filepath.Join(dir, "gw.nk"), rightSeed, 0o600) },
+			fix:     func(_ *testpeer.NATSServer, dir string) { os.WriteFile(filepath.Join(dir, "gw.nk"), rightSeed, 0o600) },
 			wantErr: nats.ErrAuthorization,
 			reason:  "auth",
 		},
@@ -489,7 +493,7 @@ func TestCredentials(t *testing.T) {
 			name:    "nkey file missing",
 			server:  func(o *natsserver.Options) { o.Nkeys = []*natsserver.NkeyUser{{Nkey: pub}} },
 			config:  func(c *NATSConfig, dir string) { c.NKey = filepath.Join(dir, "gw.nk") },
-			fix:     func(_ *testServer, dir string) { os.WriteFile(filepath.Join(dir, "gw.nk"), rightSeed, 0o600) },
+			fix:     func(_ *testpeer.NATSServer, dir string) { os.WriteFile(filepath.Join(dir, "gw.nk"), rightSeed, 0o600) },
 			wantErr: errCredentials,
 			reason:  "credentials",
 		},
@@ -497,10 +501,10 @@ func TestCredentials(t *testing.T) {
 			name:   "wrong password",
 			server: func(o *natsserver.Options) { o.Users = []*natsserver.User{{Username: "gw", Password: "old"}} },
 			config: func(c *NATSConfig, _ string) { c.User, c.Password = "gw", "new" },
-			fix: func(s *testServer, _ string) {
-				o := s.opts.Clone()
+			fix: func(s *testpeer.NATSServer, _ string) {
+				o := s.Options()
 				o.Users = []*natsserver.User{{Username: "gw", Password: "new"}}
-				if err := s.srv.ReloadOptions(o); err != nil {
+				if err := s.Server().ReloadOptions(o); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -510,12 +514,12 @@ func TestCredentials(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := startServer(t, tt.server)
+			srv := testpeer.NATS(t, tt.server)
 			dir := t.TempDir()
 			src := newMemSource("gw1")
 			rec := src.addAlert("v", alert(1))
 			reg := prometheus.NewRegistry()
-			cfg := testConfig(srv.URL)
+			cfg := testConfig(srv.URL())
 			tt.config(&cfg, dir)
 			u := newTestUplink(t, cfg, src, reg)
 			runUplink(t, u, src)
@@ -533,7 +537,7 @@ func TestCredentials(t *testing.T) {
 			}
 			tt.fix(srv, dir)
 			src.waitEmpty(t, 10*time.Second)
-			_, js := jsClient(t, srv.URL, nats.UserInfo("gw", "new"), nkeyOpt(t, dir))
+			_, js := testpeer.Connect(t, srv.URL(), nats.UserInfo("gw", "new"), nkeyOpt(t, dir))
 			checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), []ferry.Record{rec})
 		})
 	}
@@ -557,8 +561,8 @@ func nkeyOpt(t *testing.T, dir string) nats.Option {
 // back to it, the uplink reports the missing stream and delivers once the
 // stream is back.
 func TestStreamDeletedWhileRunning(t *testing.T) {
-	srv := startServer(t, nil)
-	_, js := jsClient(t, srv.URL)
+	srv := testpeer.NATS(t)
+	_, js := testpeer.Connect(t, srv.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := createFerryStreams(ctx, js); err != nil {
@@ -566,7 +570,7 @@ func TestStreamDeletedWhileRunning(t *testing.T) {
 	}
 	src := newMemSource("gw1")
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(srv.URL)
+	cfg := testConfig(srv.URL())
 	cfg.CreateStream = false
 	u := newTestUplink(t, cfg, src, reg)
 	runUplink(t, u, src)
@@ -599,11 +603,15 @@ func TestStreamDeletedWhileRunning(t *testing.T) {
 // says why (connection refused), records stay, and they arrive once the
 // server is up.
 func TestServerLater(t *testing.T) {
-	port := freePort(t)
+	// The server binds its port once and is shut down before the uplink
+	// starts: nothing listens there until the restart binds it again
+	// (nats-server cannot take a listener handed over open).
+	srv := testpeer.NATS(t)
+	srv.Shutdown()
 	src := newMemSource("gw1")
 	rec := src.addAlert("v", alert(1))
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(fmt.Sprintf("nats://127.0.0.1:%d", port))
+	cfg := testConfig(srv.URL())
 	u := newTestUplink(t, cfg, src, reg)
 	runUplink(t, u, src)
 	waitFor(t, 10*time.Second, "retries", func() bool { return metric(t, reg, "ferry_uplink_errors_total", "reason", "connect") >= 2 })
@@ -613,8 +621,8 @@ func TestServerLater(t *testing.T) {
 	if p, _ := src.state(); p != 1 {
 		t.Fatal("the record left the Source")
 	}
-	srv := startServer(t, func(o *natsserver.Options) { o.Port = port })
+	srv.Start()
 	src.waitEmpty(t, 10*time.Second)
-	_, js := jsClient(t, srv.URL)
+	_, js := testpeer.Connect(t, srv.URL())
 	checkExactlyOnce(t, streamMsgs(t, js, "FERRY"), []ferry.Record{rec})
 }

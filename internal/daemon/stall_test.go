@@ -46,7 +46,7 @@ func BenchmarkStallDetector(b *testing.B) {
 func TestStallDetectorRealClock(t *testing.T) {
 	var s StallDetector
 	s.Begin()
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // the slow step under test: not a wait
 	if err := s.Check(time.Millisecond); err == nil {
 		t.Fatal("a 20ms step passed a 1ms limit")
 	}

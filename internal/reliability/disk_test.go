@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // mountTmpfs mounts a tmpfs of size at dir, or skips the test saying why
@@ -107,19 +108,18 @@ func TestDiskFull(t *testing.T) {
 	mountTmpfs(t, data, "16m")
 
 	plant := startPlant(t, plantsim.Options{Presses: 2, ExtraPoints: 40, Rate: 100 * time.Millisecond})
-	httpAddr := freeAddr(t)
 	const gw, topic = "disk", "rel/seq"
-	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms", Extra: 40,
+	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, Plant: plant, Interval: "100ms", Extra: 40,
 		SeqTopic: topic, MaxSize: "64MiB"})
 	plant.NATS.Shutdown()
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitFor(30*time.Second, func() error {
 		m, err := f.Metrics()
-		if err == nil && m.sum("ferry_device_connected", `device="seq"`) != 1 {
+		if err == nil && m.Sum("ferry_device_connected", "device=seq") != 1 {
 			err = errors.New("device seq not connected")
 		}
 		return err
@@ -127,7 +127,10 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := startSeqPublisher(plant, topic, 20*time.Millisecond)
-	time.Sleep(2 * time.Second)
+	// Numbered messages go through before the disk fills.
+	if err := waitFor(30*time.Second, f.metricAtLeast("ferry_mqtt_messages_total", 50, "device=seq", "result=ok")); err != nil {
+		t.Fatal(err)
+	}
 
 	filler := filepath.Join(data, "filler")
 	filled := fill(t, filler)
@@ -151,22 +154,26 @@ func TestDiskFull(t *testing.T) {
 	if !strings.Contains(why, "no space left on device") {
 		t.Errorf("/readyz buffer check says %q; want the cause (no space left on device)", why)
 	}
-	time.Sleep(5 * time.Second)
+	// The disk stays full while ferry refuses scan after scan.
+	if err := waitFor(60*time.Second, f.metricAtLeast("ferry_buffer_dropped_total", 20, "reason=disk_error")); err != nil {
+		t.Errorf("scans refused while the disk is full (dropped_total{reason=disk_error}): %v", err)
+	}
 	m, err := f.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	refused := m.sum("ferry_buffer_dropped_total", `reason="disk_error"`)
-	if refused == 0 {
-		t.Error("no scan counted as refused (dropped_total{reason=disk_error}) while the disk is full")
-	}
+	refused := m.Sum("ferry_buffer_dropped_total", "reason=disk_error")
 	if code, _, err := f.Get("/healthz"); err != nil || code != 200 {
 		t.Errorf("/healthz on a full disk: %d %v", code, err)
 	}
-	log := f.Log()
 	for _, want := range []string{"buffer commit failed", "rule=buffer_disk_error state=raised"} {
-		if !strings.Contains(log, want) {
-			t.Errorf("log lacks %q", want)
+		if err := waitFor(30*time.Second, func() error {
+			if !strings.Contains(f.Log(), want) {
+				return fmt.Errorf("log lacks %q", want)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
 		}
 	}
 
@@ -234,15 +241,16 @@ func TestReadOnlyDataDir(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	mountTmpfs(t, data, "16m")
 	plant := startPlant(t, plantsim.Options{Presses: 1})
-	httpAddr := freeAddr(t)
-	cfg := writeConfig(t, dir, cfgOpts{Gateway: "ro", DataDir: data, HTTP: httpAddr, Plant: plant, NoOPCUA: true, NoMQTT: true})
+	cfg := writeConfig(t, dir, cfgOpts{Gateway: "ro", DataDir: data, Plant: plant, NoOPCUA: true, NoMQTT: true})
 	plant.NATS.Shutdown()
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	if err := waitFor(30*time.Second, f.metricAtLeast("ferry_buffer_appended_total", 1, "lane=telemetry")); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -272,7 +280,10 @@ func TestReadOnlyDataDir(t *testing.T) {
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// New records in this run (its counters start at zero).
+	if err := waitFor(30*time.Second, f.metricAtLeast("ferry_buffer_appended_total", 1, "lane=telemetry")); err != nil {
+		t.Error(err)
+	}
 	if err := f.Stop(30 * time.Second); err != nil {
 		t.Errorf("stop: %v", err)
 	}
@@ -391,19 +402,20 @@ func TestCorruptStore(t *testing.T) {
 		t.Run(dmg.name, func(t *testing.T) {
 			dir := t.TempDir()
 			data := filepath.Join(dir, "data")
-			httpAddr := freeAddr(t)
 			gw := "corrupt" + fmt.Sprint(len(summary))
-			cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "50ms", NoOPCUA: true})
+			cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, Plant: plant, Interval: "50ms", NoOPCUA: true})
 			// Fill the buffer with NATS unreachable: point the uplink at
 			// a closed port for the first run.
-			deadCfg := writeConfig(t, t.TempDir(), cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "50ms", NoOPCUA: true,
-				Uplink: fmt.Sprintf("uplink:\n  nats: {urls: [\"nats://%s\"], stream: FERRY}\n", freeAddr(t))})
-			f0 := newProc(t, deadCfg, httpAddr)
+			deadCfg := writeConfig(t, t.TempDir(), cfgOpts{Gateway: gw, DataDir: data, Plant: plant, Interval: "50ms", NoOPCUA: true,
+				Uplink: fmt.Sprintf("uplink:\n  nats: {urls: [\"nats://%s\"], stream: FERRY}\n", testpeer.DownAddr(t))})
+			f0 := newProc(t, deadCfg)
 			f0.Start()
 			if err := f0.WaitUp(60 * time.Second); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * time.Second)
+			if err := waitFor(30*time.Second, f0.metricAtLeast("ferry_buffer_appended_total", 20, "lane=telemetry")); err != nil {
+				t.Fatal(err)
+			}
 			if err := f0.Stop(30 * time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -413,7 +425,7 @@ func TestCorruptStore(t *testing.T) {
 			}
 			dmg.do(t, filepath.Join(data, "buffer.db"), r)
 
-			f := newProc(t, cfg, httpAddr)
+			f := newProc(t, cfg)
 			f.Start()
 			if err := f.WaitUp(60 * time.Second); err != nil {
 				t.Fatalf("ferry does not start on a damaged store: %v", err)
@@ -438,7 +450,7 @@ func TestCorruptStore(t *testing.T) {
 			}
 			// Restarts after kill -9 open the store as it is.
 			for i := 0; i < restarts; i++ {
-				time.Sleep(time.Duration(300+r.IntN(1500)) * time.Millisecond)
+				time.Sleep(time.Duration(300+r.IntN(1500)) * time.Millisecond) // the random kill moment under test: not a wait
 				f.Kill()
 				f.Start()
 				if err := f.WaitUp(60 * time.Second); err != nil {
@@ -474,7 +486,7 @@ func TestCorruptStore(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if n := m.sum("ferry_buffer_records"); n > 10 {
+				if n := m.Sum("ferry_buffer_records"); n > 10 {
 					return fmt.Errorf("%v records buffered", n)
 				}
 				return nil

@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"io"
 	stdlog "log"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,9 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // The profile the suite runs (FERRY_RELIABILITY), the ferry binary built
@@ -149,211 +148,86 @@ func result(t *testing.T, scenario, figures string) {
 	fmt.Fprintf(f, "| %s | %s | %s | %s |\n", profile, scenario, figures, status)
 }
 
-// freeAddr returns a free loopback address (host:port).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// waitFor polls cond until it returns nil or timeout passes; it returns
+// the last error.
+var waitFor = testpeer.Poll
 
-// waitFor polls cond every 100 ms until it returns nil or timeout passes;
-// it returns the last error.
-func waitFor(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// proc is the ferry binary run as a child process. Its stdout and stderr
-// go to one log file that accumulates across restarts.
+// proc is the ferry binary run as a child process (testpeer.Child): its
+// output accumulates across restarts in one log, which is checked for
+// panics and races after every run. ferry's HTTP listener is on
+// 127.0.0.1 port 0: each run's log says where it listens.
 type proc struct {
+	*testpeer.Proc
 	t        *testing.T
-	cfg      string
-	HTTP     string // host:port of its HTTP listener
-	logPath  string
-	args     []string
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	done     chan struct{}
-	waitErr  error
-	Starts   int
 	scanFrom int64 // log offset up to which checkLog has looked
-	runFrom  int64 // log offset where the last run's output starts
+
+	mu        sync.Mutex
+	addr      string // the HTTP listener's host:port in run addrStart
+	addrStart int
 }
 
-// newProc prepares ferry run -config cfg; http is the listener the config
-// sets (for scraping).
-func newProc(t *testing.T, cfg, http string) *proc {
+// newProc prepares ferry run -config cfg.
+func newProc(t *testing.T, cfg string) *proc {
 	t.Helper()
-	p := &proc{t: t, cfg: cfg, HTTP: http, logPath: filepath.Join(t.TempDir(), "ferry.log")}
+	p := &proc{t: t, Proc: testpeer.NewChild(t, ferryBin, "run", "-config", cfg)}
+	p.Env = []string{"GORACE=halt_on_error=0"}
 	t.Cleanup(func() {
 		if p.Running() {
 			p.Kill()
 		}
 		p.checkLog()
-		if t.Failed() {
-			t.Logf("ferry log (last 60 lines of %s):\n%s", p.logPath, tail(p.Log(), 60))
-		}
 	})
 	return p
-}
-
-// Start starts ferry; it does not wait for it to be up.
-func (p *proc) Start() {
-	p.t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		p.t.Fatal("ferry is already running")
-	}
-	lf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.Starts++
-	if fi, err := lf.Stat(); err == nil {
-		p.runFrom = fi.Size()
-	}
-	fmt.Fprintf(lf, "----- harness: start %d at %s\n", p.Starts, time.Now().UTC().Format(time.RFC3339Nano))
-	args := append([]string{"run", "-config", p.cfg}, p.args...)
-	cmd := exec.Command(ferryBin, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0")
-	// A test process that dies takes ferry with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		p.t.Fatalf("start ferry: %v", err)
-	}
-	done := make(chan struct{})
-	p.cmd, p.done = cmd, done
-	go func() {
-		err := cmd.Wait()
-		lf.Close()
-		p.mu.Lock()
-		p.waitErr = err
-		p.mu.Unlock()
-		close(done)
-	}()
-}
-
-// Running reports whether the process has not exited.
-func (p *proc) Running() bool {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Exited returns a channel closed when the process exits (nil if never
-// started).
-func (p *proc) Exited() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.done
-}
-
-// Pid of the running process.
-func (p *proc) Pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *proc) Kill() {
 	p.t.Helper()
-	p.signalWait(syscall.SIGKILL, 10*time.Second)
+	_ = p.Proc.Kill()
+	p.checkLog()
 }
 
 // Stop sends SIGTERM and waits up to timeout; it returns the exit error
-// (nil for status 0).
+// (nil for status 0). A ferry that does not exit in time is killed and
+// fails the test.
 func (p *proc) Stop(timeout time.Duration) error {
 	p.t.Helper()
-	return p.signalWait(syscall.SIGTERM, timeout)
-}
-
-func (p *proc) signalWait(sig syscall.Signal, timeout time.Duration) error {
-	p.t.Helper()
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return errors.New("not running")
+	err := p.Proc.Stop(timeout)
+	if errors.Is(err, testpeer.ErrStopTimeout) {
+		p.t.Errorf("ferry: %v", err)
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-done
-		p.t.Errorf("ferry did not exit within %v of %v; killed", timeout, sig)
-	}
-	p.mu.Lock()
-	err := p.waitErr
-	p.cmd, p.done = nil, nil
-	p.mu.Unlock()
 	p.checkLog()
 	return err
 }
 
-// Wait waits for the process to exit by itself and returns its exit error.
+// Wait waits for the process to exit by itself and returns its exit
+// error; false when it still runs after timeout.
 func (p *proc) Wait(timeout time.Duration) (error, bool) {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	if done == nil {
-		return errors.New("not running"), true
-	}
-	select {
-	case <-done:
-	case <-time.After(timeout):
+	err := p.Proc.Wait(timeout)
+	if errors.Is(err, testpeer.ErrStillRunning) {
 		return nil, false
 	}
-	p.mu.Lock()
-	err := p.waitErr
-	p.cmd, p.done = nil, nil
-	p.mu.Unlock()
 	p.checkLog()
 	return err, true
 }
 
-// RunLog returns what ferry wrote since its last start.
-func (p *proc) RunLog() string {
-	b, _ := os.ReadFile(p.logPath)
-	if int64(len(b)) < p.runFrom {
-		return ""
-	}
-	return string(b[p.runFrom:])
-}
+// tail returns the last n lines of s.
+var tail = testpeer.Tail
 
-// Log returns everything ferry wrote so far.
-func (p *proc) Log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
+var httpListening = regexp.MustCompile(`msg="http listening".*? addr=(\S+)`)
+
+// HTTP is the host:port ferry's HTTP listener is on in the current run,
+// from its log ("" until it has logged it).
+func (p *proc) HTTP() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := p.Starts(); p.addrStart != n || p.addr == "" {
+		p.addr, p.addrStart = "", n
+		if m := httpListening.FindStringSubmatch(p.RunLog()); m != nil {
+			p.addr = m[1]
+		}
+	}
+	return p.addr
 }
 
 var crashMarks = regexp.MustCompile(`(?m)^(panic: |fatal error: |WARNING: DATA RACE|SIGSEGV|goroutine \d+ \[running\]:)`)
@@ -362,7 +236,7 @@ var crashMarks = regexp.MustCompile(`(?m)^(panic: |fatal error: |WARNING: DATA R
 // panic, a runtime fatal error or a data race.
 func (p *proc) checkLog() {
 	p.t.Helper()
-	b, _ := os.ReadFile(p.logPath)
+	b, _ := os.ReadFile(p.LogPath())
 	if int64(len(b)) <= p.scanFrom {
 		return
 	}
@@ -379,7 +253,7 @@ func (p *proc) checkLog() {
 func (p *proc) WaitUp(timeout time.Duration) error {
 	return waitFor(timeout, func() error {
 		if !p.Running() {
-			return fmt.Errorf("ferry exited: %v\n%s", p.waitErr, tail(p.Log(), 20))
+			return fmt.Errorf("ferry exited: %v\n%s", p.Proc.Wait(0), testpeer.Tail(p.Log(), 20))
 		}
 		code, body, err := p.Get("/healthz")
 		if err != nil {
@@ -396,7 +270,11 @@ var httpClient = &http.Client{Timeout: 5 * time.Second}
 
 // Get fetches path from ferry's HTTP listener.
 func (p *proc) Get(path string) (int, string, error) {
-	resp, err := httpClient.Get("http://" + p.HTTP + path)
+	addr := p.HTTP()
+	if addr == "" {
+		return 0, "", errors.New("ferry has not logged its HTTP listener yet")
+	}
+	resp, err := httpClient.Get("http://" + addr + path)
 	if err != nil {
 		return 0, "", err
 	}
@@ -406,7 +284,7 @@ func (p *proc) Get(path string) (int, string, error) {
 }
 
 // Metrics scrapes /metrics.
-func (p *proc) Metrics() (metrics, error) {
+func (p *proc) Metrics() (testpeer.Metrics, error) {
 	code, body, err := p.Get("/metrics")
 	if err != nil {
 		return nil, err
@@ -414,66 +292,22 @@ func (p *proc) Metrics() (metrics, error) {
 	if code != 200 {
 		return nil, fmt.Errorf("/metrics: status %d", code)
 	}
-	return parseMetrics(body), nil
+	return testpeer.ParseMetrics(body)
 }
 
-// metrics is a scrape: value by series as printed, "name{a="b",…}".
-type metrics map[string]float64
-
-func parseMetrics(text string) metrics {
-	m := metrics{}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
+// metricAtLeast is a condition for waitFor: the sum of the series of name
+// with labels ("name=value") has reached min.
+func (p *proc) metricAtLeast(name string, least float64, labels ...string) func() error {
+	return func() error {
+		m, err := p.Metrics()
 		if err != nil {
-			continue
+			return err
 		}
-		m[line[:i]] = v
+		if v := m.Sum(name, labels...); v < least {
+			return fmt.Errorf("%s%v = %v, want at least %v", name, labels, v, least)
+		}
+		return nil
 	}
-	return m
-}
-
-// sum adds the series of name whose labels contain every one of match
-// (e.g. `lane="telemetry"`).
-func (m metrics) sum(name string, match ...string) float64 {
-	var s float64
-	for k, v := range m {
-		n, labels := k, ""
-		if i := strings.IndexByte(k, '{'); i >= 0 {
-			n, labels = k[:i], k[i:]
-		}
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, want := range match {
-			if !strings.Contains(labels, want) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			s += v
-		}
-	}
-	return s
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // runFerry runs a ferry subcommand to completion and returns its combined

@@ -107,18 +107,17 @@ func TestKillStorm(t *testing.T) {
 	plant := startPlant(t, plantsim.Options{Presses: 2, Rate: 200 * time.Millisecond, Faults: true, FaultCycle: 20 * time.Second})
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	httpAddr := freeAddr(t)
 	const gw, topic = "storm", "rel/seq"
 	// Besides the plant's faults (whose alerts a storm of restarts may
 	// cut short: one run in CI had none), a rule on the numbered MQTT
 	// messages raises and clears an alert every ten messages, so that
 	// every run stores alerts throughout the storm.
-	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms", SeqTopic: topic,
+	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, Plant: plant, Interval: "100ms", SeqTopic: topic,
 		Rules: `  - {name: oil_hot, when: press1.oil_temp > 80, clear: press1.oil_temp < 75, for: 1s, severity: critical}
   - {name: press2_silent, point: press2.oil_temp, stale: 3s, severity: warning}
   - {name: seq_tens, when: "seq.n % 20 >= 10", severity: info}
 `})
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 
 	// The storm starts with NATS down, so that the first records wait in
 	// the buffer and show up in the first dump.
@@ -135,7 +134,7 @@ func TestKillStorm(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if m.sum("ferry_device_connected", `device="seq"`) != 1 {
+		if m.Sum("ferry_device_connected", "device=seq") != 1 {
 			return fmt.Errorf("device seq not connected")
 		}
 		return nil
@@ -175,13 +174,15 @@ func TestKillStorm(t *testing.T) {
 					upRuns++
 					slowestUp = max(slowestUp, time.Since(started))
 				}
-				lastDrop = m.sum("ferry_buffer_dropped_total")
+				lastDrop = m.Sum("ferry_buffer_dropped_total")
 			}
 			if !f.Running() {
 				startAlive = false
 				t.Errorf("run %d: ferry exited by itself:\n%s", i+1, tail(f.Log(), 30))
 				break
 			}
+			// Scrapes at random moments of a random lifetime (the kill
+			// schedule under test), not a wait.
 			time.Sleep(time.Duration(50+r.IntN(200)) * time.Millisecond)
 		}
 		if up {
@@ -231,13 +232,13 @@ func TestKillStorm(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if n := m.sum("ferry_buffer_records"); n > 20 {
+		if n := m.Sum("ferry_buffer_records"); n > 20 {
 			return fmt.Errorf("%v records still in the buffer", n)
 		}
-		if n := m.sum("ferry_mqtt_acks_pending"); n > 0 {
+		if n := m.Sum("ferry_mqtt_acks_pending"); n > 0 {
 			return fmt.Errorf("%v MQTT acks pending", n)
 		}
-		dropped += m.sum("ferry_buffer_dropped_total")
+		dropped += m.Sum("ferry_buffer_dropped_total")
 		return nil
 	}); err != nil {
 		t.Error(err)

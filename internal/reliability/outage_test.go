@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
 // TestLongOutage: NATS is down for a long time while the plant produces
@@ -27,7 +28,6 @@ func TestLongOutage(t *testing.T) {
 		Faults: true, FaultCycle: 20 * time.Second})
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	httpAddr := freeAddr(t)
 	const gw = "outage"
 	// The short profile caps the uplink's reconnect backoff, so that the
 	// drain starts within seconds of NATS returning (CI time); the long
@@ -36,36 +36,48 @@ func TestLongOutage(t *testing.T) {
 	if profile == short {
 		uplinkCfg = fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], stream: FERRY, reconnect_max: 3s}\n", plant.NATS.URL)
 	}
-	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms",
+	cfg := writeConfig(t, dir, cfgOpts{Gateway: gw, DataDir: data, Plant: plant, Interval: "100ms",
 		Extra: extra, MaxSize: "1MiB", Uplink: uplinkCfg})
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	// Steady state before the outage: connected upstream and committing.
+	if err := waitFor(60*time.Second, func() error {
+		m, err := f.Metrics()
+		if err != nil {
+			return err
+		}
+		if m.Sum("ferry_uplink_connected") != 1 || m.Sum("ferry_buffer_appended_total", "lane=telemetry") < 20 {
+			return fmt.Errorf("uplink connected %v, telemetry appended %v", m.Sum("ferry_uplink_connected"), m.Sum("ferry_buffer_appended_total", "lane=telemetry"))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	m0, err := f.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rate0 := m0.sum("ferry_buffer_commit_batch_samples_sum")
+	rate0 := m0.Sum("ferry_buffer_commit_batch_samples_sum")
 
 	plant.NATS.Shutdown()
 	downAt := time.Now()
 	var (
 		peakFile   float64
 		readyzDown bool
-		alertsUp   = m0.sum("ferry_buffer_appended_total", `lane="alerts"`)
-		last       metrics
+		alertsUp   = m0.Sum("ferry_buffer_appended_total", "lane=alerts")
+		last       testpeer.Metrics
 	)
 	for time.Since(downAt) < outage {
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // samples once a second through an outage whose length is under test
 		m, err := f.Metrics()
 		if err != nil {
 			t.Fatalf("during the outage: %v", err)
 		}
 		last = m
-		peakFile = max(peakFile, m.sum("ferry_buffer_file_bytes"))
+		peakFile = max(peakFile, m.Sum("ferry_buffer_file_bytes"))
 		if fi, err := os.Stat(filepath.Join(data, "buffer.db")); err == nil {
 			peakFile = max(peakFile, float64(fi.Size()))
 		}
@@ -76,16 +88,16 @@ func TestLongOutage(t *testing.T) {
 			t.Errorf("/healthz during the outage: %d %v", code, err)
 		}
 	}
-	samples := last.sum("ferry_buffer_commit_batch_samples_sum") - rate0
+	samples := last.Sum("ferry_buffer_commit_batch_samples_sum") - rate0
 	rate := samples / time.Since(downAt).Seconds()
-	sizeDrops := last.sum("ferry_buffer_dropped_total", `lane="telemetry"`, `reason="size"`)
+	sizeDrops := last.Sum("ferry_buffer_dropped_total", "lane=telemetry", "reason=size")
 	if sizeDrops == 0 {
 		t.Errorf("the buffer never reached its bound in %v at %.0f samples/s", outage, rate)
 	}
 	if !readyzDown {
 		t.Error("/readyz never said the uplink is down")
 	}
-	alertsDuring := last.sum("ferry_buffer_appended_total", `lane="alerts"`) - alertsUp
+	alertsDuring := last.Sum("ferry_buffer_appended_total", "lane=alerts") - alertsUp
 
 	natsUp(t, plant)
 	upAt := time.Now()
@@ -95,10 +107,10 @@ func TestLongOutage(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if n := m.sum("ferry_buffer_records", `lane="telemetry"`); n > float64(presses+3)*2 {
+		if n := m.Sum("ferry_buffer_records", "lane=telemetry"); n > float64(presses+3)*2 {
 			return fmt.Errorf("%v telemetry records still buffered", n)
 		}
-		if n := m.sum("ferry_buffer_records", `lane="alerts"`); n > 0 {
+		if n := m.Sum("ferry_buffer_records", "lane=alerts"); n > 0 {
 			return fmt.Errorf("%v alerts still buffered", n)
 		}
 		return nil
@@ -118,11 +130,11 @@ func TestLongOutage(t *testing.T) {
 	msgs := readStream(t, plant.NATS.URL, nil)
 	counts := account(t, gw, msgs, pending, runs)
 
-	telDrops := final.sum("ferry_buffer_dropped_total", `lane="telemetry"`, `reason="size"`) +
-		final.sum("ferry_buffer_dropped_total", `lane="telemetry"`, `reason="age"`) +
-		final.sum("ferry_buffer_dropped_total", `lane="telemetry"`, `reason="corrupt"`)
-	queueFull := final.sum("ferry_buffer_dropped_total", `lane="telemetry"`, `reason="queue_full"`)
-	alertDrops := final.sum("ferry_buffer_dropped_total", `lane="alerts"`)
+	telDrops := final.Sum("ferry_buffer_dropped_total", "lane=telemetry", "reason=size") +
+		final.Sum("ferry_buffer_dropped_total", "lane=telemetry", "reason=age") +
+		final.Sum("ferry_buffer_dropped_total", "lane=telemetry", "reason=corrupt")
+	queueFull := final.Sum("ferry_buffer_dropped_total", "lane=telemetry", "reason=queue_full")
+	alertDrops := final.Sum("ferry_buffer_dropped_total", "lane=alerts")
 	tel, al := counts["telemetry"], counts["alerts"]
 	for lane, c := range counts {
 		t.Logf("%s: %v", lane, c)

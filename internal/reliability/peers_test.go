@@ -157,6 +157,9 @@ func writeConfig(t *testing.T, dir string, o cfgOpts) string {
 	case p != nil && p.NATS != nil:
 		fmt.Fprintf(&b, "uplink:\n  nats: {urls: [\"%s\"], stream: FERRY, duplicate_window: 10m}\n", p.NATS.URL)
 	}
+	if o.HTTP == "" {
+		o.HTTP = "127.0.0.1:0" // the run's log says where it listens
+	}
 	fmt.Fprintf(&b, "http: {listen: \"%s\"}\n", o.HTTP)
 	path := filepath.Join(dir, "ferry.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

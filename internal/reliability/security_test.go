@@ -31,7 +31,7 @@ import (
 
 // getAuth fetches path with basic auth.
 func (p *proc) getAuth(path, user, pass string) (int, string, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+p.HTTP+path, nil)
+	req, err := http.NewRequest(http.MethodGet, "http://"+p.HTTP()+path, nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -110,7 +110,6 @@ func TestSecretsNeverShown(t *testing.T) {
 	plant := startPlant(t, plantsim.Options{Presses: 1, Rate: 200 * time.Millisecond})
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	httpAddr := freeAddr(t)
 
 	var hookMu sync.Mutex
 	var hookAuth []string
@@ -133,7 +132,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	t.Setenv("FERRY_CANARY_MQTT", secret("mqttdevice"))
 	uplinkPW := fmt.Sprintf("uplink:\n  nats: {urls: [\"%s\"], stream: FERRY, user: ferry, password: %q}\n", plant.NATS.URL, secret("natspassword"))
 	body := func(uplink string) cfgOpts {
-		return cfgOpts{Gateway: "secrets", DataDir: data, HTTP: httpAddr, Plant: plant, NoOPCUA: true, NoMQTT: true, LogLevel: "debug",
+		return cfgOpts{Gateway: "secrets", DataDir: data, Plant: plant, NoOPCUA: true, NoMQTT: true, LogLevel: "debug",
 			Devices: fmt.Sprintf(`  - name: env
     mqtt: {broker: "tcp://%s", topic: "sensors/hall1/env", username: ferry, password: "${FERRY_CANARY_MQTT}"}
     points:
@@ -157,8 +156,8 @@ func TestSecretsNeverShown(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := strings.Replace(string(b), "alerts:\n  log: {enabled: true}\n", "alerts:\n  log: {enabled: true}\n"+extra, 1)
-		s = strings.Replace(s, fmt.Sprintf("http: {listen: \"%s\"}\n", httpAddr),
-			fmt.Sprintf("http: {listen: \"%s\", basic_auth: {username: admin, password_hash: %q}}\n", httpAddr, hash), 1)
+		s = strings.Replace(s, "http: {listen: \"127.0.0.1:0\"}\n",
+			fmt.Sprintf("http: {listen: \"127.0.0.1:0\", basic_auth: {username: admin, password_hash: %q}}\n", hash), 1)
 		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +171,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	}
 	outputs["ferry validate"] = out
 
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
@@ -190,8 +189,11 @@ func TestSecretsNeverShown(t *testing.T) {
 		if err != nil || code != 200 {
 			return fmt.Errorf("/metrics with basic auth: %d %v", code, err)
 		}
-		m := parseMetrics(body)
-		if m.sum("ferry_uplink_connected") != 1 || m.sum("ferry_device_connected", `device="env"`) != 1 {
+		m, err := testpeer.ParseMetrics(body)
+		if err != nil {
+			return err
+		}
+		if m.Sum("ferry_uplink_connected") != 1 || m.Sum("ferry_device_connected", "device=env") != 1 {
 			return errors.New("uplink or MQTT not connected")
 		}
 		return nil
@@ -218,7 +220,26 @@ func TestSecretsNeverShown(t *testing.T) {
 			t.Errorf("ferry listens on %s, not loopback", l)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	// Upstream messages sent with the secrets in use, for the check below.
+	uplinked := func(p *proc) func() error {
+		return func() error {
+			code, body, err := p.getAuth("/metrics", "admin", secret("http"))
+			if err != nil || code != 200 {
+				return fmt.Errorf("/metrics with basic auth: %d %v", code, err)
+			}
+			m, err := testpeer.ParseMetrics(body)
+			if err != nil {
+				return err
+			}
+			if m.Sum("ferry_uplink_connected") != 1 || m.Sum("ferry_uplink_acked_total") < 2 {
+				return fmt.Errorf("uplink connected %v, acked %v", m.Sum("ferry_uplink_connected"), m.Sum("ferry_uplink_acked_total"))
+			}
+			return nil
+		}
+	}
+	if err := waitFor(60*time.Second, uplinked(f)); err != nil {
+		t.Error(err)
+	}
 	if err := f.Stop(30 * time.Second); err != nil {
 		t.Errorf("stop: %v", err)
 	}
@@ -234,12 +255,14 @@ func TestSecretsNeverShown(t *testing.T) {
 	} else {
 		outputs["ferry validate (token)"] = out
 	}
-	ft := newProc(t, cfgTok, httpAddr)
+	ft := newProc(t, cfgTok)
 	ft.Start()
 	if err := ft.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	if err := waitFor(60*time.Second, uplinked(ft)); err != nil {
+		t.Errorf("token: %v", err)
+	}
 	if err := ft.Stop(30 * time.Second); err != nil {
 		t.Errorf("stop (token): %v", err)
 	}
@@ -298,7 +321,7 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 	dir := t.TempDir()
 
 	// 1. None without allow_insecure: refused by the loader.
-	noneCfg := writeConfig(t, dir, cfgOpts{Gateway: "ua", DataDir: filepath.Join(dir, "d1"), HTTP: freeAddr(t), NoMQTT: true,
+	noneCfg := writeConfig(t, dir, cfgOpts{Gateway: "ua", DataDir: filepath.Join(dir, "d1"), NoMQTT: true,
 		Devices: fmt.Sprintf("  - name: boiler\n    opcua: {endpoint: \"%s\", security_policy: None}\n    points:\n      - {name: p, node: \"nsu=%s;s=Boiler.Pressure\"}\n", plant.Boiler.Endpoint, plantsim.BoilerNamespace)})
 	out, err := runFerry(t, 30*time.Second, "validate", noneCfg)
 	if err == nil || !strings.Contains(out, "allow_insecure") {
@@ -310,9 +333,8 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 	// at run time.
 	cert, key := selfSignedCert(t, "untrusted test server", "urn:ferry:reliability:server")
 	secure := startSecureServer(t, cert, key)
-	httpAddr := freeAddr(t)
 	data := filepath.Join(dir, "d2")
-	cfg := writeConfig(t, t.TempDir(), cfgOpts{Gateway: "ua", DataDir: data, HTTP: httpAddr, NoMQTT: true,
+	cfg := writeConfig(t, t.TempDir(), cfgOpts{Gateway: "ua", DataDir: data, NoMQTT: true,
 		Devices: fmt.Sprintf(`  - name: boiler
     opcua: {endpoint: "%s"}
     points:
@@ -322,7 +344,7 @@ func TestOPCUASecurityDefaults(t *testing.T) {
     points:
       - {name: v, node: "nsu=urn:ferry:reliability;s=Value"}
 `, plant.Boiler.Endpoint, plantsim.BoilerNamespace, secure)})
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
@@ -333,10 +355,10 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if m.sum("ferry_opcua_certificates_rejected_total") == 0 {
+		if m.Sum("ferry_opcua_certificates_rejected_total") == 0 {
 			return errors.New("no certificate rejected yet")
 		}
-		if m.sum("ferry_device_errors_total", `device="boiler"`) == 0 {
+		if m.Sum("ferry_device_errors_total", "device=boiler") == 0 {
 			return errors.New("no error counted for the None-only boiler")
 		}
 		rejected, _ = filepath.Glob(filepath.Join(data, "pki", "rejected", "*"))
@@ -349,10 +371,10 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 	}
 	m, _ := f.Metrics()
 	for _, d := range []string{"boiler", "secure"} {
-		if m.sum("ferry_device_connected", `device="`+d+`"`) != 0 {
+		if m.Sum("ferry_device_connected", "device="+d) != 0 {
 			t.Errorf("%s is connected; it must be refused by default", d)
 		}
-		if m.sum("ferry_device_points", `device="`+d+`"`, `quality="good"`) != 0 {
+		if m.Sum("ferry_device_points", "device="+d, "quality=good") != 0 {
 			t.Errorf("%s has Good points", d)
 		}
 	}
@@ -379,7 +401,7 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if m.sum("ferry_device_connected", `device="secure"`) != 1 {
+		if m.Sum("ferry_device_connected", "device=secure") != 1 {
 			return errors.New("secure server not connected after trust")
 		}
 		return nil
@@ -390,7 +412,7 @@ func TestOPCUASecurityDefaults(t *testing.T) {
 		t.Errorf("stop: %v", err)
 	}
 	result(t, "OPC UA security defaults", fmt.Sprintf("None without allow_insecure refused by validate (%q); None-only server refused at run time; untrusted certificate refused (ferry_opcua_certificates_rejected_total %.0f, saved in pki/rejected), connected after ferry pki trust",
-		validateMsg, m.sum("ferry_opcua_certificates_rejected_total")))
+		validateMsg, m.Sum("ferry_opcua_certificates_rejected_total")))
 }
 
 // TestHTTPDefaultLoopback: with no http section ferry listens on

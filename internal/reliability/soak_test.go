@@ -46,10 +46,9 @@ func TestSoak(t *testing.T) {
 		Faults: true, FaultCycle: 2 * time.Minute, MQTTSensors: 4})
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	httpAddr := freeAddr(t)
-	cfg := writeConfig(t, dir, cfgOpts{Gateway: "soak", DataDir: data, HTTP: httpAddr, Plant: plant, Interval: "100ms",
+	cfg := writeConfig(t, dir, cfgOpts{Gateway: "soak", DataDir: data, Plant: plant, Interval: "100ms",
 		Extra: extra, SeqTopic: "rel/seq", AlertsMQTT: true})
-	f := newProc(t, cfg, httpAddr)
+	f := newProc(t, cfg)
 	f.Start()
 	if err := f.WaitUp(60 * time.Second); err != nil {
 		t.Fatal(err)
@@ -68,11 +67,11 @@ func TestSoak(t *testing.T) {
 		totalSampl float64
 	)
 	if m, err := f.Metrics(); err == nil {
-		prevSum = m.sum("ferry_buffer_commit_batch_samples_sum")
+		prevSum = m.Sum("ferry_buffer_commit_batch_samples_sum")
 	}
 	firstSum := prevSum
 	for time.Since(start) < dur {
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // samples once a second through the soak: not a wait
 		now := time.Now()
 		switch {
 		case !blipUntil.IsZero() && now.After(blipUntil):
@@ -98,10 +97,10 @@ func TestSoak(t *testing.T) {
 		pid := f.Pid()
 		rss, _ := procStatusKB(pid, "VmRSS")
 		fds, _ := openFDs(pid)
-		sum := m.sum("ferry_buffer_commit_batch_samples_sum")
-		p := soakPoint{At: now.Sub(start), RSS: rss << 10, Goroutines: m.sum("go_goroutines"), FDs: fds,
-			File: m.sum("ferry_buffer_file_bytes"), Rate: (sum - prevSum) / now.Sub(prevAt).Seconds(),
-			Records: m.sum("ferry_buffer_records")}
+		sum := m.Sum("ferry_buffer_commit_batch_samples_sum")
+		p := soakPoint{At: now.Sub(start), RSS: rss << 10, Goroutines: m.Sum("go_goroutines"), FDs: fds,
+			File: m.Sum("ferry_buffer_file_bytes"), Rate: (sum - prevSum) / now.Sub(prevAt).Seconds(),
+			Records: m.Sum("ferry_buffer_records")}
 		pts = append(pts, p)
 		prevSum, prevAt = sum, now
 		totalSampl = sum - firstSum
