@@ -1,40 +1,22 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/gopcua/opcua/id"
-	uaserver "github.com/gopcua/opcua/server"
-	"github.com/gopcua/opcua/ua"
-
-	"github.com/ferry-edge/ferry/internal/testutil"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
-// startUAServer runs a gopcua server (security None) with one variable in
-// namespace urn:test on a free port.
+// startUAServer runs a gopcua server (security None) with one variable,
+// Pressure, in namespace urn:test.
 func startUAServer(t *testing.T) string {
 	t.Helper()
-	port := testutil.FreePort(t)
-	srv := uaserver.New(uaserver.EndPoint("127.0.0.1", port),
-		uaserver.EnableSecurity("None", ua.MessageSecurityModeNone),
-		uaserver.EnableAuthMode(ua.UserTokenTypeAnonymous))
-	ns := uaserver.NewNodeNameSpace(srv, "urn:test")
-	root, _ := srv.Namespace(0)
-	root.Objects().AddRef(ns.Objects(), id.HasComponent, true)
-	n := ns.AddNewVariableStringNode("Pressure", 4.5)
-	ns.Objects().AddRef(n, id.HasComponent, true)
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(); cancel() })
-	return fmt.Sprintf("opc.tcp://127.0.0.1:%d", port)
+	srv := testpeer.OPCUAServer(t, testpeer.UANone(), testpeer.UANamespace("urn:test"))
+	srv.Add(time.Now(), "Pressure", 4.5)
+	return srv.Endpoint()
 }
 
 func TestOPCUABrowse(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,81 +20,10 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/internal/web"
 )
-
-// series is one line of the Prometheus text format.
-type series struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-// parseExposition parses the Prometheus text format, as /metrics serves
-// it.
-func parseExposition(t *testing.T, text string) []series {
-	t.Helper()
-	var out []series
-	for _, line := range strings.Split(text, "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		s := series{labels: map[string]string{}}
-		i := strings.IndexAny(line, "{ ")
-		if i < 0 {
-			t.Fatalf("metrics line %q", line)
-		}
-		s.name, line = line[:i], line[i:]
-		if line[0] == '{' {
-			line = line[1:]
-			for line[0] != '}' {
-				eq := strings.IndexByte(line, '=')
-				name := line[:eq]
-				line = line[eq+1:]
-				if line[0] != '"' {
-					t.Fatalf("metrics label %s: %q", name, line)
-				}
-				var val strings.Builder
-				j := 1
-				for ; line[j] != '"'; j++ {
-					if line[j] == '\\' {
-						j++
-						if line[j] == 'n' {
-							val.WriteByte('\n')
-							continue
-						}
-					}
-					val.WriteByte(line[j])
-				}
-				s.labels[name] = val.String()
-				line = strings.TrimPrefix(line[j+1:], ",")
-			}
-			line = line[1:]
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			t.Fatalf("metrics value %q: %v", f[0], err)
-		}
-		s.value = v
-		out = append(out, s)
-	}
-	return out
-}
-
-// find sums the series of name with the given name=value labels.
-func find(ss []series, name string, labels ...string) (float64, bool) {
-	var v float64
-	ok := false
-	for _, s := range ss {
-		if s.name == name && hasLabels(s.labels, labels) {
-			v += s.value
-			ok = true
-		}
-	}
-	return v, ok
-}
 
 // TestMetricsAndReadiness scrapes /metrics after a short run against a
 // whole plant and checks the series the operations guide names, with sane
@@ -135,7 +63,10 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/metrics: %d", code)
 	}
-	ss := parseExposition(t, body)
+	ss, err := testpeer.ParseMetrics(body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	type check struct {
 		name   string
 		labels []string
@@ -190,7 +121,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 		)
 	}
 	for _, c := range checks {
-		v, ok := find(ss, c.name, c.labels...)
+		v, ok := ss.Find(c.name, c.labels...)
 		switch {
 		case !ok:
 			t.Errorf("/metrics has no %s%v", c.name, c.labels)
@@ -198,7 +129,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 			t.Errorf("%s%v = %v, want %s", c.name, c.labels, v, c.want)
 		}
 	}
-	if v, _ := find(ss, "ferry_device_connected", "protocol=modbus"); v != 2 {
+	if v, _ := ss.Find("ferry_device_connected", "protocol=modbus"); v != 2 {
 		t.Errorf("ferry_device_connected{protocol=modbus} sums to %v, want 2", v)
 	}
 	if v, _ := h.metric("ferry_http_requests_total", "handler=GET /metrics", "code=200"); v != 1 {
