@@ -321,18 +321,22 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		pp := p + ".points"
 		var infos []ferry.PointInfo // Point is the point's name
 		var err error
-		switch dev.Protocol {
-		case "modbus":
+		// Exactly one block is set (checked above): decode the points in
+		// that protocol's form. The runtime's protocol switch is
+		// internal/gateway/groups.go; the loader only knows the blocks'
+		// types, to decode them.
+		switch {
+		case dev.Modbus != nil:
 			md := modbus.Device{Name: dev.Name, Config: *dev.Modbus}
 			l.decodePoints(d, dev, pp, &md.Points)
 			infos, err = pointInfos(md.Points), md.Validate()
 			c.Modbus = append(c.Modbus, md)
-		case "opcua":
+		case dev.OPCUA != nil:
 			od := opcua.Device{Name: dev.Name, Config: *dev.OPCUA}
 			l.decodePoints(d, dev, pp, &od.Points)
 			infos, err = pointInfos(od.Points), od.Validate()
 			c.OPCUA = append(c.OPCUA, od)
-		case "mqtt":
+		case dev.MQTT != nil:
 			qd := mqtt.Device{Name: dev.Name, Config: *dev.MQTT}
 			l.decodePoints(d, dev, pp, &qd.Points)
 			infos, err = pointInfos(qd.Points), qd.Validate()
