@@ -372,11 +372,18 @@ type Reserved struct {
 // when the test ends (unless Listen handed it over).
 func Reserve(t testing.TB) *Reserved {
 	t.Helper()
+	// Under ForkLock, as the net package does where it cannot create a
+	// socket close-on-exec at once: a child process forked meanwhile (the
+	// tests that run ferry) must not inherit the port.
+	syscall.ForkLock.RLock()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		t.Fatalf("reserve a port: socket: %v", err)
 	}
-	syscall.CloseOnExec(fd)
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		syscall.Close(fd)
 		t.Fatalf("reserve a port: bind: %v", err)
