@@ -23,8 +23,7 @@ import (
 	"github.com/ferry-edge/ferry"
 )
 
-// ErrNotFound is returned by Ack when no active alert has the given id
-// (it never existed, or it has cleared).
+// ErrNotFound is returned by Ack when no active alert has the given id (unknown or cleared).
 var ErrNotFound = errors.New("alert not found")
 
 // DefaultTick is how often Run re-checks time-based conditions when

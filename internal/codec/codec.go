@@ -55,7 +55,7 @@ const (
 	maxCount  = 1 << 24
 )
 
-// ErrCorrupt is returned when a record cannot be decoded.
+// ErrCorrupt is returned (wrapped, with what is wrong) when a record cannot be decoded.
 var ErrCorrupt = errors.New("codec: corrupt record")
 
 // Header is what every record starts with.
