@@ -5,12 +5,10 @@ import (
 	"strconv"
 )
 
-// ErrDropped is returned (to Scan.Done) when a scan was not accepted because
-// a bounded queue in front of the buffer was full.
-var ErrDropped = errors.New("dropped: queue full")
+// ErrDropped is returned (to Scan.Done) when a bounded queue in front of the buffer was full.
+var ErrDropped = errors.New("queue full")
 
-// ErrClosed is returned when a part is used after it was closed, and to
-// Scan.Done for scans still queued when the buffer shut down.
+// ErrClosed is returned when a part is used after Close, and to Scan.Done for scans queued at shutdown.
 var ErrClosed = errors.New("closed")
 
 // ErrAlertNotFound is returned when an alert is acknowledged by an id that

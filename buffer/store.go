@@ -88,9 +88,8 @@ func parseValue(key, value []byte) (t int64, data []byte, err error) {
 	return int64(binary.BigEndian.Uint64(value)), value[valueHeader:], nil
 }
 
-// ErrLocked is returned by Open and Inspect when another process holds the
-// buffer's lock: another ferry runs with the same data_dir.
-var ErrLocked = errors.New("buffer is locked by another process")
+// ErrLocked is returned by Open and Inspect when another process (a ferry on this data_dir) holds the lock.
+var ErrLocked = errors.New("locked by another process")
 
 // lockDir takes the buffer's lock file in dir: exclusive for the daemon,
 // shared for inspection. It tries until timeout.

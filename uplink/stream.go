@@ -11,13 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ErrStreamNotFound is returned (wrapped, through Err) when the stream
-// ferry publishes to does not exist and create_stream is off.
+// ErrStreamNotFound is returned when ferry's stream does not exist and create_stream is off.
 var ErrStreamNotFound = errors.New("stream not found")
 
-// ErrStreamMismatch is returned (wrapped, through Err) when the stream
-// exists but cannot take ferry's messages: it does not capture ferry's
-// subjects, it is sealed, or it sends no acknowledgements.
+// ErrStreamMismatch is returned when a stream cannot take ferry's messages (subjects, sealed, no_ack, mirror).
 var ErrStreamMismatch = errors.New("stream does not fit")
 
 // streamPlan is what ensureStreams found out.

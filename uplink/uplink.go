@@ -50,7 +50,7 @@ type Catalog struct {
 	Points        []ferry.PointInfo
 }
 
-// ErrNotConnected is what Err returns before the first connection.
+// ErrNotConnected is returned by Err when the uplink has not connected yet, or has stopped.
 var ErrNotConnected = errors.New("not connected")
 
 // Uplink forwards the records of a Source to NATS JetStream.

@@ -36,13 +36,11 @@ const (
 	KindCatalog   = "catalog"
 )
 
-// ErrNotFerry is returned by Decode for a message that lacks ferry's
-// Ferry-Kind header or names a kind this version does not know.
-var ErrNotFerry = errors.New("not a ferry message")
+// ErrNotFerry is returned by Decode when a message has no Ferry-Kind header or an unknown kind.
+var ErrNotFerry = errors.New("uplink: not a ferry message")
 
-// ErrMalformed is returned (wrapped) by Decode for a body that does not
-// match its kind.
-var ErrMalformed = errors.New("malformed ferry message")
+// ErrMalformed is returned by Decode when a body does not match its kind.
+var ErrMalformed = errors.New("uplink: malformed ferry message")
 
 // TelemetryMessage is the body of a telemetry message: the scans of one
 // device that the buffer committed together.

@@ -10,13 +10,11 @@ import (
 	"github.com/ferry-edge/ferry/internal/devstat"
 )
 
-// ErrInsecure is returned when the only way to reach a server is
-// security policy None and the device does not set allow_insecure.
-var ErrInsecure = errors.New("server offers only security policy None; set security_policy: None and allow_insecure: true to accept an unsigned, unencrypted connection")
+// ErrInsecure is returned when a server offers only security policy None and allow_insecure is off.
+var ErrInsecure = errors.New("opcua: security policy None refused")
 
-// ErrNoEndpoint is returned (wrapped, with what the server offers) when
-// the server has no endpoint with the configured security policy and mode.
-var ErrNoEndpoint = errors.New("no matching endpoint")
+// ErrNoEndpoint is returned when a server has no endpoint with the configured policy and mode.
+var ErrNoEndpoint = errors.New("opcua: no matching endpoint")
 
 // errOwnCert and errUserCert mark failures to load or create ferry's
 // application certificate and the configured user certificate.

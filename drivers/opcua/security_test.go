@@ -127,6 +127,10 @@ func TestSelectEndpoint(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err %v, want %v", err, tt.wantErr)
 			}
+			// The sentinel is short; the advice is wrapped around it.
+			if errors.Is(err, ErrInsecure) && !strings.Contains(err.Error(), "allow_insecure: true") {
+				t.Errorf("err %q does not say what to set", err)
+			}
 			if err != nil {
 				return
 			}

@@ -172,7 +172,7 @@ func selectEndpoint(eps []*ua.EndpointDescription, c *Config) (*ua.EndpointDescr
 	}
 	if c.SecurityPolicy == "" && onlyNone {
 		if !c.AllowInsecure {
-			return nil, ErrInsecure
+			return nil, fmt.Errorf("%w: the server offers only security policy None; set security_policy: None and allow_insecure: true to accept an unsigned, unencrypted connection", ErrInsecure)
 		}
 		for _, ep := range eps {
 			if ep.SecurityPolicyURI == ua.SecurityPolicyURINone {

@@ -55,7 +55,7 @@ const (
 	maxCount  = 1 << 24
 )
 
-// ErrCorrupt is returned when a record cannot be decoded.
+// ErrCorrupt is returned (wrapped, with what is wrong) when a record cannot be decoded.
 var ErrCorrupt = errors.New("codec: corrupt record")
 
 // Header is what every record starts with.
@@ -493,7 +493,7 @@ func (tr *TelemetryReader) Device() []byte { return tr.device }
 // one, and returns its time in Unix nanoseconds and its number of
 // samples. It returns ok=false after the last scan and on a malformed
 // record (then Err says why).
-func (tr *TelemetryReader) NextScan() (time int64, samples int, ok bool) {
+func (tr *TelemetryReader) NextScan() (t int64, samples int, ok bool) {
 	if tr.samples > 0 {
 		var s SampleView
 		for tr.NextSample(&s) {
