@@ -230,13 +230,7 @@ devices:
 		t.Fatalf("%d of %d publishes not acknowledged by mosquitto, first: %v", len(pr.failed), n, pr.failed[0])
 	}
 	published := time.Since(start)
-	deadline := time.Now().Add(2 * time.Minute)
-	for distinct.Load() < int64(n) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages upstream 2 minutes after the last publish", distinct.Load(), n)
-		}
-		time.Sleep(10 * time.Millisecond) // polls a counter in this process
-	}
+	testutil.WaitFor(t, 2*time.Minute, fmt.Sprintf("all %d messages upstream", n), func() bool { return distinct.Load() >= int64(n) })
 	r := costResult{rate: rate, published: n, samples: n * (costFields + 1), profiled: profiled}
 	r.cpu = procCPU(t, pid) - cpu0
 	r.drain = time.Since(start) - published

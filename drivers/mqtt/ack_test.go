@@ -57,12 +57,9 @@ func TestAckQueueOrder(t *testing.T) {
 	}
 	entries[2].done(nil)              // 3 committed: nothing leaves before 1 and 2
 	entries[1].done(ferry.ErrDropped) // 2 dropped
-	// An observation window, not a wait: the queue's goroutine would send a wrong
-	// ack in it, and nothing marks that it has looked and sent none.
-	time.Sleep(20 * time.Millisecond)
-	if a := got(); len(a) != 0 {
-		t.Fatalf("acknowledged %v before message 1 was committed", a)
-	}
+	// Nothing marks that the queue's goroutine has looked and sent no
+	// wrong ack: watch for one over a window.
+	never(t, 20*time.Millisecond, "an ack before message 1 was committed", func() bool { return len(got()) != 0 })
 	entries[0].done(nil)
 	waitFor(t, "1 and 3 acknowledged", 2*time.Second, func() bool { return len(got()) == 2 })
 	if a := got(); a[0] != 1 || a[1] != 3 || withheld.Load() != 1 || !sent.Load() {

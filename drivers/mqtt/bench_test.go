@@ -72,9 +72,7 @@ func BenchmarkBrokerJSON10(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
 			if qos == 1 {
-				for br.Inflight(r.d.ClientID()) > 0 && time.Now().Before(deadline) {
-					time.Sleep(time.Millisecond)
-				}
+				waitFor(b, "every QoS 1 message acknowledged", time.Until(deadline), func() bool { return br.Inflight(r.d.ClientID()) == 0 })
 			}
 			r.stop(b)
 		})

@@ -72,10 +72,9 @@ func TestBrokerFailover(t *testing.T) {
 		t.Fatalf("restarted broker a holds %d messages for ferry's session, want 1", got)
 	}
 	a2.Listen(t)
-	// An observation window, not a wait: ferry connected to b does not try
-	// a at all, so no event marks that it stayed; it spans several backoff
-	// periods (testOptions: 20..200 ms).
-	time.Sleep(300 * time.Millisecond)
+	// ferry connected to b does not try a at all, so no event marks that
+	// it stayed: watch over several backoff periods (testOptions: 20..200 ms).
+	never(t, 300*time.Millisecond, "ferry leaving the working fallback broker", func() bool { return !onBroker(1)() })
 	if !onBroker(1)() || len(store.samples("env")) != 3 {
 		t.Fatalf("ferry left a working fallback broker (gauge %v, %d samples)", testutil.ToFloat64(opts.Metrics.broker.WithLabelValues(id)), len(store.samples("env")))
 	}

@@ -166,6 +166,8 @@ func (c *commitStore) samples(device string) []ferry.Sample {
 }
 
 // waitFor is testutil.WaitFor with this package's argument order.
+var never = testutil.Never
+
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	testutil.WaitFor(t, timeout, what, cond)

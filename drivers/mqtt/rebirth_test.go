@@ -232,11 +232,7 @@ func TestSparkplugRebirthRateLimit(t *testing.T) {
 	}
 	waitFor(t, "burst handled", 5*time.Second, func() bool { return unknownAliases(opts) == 5 })
 	waitFor(t, "one request", 5*time.Second, func() bool { return e.requests() >= 1 })
-	// An observation window, not a wait: a second request would arrive in it.
-	time.Sleep(100 * time.Millisecond)
-	if got := e.requests(); got != 1 {
-		t.Fatalf("%d rebirth requests for a burst, want 1", got)
-	}
+	never(t, 100*time.Millisecond, "a second rebirth request for one burst", func() bool { return e.requests() > 1 })
 
 	clock.Add(int64(rebirthInterval - time.Second))
 	e.ddata(8)
@@ -244,11 +240,7 @@ func TestSparkplugRebirthRateLimit(t *testing.T) {
 	clock.Add(int64(time.Second))
 	e.ddata(9)
 	waitFor(t, "second request", 5*time.Second, func() bool { return e.requests() == 2 })
-	// An observation window, not a wait: a third request would arrive in it.
-	time.Sleep(100 * time.Millisecond)
-	if got := e.requests(); got != 2 {
-		t.Errorf("%d rebirth requests, want 2", got)
-	}
+	never(t, 100*time.Millisecond, "a third rebirth request", func() bool { return e.requests() > 2 })
 	if got := testutil.ToFloat64(opts.Metrics.rebirths.WithLabelValues(r.d.ClientID(), "G1/E1", "sent")); got != 2 {
 		t.Errorf("requests counted %v, want 2", got)
 	}
@@ -262,11 +254,7 @@ func TestSparkplugNoRebirthByDefault(t *testing.T) {
 		e.ddata(float64(i))
 	}
 	waitFor(t, "data handled", 5*time.Second, func() bool { return unknownAliases(opts) == 3 })
-	// An observation window, not a wait: a request would arrive in it.
-	time.Sleep(200 * time.Millisecond)
-	if got := e.requests(); got != 0 {
-		t.Fatalf("%d NCMDs published with rebirth off", got)
-	}
+	never(t, 200*time.Millisecond, "an NCMD published with rebirth off", func() bool { return e.requests() > 0 })
 	if r.d.nodes[spNodeKey{"G1", "E1"}].askRebirth {
 		t.Error("rebirth on by default")
 	}
@@ -300,11 +288,7 @@ func TestSparkplugRebirthTriggers(t *testing.T) {
 	e.birth(5) // as if answering late
 	e.ddata(6)
 	waitFor(t, "births and data", 5*time.Second, func() bool { return len(store.samples("press")) == 2 })
-	// An observation window, not a wait: a second request would arrive in it.
-	time.Sleep(100 * time.Millisecond)
-	if got := e.requests(); got != 1 {
-		t.Fatalf("%d requests after data that resolves, want 1", got)
-	}
+	never(t, 100*time.Millisecond, "a second request after data that resolves", func() bool { return e.requests() > 1 })
 
 	later()
 	e.data(99, 7, 0)

@@ -23,3 +23,22 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() er
 		poll = min(2*poll, 200*time.Millisecond)
 	}
 }
+
+// Never checks that bad does not become true for the whole of window, and
+// fails the test as soon as it does. It is for the absence of an event
+// that nothing else marks (no early ack, no second request): the window
+// is the assertion, and a violation is reported when it happens instead
+// of at the window's end.
+func Never(t testing.TB, window time.Duration, what string, bad func() bool) {
+	t.Helper()
+	end := time.Now().Add(window)
+	for {
+		if bad() {
+			t.Fatalf("%s: happened within %v", what, window)
+		}
+		if !time.Now().Before(end) {
+			return
+		}
+		time.Sleep(min(5*time.Millisecond, time.Until(end)))
+	}
+}
