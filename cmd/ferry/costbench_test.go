@@ -120,9 +120,10 @@ type costResult struct {
 // window and measures ferry until every sample is upstream.
 func runCost(t *testing.T, bin, mosquitto, natsServer string, rate int, window time.Duration, profiles string) costResult {
 	dir := t.TempDir()
-	procs := &procSet{t: t}
-	mqAddr := startMosquitto(t, procs, mosquitto, dir)
-	natsURL := startNATSServer(t, procs, natsServer, dir)
+	// The default in-flight window towards ferry (20 QoS 1 messages), and
+	// room to queue every message of the run.
+	mqAddr, _, _ := startMosquitto(t, mosquitto, dir, "max_inflight_messages 20\nmax_queued_messages 1000000\n")
+	natsURL, _ := startNATSServer(t, natsServer, dir)
 	createInteropStream(t, natsURL)
 
 	var points strings.Builder
@@ -143,7 +144,7 @@ devices:
   nats: {urls: ["%s"], stream: %s}
 `, filepath.Join(dir, "data"), mqAddr, points.String(), natsURL, plantsim.StreamName))
 	f := startFerry(t, bin, cfg)
-	base := f.httpBase(t)
+	base := httpBase(t, f)
 	waitReady(t, base)
 	eventually(t, 30*time.Second, "ferry subscribed on mosquitto", func() error {
 		if v := scrape(t, base).sum("ferry_device_connected", `device="env"`); v != 1 {
@@ -189,7 +190,7 @@ devices:
 	}
 	defer pub.Disconnect(250)
 
-	pid := f.cmd.Process.Pid
+	pid := f.Pid()
 	cpu0 := procCPU(t, pid)
 	start := time.Now()
 	n := int(window.Seconds() * float64(rate))
@@ -266,7 +267,7 @@ devices:
 	if want := n * costFields; fields != want && r.missing == 0 && r.dups == 0 {
 		t.Errorf("%d field samples upstream, want %d", fields, want)
 	}
-	f.stop(t)
+	stopFerry(t, f)
 	return r
 }
 
@@ -307,15 +308,15 @@ func mosquittoPath(t *testing.T) string {
 	return ""
 }
 
-// startMosquitto starts mosquitto on 127.0.0.1 and returns its address. It
-// keeps mosquitto's default in-flight window towards ferry (20 QoS 1
-// messages) and lets it queue every message of the run.
+// startMosquitto starts mosquitto on 127.0.0.1 with the configuration
+// lines extra, and returns its address, its process and its configuration
+// file (Start the process again to restart it on the same port).
 //
 // Mosquitto cannot listen on port 0 and report the port, nor take a
 // listener handed over open, so (for this external binary only) the test
 // picks a random port, and tries another when mosquitto says it could not
 // bind it.
-func startMosquitto(t *testing.T, procs *procSet, bin, dir string) string {
+func startMosquitto(t *testing.T, bin, dir, extra string) (string, *testpeer.Proc, string) {
 	t.Helper()
 	// As root mosquitto drops to its own user; it stays who we are.
 	me, err := user.Current()
@@ -325,34 +326,26 @@ func startMosquitto(t *testing.T, procs *procSet, bin, dir string) string {
 	conf := filepath.Join(dir, "mosquitto.conf")
 	for attempt := 0; attempt < 10; attempt++ {
 		port := 20000 + rand.IntN(30000)
-		text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser %s\nmax_inflight_messages 20\nmax_queued_messages 1000000\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type information\n", port, me.Username)
+		text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser %s\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type information\n%s", port, me.Username, extra)
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p := procs.start("mosquitto", bin, "-c", conf)
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			// "running" is logged once its listeners are open.
-			if strings.Contains(p.out.String(), " running") {
-				return fmt.Sprintf("127.0.0.1:%d", port)
-			}
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Millisecond):
-				if time.Now().After(deadline) {
-					t.Fatalf("mosquitto did not start within 20 s:\n%s", p.out.String())
-				}
-				continue
-			}
-			break
+		p := testpeer.Child(t, bin, "-c", conf)
+		// "running" is logged once its listeners are open; a port in use
+		// ends the process.
+		testutil.WaitFor(t, 20*time.Second, "mosquitto running or exited", func() bool {
+			return strings.Contains(p.RunLog(), " running") || !p.Running()
+		})
+		if strings.Contains(p.RunLog(), " running") {
+			return fmt.Sprintf("127.0.0.1:%d", port), p, conf
 		}
-		if !strings.Contains(p.out.String(), "in use") {
-			t.Fatalf("mosquitto exited:\n%s", p.out.String())
+		if !strings.Contains(p.RunLog(), "in use") {
+			t.Fatalf("mosquitto exited:\n%s", p.RunLog())
 		}
 		t.Logf("mosquitto: port %d in use, trying another", port)
 	}
 	t.Fatal("mosquitto found no free port in 10 tries")
-	return ""
+	return "", nil, ""
 }
 
 // buildNATSServer builds nats-server from the module cache (the version of
@@ -367,12 +360,13 @@ func buildNATSServer(t *testing.T) string {
 	return out
 }
 
-// startNATSServer starts nats-server with JetStream on a port of its own
-// choosing and returns its URL, read from the ports file it writes.
-func startNATSServer(t *testing.T, procs *procSet, bin, dir string) string {
+// startNATSServer starts nats-server with JetStream (store in dir/nats)
+// on a port of its own choosing and returns its URL, read from the ports
+// file it writes, and its process.
+func startNATSServer(t *testing.T, bin, dir string) (string, *testpeer.Proc) {
 	t.Helper()
-	p := procs.start("nats-server", bin, "-js", "-sd", filepath.Join(dir, "nats"), "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", dir)
-	file := filepath.Join(dir, fmt.Sprintf("nats-server_%d.ports", p.cmd.Process.Pid))
+	p := testpeer.Child(t, bin, "-js", "-sd", filepath.Join(dir, "nats"), "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", dir)
+	file := filepath.Join(dir, fmt.Sprintf("nats-server_%d.ports", p.Pid()))
 	var url string
 	eventually(t, 20*time.Second, "nats-server's ports file", func() error {
 		b, err := os.ReadFile(file)
@@ -389,7 +383,7 @@ func startNATSServer(t *testing.T, procs *procSet, bin, dir string) string {
 		url = ports.Nats[0]
 		return nil
 	})
-	return url
+	return url, p
 }
 
 // procStatusBytes returns a size field of /proc/PID/status ("VmHWM") in

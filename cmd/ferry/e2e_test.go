@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,60 +68,10 @@ func buildFerry(t *testing.T) string {
 	return ferryBin
 }
 
-// child is a running ferry process.
-type child struct {
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan error
-}
-
-// syncBuffer keeps a child's output, up to a bound: a runaway log must
-// fail the test, not exhaust the machine's memory.
-type syncBuffer struct {
-	mu        sync.Mutex
-	b         bytes.Buffer
-	truncated bool
-}
-
-const maxChildLog = 8 << 20
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len()+len(p) > maxChildLog {
-		s.truncated = true
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.truncated {
-		return s.b.String() + "\n[log truncated: over 8 MiB]"
-	}
-	return s.b.String()
-}
-
-func startFerry(t *testing.T, bin, cfg string) *child {
+// startFerry runs `ferry run -config cfg` as a child process.
+func startFerry(t *testing.T, bin, cfg string) *testpeer.Proc {
 	t.Helper()
-	c := &child{cmd: exec.Command(bin, "run", "-config", cfg), log: &syncBuffer{}, done: make(chan error, 1)}
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.done <- c.cmd.Wait() }()
-	t.Cleanup(func() {
-		if c.cmd.ProcessState == nil {
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-		if t.Failed() {
-			t.Logf("ferry log:\n%s", c.log.String())
-		}
-	})
-	return c
+	return testpeer.Child(t, bin, "run", "-config", cfg)
 }
 
 // httpListening finds the address in ferry's "http listening" log line.
@@ -132,11 +80,11 @@ var httpListening = regexp.MustCompile(`msg="http listening" [^\n]*?addr=(\S+) s
 // httpBase waits until ferry has bound its HTTP listener and returns its
 // base URL: the configuration says 127.0.0.1:0, so the kernel picks the
 // port and ferry logs it.
-func (c *child) httpBase(t *testing.T) string {
+func httpBase(t *testing.T, f *testpeer.Proc) string {
 	t.Helper()
 	var base string
 	eventually(t, 60*time.Second, "ferry's http listener", func() error {
-		m := httpListening.FindStringSubmatch(c.log.String())
+		m := httpListening.FindStringSubmatch(f.RunLog())
 		if m == nil {
 			return errors.New(`no "http listening" line in ferry's log`)
 		}
@@ -146,19 +94,11 @@ func (c *child) httpBase(t *testing.T) string {
 	return base
 }
 
-// stop sends SIGTERM and waits for a clean exit.
-func (c *child) stop(t *testing.T) {
+// stopFerry sends SIGTERM and waits for a clean exit.
+func stopFerry(t *testing.T, f *testpeer.Proc) {
 	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-c.done:
-		if err != nil {
-			t.Fatalf("ferry exited with %v after SIGTERM", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("ferry did not exit within 60 s of SIGTERM")
+	if err := f.Stop(60 * time.Second); err != nil {
+		t.Fatalf("ferry after SIGTERM: %v", err)
 	}
 }
 
@@ -372,7 +312,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	f := startFerry(t, bin, cfg)
-	base := f.httpBase(t)
+	base := httpBase(t, f)
 	waitReady(t, base)
 
 	// Values from all three protocols arrive upstream, with their types
@@ -442,7 +382,7 @@ func TestEndToEnd(t *testing.T) {
 	if raised != 1 {
 		t.Errorf("oil_hot raised %d times in one overheating episode, want 1", raised)
 	}
-	if !strings.Contains(f.log.String(), "rule=oil_hot state=raised") {
+	if !strings.Contains(f.Log(), "rule=oil_hot state=raised") {
 		t.Errorf("the local log sink did not report oil_hot")
 	}
 
@@ -471,14 +411,14 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	// SIGTERM: a clean shutdown, then a second run drains what is left.
-	f.stop(t)
-	log := f.log.String()
+	stopFerry(t, f)
+	log := f.Log()
 	if !strings.Contains(log, "ferry stopped") {
 		t.Errorf("no clean stop in the log")
 	}
 	f2 := startFerry(t, bin, cfg)
-	waitDrained(t, f2.httpBase(t))
-	f2.stop(t)
+	waitDrained(t, httpBase(t, f2))
+	stopFerry(t, f2)
 
 	// Every record the buffer accepted is upstream exactly once.
 	up = readUpstream(t, plant.NATS.URL)

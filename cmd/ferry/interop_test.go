@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -46,51 +45,36 @@ func TestInterop(t *testing.T) {
 	tools := interopTools(t)
 	bin := buildFerry(t)
 	dir := t.TempDir()
-	procs := &procSet{t: t}
 
 	// pymodbus: known values and a counter.
+	// The script takes a port number: for this external program only, a
+	// port is picked for it (it cannot bind port 0 and report the port).
 	mbAddr := testutil.FreeAddr(t)
 	_, mbPort, _ := net.SplitHostPort(mbAddr)
 	_, self, _, _ := runtime.Caller(0)
 	script := filepath.Join(filepath.Dir(self), "..", "..", "scripts", "interop", "modbus_server.py")
-	procs.start("pymodbus", tools["python3"], script, mbPort)
+	testpeer.Child(t, tools["python3"], script, mbPort)
 	waitListening(t, mbAddr)
 
 	// Mosquitto with persistence, so that ferry's QoS 1 session and the
 	// messages queued in it survive a restart.
-	mqAddr := testutil.FreeAddr(t)
-	_, mqPort, _ := net.SplitHostPort(mqAddr)
 	mqDir := filepath.Join(dir, "mosquitto") + "/"
 	if err := os.MkdirAll(mqDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	mqConf := filepath.Join(dir, "mosquitto.conf")
-	// As root mosquitto drops to its own user, which could not write its
-	// database in our directory: it stays who we are.
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\nuser %s\npersistence true\npersistence_location %s\nmax_queued_messages 100000\nlog_dest stdout\nlog_type error\nlog_type warning\n", mqPort, me.Username, mqDir)
-	if err := os.WriteFile(mqConf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mosquitto := procs.start("mosquitto", tools["mosquitto"], "-c", mqConf)
-	waitListening(t, mqAddr)
+	mqAddr, mosquitto, _ := startMosquitto(t, tools["mosquitto"], dir, fmt.Sprintf("persistence true\npersistence_location %s\nmax_queued_messages 100000\n", mqDir))
+	_, mqPort, _ := net.SplitHostPort(mqAddr)
 
 	// Debian's nats-server with JetStream on a store that outlives a
 	// restart, and the stream ferry forwards to, as a plant's IT would set
 	// it up.
-	nsAddr := testutil.FreeAddr(t)
+	natsURL, natsSrv := startNATSServer(t, tools["nats-server"], dir)
+	nsAddr := strings.TrimPrefix(natsURL, "nats://")
 	_, nsPort, _ := net.SplitHostPort(nsAddr)
-	nsArgs := []string{"-js", "-sd", filepath.Join(dir, "nats"), "-a", "127.0.0.1", "-p", nsPort}
-	natsSrv := procs.start("nats-server", tools["nats-server"], nsArgs...)
-	waitListening(t, nsAddr)
-	natsURL := "nats://" + nsAddr
 	createInteropStream(t, natsURL)
 
 	// The alert sink's topic, watched by Mosquitto's own client.
-	alertSub := procs.start("mosquitto_sub", tools["mosquitto_sub"], "-h", "127.0.0.1", "-p", mqPort, "-q", "1", "-v", "-t", "ferry/alerts/#", "-i", "interop-test-watch")
+	alertSub := testpeer.Child(t, tools["mosquitto_sub"], "-h", "127.0.0.1", "-p", mqPort, "-q", "1", "-v", "-t", "ferry/alerts/#", "-i", "interop-test-watch")
 
 	dataDir := filepath.Join(dir, "data")
 	cfg := filepath.Join(dir, "ferry.yaml")
@@ -124,7 +108,7 @@ uplink:
 `, dataDir, mbAddr, mqAddr, mqAddr, natsURL, plantsim.StreamName))
 
 	f := startFerry(t, bin, cfg)
-	base := f.httpBase(t)
+	base := httpBase(t, f)
 	waitReady(t, base)
 
 	// MQTT messages at QoS 1, each with its sequence number, published by
@@ -187,7 +171,7 @@ uplink:
 	// The counter trips the rule: the alert reaches Mosquitto (the
 	// transition and the retained active topic) and the stream.
 	eventually(t, 30*time.Second, "counter_high on mosquitto", func() error {
-		out := alertSub.out.String()
+		out := alertSub.RunLog()
 		for _, line := range strings.Split(out, "\n") {
 			topic, body, _ := strings.Cut(line, " ")
 			if topic != "ferry/alerts" {
@@ -227,7 +211,7 @@ uplink:
 	// Mosquitto restarts while messages keep coming: what it acknowledged
 	// before and after is delivered to ferry from its persistent session.
 	acked, tried := pub.ackedCount(), pub.triedCount()
-	mosquitto.stop(t, syscall.SIGTERM)
+	stopPeer(t, mosquitto, syscall.SIGTERM)
 	if _, err := os.Stat(filepath.Join(mqDir, "mosquitto.db")); err != nil {
 		t.Fatalf("mosquitto saved no session database: %v", err)
 	}
@@ -238,12 +222,12 @@ uplink:
 		}
 		return nil
 	})
-	procs.start("mosquitto", tools["mosquitto"], "-c", mqConf)
+	mosquitto.Start() // the same configuration: the same port and database
 	waitListening(t, mqAddr)
 	eventually(t, 30*time.Second, "ferry's session resumed on the restarted mosquitto", func() error {
 		// The driver logs whether the broker kept its session: without it
 		// the messages queued for ferry meanwhile would be gone.
-		if !strings.Contains(f.log.String(), "session_present=true") {
+		if !strings.Contains(f.Log(), "session_present=true") {
 			return errors.New("no session_present=true in ferry's log")
 		}
 		return nil
@@ -257,9 +241,11 @@ uplink:
 
 	// nats-server stops and comes back on the same store: ferry keeps the
 	// samples in its buffer meanwhile and sends them after.
-	natsSrv.stop(t, syscall.SIGTERM)
+	stopPeer(t, natsSrv, syscall.SIGTERM)
 	waitBacklog(t, base, 10)
-	procs.start("nats-server", tools["nats-server"], nsArgs...)
+	// Back on the port ferry knows (a restart of an external server on
+	// its own port: the one port reuse this test cannot avoid).
+	testpeer.Child(t, tools["nats-server"], "-js", "-sd", filepath.Join(dir, "nats"), "-a", "127.0.0.1", "-p", nsPort)
 	waitListening(t, nsAddr)
 	waitReady(t, base)
 	eventually(t, 30*time.Second, "publishing after the nats-server restart", func() error {
@@ -288,7 +274,7 @@ uplink:
 		return nil
 	})
 	waitDrained(t, base)
-	f.stop(t)
+	stopFerry(t, f)
 
 	up = readUpstream(t, natsURL)
 	up.checkContiguous(t, "interop") // every record id exactly once, no gap
@@ -354,53 +340,12 @@ func interopTools(t *testing.T) map[string]string {
 	return tools
 }
 
-// proc is a peer process; its output is kept and printed when the test
-// fails.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
-}
-
-// procSet owns the peer processes of a test: each is killed at its end.
-type procSet struct {
-	t *testing.T
-}
-
-func (ps *procSet) start(name, bin string, args ...string) *proc {
-	t := ps.t
+// stopPeer sends sig to a peer process and waits for it to exit (it is
+// killed after 15 s, and the test fails).
+func stopPeer(t *testing.T, p *testpeer.Proc, sig syscall.Signal) {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s (pid %d) output:\n%s", name, p.cmd.Process.Pid, p.out.String())
-		}
-	})
-	return p
-}
-
-// stop sends sig and waits for the process to exit (kills it after 15 s).
-func (p *proc) stop(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %s: %v", p.name, err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("%s did not exit within 15 s of %v", p.name, sig)
+	if err := p.StopWith(sig, 15*time.Second); errors.Is(err, testpeer.ErrStopTimeout) {
+		t.Error(err)
 	}
 }
 

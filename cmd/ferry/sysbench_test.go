@@ -51,7 +51,7 @@ func TestSystemBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plant.Close()
-	httpAddr := testutil.FreeAddr(t)
+	httpAddr := "127.0.0.1:0" // the port is read from ferry's log
 	b, err := plant.Config(plantsim.ConfigOptions{GatewayID: "bench", DataDir: filepath.Join(dir, "data"), HTTP: httpAddr, Interval: "1s"})
 	if err != nil {
 		t.Fatal(err)
@@ -68,8 +68,8 @@ func TestSystemBench(t *testing.T) {
 	if err := os.WriteFile(cfg, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + httpAddr
 	f := startFerry(t, bin, cfg)
+	base := httpBase(t, f)
 	waitReady(t, base)
 	report := func(name string, v float64, unit string) {
 		fmt.Printf("BENCH %s %.6g %s\n", name, v, unit)
@@ -78,17 +78,17 @@ func TestSystemBench(t *testing.T) {
 	// Steady state: 10k tags at 1 Hz.
 	time.Sleep(10 * time.Second)
 	m0 := scrape(t, base)
-	cpu0 := procCPU(t, f.cmd.Process.Pid)
+	cpu0 := procCPU(t, f.Pid())
 	start := time.Now()
 	time.Sleep(window)
 	m1 := scrape(t, base)
-	cpu1 := procCPU(t, f.cmd.Process.Pid)
+	cpu1 := procCPU(t, f.Pid())
 	el := time.Since(start)
 	samples := m1.sum("ferry_pipeline_samples_total") - m0.sum("ferry_pipeline_samples_total")
 	report("tags", float64(presses*(extra+13)+7), "")
 	report("ingest_rate", samples/el.Seconds(), "samples/s")
 	report("cpu_per_million", (cpu1-cpu0).Seconds()/samples*1e6, "s")
-	rss, anon := procRSS(t, f.cmd.Process.Pid)
+	rss, anon := procRSS(t, f.Pid())
 	report("rss", rss/(1<<20), "MiB")
 	report("rss_anon", anon/(1<<20), "MiB")
 	if dir := os.Getenv("FERRY_BENCH_PROFILES"); dir != "" {
@@ -144,7 +144,7 @@ func TestSystemBench(t *testing.T) {
 	del := time.Since(drainStart)
 	report("backlog_samples", drained, "")
 	report("drain_rate", drained/del.Seconds(), "samples/s")
-	f.stop(t)
+	stopFerry(t, f)
 }
 
 // metrics is a scrape of /metrics: series line → value.
