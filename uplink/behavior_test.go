@@ -59,17 +59,7 @@ func TestShutdown(t *testing.T) {
 					return stopped
 				})
 			}
-			start := time.Now()
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return")
-			}
-			if d := time.Since(start); d > cfg.FlushTimeout+5*time.Second || serverDown && d < cfg.FlushTimeout {
+			if d := testutil.StopRun(t, cancel, done, 10*time.Second); d > cfg.FlushTimeout+5*time.Second || serverDown && d < cfg.FlushTimeout {
 				t.Errorf("Run took %v to return, flush_timeout is %v", d, cfg.FlushTimeout)
 			}
 			pending, inflight := src.state()

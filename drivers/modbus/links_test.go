@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -224,37 +225,10 @@ func TestRoundRobinBetweenUnits(t *testing.T) {
 	if len(col.of("big")) == 0 {
 		t.Fatal("big never finished a poll")
 	}
-	if v := gathered(t, reg, "ferry_device_poll_overruns_total", "big"); v < 1 {
+	if v := testpeer.Gather(t, reg).Sum("ferry_device_poll_overruns_total", "device=big"); v < 1 {
 		t.Errorf("big: %v overruns counted, want some", v)
 	}
 	if st := drv.DeviceStatus()[0]; st.PollDuration < 100*time.Millisecond {
 		t.Errorf("big's poll took %v; the scenario needs it longer than its interval", st.PollDuration)
 	}
-}
-
-// gathered returns the value of the series name{device=device} in reg.
-func gathered(t *testing.T, reg *prometheus.Registry, name, device string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "device" && l.GetValue() == device {
-					switch {
-					case m.Counter != nil:
-						return m.Counter.GetValue()
-					case m.Gauge != nil:
-						return m.Gauge.GetValue()
-					}
-				}
-			}
-		}
-	}
-	return 0
 }

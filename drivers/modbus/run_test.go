@@ -45,17 +45,7 @@ func TestRunLifecycle(t *testing.T) {
 		slow := b.slowCount()
 		b.setDelay(2 * time.Second) // the next request hangs past its timeout
 		testutil.WaitFor(t, 5*time.Second, "a request hanging", func() bool { return b.slowCount() > slow })
-		start := time.Now()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Run did not return")
-		}
-		if took := time.Since(start); took > time.Second {
+		if took := testutil.StopRun(t, cancel, done, 5*time.Second); took > time.Second {
 			t.Errorf("Run took %v to return after cancel (timeout 300ms)", took)
 		}
 		if n := linkGoroutines(); n != 0 {

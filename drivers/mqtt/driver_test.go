@@ -328,10 +328,10 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("%d Bad samples, want 2 (one per point, once per outage)", got)
 	}
 	// The Bad scan is a scan emitted: counted, and the points show bad.
-	if got := gathered(t, reg, "ferry_device_scans_total", "env", ""); got != 1 {
+	if got := testpeer.Gather(t, reg).Sum("ferry_device_scans_total", "device=env"); got != 1 {
 		t.Errorf("ferry_device_scans_total{device=env} = %v, want 1", got)
 	}
-	if got := gathered(t, reg, "ferry_device_points", "env", "bad"); got != 2 {
+	if got := testpeer.Gather(t, reg).Sum("ferry_device_points", "device=env", "quality=bad"); got != 2 {
 		t.Errorf("ferry_device_points{device=env,quality=bad} = %v, want 2", got)
 	}
 	st := r.d.DeviceStatus()[0]
@@ -416,15 +416,7 @@ func TestRunStopsPromptly(t *testing.T) {
 	if err := d.Run(ctx, nil); err == nil {
 		t.Error("a second Run of the same driver did not fail")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	ftest.StopRun(t, cancel, done, 5*time.Second)
 
 	// Connecting to a silent listener: ctx ends the attempt.
 	dialed := make(chan struct{}, 1)
@@ -648,33 +640,4 @@ func TestNoGoroutineLeak(t *testing.T) {
 	waitFor(t, "a failed attempt", 5*time.Second, func() bool { return r.d.DeviceStatus()[0].LastError != "" })
 	r.stop(t)
 	waitFor(t, "goroutines back to the baseline", 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
-}
-
-// gathered returns the value of the series of name for device (and
-// quality, when not empty) in reg.
-func gathered(t *testing.T, reg *prometheus.Registry, name, device, quality string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["device"] != device || quality != "" && labels["quality"] != quality {
-				continue
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	return -1
 }

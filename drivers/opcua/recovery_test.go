@@ -276,30 +276,12 @@ func TestUnreachableCounted(t *testing.T) {
 		return c.count() >= 3 && m["a"].Quality.Status == ferry.Bad
 	})
 	value := func(name string, labels ...string) float64 {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
+		kv := make([]string, 0, len(labels)/2)
+		for i := 0; i+1 < len(labels); i += 2 {
+			kv = append(kv, labels[i]+"="+labels[i+1])
 		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-		next:
-			for _, m := range mf.GetMetric() {
-				have := map[string]string{}
-				for _, l := range m.GetLabel() {
-					have[l.GetName()] = l.GetValue()
-				}
-				for i := 0; i < len(labels); i += 2 {
-					if have[labels[i]] != labels[i+1] {
-						continue next
-					}
-				}
-				if m.Counter != nil {
-					return m.Counter.GetValue()
-				}
-				return m.Gauge.GetValue()
-			}
+		if v, ok := testpeer.Gather(t, reg).Find(name, kv...); ok {
+			return v
 		}
 		return -1
 	}

@@ -2,13 +2,13 @@ package config
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestGolden loads every testdata/*.good.yaml (must load) and
@@ -129,16 +129,8 @@ func TestAliasBombRefused(t *testing.T) {
 // of duplicate-name errors; the bound must be the first error shown, not
 // one left out by the cap on the list.
 func TestAliasBombOfDevicesSaysSo(t *testing.T) {
-	var b strings.Builder
-	b.WriteString("gateway: {id: gw}\ndata_dir: /tmp/x\ndevices:\n  - &big\n    name: d0\n    modbus: {url: \"tcp://127.0.0.1:502\"}\n    points:\n")
-	for i := 0; i < 2000; i++ {
-		fmt.Fprintf(&b, "      - {name: p%d, table: holding, address: %d}\n", i, i)
-	}
-	for i := 0; i < 300; i++ {
-		b.WriteString("  - *big\n")
-	}
 	p := filepath.Join(t.TempDir(), "bomb.yaml")
-	os.WriteFile(p, []byte(b.String()), 0o600)
+	os.WriteFile(p, []byte(testutil.AliasBombYAML()), 0o600)
 	_, err := Load(p)
 	if err == nil {
 		t.Fatal("loaded")

@@ -251,47 +251,7 @@ func (h *harness) metric(name string, labels ...string) (v float64, ok bool) {
 
 func gatherValue(t *testing.T, g prometheus.Gatherer, name string, labels ...string) (v float64, ok bool) {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			if !hasLabels(have, labels) {
-				continue
-			}
-			ok = true
-			switch {
-			case m.Counter != nil:
-				v += m.Counter.GetValue()
-			case m.Gauge != nil:
-				v += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				v += float64(m.Histogram.GetSampleCount())
-			case m.Untyped != nil:
-				v += m.Untyped.GetValue()
-			}
-		}
-	}
-	return v, ok
-}
-
-// hasLabels reports whether have holds every name=value pair of want.
-func hasLabels(have map[string]string, want []string) bool {
-	for _, kv := range want {
-		k, v, _ := strings.Cut(kv, "=")
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return testpeer.Gather(t, g).Find(name, labels...)
 }
 
 // scans returns how many scans the driver of device has emitted.

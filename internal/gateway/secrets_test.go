@@ -4,14 +4,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -42,15 +41,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 	canaries["hash"] = string(hash)
 
-	var hookMu sync.Mutex
-	var hookAuth []string
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hookMu.Lock()
-		hookAuth = append(hookAuth, r.Header.Get("Authorization"))
-		hookMu.Unlock()
-		io.Copy(io.Discard, r.Body)
-	}))
-	t.Cleanup(hook.Close)
+	hook := testpeer.Webhook(t)
 
 	p := startPlant(t, 1)
 	dir := t.TempDir()
@@ -102,17 +93,13 @@ rules:`, p.Boiler.Endpoint, canaries["opcua"], p.MQTT.Addr, canaries["mqtt"]), 1
 	}
 	waitFor(t, 30*time.Second, "devices read, the uplink up and the alert posted", func() bool {
 		up, _ := h.metric("ferry_uplink_connected")
-		hookMu.Lock()
-		n := len(hookAuth)
-		hookMu.Unlock()
+		n := len(hook.Auth())
 		sink, _ := h.metric("ferry_alert_sink_sent_total", "sink=mqtt")
 		return up == 1 && h.scans("press1") >= 2 && h.scans("env") >= 1 && h.scans("boiler") >= 1 && n >= 1 && sink >= 1
 	})
-	hookMu.Lock()
-	if hookAuth[0] != "Bearer "+canaries["hook"] {
-		t.Errorf("the webhook got Authorization %q: the secret header was not sent", hookAuth[0])
+	if auth := hook.Auth(); auth[0] != "Bearer "+canaries["hook"] {
+		t.Errorf("the webhook got Authorization %q: the secret header was not sent", auth[0])
 	}
-	hookMu.Unlock()
 	if code := get("/metrics", false); code != 401 {
 		t.Errorf("/metrics without credentials: %d", code)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-edge/ferry/internal/plantsim"
 	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // fakeSlave is a Modbus TCP peer that answers read requests wrongly, in
@@ -345,7 +346,7 @@ func TestHostileConfig(t *testing.T) {
 	files := map[string]string{
 		"unknown key":  "gateway: {id: gw}\ndata_dir: /tmp/x\nbufer: {max_size: 1GiB}\n",
 		"wrong types":  "gateway: {id: [1, 2]}\ndata_dir: 42\nbuffer: {max_size: lots}\nhttp: {listen: {a: b}}\n",
-		"alias bomb":   aliasBomb(),
+		"alias bomb":   testutil.AliasBombYAML(),
 		"deep nesting": "gateway: {id: " + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + "}\ndata_dir: /tmp/x\n",
 		"huge file":    "gateway: {id: gw}\ndata_dir: /tmp/x\n" + strings.Repeat("# padding padding padding padding padding padding padding\n", 100000),
 		"binary junk":  "\x00\x01\x02\xff\xfe{{{{[[[[::::",
@@ -438,19 +439,4 @@ func TestHostileConfig(t *testing.T) {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
-}
-
-// aliasBomb is a small file whose aliases expand to millions of nodes,
-// where the loader decodes them: one device with 2000 points, listed again
-// by alias 300 times.
-func aliasBomb() string {
-	var b strings.Builder
-	b.WriteString("gateway: {id: gw}\ndata_dir: /tmp/x\ndevices:\n  - &big\n    name: d0\n    modbus: {url: \"tcp://127.0.0.1:502\"}\n    points:\n")
-	for i := 0; i < 2000; i++ {
-		fmt.Fprintf(&b, "      - {name: p%d, table: holding, address: %d}\n", i, i)
-	}
-	for i := 0; i < 300; i++ {
-		b.WriteString("  - *big\n")
-	}
-	return b.String()
 }

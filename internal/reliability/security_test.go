@@ -12,13 +12,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -111,15 +109,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 
-	var hookMu sync.Mutex
-	var hookAuth []string
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hookMu.Lock()
-		hookAuth = append(hookAuth, r.Header.Get("Authorization"))
-		hookMu.Unlock()
-		w.WriteHeader(204)
-	}))
-	t.Cleanup(hook.Close)
+	hook := testpeer.Webhook(t)
 
 	hash, err := bcrypt.GenerateFromPassword([]byte(secret("http")), bcrypt.MinCost)
 	if err != nil {
@@ -179,9 +169,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	// The secrets are in use: the webhook got its header, the uplink and
 	// MQTT are connected.
 	if err := waitFor(60*time.Second, func() error {
-		hookMu.Lock()
-		n := len(hookAuth)
-		hookMu.Unlock()
+		n := len(hook.Auth())
 		if n == 0 {
 			return errors.New("the webhook got no alert")
 		}
@@ -200,11 +188,9 @@ func TestSecretsNeverShown(t *testing.T) {
 	}); err != nil {
 		t.Error(err)
 	}
-	hookMu.Lock()
-	if len(hookAuth) > 0 && hookAuth[0] != "Bearer "+secret("webhook") {
-		t.Errorf("the webhook got Authorization %q", hookAuth[0])
+	if auth := hook.Auth(); len(auth) > 0 && auth[0] != "Bearer "+secret("webhook") {
+		t.Errorf("the webhook got Authorization %q", auth[0])
 	}
-	hookMu.Unlock()
 	if code, _, err := f.Get("/metrics"); err != nil || code != 401 {
 		t.Errorf("/metrics without credentials: %d %v, want 401", code, err)
 	}

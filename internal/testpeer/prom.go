@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Series is one sample line of the Prometheus text exposition format.
@@ -122,4 +125,39 @@ func (s Series) Has(labels ...string) bool {
 		}
 	}
 	return true
+}
+
+// Gather reads a registry into Metrics, as a scrape of it would read: a
+// counter, gauge or untyped series is its value; a histogram or summary
+// is its observation count (under its own name). It fails the test when
+// the registry cannot be gathered.
+func Gather(t testing.TB, g prometheus.Gatherer) Metrics {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	var out Metrics
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			s := Series{Name: mf.GetName(), Labels: map[string]string{}}
+			for _, l := range m.GetLabel() {
+				s.Labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				s.Value = m.Counter.GetValue()
+			case m.Gauge != nil:
+				s.Value = m.Gauge.GetValue()
+			case m.Untyped != nil:
+				s.Value = m.Untyped.GetValue()
+			case m.Histogram != nil:
+				s.Value = float64(m.Histogram.GetSampleCount())
+			case m.Summary != nil:
+				s.Value = float64(m.Summary.GetSampleCount())
+			}
+			out = append(out, s)
+		}
+	}
+	return out
 }

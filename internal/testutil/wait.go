@@ -42,3 +42,22 @@ func Never(t testing.TB, window time.Duration, what string, bad func() bool) {
 		time.Sleep(min(5*time.Millisecond, time.Until(end)))
 	}
 }
+
+// StopRun cancels a running part (cancel ends the context its Run got) and
+// waits up to timeout for Run's result on done. It fails the test when Run
+// does not return in time or returns an error, and returns how long Run
+// took to return after the cancel.
+func StopRun(t testing.TB, cancel func(), done <-chan error, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after cancel", err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("Run did not return within %v of cancel", timeout)
+	}
+	return time.Since(start)
+}

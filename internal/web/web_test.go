@@ -376,15 +376,7 @@ func TestOff(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	testutil.StopRun(t, cancel, done, 10*time.Second)
 }
 
 // TestShutdownEndsStreams: a long-lived response (an event stream) sees
