@@ -126,6 +126,9 @@ func (dd *dedupe) commit(newChunks []dedupeChunk) {
 	for _, c := range newChunks {
 		dd.chunks = append(dd.chunks, c)
 		dd.keys += len(c.digests)
+		// The next commit's chunks follow this one's: without this, each
+		// commit overwrote the previous one's chunk on disk.
+		dd.chunkSeq = max(dd.chunkSeq, c.seq)
 	}
 	if dd.head > 1024 && dd.head > len(dd.chunks)/2 {
 		n := copy(dd.chunks, dd.chunks[dd.head:])
