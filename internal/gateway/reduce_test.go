@@ -254,3 +254,44 @@ func TestPipelineFinishesReducedScans(t *testing.T) {
 		t.Fatalf("stored at the end: %+v, want agg.count=3 partial", last)
 	}
 }
+
+// TestReduceReload turns report-by-exception on by a reload, then
+// refuses a reload whose reduce section fits no point: the running
+// settings stay.
+func TestReduceReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a plant and a daemon")
+	}
+	p := startPlant(t, 1)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	cfg := plantConfig{DataDir: filepath.Join(dir, "data"), Interval: map[string]string{"press1": "20ms"}}
+	testutil.WriteFile(t, path, cfg.yaml(p))
+	h := startDaemon(t, path)
+	waitFor(t, 30*time.Second, "press1 to be read", func() bool { return h.scans("press1") >= 5 })
+	if v, _ := h.metric("ferry_reduce_suppressed_samples_total"); v != 0 {
+		t.Fatalf("%v samples suppressed with no reduce section", v)
+	}
+
+	cfg.Extra = "reduce:\n  points:\n    - {match: press1.cycles, deadband: 1000, gap: 0}\n"
+	h.reload(cfg.yaml(p))
+	if lines := h.logs.lines("reduce settings applied"); len(lines) != 1 {
+		t.Fatalf("reload: %q", h.logs.lines("reload"))
+	}
+	waitFor(t, 30*time.Second, "press1.cycles to be suppressed", func() bool {
+		v, _ := h.metric("ferry_reduce_suppressed_samples_total", "device=press1")
+		return v >= 20
+	})
+
+	bad := cfg
+	bad.Extra = "reduce:\n  points:\n    - {match: press9.cycles, deadband: 1}\n"
+	h.reload(bad.yaml(p))
+	if lines := h.logs.lines("reload refused", "press9.cycles"); len(lines) != 1 {
+		t.Fatalf("a reduce entry matching no point was not refused: %q", h.logs.lines("reload"))
+	}
+	before, _ := h.metric("ferry_reduce_suppressed_samples_total", "device=press1")
+	waitFor(t, 30*time.Second, "suppression to go on under the running settings", func() bool {
+		v, _ := h.metric("ferry_reduce_suppressed_samples_total", "device=press1")
+		return v >= before+20
+	})
+}
