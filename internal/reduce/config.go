@@ -94,6 +94,16 @@ func (p *Point) validate() error {
 	}
 	checkPolicy(&errs, p.Deadband, p.DeadbandPercent, p.MaxSilence, p.Gap)
 	if a := p.Aggregate; a != nil {
+		if !a.KeepRaw {
+			for _, f := range []struct {
+				name string
+				set  bool
+			}{{"deadband", p.Deadband != nil}, {"deadband_percent", p.DeadbandPercent != nil}, {"max_silence", p.MaxSilence != nil}, {"gap", p.Gap != nil}} {
+				if f.set {
+					errs.Add(f.name, "has no effect: an aggregated point sends its raw samples only with aggregate.keep_raw: true")
+				}
+			}
+		}
 		if a.Window < minWindow || a.Window > maxWindow {
 			errs.Add("aggregate.window", "%v is outside %v..%v", a.Window, minWindow, maxWindow)
 		}

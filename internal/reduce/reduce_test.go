@@ -238,6 +238,8 @@ func TestConfigValidate(t *testing.T) {
 				{Match: "a[", Deadband: f64(-2), MaxSilence: dur(-time.Second)},
 				{Match: "b.p", Aggregate: &Aggregate{Window: 100 * time.Millisecond, Functions: []string{"avg", "min", "min"}}},
 				{Match: "c.p", Aggregate: &Aggregate{Window: time.Minute}},
+				{Match: "d.p", MaxSilence: dur(time.Minute), Aggregate: &Aggregate{Window: time.Minute, Functions: []string{"count"}}},
+				{Match: "e.p", MaxSilence: dur(time.Minute), Aggregate: &Aggregate{Window: time.Minute, Functions: []string{"count"}, KeepRaw: true}},
 			}},
 			[]string{
 				"defaults.deadband: -1 must be 0 or more",
@@ -252,6 +254,7 @@ func TestConfigValidate(t *testing.T) {
 				"points[2].aggregate.functions[0]: \"avg\" is not one of min, max, mean, sum, count, first, last",
 				"points[2].aggregate.functions[2]: \"min\" is listed twice",
 				"points[3].aggregate.functions: is required",
+				"points[4].max_silence: has no effect: an aggregated point sends its raw samples only with aggregate.keep_raw: true",
 			}},
 	}
 	for _, tc := range tests {
