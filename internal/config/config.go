@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -40,6 +41,7 @@ import (
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/drivers/mqtt"
 	"github.com/ferry-edge/ferry/drivers/opcua"
+	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
 	"github.com/ferry-edge/ferry/internal/web"
@@ -58,6 +60,7 @@ type Config struct {
 	Log        Log           `yaml:"log"`
 	Devices    []Device      `yaml:"devices"`
 	Rules      []rules.Rule  `yaml:"rules"`
+	Reduce     reduce.Config `yaml:"reduce"`
 	Alerts     sinks.Config  `yaml:"alerts"`
 	Buffer     buffer.Config `yaml:"buffer"`
 	Uplink     uplink.Config `yaml:"uplink"`
@@ -194,6 +197,8 @@ func (l *loader) load(path string) *Config {
 	l.checkGateway(c, main)
 	known := l.checkDevices(c, devIndex)
 	l.validate(main, "rules", rules.Validate(c.Rules, func(ref string) bool { return known[ref] }))
+	l.validate(main, "reduce", c.Reduce.Validate())
+	l.checkReduce(c, main)
 	l.validate(main, "alerts", c.Alerts.Validate())
 	l.validate(main, "buffer", c.Buffer.Validate())
 	l.validate(main, "uplink", c.Uplink.Validate())
@@ -259,6 +264,29 @@ func (l *loader) checkSubjects(c *Config, d *decoder) {
 	}
 	if missingSite {
 		l.at(d, "gateway.site", "is required: the uplink's NATS subjects use {site} (set gateway.site, or write subject templates without {site})")
+	}
+}
+
+// checkReduce reports a reduce.points entry whose match fits no
+// configured point: a typo would otherwise reduce nothing, silently.
+func (l *loader) checkReduce(c *Config, d *decoder) {
+	for i, e := range c.Reduce.Points {
+		if e.Match == "" {
+			continue // Validate reports it
+		}
+		if _, err := path.Match(e.Match, ""); err != nil {
+			continue // Validate reports it
+		}
+		found := false
+		for _, p := range c.Points {
+			if ok, _ := path.Match(e.Match, p.Device+"."+p.Point); ok {
+				found = true
+				break
+			}
+		}
+		if !found {
+			l.at(d, setting.Index("reduce.points", i)+".match", fmt.Sprintf("%q matches no configured point (device.point)", e.Match))
+		}
 	}
 }
 

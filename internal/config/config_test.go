@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/testutil"
@@ -60,6 +61,11 @@ func TestFullConfigValues(t *testing.T) {
 	}
 	if got := c.MQTT[0].Config.Password.Reveal(); got != "s3cret" {
 		t.Errorf("password_file: got %q", got)
+	}
+	if r := c.Reduce; r.Defaults == nil || r.Defaults.MaxSilence != 5*time.Minute || r.Defaults.Gap != time.Minute ||
+		len(r.Points) != 2 || *r.Points[0].Deadband != 0.5 || *r.Points[0].Gap != 0 || r.Points[0].MaxSilence != nil ||
+		r.Points[1].Aggregate == nil || r.Points[1].Aggregate.Window != time.Minute || len(r.Points[1].Aggregate.Functions) != 3 {
+		t.Errorf("reduce section: %+v", r)
 	}
 	if got := c.Buffer.MaxSize; got != 512<<20 {
 		t.Errorf("max_size = %d", got)

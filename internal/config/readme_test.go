@@ -16,6 +16,7 @@ func TestReadmeExamples(t *testing.T) {
 	readmes, _ := filepath.Glob("../../drivers/*/README.md")
 	others, _ := filepath.Glob("../../*/README.md")
 	readmes = append(readmes, others...)
+	readmes = append(readmes, "../../internal/reduce/README.md")
 	for _, r := range readmes {
 		data, err := os.ReadFile(r)
 		if err != nil {

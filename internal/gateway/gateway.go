@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/daemon"
+	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/sinks"
 	"github.com/ferry-edge/ferry/internal/web"
 	"github.com/ferry-edge/ferry/rules"
@@ -48,6 +49,7 @@ type Gateway struct {
 
 	buf    *buffer.Buffer
 	engine *rules.Engine
+	red    *reduce.Reducer
 	pipe   *pipeline
 	http   *web.Server // nil when the listener is off
 
@@ -117,7 +119,16 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	d.engine = engine
+	// Built even with no reduce section (it then reduces nothing), so
+	// that its metrics exist and a reload can turn reduction on.
+	red, err := reduce.New(cfg.Reduce, reduce.Options{Registerer: d.reg})
+	if err != nil {
+		buf.Close()
+		return nil, err
+	}
+	d.red = red
 	d.pipe = newPipeline(pipelineSize, engine.Process, buf.AppendScan, d.reg)
+	d.pipe.reduce = red
 
 	if err := d.setSinks(cfg.Alerts); err != nil {
 		buf.Close()

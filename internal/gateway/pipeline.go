@@ -9,11 +9,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/reduce"
 )
 
 // pipeline carries scans from the drivers to the rule engine and the
 // buffer. Drivers call Emit from their own goroutines; one goroutine (Run)
-// takes each scan, lets the rules see it, then hands it to the buffer.
+// takes each scan, lets the rules see it, reduces it for the way upstream
+// (internal/reduce), then hands it to the buffer.
 //
 // The channel between them is bounded. When it is full, Emit drops the
 // newest scan, counts it and finishes it with ferry.ErrDropped (an MQTT
@@ -26,6 +28,13 @@ type pipeline struct {
 	// observe, when set, sees every scan first (the console's current
 	// values); it must not block or keep the scan.
 	observe func(*ferry.Scan)
+	// reduce, when set, takes out of each scan, after the rules saw it,
+	// what need not go upstream, and adds the aggregates of the windows
+	// that ended. A scan left with nothing is finished at once (Done(nil):
+	// nothing of it needs to be durable). Run flushes the windows whose
+	// end passed every flushEvery, and closes the rest after the last scan.
+	reduce     *reduce.Reducer
+	flushEvery time.Duration
 
 	scans   prometheus.Counter
 	samples prometheus.Counter
@@ -56,6 +65,7 @@ func newPipeline(size int, evaluate func(*ferry.Scan), store func(ferry.Scan), r
 		store:      store,
 		now:        time.Now,
 		stuckAfter: defaultStuckAfter,
+		flushEvery: time.Second,
 		scans:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_scans_total", Help: "Scans received from the drivers."}),
 		samples:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_samples_total", Help: "Samples received from the drivers."}),
 		dropped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_pipeline_dropped_scans_total", Help: "Scans dropped because the pipeline queue was full."}),
@@ -101,18 +111,53 @@ func (p *pipeline) Emit(s ferry.Scan) {
 	}
 }
 
-// Run processes scans until Close; it returns once the queue is drained.
+// Run processes scans until Close; it returns once the queue is drained
+// and the reducer's open windows are stored (flagged partial).
 func (p *pipeline) Run() {
-	for s := range p.in {
-		p.progress.Store(p.now().UnixNano())
-		p.scans.Inc()
-		p.samples.Add(float64(len(s.Samples)))
-		if p.observe != nil {
-			p.observe(&s)
+	var tick <-chan time.Time
+	if p.reduce != nil {
+		t := time.NewTicker(p.flushEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case s, ok := <-p.in:
+			if !ok {
+				if p.reduce != nil {
+					p.storeAll(p.reduce.Close())
+				}
+				return
+			}
+			p.process(s)
+		case <-tick:
+			p.storeAll(p.reduce.Flush())
 		}
-		if p.evaluate != nil {
-			p.evaluate(&s)
-		}
+	}
+}
+
+// process takes one scan through the stages.
+func (p *pipeline) process(s ferry.Scan) {
+	p.progress.Store(p.now().UnixNano())
+	p.scans.Inc()
+	p.samples.Add(float64(len(s.Samples)))
+	if p.observe != nil {
+		p.observe(&s)
+	}
+	if p.evaluate != nil {
+		p.evaluate(&s)
+	}
+	if p.reduce != nil && !p.reduce.Apply(&s) {
+		s.Finish(nil)
+		return
+	}
+	p.store(s)
+}
+
+// storeAll stores the scans the reducer emitted on its own (aggregates of
+// windows that ended, or were cut short).
+func (p *pipeline) storeAll(scans []ferry.Scan) {
+	for _, s := range scans {
 		p.store(s)
 	}
 }

@@ -29,6 +29,7 @@ var reloadStages = []reloadStage{
 	{"alerts", (*Gateway).prepareSinks},
 	{"uplink", (*Gateway).prepareUplink},
 	{"devices", (*Gateway).prepareGroups},
+	{"reduce", (*Gateway).prepareReduce},
 	// Last among the prepares: the engine swaps its rules in Update
 	// itself, so nothing may refuse the reload after it.
 	{"rules", (*Gateway).prepareRules},
@@ -38,7 +39,8 @@ var reloadStages = []reloadStage{
 // running one stays and the errors are logged. Otherwise only what changed
 // is restarted: device groups whose devices changed, the uplink when its
 // section changed, the sinks when theirs did; rules are swapped keeping the
-// state of unchanged rules. The buffer stays open throughout, so nothing
+// state of unchanged rules, and the reduce settings keeping the state of
+// unchanged points. The buffer stays open throughout, so nothing
 // accepted is lost. Reload does nothing before Run has started every part
 // or once its shutdown has begun.
 func (d *Gateway) Reload(path string) {
@@ -156,6 +158,30 @@ func (d *Gateway) prepareGroups(old, cfg *config.Config) (func(), error) {
 		return nil, err
 	}
 	return func() { d.syncGroups(old, cfg, built, d.opts.ShutdownTimeout) }, nil
+}
+
+// prepareReduce checks a changed reduce section; the commit swaps it in.
+// Points whose settings are unchanged keep their state; a point whose
+// settings changed starts afresh, its open window stored partial (see
+// reduce.Reducer.Update).
+func (d *Gateway) prepareReduce(old, cfg *config.Config) (func(), error) {
+	if reflect.DeepEqual(old.Reduce, cfg.Reduce) {
+		return nil, nil
+	}
+	if err := cfg.Reduce.Validate(); err != nil {
+		return nil, err
+	}
+	return func() {
+		scans, err := d.red.Update(cfg.Reduce)
+		if err != nil { // validated above: cannot happen
+			d.log.Error("reduce settings not applied", "err", err)
+			return
+		}
+		for _, s := range scans {
+			d.buf.AppendScan(s)
+		}
+		d.log.Info("reduce settings applied")
+	}, nil
 }
 
 // prepareRules swaps the rule engine's rules (keeping the state of the
