@@ -24,11 +24,13 @@ type Scan struct {
 	Time    time.Time
 	Samples []Sample
 
-	// Done, when not nil, is called exactly once by the buffer: with nil
+	// Done, when not nil, is called exactly once: by the buffer, with nil
 	// once the scan is durably committed (fsync'd) — that is when the scan
 	// is accepted — or with an error (ErrDropped, ErrClosed) when it never
-	// will be. It is called from the buffer's writer goroutine and must not
-	// block. The MQTT driver acknowledges a QoS 1 message in Done.
+	// will be; or by the gateway's pipeline, with nil, when report by
+	// exception left nothing of the scan to store. It is called from the
+	// buffer's writer goroutine or the pipeline's and must not block. The
+	// MQTT driver acknowledges a QoS 1 message in Done.
 	Done func(error)
 
 	// Key, when set, is an idempotency key kept by the buffer for its

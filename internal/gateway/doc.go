@@ -17,8 +17,9 @@
 //     into drivers, building a group's driver, forgetting what a removed
 //     device leaves behind. A new protocol touches drivers/NAME and this
 //     file, nothing else.
-//   - pipeline.go: scans from the drivers to the rules and the buffer, one
-//     bounded queue with its drop counter.
+//   - pipeline.go: scans from the drivers to the rules, then through the
+//     reduction (internal/reduce: report by exception, aggregation) to the
+//     buffer: one bounded queue with its drop counter.
 //   - reload.go: Reload and its stages.
 //   - alerts.go: where rule and buffer alerts go (buffer lane, sinks).
 //   - web.go: what the HTTP server and the console are handed.
