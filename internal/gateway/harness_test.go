@@ -100,12 +100,7 @@ func (c plantConfig) yaml(p *plantsim.Plant) string {
 `, p.Boiler.Endpoint)
 	}
 	if c.Env {
-		fmt.Fprintf(&b, `  - name: env
-    mqtt: {broker: "tcp://%s", topic: "sensors/hall1/env", qos: 1, format: json}
-    points:
-      - {name: temperature, path: temp}
-      - {name: humidity, path: hum}
-`, p.MQTT.Addr)
+		b.WriteString(p.EnvDevice())
 	}
 	if len(c.Rules) > 0 {
 		b.WriteString("rules:\n")

@@ -104,3 +104,15 @@ uplink:
 {{- end}}
 http: {listen: "{{.HTTP}}"}
 `))
+
+// EnvDevice is the `devices:` entry of the plant's MQTT sensor (JSON
+// {"temp", "hum"} on sensors/hall1/env, QoS 1), for tests that write their
+// own ferry configuration around the plant.
+func (p *Plant) EnvDevice() string {
+	return fmt.Sprintf(`  - name: env
+    mqtt: {broker: "tcp://%s", topic: "sensors/hall1/env", qos: 1, format: json}
+    points:
+      - {name: temperature, path: temp}
+      - {name: humidity, path: hum}
+`, p.MQTT.Addr)
+}

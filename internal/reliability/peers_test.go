@@ -121,12 +121,7 @@ func writeConfig(t *testing.T, dir string, o cfgOpts) string {
 `, p.Boiler.Endpoint, plantsim.BoilerNamespace)
 		}
 		if !o.NoMQTT {
-			fmt.Fprintf(&b, `  - name: env
-    mqtt: {broker: "tcp://%s", topic: "sensors/hall1/env", qos: 1, format: json}
-    points:
-      - {name: temperature, path: temp}
-      - {name: humidity, path: hum}
-`, p.MQTT.Addr)
+			b.WriteString(p.EnvDevice())
 		}
 		if o.SeqTopic != "" {
 			fmt.Fprintf(&b, `  - name: seq
