@@ -408,7 +408,6 @@ func (dv *device) poll(ctx context.Context, s *session, emit ferry.EmitFunc) err
 		if err := dv.pollOnce(ctx, s, ids, idx, emit); err != nil {
 			return err
 		}
-		s.ready()
 		if took := dv.now().Sub(start); took > interval {
 			dv.st.Overrun()
 		}
@@ -466,6 +465,9 @@ func (dv *device) pollOnce(ctx context.Context, s *session, ids []*ua.ReadValueI
 	for i, p := range dv.points {
 		dv.notePoint(p, samples[i].Quality)
 	}
+	// Connected before the scan is out: whoever sees the values sees the
+	// device connected (and the reconnect counted).
+	s.ready()
 	if len(samples) == 0 {
 		return nil
 	}
