@@ -133,6 +133,9 @@ type Buffer struct {
 
 	// The queue in front of the writer, guarded by qmu.
 	qmu        sync.Mutex
+	// room is signalled (on qmu) when the writer takes the queue or the
+	// buffer closes: AppendScanWait waits on it.
+	room sync.Cond
 	scans      []ferry.Scan
 	queued     int // samples in scans
 	waiting    int // queued scans with a Done: a source waits for their commit
@@ -190,6 +193,7 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 		avail:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	b.room.L = &b.qmu
 	v := opts.ConfigVersion
 	b.configVersion.Store(&v)
 	b.m = newMetrics(b)
@@ -215,15 +219,29 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 // drivers) the newest scan, s, is dropped: s.Done(ferry.ErrDropped), and
 // ferry_buffer_dropped_total{lane="telemetry",reason="queue_full"} counts
 // it. After Close, s.Done(ferry.ErrClosed).
-func (b *Buffer) AppendScan(s ferry.Scan) {
+func (b *Buffer) AppendScan(s ferry.Scan) { b.appendScan(s, false) }
+
+// AppendScanWait is AppendScan for a caller that has a bounded queue of
+// its own in front of the buffer (the gateway's pipeline): when the queue
+// is full it waits until the writer has taken it, instead of dropping s,
+// so that the caller's queue is the one place where scans are dropped and
+// counted. It never waits while the queue is empty (a scan larger than
+// QueueSize is taken alone), and returns at once after Close
+// (s.Done(ferry.ErrClosed)).
+func (b *Buffer) AppendScanWait(s ferry.Scan) { b.appendScan(s, true) }
+
+func (b *Buffer) appendScan(s ferry.Scan, wait bool) {
 	n := max(1, len(s.Samples))
 	b.qmu.Lock()
+	for wait && !b.closing && b.queued > 0 && b.queued+n > b.opts.QueueSize {
+		b.room.Wait()
+	}
 	if b.closing {
 		b.qmu.Unlock()
 		s.Finish(ferry.ErrClosed)
 		return
 	}
-	if b.queued+n > b.opts.QueueSize {
+	if b.queued+n > b.opts.QueueSize && !(wait && b.queued == 0) {
 		b.qmu.Unlock()
 		b.queueDrops.Add(1)
 		b.m.dropped(ferry.LaneTelemetry, reasonQueueFull, 1)
@@ -319,6 +337,7 @@ func (b *Buffer) Close() error {
 	b.closeOnce.Do(func() {
 		b.qmu.Lock()
 		b.closing = true
+		b.room.Broadcast()
 		b.qmu.Unlock()
 		b.signal()
 		<-b.done

@@ -117,3 +117,54 @@ func TestCommitConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// AppendScanWait waits for room instead of dropping: where AppendScan
+// drops the newest scans of a burst that overflows a small queue,
+// AppendScanWait stores every one, and nothing is counted as dropped.
+func TestAppendScanWaitWaitsForRoom(t *testing.T) {
+	const burst = 200
+	run := func(wait bool) (stored int, drops uint64) {
+		cfg := testConfig()
+		b := openT(t, t.TempDir(), cfg, Options{Registerer: prometheus.NewRegistry(), QueueSize: 4})
+		var rs []*result
+		for i := range burst {
+			r := newResult()
+			rs = append(rs, r)
+			s := scan("plc", t0.Add(time.Duration(i)*time.Second), 1)
+			s.Done = r.done
+			if wait {
+				b.AppendScanWait(s)
+			} else {
+				b.AppendScan(s)
+			}
+		}
+		for _, r := range rs {
+			_ = r.wait(t)
+		}
+		return storedScans(t, b), b.queueDrops.Load()
+	}
+	if stored, drops := run(false); drops == 0 || stored == burst {
+		t.Fatalf("control: AppendScan stored %d of %d with %d drops; the burst must overflow the queue", stored, burst, drops)
+	}
+	if stored, drops := run(true); drops != 0 || stored != burst {
+		t.Fatalf("AppendScanWait stored %d of %d with %d drops, want all and none", stored, burst, drops)
+	}
+}
+
+// Close ends a wait: AppendScanWait returns, its scan finished.
+func TestAppendScanWaitReturnsAfterClose(t *testing.T) {
+	b := openT(t, t.TempDir(), testConfig(), Options{QueueSize: 1, commitInterval: time.Hour})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 50 {
+			b.AppendScanWait(scan("plc", t0.Add(time.Duration(i)*time.Second), 1))
+		}
+	}()
+	b.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("AppendScanWait still waiting 10 s after Close")
+	}
+}

@@ -242,6 +242,7 @@ func (w *writer) cycle() (more, closing bool) {
 	samples := b.queued
 	b.queued = 0
 	b.waiting = 0
+	b.room.Broadcast()
 	w.alerts = append(w.alerts, b.alertq...)
 	clear(b.alertq)
 	b.alertq = b.alertq[:0]

@@ -127,7 +127,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	d.red = red
-	d.pipe = newPipeline(pipelineSize, engine.Process, buf.AppendScan, d.reg)
+	d.pipe = newPipeline(pipelineSize, engine.Process, buf.AppendScanWait, d.reg)
 	d.pipe.reduce = red
 
 	if err := d.setSinks(cfg.Alerts); err != nil {

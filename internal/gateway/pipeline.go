@@ -17,10 +17,16 @@ import (
 // takes each scan, lets the rules see it, reduces it for the way upstream
 // (internal/reduce), then hands it to the buffer.
 //
-// The channel between them is bounded. When it is full, Emit drops the
-// newest scan, counts it and finishes it with ferry.ErrDropped (an MQTT
-// QoS 1 message is then not acknowledged and comes back): a slow disk never
-// blocks a driver.
+// The channel between them is bounded, and it is the one queue of the
+// sample path: when it is full, Emit drops the newest scan, counts it
+// (ferry_pipeline_dropped_scans_total) and finishes it with
+// ferry.ErrDropped (an MQTT QoS 1 message is then not acknowledged and
+// comes back): a slow disk never blocks a driver. The buffer behind it
+// does not drop again: Run hands scans over with AppendScanWait, which
+// waits while the buffer's own queue is full, so a slow disk backs the
+// scans up into this channel, where they are counted once. (A disk that
+// makes no progress at all shows as a stuck pipeline: readiness and the
+// systemd watchdog.)
 type pipeline struct {
 	in       chan ferry.Scan
 	evaluate func(*ferry.Scan) // the rule engine, or nil
