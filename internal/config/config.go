@@ -420,10 +420,8 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		// internal/gateway/groups.go.
 		points := proto.Points()
 		l.decodePoints(d, dev, pp, points)
-		var infos []ferry.PointInfo // Point is the point's name
-		var err error
-		dev.Spec, infos, err = proto.Device(dev.Name, dev.blocks[proto.Name].Interface(), points)
-		dev.blocks = nil
+		spec, infos, err := proto.Device(dev.Name, dev.blocks[proto.Name].Interface(), points) // infos[j].Point is the point's name
+		dev.Spec, dev.blocks = spec, nil
 		l.validate(d, p, err)
 		seen := map[string]int{}
 		for j := range infos {
