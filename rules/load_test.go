@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 	"github.com/ferry-edge/ferry/rules"
 )
 
@@ -31,7 +31,7 @@ rules:
 		}
 		return p
 	}
-	_, err := config.Load(write(`  - name: hot
+	_, err := gateway.LoadConfig(write(`  - name: hot
     when: press3.oil_temp > 80 and press3.oil_tmp > 1
   - {name: typo, when: "press3.oil_temp >"}
   - name: stats
@@ -51,7 +51,7 @@ rules:
 		}
 	}
 
-	c, err := config.Load(write(`  - {name: hot, when: "press3.oil_temp > 80", clear: "press3.oil_temp < 75", for: 10s, severity: critical}
+	c, err := gateway.LoadConfig(write(`  - {name: hot, when: "press3.oil_temp > 80", clear: "press3.oil_temp < 75", for: 10s, severity: critical}
   - name: stuck
     point: press3.oil_temp
     flatline: {duration: 10m, epsilon: 0.1}

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 )
 
 const bufferUsage = `Usage:
@@ -106,7 +107,7 @@ func bufferDir(dataDir, cfgPath string) (string, error) {
 	if cfgPath == "" {
 		cfgPath = config.DefaultPath
 	}
-	c, err := config.Load(cfgPath)
+	c, err := gateway.LoadConfig(cfgPath)
 	if err != nil {
 		return "", fmt.Errorf("load %s for its data_dir: %w", cfgPath, err)
 	}

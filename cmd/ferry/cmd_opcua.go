@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/drivers/opcua"
-	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 	"github.com/ferry-edge/ferry/internal/setting"
 )
 
@@ -31,19 +31,19 @@ func (p *pkiFlags) register(fs *flag.FlagSet) {
 }
 
 // resolve returns the data directory and gateway id to use.
-func (p *pkiFlags) resolve() (dataDir, gateway string, err error) {
+func (p *pkiFlags) resolve() (dataDir, gatewayID string, err error) {
 	dataDir = "/var/lib/ferry"
 	if p.cfgPath != "" {
-		c, err := config.Load(p.cfgPath)
+		c, err := gateway.LoadConfig(p.cfgPath)
 		if err != nil {
 			return "", "", err
 		}
-		dataDir, gateway = c.DataDir, c.Gateway.ID
+		dataDir, gatewayID = c.DataDir, c.Gateway.ID
 	}
 	if p.dataDir != "" {
 		dataDir = p.dataDir
 	}
-	return dataDir, gateway, nil
+	return dataDir, gatewayID, nil
 }
 
 func cmdOPCUA(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -23,7 +23,7 @@ func cmdPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return printModbusPlan(stdout, c.Modbus)
+	return printModbusPlan(stdout, config.DevicesOf[modbus.Device](c))
 }
 
 // printModbusPlan groups devices by link as `ferry run` does and prints

@@ -57,7 +57,7 @@ func loadFileArg(fs *flag.FlagSet, stderr io.Writer) (string, *config.Config, er
 	default:
 		return "", nil, usageError("want at most one FILE, got %d", fs.NArg())
 	}
-	c, err := config.Load(path)
+	c, err := gateway.LoadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return "", nil, &exitError{code: 1, err: fmt.Errorf("%s is not valid", path)}
@@ -70,7 +70,7 @@ func cmdSchema(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	b, err := config.Schema()
+	b, err := config.Schema(gateway.Protocols)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -60,7 +60,7 @@ func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	streams := []string{}
 	switch {
 	case *cfgPath != "":
-		c, err := config.Load(*cfgPath)
+		c, err := gateway.LoadConfig(*cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return &exitError{code: 1, err: fmt.Errorf("%s is not valid", *cfgPath)}

@@ -30,7 +30,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() != 0 {
 		return usageError("unexpected arguments %q", fs.Args())
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := gateway.LoadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return &exitError{code: 1, err: fmt.Errorf("%s is not valid", *path)}

@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 	"github.com/ferry-edge/ferry/internal/plantsim"
 )
 
@@ -51,20 +52,21 @@ devices:
     points:
       - {name: oil_temp, table: holding, address: 100}
 `)
-	c, err := config.Load(p)
+	c, err := gateway.LoadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Modbus) != 2 {
-		t.Fatalf("%d modbus devices", len(c.Modbus))
+	devs := config.DevicesOf[modbus.Device](c)
+	if len(devs) != 2 {
+		t.Fatalf("%d modbus devices", len(devs))
 	}
-	m := c.Modbus[0].Config
+	m := devs[0].Config
 	if m.Unit != 17 || m.Interval != 250*time.Millisecond || m.MaxGap != 2 || m.MaxRegisters != 60 || m.MaxBits != 800 ||
 		m.RequestDelay != 20*time.Millisecond || m.Reprobe != time.Hour || m.Serial == nil ||
 		*m.Serial != (modbus.Serial{Baud: 19200, DataBits: 8, Parity: "even", StopBits: 1}) {
 		t.Errorf("meter config %+v serial %+v", m, m.Serial)
 	}
-	d := c.Modbus[1].Config
+	d := devs[1].Config
 	if d.Unit != 1 || d.Interval != time.Second || d.Timeout != time.Second || d.MaxGap != modbus.DefaultMaxGap ||
 		d.MaxRegisters != 125 || d.MaxBits != 2000 || d.Reprobe != modbus.DefaultReprobe || d.Serial != nil {
 		t.Errorf("defaults %+v", d)
@@ -78,7 +80,7 @@ devices:
 	if info := c.Points[0]; info.Source != "input 0" || info.Unit != "V" {
 		t.Errorf("ref info %+v", info)
 	}
-	drv, err := modbus.New(c.Modbus, modbus.Options{})
+	drv, err := modbus.New(devs, modbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ devices:
       - {name: b, table: holding, type: flaot32}
       - {name: c, ref: "40000"}
 `)
-	_, err := config.Load(p)
+	_, err := gateway.LoadConfig(p)
 	if err == nil {
 		t.Fatal("loaded")
 	}
@@ -134,11 +136,11 @@ func TestPlantsimConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := config.Load(writeConfig(t, string(b)))
+	c, err := gateway.LoadConfig(writeConfig(t, string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	drv, err := modbus.New(c.Modbus, modbus.Options{})
+	drv, err := modbus.New(config.DevicesOf[modbus.Device](c), modbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestReadmePlan(t *testing.T) {
 	md := string(b)
 	start := strings.Index(md, "```yaml\n# ferry.yaml")
 	end := strings.Index(md[start+8:], "```")
-	c, err := config.Load(writeConfig(t, md[start+8:start+8+end]))
+	c, err := gateway.LoadConfig(writeConfig(t, md[start+8:start+8+end]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +233,7 @@ func TestReadmePlan(t *testing.T) {
 		t.Fatal("no plan lines found after the README example")
 	}
 	var got []string
-	for _, d := range c.Modbus {
+	for _, d := range config.DevicesOf[modbus.Device](c) {
 		drv, err := modbus.New([]modbus.Device{d}, modbus.Options{})
 		if err != nil {
 			t.Fatal(err)

@@ -17,6 +17,14 @@
 //
 // Each part of ferry owns its section's Config type, its defaults
 // (SetDefaults) and its Validate method; this package composes them.
+//
+// This package names no protocol. A device entry holds one protocol block
+// (`modbus:`, `opcua:`, …) whose key, block type, point type and typed
+// device come from the Protocol table the caller passes to Load and
+// Schema: internal/gateway's Protocols, next to the one protocol switch of
+// the runtime. The loader decodes the block and the points into that
+// protocol's types, strictly and with their defaults, and keeps the typed
+// device it built in Device.Spec for the runtime to switch on.
 package config
 
 import (
@@ -38,9 +46,6 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
-	"github.com/ferry-edge/ferry/drivers/modbus"
-	"github.com/ferry-edge/ferry/drivers/mqtt"
-	"github.com/ferry-edge/ferry/drivers/opcua"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
@@ -75,10 +80,6 @@ type Config struct {
 	// and content. Records carry it so that the cloud side knows which map
 	// produced a value.
 	Version string `yaml:"-"`
-	// The devices of each protocol, decoded and validated.
-	Modbus []modbus.Device `yaml:"-"`
-	OPCUA  []opcua.Device  `yaml:"-"`
-	MQTT   []mqtt.Device   `yaml:"-"`
 	// Points describes every configured point, in file order.
 	Points []ferry.PointInfo `yaml:"-"`
 }
@@ -97,18 +98,83 @@ type Log struct {
 }
 
 // Device is one entry of a `devices:` list: a name, exactly one protocol
-// block, and the points in that protocol's form.
+// block, and the points in that protocol's form. The protocol blocks are
+// not fields: the decoder takes their keys and types from the Protocol
+// table (see Protocol).
 type Device struct {
-	Name        string         `yaml:"name"`
-	Description string         `yaml:"description"`
-	Modbus      *modbus.Config `yaml:"modbus"`
-	OPCUA       *opcua.Config  `yaml:"opcua"`
-	MQTT        *mqtt.Config   `yaml:"mqtt"`
-	Points      yaml.Node      `yaml:"points"`
+	Name        string    `yaml:"name"`
+	Description string    `yaml:"description"`
+	Points      yaml.Node `yaml:"points"`
 
 	// Set by Load.
+
+	// Protocol is the name of the device's protocol: its block's key.
 	Protocol string `yaml:"-"`
 	File     string `yaml:"-"`
+	// Spec is the typed device its Protocol built from the block and the
+	// points (a modbus.Device, …), validated.
+	Spec any `yaml:"-"`
+
+	// blocks holds the protocol blocks as decoded, by protocol name: each
+	// an addressable *Config, nil when the file wrote `modbus: null`.
+	// Load drops it once Spec is built.
+	blocks map[string]reflect.Value
+}
+
+// Protocol tells the loader about one protocol a device may speak. The
+// table of them is internal/gateway's Protocols; NewProtocol builds an
+// entry from a driver package's types.
+type Protocol struct {
+	// Name is the block's key in a device entry: "modbus".
+	Name string
+	// Block returns a new zero block (a *modbus.Config). Its type is what
+	// counts: the loader decodes the device's block into a new value of it
+	// as into any pointer field (SetDefaults first, nested structs too,
+	// then strictly), and the JSON Schema is generated from it.
+	Block func() any
+	// Points returns a new empty points slice (a *[]modbus.Point) that the
+	// device's points decode into; its element type feeds the JSON Schema.
+	Points func() any
+	// Device builds the typed device (a modbus.Device) from the decoded
+	// block and points and validates it. infos describes each point in
+	// order (Point is the point's name; the loader fills Device); err holds
+	// setting field errors with paths relative to the device entry
+	// ("modbus.url", "points[2].type").
+	Device func(name string, block, points any) (dev any, infos []ferry.PointInfo, err error)
+}
+
+// NewProtocol returns the Protocol of a driver package whose block is C,
+// whose points are P and whose device D, built by build: the points' Info
+// describes them and D's Validate checks the device.
+func NewProtocol[C, P, D any, PP interface {
+	*P
+	Info() ferry.PointInfo
+}, DP interface {
+	*D
+	Validate() error
+}](name string, build func(name string, block C, points []P) D) Protocol {
+	return Protocol{
+		Name:   name,
+		Block:  func() any { return new(C) },
+		Points: func() any { return new([]P) },
+		Device: func(devName string, block, points any) (any, []ferry.PointInfo, error) {
+			pts := *points.(*[]P)
+			d := build(devName, *block.(*C), pts)
+			return d, pointInfos[P, PP](pts), DP(&d).Validate()
+		},
+	}
+}
+
+// DevicesOf returns the typed devices of c whose Spec is a T (the
+// modbus.Device values, say), in file order.
+func DevicesOf[T any](c *Config) []T {
+	var out []T
+	for _, dev := range c.Devices {
+		if t, ok := dev.Spec.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -123,10 +189,11 @@ func (c *Config) Summary() string {
 }
 
 // Load reads and validates the configuration at path and the device maps
-// of its devices_dir. On failure the error is an *Errors listing every
-// problem; it wraps ferry.ErrInvalidConfig.
-func Load(path string) (*Config, error) {
-	l := &loader{errs: &Errors{order: map[string]int{}}, decs: map[string]*decoder{}}
+// of its devices_dir; a device may speak any of protocols. On failure the
+// error is an *Errors listing every problem; it wraps
+// ferry.ErrInvalidConfig.
+func Load(path string, protocols []Protocol) (*Config, error) {
+	l := &loader{errs: &Errors{order: map[string]int{}}, decs: map[string]*decoder{}, protocols: protocols}
 	c := l.load(path)
 	if err := l.errs.err(); err != nil {
 		return nil, err
@@ -135,9 +202,10 @@ func Load(path string) (*Config, error) {
 }
 
 type loader struct {
-	errs  *Errors
-	decs  map[string]*decoder // by file as shown
-	files []string
+	errs      *Errors
+	decs      map[string]*decoder // by file as shown
+	files     []string
+	protocols []Protocol
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -235,6 +303,7 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 	}
 	d := newDecoder(shown, l.errs)
 	d.baseDir = filepath.Dir(name)
+	d.protocols = l.protocols
 	l.decs[shown] = d
 	if root.Kind == 0 {
 		return d // no document: an empty or comments-only file
@@ -328,48 +397,31 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 			}
 		}
 		var protos []string
-		if dev.Modbus != nil {
-			protos = append(protos, "modbus")
-		}
-		if dev.OPCUA != nil {
-			protos = append(protos, "opcua")
-		}
-		if dev.MQTT != nil {
-			protos = append(protos, "mqtt")
+		var proto Protocol
+		for _, pr := range l.protocols {
+			if b, ok := dev.blocks[pr.Name]; ok && !b.IsNil() {
+				protos = append(protos, pr.Name)
+				proto = pr
+			}
 		}
 		if len(protos) != 1 {
 			if len(protos) == 0 {
-				l.at(d, p, "needs one protocol block: modbus, opcua or mqtt")
+				l.at(d, p, "needs one protocol block: "+l.protocolList())
 			} else {
 				l.at(d, p, "has several protocol blocks ("+strings.Join(protos, ", ")+"); a device speaks one")
 			}
 			continue
 		}
-		dev.Protocol = protos[0]
+		dev.Protocol = proto.Name
 		pp := p + ".points"
-		var infos []ferry.PointInfo // Point is the point's name
-		var err error
 		// Exactly one block is set (checked above): decode the points in
-		// that protocol's form. The runtime's protocol switch is
-		// internal/gateway/groups.go; the loader only knows the blocks'
-		// types, to decode them.
-		switch {
-		case dev.Modbus != nil:
-			md := modbus.Device{Name: dev.Name, Config: *dev.Modbus}
-			l.decodePoints(d, dev, pp, &md.Points)
-			infos, err = pointInfos(md.Points), md.Validate()
-			c.Modbus = append(c.Modbus, md)
-		case dev.OPCUA != nil:
-			od := opcua.Device{Name: dev.Name, Config: *dev.OPCUA}
-			l.decodePoints(d, dev, pp, &od.Points)
-			infos, err = pointInfos(od.Points), od.Validate()
-			c.OPCUA = append(c.OPCUA, od)
-		case dev.MQTT != nil:
-			qd := mqtt.Device{Name: dev.Name, Config: *dev.MQTT}
-			l.decodePoints(d, dev, pp, &qd.Points)
-			infos, err = pointInfos(qd.Points), qd.Validate()
-			c.MQTT = append(c.MQTT, qd)
-		}
+		// that protocol's form, and let the protocol build and validate
+		// its device. The runtime's protocol switch is
+		// internal/gateway/groups.go.
+		points := proto.Points()
+		l.decodePoints(d, dev, pp, points)
+		spec, infos, err := proto.Device(dev.Name, dev.blocks[proto.Name].Interface(), points) // infos[j].Point is the point's name
+		dev.Spec, dev.blocks = spec, nil
 		l.validate(d, p, err)
 		seen := map[string]int{}
 		for j := range infos {
@@ -396,6 +448,19 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		}
 	}
 	return known
+}
+
+// protocolList names the protocols a device may speak: "modbus, opcua or
+// mqtt".
+func (l *loader) protocolList() string {
+	names := make([]string, len(l.protocols))
+	for i, p := range l.protocols {
+		names[i] = p.Name
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // pointInfos returns the Info of each point, in order (its Point is the

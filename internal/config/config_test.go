@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"errors"
@@ -9,8 +9,20 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/drivers/modbus"
+	"github.com/ferry-edge/ferry/drivers/mqtt"
+	"github.com/ferry-edge/ferry/drivers/opcua"
+	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
+
+// load loads path with every protocol ferry speaks, as ferry does: these
+// tests hold the loader to the real protocol table, so the golden errors,
+// configs/ and the schema are checked against what ferry runs.
+func load(path string) (*config.Config, error) {
+	return config.Load(path, gateway.Protocols)
+}
 
 // TestGolden loads every testdata/*.good.yaml (must load) and
 // testdata/*.bad.yaml (must fail with exactly the text of the matching
@@ -25,14 +37,14 @@ func TestGolden(t *testing.T) {
 	}
 	for _, f := range goods {
 		t.Run(f, func(t *testing.T) {
-			if _, err := Load(f); err != nil {
+			if _, err := load(f); err != nil {
 				t.Fatalf("Load: %v", err)
 			}
 		})
 	}
 	for _, f := range bads {
 		t.Run(f, func(t *testing.T) {
-			_, err := Load(f)
+			_, err := load(f)
 			if err == nil {
 				t.Fatal("Load succeeded, want an error")
 			}
@@ -52,14 +64,15 @@ func TestGolden(t *testing.T) {
 
 func TestFullConfigValues(t *testing.T) {
 	t.Setenv("FERRY_TEST_HOST", "10.1.2.3")
-	c, err := Load("testdata/full.good.yaml")
+	c, err := load("testdata/full.good.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Modbus[0].Config.URL; got != "tcp://10.1.2.3:502" {
+	modbusDevs, opcuaDevs := config.DevicesOf[modbus.Device](c), config.DevicesOf[opcua.Device](c)
+	if got := modbusDevs[0].Config.URL; got != "tcp://10.1.2.3:502" {
 		t.Errorf("${ENV:-default} expansion: url = %q", got)
 	}
-	if got := c.MQTT[0].Config.Password.Reveal(); got != "s3cret" {
+	if got := config.DevicesOf[mqtt.Device](c)[0].Config.Password.Reveal(); got != "s3cret" {
 		t.Errorf("password_file: got %q", got)
 	}
 	if r := c.Reduce; r.Defaults == nil || r.Defaults.MaxSilence != 5*time.Minute || r.Defaults.Gap != time.Minute ||
@@ -70,8 +83,8 @@ func TestFullConfigValues(t *testing.T) {
 	if got := c.Buffer.MaxSize; got != 512<<20 {
 		t.Errorf("max_size = %d", got)
 	}
-	if len(c.OPCUA) != 1 || c.OPCUA[0].Name != "boiler" || c.Devices[2].File != "devices.d/boiler.yaml" {
-		t.Errorf("device from devices_dir not loaded: %+v", c.OPCUA)
+	if len(opcuaDevs) != 1 || opcuaDevs[0].Name != "boiler" || c.Devices[2].File != "devices.d/boiler.yaml" {
+		t.Errorf("device from devices_dir not loaded: %+v", opcuaDevs)
 	}
 	if len(c.Files) != 2 || len(c.Points) != 4 || c.Version == "" {
 		t.Errorf("files %v, %d points, version %q", c.Files, len(c.Points), c.Version)
@@ -80,8 +93,8 @@ func TestFullConfigValues(t *testing.T) {
 		t.Errorf("point info %+v", c.Points[0])
 	}
 	// Defaults survive for keys the file omits.
-	if c.Modbus[0].Config.Unit != 1 || c.OPCUA[0].Config.Mode != "subscribe" || c.Log.Level != "debug" {
-		t.Errorf("defaults/values: %+v %+v %+v", c.Modbus[0].Config, c.OPCUA[0].Config, c.Log)
+	if modbusDevs[0].Config.Unit != 1 || opcuaDevs[0].Config.Mode != "subscribe" || c.Log.Level != "debug" {
+		t.Errorf("defaults/values: %+v %+v %+v", modbusDevs[0].Config, opcuaDevs[0].Config, c.Log)
 	}
 	if got := c.Summary(); !strings.HasPrefix(got, "3 devices, 4 points, 1 rules") {
 		t.Errorf("Summary() = %q", got)
@@ -92,12 +105,12 @@ func TestVersionChangesWithContent(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f.yaml")
 	os.WriteFile(p, []byte("gateway: {id: a}\n"), 0o600)
-	c1, err := Load(p)
+	c1, err := load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(p, []byte("gateway: {id: b}\n"), 0o600)
-	c2, _ := Load(p)
+	c2, _ := load(p)
 	if c1.Version == c2.Version {
 		t.Fatal("version did not change with the file")
 	}
@@ -124,7 +137,7 @@ func TestAliasBombRefused(t *testing.T) {
 	}
 	p := filepath.Join(t.TempDir(), "bomb.yaml")
 	os.WriteFile(p, []byte(b.String()), 0o600)
-	_, err := Load(p)
+	_, err := load(p)
 	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
 		t.Fatalf("want the expansion bound, got %v", err)
 	}
@@ -137,7 +150,7 @@ func TestAliasBombRefused(t *testing.T) {
 func TestAliasBombOfDevicesSaysSo(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "bomb.yaml")
 	os.WriteFile(p, []byte(testutil.AliasBombYAML()), 0o600)
-	_, err := Load(p)
+	_, err := load(p)
 	if err == nil {
 		t.Fatal("loaded")
 	}
@@ -154,7 +167,7 @@ func TestHostileFilesRefused(t *testing.T) {
 		data string
 		want string
 	}{
-		{"huge", "gateway: {id: gw}\n" + strings.Repeat("#", MaxFileSize), "larger than"},
+		{"huge", "gateway: {id: gw}\n" + strings.Repeat("#", config.MaxFileSize), "larger than"},
 		{"deep", "gateway: {id: gw}\nalerts: " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000), "expected a mapping"},
 		{"flow_limit", strings.Repeat("[", 20000), "exceeded max depth"},
 	}
@@ -162,36 +175,11 @@ func TestHostileFilesRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(dir, tt.name+".yaml")
 			os.WriteFile(p, []byte(tt.data), 0o600)
-			_, err := Load(p)
+			_, err := load(p)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("want error containing %q, got %v", tt.want, err)
 			}
 		})
-	}
-}
-
-func TestExpandEnv(t *testing.T) {
-	env := map[string]string{"A": "x", "EMPTY": ""}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	tests := []struct {
-		in, want string
-		wantErr  bool
-	}{
-		{"plain", "plain", false},
-		{"${A}/${A}", "x/x", false},
-		{"$$A costs $5", "$A costs $5", false},
-		{"${B:-def}", "def", false},
-		{"${EMPTY:-def}", "def", false},
-		{"${EMPTY}", "", false},
-		{"${B}", "", true},
-		{"${A", "", true},
-		{"${1A}", "", true},
-	}
-	for _, tt := range tests {
-		got, err := expandEnv(tt.in, lookup)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("expandEnv(%q) = %q, %v; want %q, err %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
 	}
 }
 
@@ -208,7 +196,7 @@ func FuzzLoad(f *testing.F) {
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Skip()
 		}
-		c, err := Load(p)
+		c, err := load(p)
 		if err == nil && c == nil {
 			t.Fatal("nil config without error")
 		}
@@ -246,7 +234,7 @@ func TestEmptyDeviceFileLoads(t *testing.T) {
 				"devices.d/a.yaml":  "devices:\n  - name: a\n    opcua: {endpoint: \"opc.tcp://h:4840\"}\n",
 				"devices.d/p4.yaml": data,
 			})
-			c, err := Load(p)
+			c, err := load(p)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
@@ -256,7 +244,7 @@ func TestEmptyDeviceFileLoads(t *testing.T) {
 		})
 	}
 	// An empty main file is missing its required keys, nothing else.
-	_, err := Load(writeTree(t, map[string]string{"ferry.yaml": "# nothing yet\n"}))
+	_, err := load(writeTree(t, map[string]string{"ferry.yaml": "# nothing yet\n"}))
 	if err == nil || strings.Contains(err.Error(), "expected a mapping") || !strings.Contains(err.Error(), "gateway.id: is required") {
 		t.Fatalf("empty main file: %v", err)
 	}
@@ -268,7 +256,7 @@ func TestEmptyDeviceFileLoads(t *testing.T) {
 func TestEnvErrorDoesNotShowSecret(t *testing.T) {
 	for _, secret := range []string{"Xk9${q7Lp", "Xk9${q7-Lp}"} {
 		p := writeTree(t, map[string]string{"ferry.yaml": "gateway: {id: gw, site: s}\nuplink:\n  nats:\n    urls: [\"nats://h:4222\"]\n    token: \"" + secret + "\"\n"})
-		_, err := Load(p)
+		_, err := load(p)
 		if err == nil {
 			t.Fatalf("%q: loaded", secret)
 		}
@@ -297,7 +285,7 @@ func TestSecretFileErrors(t *testing.T) {
 				"ferry.yaml": "gateway: {id: gw, site: s}\nuplink:\n  nats:\n    urls: [\"nats://h:4222\"]\n    token_file: " + tt.file + "\n",
 				"dir/.keep":  "",
 			})
-			_, err := Load(p)
+			_, err := load(p)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("want an error containing %q, got %v", tt.want, err)
 			}
@@ -313,7 +301,7 @@ func TestSecretAndFileInEitherOrder(t *testing.T) {
 		"ferry.yaml": "gateway: {id: gw, site: s}\nuplink:\n  nats:\n    urls: [\"nats://h:4222\"]\n    token_file: t.txt\n    token: x\n",
 		"t.txt":      "y\n",
 	})
-	_, err := Load(p)
+	_, err := load(p)
 	if err == nil || !strings.Contains(err.Error(), "uplink.nats.token: set either token or token_file, not both") {
 		t.Fatalf("got %v", err)
 	}
@@ -339,7 +327,7 @@ func TestDevicesDirHoldsTheMainFile(t *testing.T) {
 			if err := os.WriteFile(p, []byte(strings.Replace(files["ferry.yaml"], "DIR", d, 1)), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			c, err := Load(p)
+			c, err := load(p)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}

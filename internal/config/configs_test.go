@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"bytes"
@@ -10,17 +10,20 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 )
 
 var update = flag.Bool("update", false, "rewrite configs/ferry.schema.json from the Go types")
 
 const configsDir = "../../configs"
 
-// TestSchemaIsCurrent keeps configs/ferry.schema.json equal to Schema().
+// TestSchemaIsCurrent keeps configs/ferry.schema.json equal to config.Schema(gateway.Protocols).
 // Run `go test ./internal/config -run TestSchemaIsCurrent -update` (or
 // `make schema`) after changing a Config type.
 func TestSchemaIsCurrent(t *testing.T) {
-	want, err := Schema()
+	want, err := config.Schema(gateway.Protocols)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +52,7 @@ func TestConfigsDir(t *testing.T) {
 	}
 	for _, m := range mains {
 		t.Run(filepath.Base(m), func(t *testing.T) {
-			c, err := Load(m)
+			c, err := load(m)
 			if err != nil {
 				t.Fatalf("Load:\n%v", err)
 			}
@@ -75,7 +78,7 @@ func TestSchemaRefusesUnknownKeys(t *testing.T) {
 
 func compileSchema(t *testing.T) *jsonschema.Schema {
 	t.Helper()
-	b, err := Schema()
+	b, err := config.Schema(gateway.Protocols)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,10 +87,10 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 		t.Fatal(err)
 	}
 	c := jsonschema.NewCompiler()
-	if err := c.AddResource(SchemaID, doc); err != nil {
+	if err := c.AddResource(config.SchemaID, doc); err != nil {
 		t.Fatal(err)
 	}
-	sch, err := c.Compile(SchemaID)
+	sch, err := c.Compile(config.SchemaID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,7 @@ var (
 	durationType        = reflect.TypeOf(time.Duration(0))
 	secretType          = reflect.TypeOf(setting.Secret(""))
 	nodeType            = reflect.TypeOf(yaml.Node{})
+	deviceType          = reflect.TypeOf(Device{})
 	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 	defaulterType       = reflect.TypeOf((*Defaulter)(nil)).Elem()
 )
@@ -78,6 +79,9 @@ type decoder struct {
 	nodes   int
 	depth   int
 	aborted bool
+	// protocols are the blocks a device entry may hold besides its fields.
+	protocols    []Protocol
+	deviceFields map[string]field // Device's fields and the protocols' keys, for suggestions
 }
 
 func newDecoder(file string, errs *Errors) *decoder {
@@ -347,6 +351,11 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	fields := structFields(v.Type())
+	var dev *Device
+	if v.Type() == deviceType {
+		dev = v.Addr().Interface().(*Device)
+		fields = d.deviceKeys()
+	}
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -368,6 +377,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[key] = k
+		if dev != nil && d.block(dev, key, val, fpath) {
+			continue
+		}
 		f, ok := fields[key]
 		if ok {
 			d.pos[fpath] = Pos{File: d.file, Line: val.Line, Column: val.Column}
@@ -389,6 +401,45 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		d.errorf(k, fpath, "unknown field %q%s", key, suggest(key, fields))
 	}
+}
+
+// block decodes a device's protocol block when key names a protocol, as if
+// it were a field of type *Config: defaults first, a null value unsets it,
+// a second block of the same key (after a merge key) decodes over the
+// first. It returns false when key names no protocol.
+func (d *decoder) block(dev *Device, key string, n *yaml.Node, path string) bool {
+	for _, p := range d.protocols {
+		if p.Name != key {
+			continue
+		}
+		b, ok := dev.blocks[key]
+		if !ok {
+			if dev.blocks == nil {
+				dev.blocks = map[string]reflect.Value{}
+			}
+			b = reflect.New(reflect.TypeOf(p.Block())).Elem() // a nil *Config
+			dev.blocks[key] = b
+		}
+		d.pos[path] = Pos{File: d.file, Line: n.Line, Column: n.Column}
+		d.decode(n, b, path)
+		return true
+	}
+	return false
+}
+
+// deviceKeys returns the keys a device entry may hold: Device's fields
+// and the protocols' names (which decodeStruct hands to block).
+func (d *decoder) deviceKeys() map[string]field {
+	if d.deviceFields == nil {
+		d.deviceFields = map[string]field{}
+		for k, f := range structFields(deviceType) {
+			d.deviceFields[k] = f
+		}
+		for _, p := range d.protocols {
+			d.deviceFields[p.Name] = field{typ: reflect.TypeOf(p.Block())}
+		}
+	}
+	return d.deviceFields
 }
 
 // merge applies a YAML merge key (<<: *defaults) to a struct.

@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"os"
@@ -32,7 +32,7 @@ func TestReadmeExamples(t *testing.T) {
 			if err := os.WriteFile(p, []byte(b), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Load(p); err != nil {
+			if _, err := load(p); err != nil {
 				t.Errorf("%s: example %d does not load:\n%v\n--- example:\n%s", r, i+1, err, b)
 			}
 		}

@@ -6,9 +6,6 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/ferry-edge/ferry/drivers/modbus"
-	"github.com/ferry-edge/ferry/drivers/mqtt"
-	"github.com/ferry-edge/ferry/drivers/opcua"
 	"github.com/ferry-edge/ferry/internal/setting"
 )
 
@@ -19,9 +16,12 @@ const SchemaID = "https://github.com/ferry-edge/ferry/configs/ferry.schema.json"
 // file, generated from the same Go types the loader decodes into, so the
 // two cannot drift. Editors use it to complete and check keys; the loader
 // stays the authority (it also checks references, ranges and names).
-// configs/ferry.schema.json is this output; a test keeps it current.
-func Schema() ([]byte, error) {
-	g := &schemaGen{defs: map[string]any{}}
+// A device entry may hold the block of any of protocols, and its points
+// take the form of one of them.
+// configs/ferry.schema.json is this output for internal/gateway's
+// Protocols; a test keeps it current.
+func Schema(protocols []Protocol) ([]byte, error) {
+	g := &schemaGen{defs: map[string]any{}, protocols: protocols}
 	root := g.of(reflect.TypeOf(Config{}), "")
 	root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
 	root["$id"] = SchemaID
@@ -36,7 +36,8 @@ func Schema() ([]byte, error) {
 }
 
 type schemaGen struct {
-	defs map[string]any
+	defs      map[string]any
+	protocols []Protocol
 }
 
 var (
@@ -65,11 +66,11 @@ func (g *schemaGen) base(t reflect.Type) map[string]any {
 		return map[string]any{"type": "string", "description": "secret; prefer the *_file form or ${ENV}"}
 	case t == nodeType:
 		// A device's points take the form of its protocol.
-		return map[string]any{"type": "array", "items": map[string]any{"anyOf": []any{
-			g.ref(reflect.TypeOf(modbus.Point{})),
-			g.ref(reflect.TypeOf(opcua.Point{})),
-			g.ref(reflect.TypeOf(mqtt.Point{})),
-		}}}
+		forms := make([]any, 0, len(g.protocols))
+		for _, p := range g.protocols {
+			forms = append(forms, g.base(reflect.TypeOf(p.Points()).Elem().Elem()))
+		}
+		return map[string]any{"type": "array", "items": map[string]any{"anyOf": forms}}
 	case reflect.PointerTo(t).Implements(textUnmarshalerType):
 		return map[string]any{"type": "string"}
 	}
@@ -114,6 +115,12 @@ func (g *schemaGen) ref(t reflect.Type) map[string]any {
 func (g *schemaGen) object(t reflect.Type) map[string]any {
 	props := map[string]any{}
 	g.fields(t, props)
+	if t == deviceType {
+		// A device entry's protocol blocks are not fields of Device.
+		for _, p := range g.protocols {
+			props[p.Name] = g.of(reflect.TypeOf(p.Block()), "")
+		}
+	}
 	return map[string]any{"type": "object", "additionalProperties": false, "properties": props}
 }
 

@@ -23,7 +23,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/plantsim"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/rules"
@@ -59,7 +58,7 @@ func startGateway(t *testing.T, yaml, user, pass string) *testGateway {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatalf("load %s: %v\n%s", path, err, yaml)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/internal/web"
@@ -520,7 +519,7 @@ func TestStartPortTaken(t *testing.T) {
 		return fmt.Sprintf("gateway: {id: %s}\ndata_dir: %s\nhttp: {listen: %q}\n", gatewayID, filepath.Join(dir, "data"), listen)
 	}
 	testutil.WriteFile(t, path, file(taken.Addr().String()))
-	cfg, err := config.Load(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,11 @@
 // Files:
 //
 //   - gateway.go: New, Run and the shutdown order.
-//   - groups.go: the one place that knows the protocols — grouping devices
-//     into drivers, building a group's driver, forgetting what a removed
-//     device leaves behind. A new protocol touches drivers/NAME and this
-//     file, nothing else.
+//   - groups.go: the one place that knows the protocols — the Protocols
+//     table the configuration loader decodes device entries with
+//     (LoadConfig), grouping devices into drivers, building a group's
+//     driver, forgetting what a removed device leaves behind. A new
+//     protocol touches drivers/NAME and this file, nothing else.
 //   - pipeline.go: scans from the drivers to the rules, then through the
 //     reduction (internal/reduce: report by exception, aggregation) to the
 //     buffer: one bounded queue with its drop counter.

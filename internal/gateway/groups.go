@@ -20,9 +20,33 @@ import (
 	"github.com/ferry-edge/ferry/internal/devstat"
 )
 
-// This file is the one place that knows the protocols: how devices group
+// This file is the one place that knows the protocols: which blocks a
+// device entry may hold (Protocols, for the loader), how devices group
 // into drivers, how a group's driver is built, and what a device that is
 // gone leaves behind. A new protocol touches drivers/NAME and this file.
+
+// Protocols is the table of the protocols a device may speak, in the order
+// the loader names them ("needs one protocol block: modbus, opcua or
+// mqtt"): each block's key and the driver's Config, Point and Device
+// types. config.Load decodes a device entry with it and keeps the typed
+// device in config.Device.Spec, which groupSpecs switches on.
+var Protocols = []config.Protocol{
+	config.NewProtocol("modbus", func(name string, c modbus.Config, points []modbus.Point) modbus.Device {
+		return modbus.Device{Name: name, Config: c, Points: points}
+	}),
+	config.NewProtocol("opcua", func(name string, c opcua.Config, points []opcua.Point) opcua.Device {
+		return opcua.Device{Name: name, Config: c, Points: points}
+	}),
+	config.NewProtocol("mqtt", func(name string, c mqtt.Config, points []mqtt.Point) mqtt.Device {
+		return mqtt.Device{Name: name, Config: c, Points: points}
+	}),
+}
+
+// LoadConfig loads the configuration at path with every protocol ferry
+// speaks: config.Load(path, Protocols).
+func LoadConfig(path string) (*config.Config, error) {
+	return config.Load(path, Protocols)
+}
 
 // group is one running Driver: the devices that share a link (Modbus), a
 // connection (MQTT) or a session (OPC UA).
@@ -78,26 +102,22 @@ func CheckGroups(cfg *config.Config) error {
 // groupSpecs groups the configured devices by the drivers' GroupKey.
 func groupSpecs(cfg *config.Config) map[string]groupSpec {
 	out := map[string]groupSpec{}
-	for _, dev := range cfg.Modbus {
-		k := groupKey("modbus", modbus.GroupKey(&dev))
+	add := func(protocol, key string, f func(s *groupSpec)) {
+		k := groupKey(protocol, key)
 		s := out[k]
-		s.protocol = "modbus"
-		s.modbus = append(s.modbus, dev)
+		s.protocol = protocol
+		f(&s)
 		out[k] = s
 	}
-	for _, dev := range cfg.OPCUA {
-		k := groupKey("opcua", opcua.GroupKey(&dev))
-		s := out[k]
-		s.protocol = "opcua"
-		s.opcua = append(s.opcua, dev)
-		out[k] = s
-	}
-	for _, dev := range cfg.MQTT {
-		k := groupKey("mqtt", mqtt.GroupKey(&dev))
-		s := out[k]
-		s.protocol = "mqtt"
-		s.mqtt = append(s.mqtt, dev)
-		out[k] = s
+	for _, dev := range cfg.Devices {
+		switch spec := dev.Spec.(type) {
+		case modbus.Device:
+			add("modbus", modbus.GroupKey(&spec), func(s *groupSpec) { s.modbus = append(s.modbus, spec) })
+		case opcua.Device:
+			add("opcua", opcua.GroupKey(&spec), func(s *groupSpec) { s.opcua = append(s.opcua, spec) })
+		case mqtt.Device:
+			add("mqtt", mqtt.GroupKey(&spec), func(s *groupSpec) { s.mqtt = append(s.mqtt, spec) })
+		}
 	}
 	return out
 }

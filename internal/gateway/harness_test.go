@@ -28,7 +28,6 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/codec"
-	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/plantsim"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
@@ -161,7 +160,7 @@ func startDaemon(t *testing.T, path string) *harness {
 // newHarness builds the daemon without running it.
 func newHarness(t *testing.T, path string) *harness {
 	t.Helper()
-	cfg, err := config.Load(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}

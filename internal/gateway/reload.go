@@ -47,7 +47,7 @@ func (d *Gateway) Reload(path string) {
 	daemon.Reloading()
 	defer daemon.Ready()
 	d.log.Info("reloading", "file", path)
-	cfg, err := config.Load(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		d.refuse(path, err)
 		return

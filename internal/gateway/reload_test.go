@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/drivers/modbus"
+	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -310,7 +312,7 @@ func TestReloadBadConfigKeepsRunning(t *testing.T) {
 	if _, body := h.get("/api/status"); !strings.Contains(body, `"gateway": "`+gatewayID+`"`) || h.d.http.Addr() != addr {
 		t.Errorf("/api/status after the reload: %s", body)
 	}
-	if got := h.d.curCfg.Load().Modbus[0].Config.Interval; got != 100*time.Millisecond {
+	if got := config.DevicesOf[modbus.Device](h.d.curCfg.Load())[0].Config.Interval; got != 100*time.Millisecond {
 		t.Errorf("press1 interval %v after the reload, want 100ms (the rest of the file applies)", got)
 	}
 }
@@ -455,7 +457,7 @@ devices:
 	testutil.WriteFile(t, path, file("100ms"))
 	h := newHarness(t, path)
 	h.reload(file("200ms"))
-	if len(h.logs.lines("reload ignored")) != 1 || h.d.cfg.Modbus[0].Config.Interval != 100*time.Millisecond {
+	if len(h.logs.lines("reload ignored")) != 1 || config.DevicesOf[modbus.Device](h.d.cfg)[0].Config.Interval != 100*time.Millisecond {
 		t.Error("a reload before Run was applied")
 	}
 	h.run()
@@ -464,7 +466,7 @@ devices:
 		t.Fatal(err)
 	}
 	h.reload(file("300ms"))
-	if len(h.logs.lines("reload ignored")) != 2 || h.d.cfg.Modbus[0].Config.Interval != 100*time.Millisecond {
+	if len(h.logs.lines("reload ignored")) != 2 || config.DevicesOf[modbus.Device](h.d.cfg)[0].Config.Interval != 100*time.Millisecond {
 		t.Error("a reload after the shutdown was applied")
 	}
 }

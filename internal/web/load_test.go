@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/gateway"
 	"github.com/ferry-edge/ferry/internal/web"
 )
 
@@ -31,7 +31,7 @@ http:
 `
 	p := filepath.Join(dir, "ferry.yaml")
 	os.WriteFile(p, []byte(yaml), 0o600)
-	c, err := config.Load(p)
+	c, err := gateway.LoadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ http:
 
 	// A plain password where the hash belongs is refused at load.
 	os.WriteFile(p, []byte(strings.Replace(yaml, "password_hash_file: http.hash", "password_hash: scrape-me", 1)), 0o600)
-	_, err = config.Load(p)
+	_, err = gateway.LoadConfig(p)
 	if err == nil || !strings.Contains(err.Error(), "http.basic_auth.password_hash: is not a bcrypt hash") {
 		t.Fatalf("plain password: %v", err)
 	}
