@@ -132,10 +132,10 @@ type Buffer struct {
 	configVersion atomic.Pointer[string]
 
 	// The queue in front of the writer, guarded by qmu.
-	qmu        sync.Mutex
+	qmu sync.Mutex
 	// room is signalled (on qmu) when the writer takes the queue or the
 	// buffer closes: AppendScanWait waits on it.
-	room sync.Cond
+	room       sync.Cond
 	scans      []ferry.Scan
 	queued     int // samples in scans
 	waiting    int // queued scans with a Done: a source waits for their commit
