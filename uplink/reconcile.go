@@ -38,11 +38,11 @@ func (d *drain) reconcile(ctx context.Context, failed []*entry) (delivered, rest
 			from = e.after + 1
 		}
 		if e.total <= 1 {
-			ids[e.rec.ID] = e
+			ids[e.id] = e
 			continue
 		}
 		for i := 1; i <= e.total; i++ {
-			ids[e.rec.ID+"-p"+strconv.Itoa(i)] = e
+			ids[e.id+"-p"+strconv.Itoa(i)] = e
 		}
 	}
 	window := d.currentPlan().duplicates

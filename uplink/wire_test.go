@@ -47,7 +47,7 @@ func validateWire(t testing.TB, kind string, data []byte) {
 			return
 		}
 		schemas = map[string]*jsonschema.Schema{}
-		for _, k := range []string{KindTelemetry, KindAlert, KindCatalog, ""} {
+		for _, k := range []string{KindTelemetry, KindAlert, KindCatalog, KindBatch, ""} {
 			ref := id
 			if k != "" {
 				ref += "#/$defs/" + k
