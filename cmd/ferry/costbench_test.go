@@ -163,15 +163,20 @@ devices:
 	}
 	defer nc.Close()
 	if _, err := nc.Subscribe(plantsim.StreamSubjects, func(m *nats.Msg) {
-		msg, err := uplink.Decode(m.Subject, m.Header, m.Data)
-		if err != nil || msg.Telemetry == nil || msg.Telemetry.Device != "env" {
+		all, err := uplink.DecodeAll(m.Subject, m.Header, m.Data)
+		if err != nil {
 			return
 		}
-		for _, sc := range msg.Telemetry.Scans {
-			for _, p := range sc.Points {
-				if p.Name == "seq" && p.Quality == ferry.Good {
-					if _, dup := seen.LoadOrStore(p.Value.Float64(), true); !dup {
-						distinct.Add(1)
+		for _, msg := range all {
+			if msg.Telemetry == nil || msg.Telemetry.Device != "env" {
+				continue
+			}
+			for _, sc := range msg.Telemetry.Scans {
+				for _, p := range sc.Points {
+					if p.Name == "seq" && p.Quality == ferry.Good {
+						if _, dup := seen.LoadOrStore(p.Value.Float64(), true); !dup {
+							distinct.Add(1)
+						}
 					}
 				}
 			}
