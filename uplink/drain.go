@@ -127,7 +127,8 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 		d.u.setState(nil, "")
 	}
 	mt := d.u.m
-	mt.ack[laneIndex(p.e.recs[0].Lane)].Inc()
+	// Records, not messages: a batch counts each of its records.
+	mt.ack[laneIndex(p.e.recs[0].Lane)].Add(float64(len(p.e.recs)))
 	mt.ackLatency.Observe(time.Since(p.sent).Seconds())
 	if p.samples > 0 {
 		mt.samples.Add(float64(p.samples))
