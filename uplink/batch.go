@@ -3,6 +3,8 @@ package uplink
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/ferry-edge/ferry"
@@ -67,15 +69,14 @@ func (d *drain) loadSeals(ctx context.Context) bool {
 }
 
 // offer takes one record from the Source: alerts, and everything when
-// batching is off, are published at once; telemetry joins the batch. It
-// returns false when ctx ended or trouble started: then the record and
-// those gathered are back in the Source.
+// batching is off, are published at once; telemetry joins the batch, and
+// full batches wait in d.ready for sendReady. It returns false when ctx
+// ended or trouble started: then the record is back in the Source.
 func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 	ss := d.u.seals
 	if ss == nil || rec.Lane != ferry.LaneTelemetry {
 		if !d.publish(ctx, rec) {
-			d.u.src.Release(rec)
-			d.u.m.released.Inc()
+			d.release([]ferry.Record{rec})
 			return false
 		}
 		return true
@@ -87,9 +88,8 @@ func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 	}
 	b := &d.bat
 	s := ss.of(rec.Seq)
-	if len(b.recs) > 0 && b.seal != s && !d.flush(ctx) {
-		d.release([]ferry.Record{rec})
-		return false
+	if len(b.recs) > 0 && b.seal != s {
+		d.cut()
 	}
 	limit := d.msgs.batchLimit()
 	if len(b.recs) == 0 {
@@ -104,6 +104,9 @@ func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 	body, n, err := d.msgs.element(b.body, rec)
 	if err != nil {
 		b.body = b.body[:start]
+		if len(b.recs) == 0 {
+			b.reset()
+		}
 		d.dropCorrupt(rec, err)
 		return true
 	}
@@ -113,10 +116,7 @@ func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 		// record too large for any batch goes alone.
 		b.body = b.body[:start]
 		if len(b.recs) > 0 {
-			if !d.flush(ctx) {
-				d.release([]ferry.Record{rec})
-				return false
-			}
+			d.cut()
 			return d.offer(ctx, rec)
 		}
 		b.reset()
@@ -130,7 +130,7 @@ func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 	b.samples += n
 	full := s == nil && len(b.body) >= limit-limit/64
 	if full || s != nil && rec.Seq == s.last() {
-		return d.flush(ctx)
+		d.cut()
 	}
 	return true
 }
@@ -146,39 +146,80 @@ func (d *drain) dropCorrupt(rec ferry.Record, err error) {
 	signal(d.ackc)
 }
 
-// flush seals the batch (unless it is a stored seal re-assembled) and
-// publishes it. It returns false when it could not: its records are back
-// in the Source then.
-func (d *drain) flush(ctx context.Context) bool {
+// cut ends the batch gathering: it waits in d.ready to be sealed and sent.
+func (d *drain) cut() {
 	b := &d.bat
 	if len(b.recs) == 0 {
+		return
+	}
+	d.ready = append(d.ready, batch{recs: b.recs, body: b.body, samples: b.samples, seal: b.seal})
+	*b = batch{}
+}
+
+// sendReady seals the batches cut and publishes them, in order. Their
+// seals are stored together — concurrent Puts share the buffer's commit,
+// so a backlog costs one fsync per Next rather than one per batch — and
+// each batch is published only once its own seal is committed. It returns
+// false when it could not send them all: the rest is back in the Source.
+func (d *drain) sendReady(ctx context.Context) bool {
+	ready := d.ready
+	d.ready = nil
+	if len(ready) == 0 {
 		return true
 	}
-	recs := b.recs
-	s := b.seal
-	if s == nil {
-		s = &seal{id: recs[0].ID + "-b", key: binary.BigEndian.AppendUint64(nil, recs[0].Seq), seqs: make([]uint64, len(recs))}
-		for i, r := range recs {
-			s.seqs[i] = r.Seq
+	errs := make([]error, len(ready))
+	var wg sync.WaitGroup
+	for i := range ready {
+		bt := &ready[i]
+		if bt.seal != nil {
+			continue
 		}
-		if err := d.u.seals.put(s); err != nil {
-			b.reset()
-			d.release(recs)
+		recs := bt.recs
+		bt.seal = &seal{id: recs[0].ID + "-b", key: binary.BigEndian.AppendUint64(nil, recs[0].Seq), seqs: make([]uint64, len(recs))}
+		for j, r := range recs {
+			bt.seal.seqs[j] = r.Seq
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.u.seals.put(bt.seal)
+		}()
+	}
+	wg.Wait()
+	for i := range ready {
+		bt := &ready[i]
+		if errs[i] != nil {
+			d.release(bt.recs)
 			d.u.m.err(reasonSourceAck)
-			d.u.log.Warn("buffer: seal a batch", "err", err)
-			d.bo.Wait(ctx)
+			d.u.log.Warn("buffer: seal a batch", "err", errs[i])
+			continue
+		}
+		if !d.sendBatch(ctx, bt) {
+			for _, rest := range ready[i+1:] {
+				d.release(rest.recs)
+			}
 			return false
 		}
-	} else if len(b.body)+2 > d.msgs.maxPayload-len(d.u.batchSubject)-512 {
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.bo.Wait(ctx)
+		return false
+	}
+	return true
+}
+
+// sendBatch publishes one sealed batch; false when it could not (its
+// records are back in the Source).
+func (d *drain) sendBatch(ctx context.Context, bt *batch) bool {
+	s, recs := bt.seal, bt.recs
+	if len(bt.body)+2 > d.msgs.maxPayload-len(d.u.batchSubject)-512 {
 		// Sealed under a larger max_payload than the server's now: the
 		// records go one by one, under their own ids, once the seal is
 		// gone (were it kept, a restart would send them as the batch).
-		b.reset()
 		if err := d.u.seals.done([]*seal{s}); err != nil {
 			d.release(recs)
 			d.u.m.err(reasonSourceAck)
 			d.u.log.Warn("buffer: delete a batch seal", "err", err)
-			d.bo.Wait(ctx)
 			return false
 		}
 		d.u.log.Warn("a sealed batch exceeds the server's max_payload; its records are sent one by one", "id", s.id, "records", len(recs))
@@ -190,14 +231,12 @@ func (d *drain) flush(ctx context.Context) bool {
 		}
 		return true
 	}
-	msg, err := d.msgs.batch(s.id, b.body, b.samples)
-	b.reset()
+	msg, err := d.msgs.batch(s.id, bt.body, bt.samples)
 	if err != nil {
 		// Only an encoder that cannot start fails here.
 		d.release(recs)
 		d.u.m.err(reasonPublish)
 		d.u.log.Error("compress a batch", "id", s.id, "err", err)
-		d.bo.Wait(ctx)
 		return false
 	}
 	if !d.send(ctx, &entry{recs: recs, id: s.id, seal: s}, []outMsg{msg}) {
@@ -210,10 +249,13 @@ func (d *drain) flush(ctx context.Context) bool {
 // dropBatch hands the records gathered and not published back to the
 // Source; a stored seal stays, and the records come back to it.
 func (d *drain) dropBatch() {
-	if len(d.bat.recs) == 0 {
-		return
+	d.cut()
+	var recs []ferry.Record
+	for _, bt := range d.ready {
+		recs = append(recs, bt.recs...)
 	}
-	recs := d.bat.recs
-	d.bat.reset()
-	d.release(recs)
+	d.ready = nil
+	if len(recs) > 0 {
+		d.release(recs)
+	}
 }

@@ -53,8 +53,9 @@ type drain struct {
 	// degraded is set after a failure until the next PubAck.
 	degraded atomic.Bool
 
-	bat batch            // telemetry records gathering into a batch (the pump's)
-	bo  *backoff.Backoff // the pump's
+	bat   batch            // telemetry records gathering into a batch (the pump's)
+	ready []batch          // batches cut, to seal and send (the pump's)
+	bo    *backoff.Backoff // the pump's
 }
 
 // part is one published message; a record is one message, or several when
@@ -287,7 +288,8 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 		if len(d.bat.recs) > 0 {
 			due = d.bat.since.Add(cfg.Batch.MaxDelay)
 			if !time.Now().Before(due) {
-				d.flush(ctx)
+				d.cut()
+				d.sendReady(ctx)
 				continue
 			}
 		}
@@ -303,7 +305,8 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 		nb := min(int(cfg.BatchBytes), int(cfg.MaxInflightBytes)-d.bytes)
 		d.mu.Unlock()
 		if n <= 0 && len(d.bat.recs) > 0 {
-			d.flush(ctx)
+			d.cut()
+			d.sendReady(ctx)
 			continue
 		}
 		recs, err := d.next(ctx, max(n, 1), max(nb, 1), due)
@@ -331,6 +334,8 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 				break
 			}
 		}
+		// The batches this Next filled: sealed together, then sent.
+		d.sendReady(ctx)
 	}
 }
 
