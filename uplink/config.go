@@ -85,7 +85,7 @@ const (
 	DefaultAlertSubject     = "ferry.{site}.{gateway}.alerts"
 	DefaultCatalogSubject   = "ferry.{site}.{gateway}.catalog"
 	DefaultBatchMaxBytes    = 256 << 10
-	DefaultCompression      = CompressionNone
+	DefaultCompression      = CompressionZstd
 )
 
 // SetDefaults sets the defaults applied before decoding.
