@@ -81,11 +81,6 @@ func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 		}
 		return true
 	}
-	if stale := ss.sweep(rec.Seq); len(stale) > 0 {
-		if err := ss.done(stale); err != nil {
-			d.u.log.Warn("could not delete seals of batches whose records are gone", "err", err)
-		}
-	}
 	b := &d.bat
 	s := ss.of(rec.Seq)
 	if len(b.recs) > 0 && b.seal != s {

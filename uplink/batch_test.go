@@ -319,6 +319,57 @@ func TestBatchCrash(t *testing.T) {
 	}
 }
 
+// TestStaleSeal: a seal whose records are all gone (acknowledged before a
+// crash kept the seal) is deleted at start; one with a record left is kept
+// and that record goes in its batch, under its id.
+func TestStaleSeal(t *testing.T) {
+	srv := testpeer.NATS(t)
+	st := newMemState()
+	src := &stateSource{newMemSource("gw1"), st}
+	t0 := time.Unix(1772352000, 0)
+	var recs []ferry.Record
+	for i := range 6 {
+		recs = append(recs, src.addScans("v1", "press3", scan("press3", t0.Add(time.Duration(i)*time.Second), 5, float64(i))))
+	}
+	// Records 1 and 2 were delivered and deleted; their seal was not.
+	gone, err := src.Next(context.Background(), 2, 1<<20)
+	if err != nil || len(gone) != 2 {
+		t.Fatal(gone, err)
+	}
+	if err := src.Ack(gone...); err != nil {
+		t.Fatal(err)
+	}
+	stale := &seal{id: gone[0].ID + "-b", key: []byte{0, 0, 0, 0, 0, 0, 0, 1}, seqs: []uint64{1, 2}}
+	// Records 3..5 were sealed; 3 was dropped by the buffer's bounds since.
+	kept := &seal{id: recs[2].ID + "-b", key: []byte{0, 0, 0, 0, 0, 0, 0, 3}, seqs: []uint64{3, 4, 5}}
+	for _, s := range []*seal{stale, kept} {
+		if err := st.Put(sealBucket, s.key, encodeSeal(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropped, err := src.Next(context.Background(), 1, 1<<20)
+	if err != nil || len(dropped) != 1 || dropped[0].Seq != 3 {
+		t.Fatal(dropped, err)
+	}
+	if err := src.Ack(dropped...); err != nil {
+		t.Fatal(err)
+	}
+	u := newTestUplink(t, batchConfig(srv.URL()), src, prometheus.NewRegistry())
+	runUplink(t, u, src.memSource)
+	src.waitEmpty(t, 10*time.Second)
+	waitFor(t, 5*time.Second, "seals deleted", func() bool { return len(st.seals(t)) == 0 })
+	_, js := testpeer.Connect(t, srv.URL())
+	batchOf := recordsIn(t, streamMsgs(t, js, "FERRY"), recs[3:])
+	for _, r := range recs[3:5] {
+		if batchOf[r.ID] != kept.id {
+			t.Errorf("record %s in batch %q, sealed in %s", r.ID, batchOf[r.ID], kept.id)
+		}
+	}
+	if batchOf[recs[5].ID] == kept.id {
+		t.Errorf("record %s, not in any seal, joined %s", recs[5].ID, kept.id)
+	}
+}
+
 // TestSealEncoding: a seal reads back as it was written; damaged ones are
 // refused.
 func TestSealEncoding(t *testing.T) {

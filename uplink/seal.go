@@ -75,18 +75,29 @@ func decodeSeal(key, v []byte) (*seal, error) {
 // StateStore, and by member sequence in memory.
 type sealSet struct {
 	store ferry.StateStore
+	held  recordHolder // nil when the Source cannot tell
 
 	mu     sync.Mutex
 	loaded bool
-	swept  bool // stale seals removed (at the first telemetry record after load)
 	bySeq  map[uint64]*seal
 }
 
-func newSealSet(store ferry.StateStore) *sealSet {
-	return &sealSet{store: store, bySeq: map[uint64]*seal{}}
+// recordHolder is implemented by a Source that can tell whether it still
+// holds a record (*buffer.Buffer does): a seal none of whose records it
+// holds is stale.
+type recordHolder interface {
+	Stored(lane ferry.Lane, seq uint64) bool
 }
 
-// load reads the stored seals, once per process.
+func newSealSet(store ferry.StateStore, held recordHolder) *sealSet {
+	return &sealSet{store: store, held: held, bySeq: map[uint64]*seal{}}
+}
+
+// load reads the stored seals, once per Uplink. A seal none of whose
+// records the Source still holds is deleted: its records were
+// acknowledged before a crash kept the seal, or dropped by the buffer's
+// bounds. (A Source that cannot tell keeps such seals; they match no
+// record.)
 func (ss *sealSet) load() (int, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -97,7 +108,7 @@ func (ss *sealSet) load() (int, error) {
 	n := 0
 	err := ss.store.ForEach(sealBucket, func(k, v []byte) error {
 		s, err := decodeSeal(k, v)
-		if err != nil {
+		if err != nil || ss.stale(s) {
 			bad = append(bad, append([]byte(nil), k...))
 			return nil
 		}
@@ -142,7 +153,7 @@ func (ss *sealSet) put(s *seal) error {
 // done forgets seals whose records were acknowledged to the Source, and
 // deletes them from the store. The Source deletes acknowledged records no
 // later than the commit that deletes the seal; a seal that outlives its
-// records (a crash in between) matches no record and is swept.
+// records (a crash in between) is deleted by the next load.
 func (ss *sealSet) done(seals []*seal) error {
 	ss.mu.Lock()
 	for _, s := range seals {
@@ -162,25 +173,15 @@ func (ss *sealSet) done(seals []*seal) error {
 	return errors.Join(errs...)
 }
 
-// sweep runs once, with the first telemetry record the Source hands out
-// after the seals were loaded: nothing is in flight then, so that record
-// is the oldest stored, and a seal whose records all lie below it holds
-// none that is left (acknowledged before a crash that kept the seal, or
-// dropped by the buffer's bounds).
-func (ss *sealSet) sweep(first uint64) []*seal {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.swept || !ss.loaded {
-		return nil
+// stale reports whether the Source holds none of s's records.
+func (ss *sealSet) stale(s *seal) bool {
+	if ss.held == nil {
+		return false
 	}
-	ss.swept = true
-	var stale []*seal
-	seen := map[*seal]bool{}
-	for _, s := range ss.bySeq {
-		if !seen[s] && s.last() < first {
-			seen[s] = true
-			stale = append(stale, s)
+	for _, q := range s.seqs {
+		if ss.held.Stored(ferry.LaneTelemetry, q) {
+			return false
 		}
 	}
-	return stale
+	return true
 }

@@ -137,7 +137,8 @@ func New(cfg NATSConfig, src Source, opts Options) (*Uplink, error) {
 	u.tel = newTelemetrySubjects(subj.Telemetry, u.perDev)
 	u.batchSubject, _ = u.tel.subject(BatchDeviceToken)
 	if store, ok := src.(ferry.StateStore); ok && cfg.Batch.MaxBytes > 0 {
-		u.seals = newSealSet(store)
+		held, _ := src.(recordHolder)
+		u.seals = newSealSet(store, held)
 	}
 	return u, nil
 }
