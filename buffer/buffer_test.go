@@ -427,3 +427,44 @@ func blockedIn(fn string) bool {
 	}
 	return false
 }
+
+// TestStored: a record is stored until it is acknowledged (in flight or
+// not), and after a restart only what was not acknowledged is.
+func TestStored(t *testing.T) {
+	dir := t.TempDir()
+	b := openT(t, dir, testConfig(), Options{})
+	t0 := time.Now()
+	for i := range 3 {
+		if err := appendWait(t, b, scan("dev"+string(rune('a'+i)), t0, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := next(t, b, 2, 1<<20)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2", len(recs))
+	}
+	last := recs[1].Seq + 1
+	for _, q := range []uint64{recs[0].Seq, recs[1].Seq, last} {
+		if !b.Stored(ferry.LaneTelemetry, q) {
+			t.Errorf("record %d not stored before its ack", q)
+		}
+	}
+	if b.Stored(ferry.LaneAlerts, recs[0].Seq) || b.Stored(ferry.LaneTelemetry, last+1) || b.Stored(ferry.Lane(200), 1) {
+		t.Error("Stored reports a record never written")
+	}
+	if err := b.Ack(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if b.Stored(ferry.LaneTelemetry, recs[0].Seq) {
+		t.Error("an acknowledged record is still stored")
+	}
+	b.Release(recs[1])
+	if !b.Stored(ferry.LaneTelemetry, recs[1].Seq) {
+		t.Error("a released record is not stored")
+	}
+	b.Close()
+	b2 := openT(t, dir, testConfig(), Options{})
+	if b2.Stored(ferry.LaneTelemetry, recs[0].Seq) || !b2.Stored(ferry.LaneTelemetry, recs[1].Seq) || !b2.Stored(ferry.LaneTelemetry, last) {
+		t.Error("after a restart: want the acknowledged record gone, the others stored")
+	}
+}

@@ -200,6 +200,21 @@ func (b *Buffer) Ack(recs ...ferry.Record) error {
 	return nil
 }
 
+// Stored reports whether the record of lane and seq is still stored:
+// neither acknowledged nor dropped (it may be in flight). Sequences do not
+// repeat, so a record acknowledged is never stored again (only a drop
+// whose commit fails puts its records back).
+func (b *Buffer) Stored(lane ferry.Lane, seq uint64) bool {
+	if int(lane) >= len(b.lanes) {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	li := &b.lanes[lane]
+	i := li.find(seq)
+	return i >= 0 && li.ents[i].state != gone
+}
+
 // Release puts records that were returned by Next, and not acknowledged,
 // back: Next offers them again, ahead of later records of their lane.
 func (b *Buffer) Release(recs ...ferry.Record) {

@@ -362,3 +362,49 @@ func BenchmarkCompression(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBatchCompression measures what each compression choice costs
+// and saves on a batch body of batch.max_bytes (256 KiB) of typical press
+// scans: body bytes per sample after compression and the time to
+// compress, per sample. The input for the compression default.
+func BenchmarkBatchCompression(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		cfg := DefaultNATSConfig("nats://127.0.0.1:4222")
+		u, err := New(cfg, newMemSource("gw"), Options{Gateway: "press-line-3", Site: "lyon"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mb := newMsgBuilder(u, 1<<20)
+		body := mb.batchHead(nil)
+		t0 := time.Now()
+		samples := 0
+		for i := 0; len(body) < int(cfg.Batch.MaxBytes)-4096; i++ {
+			data := codec.AppendTelemetry(nil, "0123456789ab", "press3", []ferry.Scan{benchScan("press3", t0.Add(time.Duration(i)*time.Second), n, i)})
+			if i > 0 {
+				body = append(body, ',')
+			}
+			var k int
+			body, k, err = mb.element(body, ferry.Record{Lane: ferry.LaneTelemetry, ID: fmt.Sprintf("press-line-3-telemetry-%d", 1772352000000000+i), Data: data})
+			if err != nil {
+				b.Fatal(err)
+			}
+			samples += k
+		}
+		body = append(body, "]}"...)
+		for _, algo := range []string{CompressionNone, CompressionS2, CompressionZstd} {
+			b.Run(fmt.Sprintf("samples_per_record=%d/%s", n, algo), func(b *testing.B) {
+				dst := make([]byte, 0, 1<<20)
+				size := 0
+				for i := 0; i < b.N; i++ {
+					out, err := compress(algo, dst[:0], body)
+					if err != nil {
+						b.Fatal(err)
+					}
+					size = len(out)
+				}
+				b.ReportMetric(float64(size)/float64(samples), "body-bytes/sample")
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*samples), "ns/sample")
+			})
+		}
+	}
+}

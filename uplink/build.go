@@ -22,6 +22,7 @@ type outMsg struct {
 type msgBuilder struct {
 	u          *Uplink
 	enc        *encoder
+	benc       *encoder // the head without its brace: a batch's record follows {"id":…,
 	tc         transcoder
 	maxPayload int // body and headers, at most
 	scratch    []byte
@@ -29,23 +30,91 @@ type msgBuilder struct {
 
 	// Header values shared by every message (nats.go only reads them).
 	ctype, fver, kindTel, kindAlert []string
+	kindBatch, compression          []string
 	cfgVer                          map[string][]string
+	packed                          []byte // a compressed batch body
 }
 
 func newMsgBuilder(u *Uplink, maxPayload int64) *msgBuilder {
 	if maxPayload <= 0 {
 		maxPayload = 1 << 20
 	}
-	return &msgBuilder{
+	b := &msgBuilder{
 		u:          u,
 		enc:        newEncoder(u.opts.Gateway, u.opts.Site),
+		benc:       newEncoder(u.opts.Gateway, u.opts.Site),
 		maxPayload: int(maxPayload),
 		ctype:      []string{ContentTypeJSON},
 		fver:       []string{u.opts.Version},
 		kindTel:    []string{KindTelemetry},
 		kindAlert:  []string{KindAlert},
+		kindBatch:  []string{KindBatch},
 		cfgVer:     map[string][]string{},
 	}
+	b.benc.head = b.benc.head[1:]
+	if c := u.cfg.Compression; c != "" && c != CompressionNone {
+		b.compression = []string{c}
+	}
+	return b
+}
+
+// batchLimit is the most body bytes of a batch message: batch.max_bytes,
+// capped by what the server's max_payload leaves after the subject and
+// headers.
+func (b *msgBuilder) batchLimit() int {
+	return min(int(b.u.cfg.Batch.MaxBytes), b.maxPayload-len(b.u.batchSubject)-512)
+}
+
+// batchHead starts a batch body: `{"gateway":…,"site":…,"records":[`.
+func (b *msgBuilder) batchHead(dst []byte) []byte {
+	dst = append(dst, b.enc.head...)
+	return append(dst, `,"records":[`...)
+}
+
+// element appends rec as a record of a batch body: its telemetry message
+// with its id first. It returns the samples in it; an error means the
+// record cannot be decoded (dst is returned as it was). The bytes depend
+// only on the record, so a batch built again from the same records is the
+// same.
+func (b *msgBuilder) element(dst []byte, rec ferry.Record) ([]byte, int, error) {
+	if rec.Lane != ferry.LaneTelemetry {
+		return dst, 0, fmt.Errorf("%s record in a batch", rec.Lane)
+	}
+	start := len(dst)
+	dst = append(dst, `{"id":`...)
+	dst = appendString(dst, rec.ID)
+	dst = append(dst, ',')
+	out, _, _, n, ok := b.tc.telemetry(b.benc, dst, rec.Data)
+	if ok {
+		return out, n, nil
+	}
+	t, err := codec.DecodeTelemetry(rec.Data)
+	if err != nil {
+		return dst[:start], 0, err
+	}
+	dst, n = b.benc.appendTelemetry(dst, &t, 0, 0)
+	return dst, n, nil
+}
+
+// batch returns the message of a batch body (from batchHead, with its
+// elements, without the closing "]}"), compressed as configured.
+func (b *msgBuilder) batch(id string, body []byte, samples int) (outMsg, error) {
+	body = append(body, "]}"...)
+	hdr := make(nats.Header, 6)
+	hdr[nats.MsgIdHdr] = []string{id}
+	hdr[HeaderContentType] = b.ctype
+	hdr[HeaderKind] = b.kindBatch
+	hdr[HeaderVersion] = b.fver
+	if b.compression != nil {
+		hdr[HeaderCompression] = b.compression
+		var err error
+		b.packed, err = compress(b.compression[0], b.packed[:0], body)
+		if err != nil {
+			return outMsg{}, err
+		}
+		body = b.packed
+	}
+	return b.msg(b.u.batchSubject, hdr, body, samples), nil
 }
 
 func (b *msgBuilder) header(kind []string, id string, configVersion []byte) nats.Header {

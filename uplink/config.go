@@ -48,7 +48,25 @@ type NATSConfig struct {
 	FlushTimeout     time.Duration `yaml:"flush_timeout" doc:"at shutdown, how long to wait for outstanding PubAcks"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout" doc:"timeout of one connection attempt and of stream requests"`
 	ReconnectMax     time.Duration `yaml:"reconnect_max" doc:"longest wait between reconnect attempts (the backoff cap)"`
+
+	Batch       BatchConfig `yaml:"batch" doc:"many telemetry records in one upstream message"`
+	Compression string      `yaml:"compression" doc:"compression of batch message bodies: none, s2 or zstd"`
 }
+
+// BatchConfig is the `uplink.nats.batch:` block: how telemetry records
+// are grouped into batch messages.
+type BatchConfig struct {
+	MaxBytes setting.Size  `yaml:"max_bytes" doc:"body bytes of one batch message, at most (capped by the server's max_payload); 0: one message per record"`
+	MaxDelay time.Duration `yaml:"max_delay" doc:"how long a batch waits for more records before it is sent smaller"`
+}
+
+// Compression of batch message bodies, the values of compression and of
+// the Ferry-Compression header.
+const (
+	CompressionNone = "none"
+	CompressionS2   = "s2"
+	CompressionZstd = "zstd"
+)
 
 // TLSConfig is the `uplink.nats.tls:` block. Files are re-read at every
 // connect, so renewed certificates are picked up without a restart.
@@ -66,6 +84,8 @@ const (
 	DefaultTelemetrySubject = "ferry.{site}.{gateway}.telemetry.{device}"
 	DefaultAlertSubject     = "ferry.{site}.{gateway}.alerts"
 	DefaultCatalogSubject   = "ferry.{site}.{gateway}.catalog"
+	DefaultBatchMaxBytes    = 256 << 10
+	DefaultCompression      = CompressionZstd
 )
 
 // SetDefaults sets the defaults applied before decoding.
@@ -85,6 +105,9 @@ func (c *NATSConfig) SetDefaults() {
 	c.FlushTimeout = 5 * time.Second
 	c.ConnectTimeout = 5 * time.Second
 	c.ReconnectMax = 30 * time.Second
+	c.Batch.MaxBytes = DefaultBatchMaxBytes
+	c.Batch.MaxDelay = time.Second
+	c.Compression = DefaultCompression
 }
 
 // DefaultNATSConfig returns a block with the defaults and the given URLs.
@@ -205,6 +228,17 @@ func (c *NATSConfig) Validate() error {
 	}
 	if c.BatchBytes < 1<<10 {
 		errs.Add("batch_bytes", "%v is below the minimum of 1KiB", c.BatchBytes)
+	}
+	if c.Batch.MaxBytes != 0 && (c.Batch.MaxBytes < 4<<10 || c.Batch.MaxBytes > 64<<20) {
+		errs.Add("batch.max_bytes", "%v is out of range 4KiB..64MiB (or 0: no batching)", c.Batch.MaxBytes)
+	}
+	if c.Batch.MaxDelay < 0 || c.Batch.MaxDelay > time.Minute {
+		errs.Add("batch.max_delay", "%v is out of range 0..1m", c.Batch.MaxDelay)
+	}
+	switch c.Compression {
+	case CompressionNone, CompressionS2, CompressionZstd:
+	default:
+		errs.Add("compression", "%q is not one of none, s2, zstd", c.Compression)
 	}
 	for _, d := range []struct {
 		path string

@@ -10,6 +10,14 @@
 // point is — is published at start, after every reconnect and whenever
 // [Uplink.SetCatalog] is called.
 //
+// Telemetry travels in batches: consecutive records in one message (kind
+// batch, up to batch.max_bytes, compressed as compression says), whose id
+// ("<first record id>-b") and records are sealed in the Source's
+// [ferry.StateStore] before the first publish, so that a batch sent again
+// after a failure or a crash is the same message and the stream drops it.
+// Readers use [DecodeAll] to get each record of a batch as its own
+// [Message].
+//
 // # Promises
 //
 //   - Nothing is lost: a record leaves the Source only after its PubAck.

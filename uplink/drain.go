@@ -37,6 +37,7 @@ type drain struct {
 	count     int                // len(parts)
 	bytes     int                // bytes of parts
 	acked     []ferry.Record     // acknowledged by the stream, not yet by the Source
+	ackSeals  []*seal            // seals of the batches in acked
 	acking    int                // records in the acker's current Source.Ack call
 	failed    []*entry           // to release (or reconcile) before publishing again
 	lastSeq   uint64             // highest sequence of the main stream acknowledged
@@ -51,10 +52,14 @@ type drain struct {
 
 	// degraded is set after a failure until the next PubAck.
 	degraded atomic.Bool
+
+	bat   batch            // telemetry records gathering into a batch (the pump's)
+	ready []batch          // batches cut, to seal and send (the pump's)
+	bo    *backoff.Backoff // the pump's
 }
 
 // part is one published message; a record is one message, or several when
-// it exceeds the server's max_payload.
+// it exceeds the server's max_payload; a batch is one message.
 type part struct {
 	e       *entry
 	size    int
@@ -62,11 +67,13 @@ type part struct {
 	sent    time.Time
 }
 
-// entry is one record in flight.
+// entry is one record in flight, or the records of one batch.
 type entry struct {
-	rec    ferry.Record
-	parts  int // unresolved parts
-	total  int // parts published
+	recs   []ferry.Record
+	id     string // Nats-Msg-Id: the record's (before -p<n>), or the batch's
+	seal   *seal  // the batch's seal
+	parts  int    // unresolved parts
+	total  int    // parts published
 	failed bool
 	// uncertain: a part failed without an answer (ack timeout,
 	// disconnect), so the stream may hold it.
@@ -110,7 +117,10 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 	}
 	done := p.e.parts == 0 && !p.e.failed
 	if done {
-		d.acked = append(d.acked, p.e.rec)
+		d.acked = append(d.acked, p.e.recs...)
+		if p.e.seal != nil {
+			d.ackSeals = append(d.ackSeals, p.e.seal)
+		}
 	}
 	d.mu.Unlock()
 
@@ -118,7 +128,8 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 		d.u.setState(nil, "")
 	}
 	mt := d.u.m
-	mt.ack[laneIndex(p.e.rec.Lane)].Inc()
+	// Records, not messages: a batch counts each of its records.
+	mt.ack[laneIndex(p.e.recs[0].Lane)].Add(float64(len(p.e.recs)))
 	mt.ackLatency.Observe(time.Since(p.sent).Seconds())
 	if p.samples > 0 {
 		mt.samples.Add(float64(p.samples))
@@ -164,7 +175,7 @@ func (d *drain) resolveFailed(m *nats.Msg, err error, uncertain bool) {
 	}
 	d.mu.Unlock()
 	d.u.m.err(reason)
-	d.u.log.Debug("publish failed", "id", p.e.rec.ID, "err", err)
+	d.u.log.Debug("publish failed", "id", p.e.id, "err", err)
 	signal(d.room)
 }
 
@@ -234,7 +245,7 @@ func (d *drain) used() int { return d.count + len(d.acked) + d.acking }
 // (a record larger than the byte window goes alone), or until trouble
 // starts or ctx ends (false).
 func (d *drain) waitRoom(ctx context.Context, parts, size int) bool {
-	for {
+	for ctx.Err() == nil {
 		d.mu.Lock()
 		used := d.used()
 		fits := used == 0 || used+parts <= d.u.cfg.MaxInflight && d.bytes+size <= int(d.u.cfg.MaxInflightBytes)
@@ -252,18 +263,35 @@ func (d *drain) waitRoom(ctx context.Context, parts, size int) bool {
 		case <-d.room:
 		}
 	}
+	return false
 }
 
 // pump takes records from the Source and publishes them until ctx ends.
 func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 	cfg := &d.u.cfg
+	d.bo = bo
+	// Records gathered and not yet published go back to the Source.
+	defer d.dropBatch()
+	if !d.loadSeals(ctx) {
+		return
+	}
 	for ctx.Err() == nil {
 		if bo.Attempt() > 0 && !d.degraded.Load() {
 			bo.Reset() // publishing works again
 		}
 		if d.troubled() {
+			d.dropBatch()
 			d.recover(ctx, ev, bo)
 			continue
+		}
+		var due time.Time
+		if len(d.bat.recs) > 0 {
+			due = d.bat.since.Add(cfg.Batch.MaxDelay)
+			if !time.Now().Before(due) {
+				d.cut()
+				d.sendReady(ctx)
+				continue
+			}
 		}
 
 		// Ask for a full batch only when the window has room for it; a
@@ -272,16 +300,25 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 			continue
 		}
 		d.mu.Lock()
-		n := min(cfg.BatchSize, cfg.MaxInflight-d.used())
+		// Records gathering into a batch are out of the Source too.
+		n := min(cfg.BatchSize, cfg.MaxInflight-d.used()-len(d.bat.recs))
 		nb := min(int(cfg.BatchBytes), int(cfg.MaxInflightBytes)-d.bytes)
 		d.mu.Unlock()
-		recs, err := d.next(ctx, max(n, 1), max(nb, 1))
+		if n <= 0 && len(d.bat.recs) > 0 {
+			d.cut()
+			d.sendReady(ctx)
+			continue
+		}
+		recs, err := d.next(ctx, max(n, 1), max(nb, 1), due)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			if d.troubled() {
 				continue // interrupted: the failed records wait for recover
+			}
+			if errors.Is(err, errBatchDue) {
+				continue // the batch is due: sent at the top of the loop
 			}
 			d.u.m.err(reasonSourceNext)
 			d.u.log.Warn("buffer next", "err", err)
@@ -291,20 +328,31 @@ func (d *drain) pump(ctx context.Context, ev *connEvents, bo *backoff.Backoff) {
 			continue
 		}
 		for i := range recs {
-			if !d.publish(ctx, recs[i]) {
-				d.u.src.Release(recs[i:]...)
-				d.u.m.released.Add(float64(len(recs) - i))
+			if !d.offer(ctx, recs[i]) {
+				d.u.src.Release(recs[i+1:]...)
+				d.u.m.released.Add(float64(len(recs) - i - 1))
 				break
 			}
 		}
+		// The batches this Next filled: sealed together, then sent.
+		d.sendReady(ctx)
 	}
 }
 
+// errBatchDue is returned by next when the batch's max_delay came before
+// more records.
+var errBatchDue = errors.New("batch due")
+
 // next calls the Source's Next with a context that trouble cancels: when
 // every record is out and publishes fail, the pump must not sit in Next
-// while the failed records wait for it to release them.
-func (d *drain) next(ctx context.Context, n, nb int) ([]ferry.Record, error) {
+// while the failed records wait for it to release them. A batch waiting
+// to be sent ends the wait at due.
+func (d *drain) next(ctx context.Context, n, nb int, due time.Time) ([]ferry.Record, error) {
 	nctx, cancel := context.WithCancel(ctx)
+	if !due.IsZero() {
+		cancel()
+		nctx, cancel = context.WithDeadline(ctx, due)
+	}
 	defer cancel()
 	d.mu.Lock()
 	if d.trouble != nil {
@@ -317,6 +365,9 @@ func (d *drain) next(ctx context.Context, n, nb int) ([]ferry.Record, error) {
 	d.mu.Lock()
 	d.interrupt = nil
 	d.mu.Unlock()
+	if err != nil && ctx.Err() == nil && errors.Is(nctx.Err(), context.DeadlineExceeded) {
+		return nil, errBatchDue
+	}
 	return recs, err
 }
 
@@ -335,14 +386,16 @@ func (d *drain) publish(ctx context.Context, rec ferry.Record) bool {
 	if err != nil {
 		// A record that cannot be decoded can never be sent; keeping it
 		// would stall every record behind it. It is dropped, loudly.
-		d.u.m.err(reasonCorrupt)
-		d.u.log.Error("dropping a record that cannot be decoded", "id", rec.ID, "lane", rec.Lane, "bytes", len(rec.Data), "err", err)
-		d.mu.Lock()
-		d.acked = append(d.acked, rec)
-		d.mu.Unlock()
-		signal(d.ackc)
+		d.dropCorrupt(rec, err)
 		return true
 	}
+	return d.send(ctx, &entry{recs: []ferry.Record{rec}, id: rec.ID}, msgs)
+}
+
+// send publishes the message(s) of e. It returns false, and publishes
+// nothing, when ctx ended or trouble started before there was room; the
+// caller releases e's records then.
+func (d *drain) send(ctx context.Context, e *entry, msgs []outMsg) bool {
 	size := 0
 	for _, m := range msgs {
 		size += m.size
@@ -352,7 +405,7 @@ func (d *drain) publish(ctx context.Context, rec ferry.Record) bool {
 	}
 	now := time.Now()
 	d.mu.Lock()
-	e := &entry{rec: rec, parts: len(msgs), total: len(msgs), after: d.lastSeq, sent: now}
+	e.parts, e.total, e.after, e.sent = len(msgs), len(msgs), d.lastSeq, now
 	for _, m := range msgs {
 		d.parts[m.msg] = part{e: e, size: m.size, samples: m.samples, sent: now}
 	}
@@ -361,7 +414,7 @@ func (d *drain) publish(ctx context.Context, rec ferry.Record) bool {
 	d.u.m.inflight.Set(float64(d.count))
 	d.u.m.inflightBytes.Set(float64(d.bytes))
 	d.mu.Unlock()
-	lane := laneIndex(rec.Lane)
+	lane := laneIndex(e.recs[0].Lane)
 	for i, m := range msgs {
 		if _, err := d.js.PublishMsgAsync(m.msg); err != nil {
 			// This part and those after it were never sent.
@@ -443,7 +496,10 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 		if len(delivered) > 0 {
 			d.mu.Lock()
 			for _, e := range delivered {
-				d.acked = append(d.acked, e.rec)
+				d.acked = append(d.acked, e.recs...)
+				if e.seal != nil {
+					d.ackSeals = append(d.ackSeals, e.seal)
+				}
 			}
 			d.mu.Unlock()
 			signal(d.ackc)
@@ -466,9 +522,9 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 }
 
 func (d *drain) releaseEntries(es []*entry) {
-	recs := make([]ferry.Record, len(es))
-	for i, e := range es {
-		recs[i] = e.rec
+	var recs []ferry.Record
+	for _, e := range es {
+		recs = append(recs, e.recs...)
 	}
 	d.release(recs)
 }
@@ -498,14 +554,22 @@ func (d *drain) ackLoop() {
 		}
 		for {
 			d.mu.Lock()
-			recs := d.acked
-			d.acked = nil
+			recs, seals := d.acked, d.ackSeals
+			d.acked, d.ackSeals = nil, nil
 			d.acking = len(recs)
 			d.mu.Unlock()
 			if len(recs) == 0 {
 				break
 			}
 			err := d.u.src.Ack(recs...)
+			if err == nil && len(seals) > 0 {
+				// After the records: the Source deletes them no later
+				// than the commit that deletes their seals.
+				if serr := d.u.seals.done(seals); serr != nil {
+					d.u.m.err(reasonSourceAck)
+					d.u.log.Warn("could not delete the seals of acknowledged batches; they are removed at the next start", "err", serr)
+				}
+			}
 			d.mu.Lock()
 			d.acking = 0
 			d.mu.Unlock()
@@ -513,9 +577,7 @@ func (d *drain) ackLoop() {
 			if err != nil {
 				d.u.m.err(reasonSourceAck)
 				d.mu.Lock()
-				for _, r := range recs {
-					d.failed = append(d.failed, &entry{rec: r})
-				}
+				d.failed = append(d.failed, &entry{recs: recs})
 				if d.trouble == nil {
 					d.trouble = fmt.Errorf("%w: %w", errSourceAck, err)
 					d.reason = reasonSourceAck
@@ -563,7 +625,7 @@ func (d *drain) shutdown(timeout time.Duration) {
 	for _, p := range d.parts {
 		if !p.e.failed && !seen[p.e] {
 			seen[p.e] = true
-			left = append(left, p.e.rec)
+			left = append(left, p.e.recs...)
 		}
 	}
 	clear(d.parts)
@@ -577,7 +639,7 @@ func (d *drain) shutdown(timeout time.Duration) {
 	<-d.ackDone
 	d.mu.Lock()
 	for _, e := range d.failed {
-		left = append(left, e.rec)
+		left = append(left, e.recs...)
 	}
 	d.failed = nil
 	d.mu.Unlock()

@@ -20,6 +20,10 @@ const compactTime = "2006-01-02T15:04:05.000Z"
 func (m *Message) Compact() string {
 	var b strings.Builder
 	switch {
+	case m.Batch != nil:
+		for i := range m.Batch.Records {
+			b.WriteString((&Message{Kind: KindTelemetry, Telemetry: &m.Batch.Records[i].TelemetryMessage}).Compact())
+		}
 	case m.Telemetry != nil:
 		t := m.Telemetry
 		for _, sc := range t.Scans {

@@ -148,6 +148,19 @@ func (s *memSource) insert(r ferry.Record) {
 	s.pending[r.Lane] = slices.Insert(p, i, r)
 }
 
+// Stored reports whether the record is pending or in flight (the buffer's
+// Stored): the uplink deletes seals none of whose records are left.
+func (s *memSource) Stored(lane ferry.Lane, seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.pending[lane] {
+		if r.Seq == seq {
+			return true
+		}
+	}
+	return s.inflight[ferry.RecordID(s.gateway, lane, seq)].Seq == seq && seq != 0
+}
+
 // crash is what a restart of the buffer does: records in flight are
 // pending again.
 func (s *memSource) crash() {

@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ferry_uplink_published_total", Help: "Messages published (retries included), by lane.",
 		}, []string{"lane"}),
 		acked: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ferry_uplink_acked_total", Help: "Messages acknowledged by the stream (duplicates included), by lane.",
+			Name: "ferry_uplink_acked_total", Help: "Records in messages acknowledged by the stream (a batch counts each record; duplicates included), by lane.",
 		}, []string{"lane"}),
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_uplink_samples_total", Help: "Samples in telemetry messages acknowledged by the stream.",

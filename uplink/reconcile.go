@@ -38,11 +38,11 @@ func (d *drain) reconcile(ctx context.Context, failed []*entry) (delivered, rest
 			from = e.after + 1
 		}
 		if e.total <= 1 {
-			ids[e.rec.ID] = e
+			ids[e.id] = e
 			continue
 		}
 		for i := 1; i <= e.total; i++ {
-			ids[e.rec.ID+"-p"+strconv.Itoa(i)] = e
+			ids[e.id+"-p"+strconv.Itoa(i)] = e
 		}
 	}
 	window := d.currentPlan().duplicates
@@ -62,9 +62,13 @@ func (d *drain) reconcile(ctx context.Context, failed []*entry) (delivered, rest
 			rest = append(rest, e)
 		}
 	}
-	d.u.m.reconciled.Add(float64(len(delivered)))
+	n := 0
+	for _, e := range delivered {
+		n += len(e.recs)
+	}
+	d.u.m.reconciled.Add(float64(n))
 	d.u.log.Info("records already in the stream after an outage longer than its duplicate window; not sent again",
-		"found", len(delivered), "checked", len(ids), "outage", time.Since(oldest).Round(time.Second), "duplicate_window", window)
+		"found", n, "checked", len(ids), "outage", time.Since(oldest).Round(time.Second), "duplicate_window", window)
 	return delivered, rest
 }
 

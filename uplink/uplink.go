@@ -31,6 +31,10 @@ type Source interface {
 	Release(recs ...ferry.Record)
 }
 
+// BatchDeviceToken stands for {device} in the subject of batch messages
+// (ferry.{site}.{gateway}.telemetry._batch by default).
+const BatchDeviceToken = "_batch"
+
 // Options are what the uplink needs besides its configuration.
 type Options struct {
 	// Gateway and Site fill the subject templates and every message body.
@@ -64,6 +68,13 @@ type Uplink struct {
 	filters Subjects // every gateway's subjects, for created streams
 	tel     *telemetrySubjects
 	perDev  bool
+	// batchSubject carries batch messages: the telemetry subject with
+	// BatchDeviceToken for {device}, so that every stream and consumer
+	// that takes telemetry takes batches too.
+	batchSubject string
+	// seals is nil when batching is off (batch.max_bytes 0, or a Source
+	// that is not a ferry.StateStore).
+	seals *sealSet
 
 	running atomic.Bool
 
@@ -124,6 +135,11 @@ func New(cfg NATSConfig, src Source, opts Options) (*Uplink, error) {
 		catCh:   make(chan struct{}, 1),
 	}
 	u.tel = newTelemetrySubjects(subj.Telemetry, u.perDev)
+	u.batchSubject, _ = u.tel.subject(BatchDeviceToken)
+	if store, ok := src.(ferry.StateStore); ok && cfg.Batch.MaxBytes > 0 {
+		held, _ := src.(recordHolder)
+		u.seals = newSealSet(store, held)
+	}
 	return u, nil
 }
 

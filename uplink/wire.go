@@ -24,6 +24,9 @@ const (
 	HeaderKind          = "Ferry-Kind"
 	HeaderVersion       = "Ferry-Version"
 	HeaderConfigVersion = "Ferry-Config-Version"
+	// HeaderCompression names the compression of a batch message's body
+	// (s2 or zstd); absent means none.
+	HeaderCompression = "Ferry-Compression"
 
 	// ContentTypeJSON is the content type of every message body.
 	ContentTypeJSON = "application/json"
@@ -34,6 +37,8 @@ const (
 	KindTelemetry = "telemetry"
 	KindAlert     = "alert"
 	KindCatalog   = "catalog"
+	// KindBatch is a batch message: many telemetry records in one body.
+	KindBatch = "batch"
 )
 
 // ErrNotFerry is returned by Decode when a message has no Ferry-Kind header or an unknown kind.
@@ -118,21 +123,72 @@ type CatalogPoint struct {
 	Offset      float64 `json:"offset,omitempty"`
 }
 
-// Message is a decoded ferry message: exactly one of Telemetry, Alert and
-// Catalog is set, as Kind says.
+// BatchMessage is the body of a batch message: telemetry records of one
+// gateway, oldest first, each in the form of a telemetry message with its
+// record id.
+type BatchMessage struct {
+	Gateway string        `json:"gateway"`
+	Site    string        `json:"site,omitempty"`
+	Records []BatchRecord `json:"records"`
+}
+
+// BatchRecord is one record of a batch: a telemetry message and its
+// record id (<gateway>-telemetry-<seq>, what Nats-Msg-Id holds when the
+// record is sent on its own).
+type BatchRecord struct {
+	ID string `json:"id"`
+	TelemetryMessage
+}
+
+// Message is a decoded ferry message: exactly one of Telemetry, Alert,
+// Catalog and Batch is set, as Kind says.
 type Message struct {
-	Subject       string
-	ID            string // Nats-Msg-Id: the record id ("" for the catalog)
+	Subject string
+	// ID is the record id: Nats-Msg-Id ("" for the catalog; the batch id
+	// for a batch). DecodeAll sets it to each record's own id.
+	ID            string
 	Kind          string
 	FerryVersion  string
 	ConfigVersion string
-	Telemetry     *TelemetryMessage
-	Alert         *AlertMessage
-	Catalog       *CatalogMessage
+	// BatchID is the Nats-Msg-Id of the batch a record came in (DecodeAll).
+	BatchID   string
+	Telemetry *TelemetryMessage
+	Alert     *AlertMessage
+	Catalog   *CatalogMessage
+	Batch     *BatchMessage
+}
+
+// DecodeAll decodes a message ferry published into the messages of its
+// records: a batch gives one telemetry Message per record, with the
+// record's own id in ID (and the batch's in BatchID), as if each record
+// had been sent alone; any other message gives itself. Readers of the
+// stream that count or deduplicate records use it rather than Decode.
+func DecodeAll(subject string, hdr nats.Header, data []byte) ([]*Message, error) {
+	m, err := Decode(subject, hdr, data)
+	if err != nil {
+		return nil, err
+	}
+	if m.Batch == nil {
+		return []*Message{m}, nil
+	}
+	out := make([]*Message, len(m.Batch.Records))
+	for i := range m.Batch.Records {
+		r := &m.Batch.Records[i]
+		out[i] = &Message{
+			Subject:       subject,
+			ID:            r.ID,
+			Kind:          KindTelemetry,
+			FerryVersion:  m.FerryVersion,
+			ConfigVersion: r.ConfigVersion,
+			BatchID:       m.ID,
+			Telemetry:     &r.TelemetryMessage,
+		}
+	}
+	return out, nil
 }
 
 // Decode decodes a message ferry published, from its subject, headers and
-// body. It returns ErrNotFerry for a message of another publisher and an
+// body; a batch stays one Message (see DecodeAll). It returns ErrNotFerry for a message of another publisher and an
 // error wrapping ErrMalformed for a body that does not parse.
 func Decode(subject string, hdr nats.Header, data []byte) (*Message, error) {
 	m := &Message{
@@ -159,6 +215,15 @@ func Decode(subject string, hdr nats.Header, data []byte) (*Message, error) {
 	case KindCatalog:
 		m.Catalog = new(CatalogMessage)
 		err = json.Unmarshal(data, m.Catalog)
+	case KindBatch:
+		data, err = decompress(hdr.Get(HeaderCompression), data)
+		if err == nil {
+			m.Batch = new(BatchMessage)
+			err = json.Unmarshal(data, m.Batch)
+		}
+		if err == nil {
+			err = checkBatch(m.Batch)
+		}
 	case "":
 		return nil, fmt.Errorf("%w: no %s header", ErrNotFerry, HeaderKind)
 	default:
@@ -168,6 +233,21 @@ func Decode(subject string, hdr nats.Header, data []byte) (*Message, error) {
 		return nil, fmt.Errorf("%w: %s on %s: %v", ErrMalformed, m.Kind, subject, err)
 	}
 	return m, nil
+}
+
+func checkBatch(b *BatchMessage) error {
+	if b.Records == nil {
+		return errors.New("records are missing")
+	}
+	for i := range b.Records {
+		switch {
+		case b.Records[i].ID == "":
+			return fmt.Errorf("record %d: id is missing", i)
+		case b.Records[i].Device == "":
+			return fmt.Errorf("record %s: device is missing", b.Records[i].ID)
+		}
+	}
+	return nil
 }
 
 // UnmarshalJSON decodes a scan and gives every point without a time of

@@ -47,7 +47,7 @@ func validateWire(t testing.TB, kind string, data []byte) {
 			return
 		}
 		schemas = map[string]*jsonschema.Schema{}
-		for _, k := range []string{KindTelemetry, KindAlert, KindCatalog, ""} {
+		for _, k := range []string{KindTelemetry, KindAlert, KindCatalog, KindBatch, ""} {
 			ref := id
 			if k != "" {
 				ref += "#/$defs/" + k
@@ -145,6 +145,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"alert without rule", KindAlert, `{"gateway":"g","id":"a"}`, ErrMalformed},
 		{"catalog not object", KindCatalog, `[]`, ErrMalformed},
 		{"ok", KindTelemetry, `{"gateway":"g","device":"d","scans":[{"time":"2025-01-01T00:00:00Z","points":[{"name":"p","value":1e400}]}]}`, nil},
+		{"batch without records", KindBatch, `{"gateway":"g"}`, ErrMalformed},
+		{"batch record without id", KindBatch, `{"gateway":"g","records":[{"gateway":"g","device":"d","scans":[]}]}`, ErrMalformed},
+		{"batch record without device", KindBatch, `{"gateway":"g","records":[{"id":"g-telemetry-1","gateway":"g","scans":[]}]}`, ErrMalformed},
+		{"batch record bad point", KindBatch, `{"gateway":"g","records":[{"id":"g-telemetry-1","device":"d","scans":[{"time":"2025-01-01T00:00:00Z","points":[{"name":"p","value":[]}]}]}]}`, ErrMalformed},
+		{"batch ok", KindBatch, `{"gateway":"g","records":[{"id":"g-telemetry-1","device":"d","scans":[]}]}`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,6 +158,64 @@ func TestDecodeErrors(t *testing.T) {
 				t.Fatalf("Decode: %v, want %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestDecodeAllBatch: DecodeAll gives each record of a batch as its own
+// message, whatever the compression; a body that does not decompress as
+// its header says is malformed; other messages come back alone.
+func TestDecodeAllBatch(t *testing.T) {
+	body := []byte(`{"gateway":"g","site":"s","records":[` +
+		`{"id":"g-telemetry-7","gateway":"g","site":"s","device":"a","config_version":"v1","scans":[{"time":"2025-01-01T00:00:00Z","points":[{"name":"p","value":1.5}]}]},` +
+		`{"id":"g-telemetry-9","gateway":"g","site":"s","device":"b","config_version":"v2","scans":[{"time":"2025-01-01T00:00:01Z","points":[{"name":"q","value":null,"quality":"bad","reason":"timeout"}]}]}]}`)
+	validateWire(t, KindBatch, body)
+	for _, algo := range []string{CompressionNone, CompressionS2, CompressionZstd} {
+		t.Run(algo, func(t *testing.T) {
+			data, err := compress(algo, nil, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := nats.Header{}
+			h.Set(HeaderKind, KindBatch)
+			h.Set(nats.MsgIdHdr, "g-telemetry-7-b")
+			h.Set(HeaderVersion, "1.2.3")
+			if algo != CompressionNone {
+				h.Set(HeaderCompression, algo)
+			}
+			all, err := DecodeAll("x.telemetry._batch", h, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all) != 2 {
+				t.Fatalf("%d messages, want 2", len(all))
+			}
+			a, b := all[0], all[1]
+			if a.ID != "g-telemetry-7" || a.BatchID != "g-telemetry-7-b" || a.Kind != KindTelemetry || a.ConfigVersion != "v1" || a.FerryVersion != "1.2.3" ||
+				a.Telemetry.Device != "a" || a.Telemetry.Scans[0].Points[0].Value.Float64() != 1.5 {
+				t.Errorf("first record: %+v %+v", a, a.Telemetry)
+			}
+			if b.ID != "g-telemetry-9" || b.Telemetry.Device != "b" || b.ConfigVersion != "v2" || b.Telemetry.Scans[0].Points[0].Quality != ferry.Bad {
+				t.Errorf("second record: %+v %+v", b, b.Telemetry)
+			}
+			if algo != CompressionNone {
+				if _, err := DecodeAll("x", h, body); !errors.Is(err, ErrMalformed) {
+					t.Errorf("an uncompressed body under Ferry-Compression %s: %v, want ErrMalformed", algo, err)
+				}
+			}
+		})
+	}
+	h := nats.Header{}
+	h.Set(HeaderKind, KindBatch)
+	h.Set(HeaderCompression, "lz4")
+	if _, err := DecodeAll("x", h, body); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unknown compression: %v, want ErrMalformed", err)
+	}
+	h = nats.Header{}
+	h.Set(HeaderKind, KindAlert)
+	h.Set(nats.MsgIdHdr, "g-alerts-1")
+	all, err := DecodeAll("x", h, []byte(`{"gateway":"g","id":"a","rule":"r","state":"raised","severity":"info","value":1,"time":"2025-01-01T00:00:00Z"}`))
+	if err != nil || len(all) != 1 || all[0].ID != "g-alerts-1" || all[0].Alert == nil {
+		t.Errorf("DecodeAll of an alert: %v, %v", all, err)
 	}
 }
 

@@ -217,7 +217,8 @@ func keepPoints(m *uplink.Message, points []string) bool {
 	return len(scans) > 0
 }
 
-// tailLine is what tail prints per message without -compact.
+// tailLine is what tail prints per message without -compact (per record
+// of a batch, with the batch's id in batch).
 type tailLine struct {
 	Stream        string          `json:"stream"`
 	Seq           uint64          `json:"seq"`
@@ -227,11 +228,18 @@ type tailLine struct {
 	Kind          string          `json:"kind,omitempty"`
 	FerryVersion  string          `json:"ferry_version,omitempty"`
 	ConfigVersion string          `json:"config_version,omitempty"`
+	Batch         string          `json:"batch,omitempty"`
 	Data          json.RawMessage `json:"data"`
 	Error         string          `json:"error,omitempty"`
 }
 
 func printMsg(w io.Writer, m jetstream.Msg, compact bool, points []string) error {
+	if m.Headers().Get(uplink.HeaderKind) == uplink.KindBatch {
+		if all, err := uplink.DecodeAll(m.Subject(), m.Headers(), m.Data()); err == nil {
+			return printBatch(w, m, all, compact, points)
+		}
+		// else printed below, with the error
+	}
 	dm, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
 	if compact {
 		if err != nil {
@@ -263,4 +271,36 @@ func printMsg(w io.Writer, m jetstream.Msg, compact bool, points []string) error
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
+}
+
+// printBatch prints each record of a batch as if it had come alone.
+func printBatch(w io.Writer, m jetstream.Msg, all []*uplink.Message, compact bool, points []string) error {
+	for _, dm := range all {
+		if len(points) > 0 && !keepPoints(dm, points) {
+			continue
+		}
+		if compact {
+			if _, err := io.WriteString(w, dm.Compact()); err != nil {
+				return err
+			}
+			continue
+		}
+		l := tailLine{Subject: m.Subject(), ID: dm.ID, Kind: dm.Kind, FerryVersion: dm.FerryVersion, ConfigVersion: dm.ConfigVersion, Batch: dm.BatchID}
+		if md, err := m.Metadata(); err == nil {
+			l.Stream, l.Seq, l.Stored = md.Stream, md.Sequence.Stream, md.Timestamp.UTC()
+		}
+		data, err := json.Marshal(dm.Telemetry)
+		if err != nil {
+			return err
+		}
+		l.Data = data
+		b, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(append(b, '\n')); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -44,6 +44,7 @@ import (
 // msg/s) and FERRY_BENCH_COST_WINDOW (default 15s) change the load;
 // FERRY_BENCH_PROFILES=DIR saves a CPU and heap profile of ferry during
 // the first rate's window (that row is marked: profiling costs CPU).
+// FERRY_BENCH_UPLINK adds keys to the uplink.nats block.
 func TestCostBench(t *testing.T) {
 	if os.Getenv("FERRY_BENCH") != "cost" {
 		t.Skip("set FERRY_BENCH=cost (scripts/bench.sh cost does)")
@@ -116,6 +117,16 @@ type costResult struct {
 	profiled                 bool
 }
 
+// uplinkExtra returns FERRY_BENCH_UPLINK, more keys of the uplink.nats
+// block (e.g. "compression: zstd" or "batch: {max_bytes: 0}"), to compare
+// settings.
+func uplinkExtra() string {
+	if v := os.Getenv("FERRY_BENCH_UPLINK"); v != "" {
+		return ", " + v
+	}
+	return ""
+}
+
 // runCost starts mosquitto, nats-server and ferry, publishes at rate for
 // window and measures ferry until every sample is upstream.
 func runCost(t *testing.T, bin, mosquitto, natsServer string, rate int, window time.Duration, profiles string) costResult {
@@ -141,8 +152,8 @@ devices:
     mqtt: {broker: "tcp://%s", topic: "bench/env", qos: 1, format: json, client_id: ferry-bench}
     points:
 %suplink:
-  nats: {urls: ["%s"], stream: %s}
-`, filepath.Join(dir, "data"), mqAddr, points.String(), natsURL, plantsim.StreamName))
+  nats: {urls: ["%s"], stream: %s%s}
+`, filepath.Join(dir, "data"), mqAddr, points.String(), natsURL, plantsim.StreamName, uplinkExtra()))
 	f := startFerry(t, bin, cfg)
 	base := httpBase(t, f)
 	waitReady(t, base)
@@ -164,15 +175,20 @@ devices:
 	}
 	defer nc.Close()
 	if _, err := nc.Subscribe(plantsim.StreamSubjects, func(m *nats.Msg) {
-		msg, err := uplink.Decode(m.Subject, m.Header, m.Data)
-		if err != nil || msg.Telemetry == nil || msg.Telemetry.Device != "env" {
+		all, err := uplink.DecodeAll(m.Subject, m.Header, m.Data)
+		if err != nil {
 			return
 		}
-		for _, sc := range msg.Telemetry.Scans {
-			for _, p := range sc.Points {
-				if p.Name == "seq" && p.Quality == ferry.Good {
-					if _, dup := seen.LoadOrStore(p.Value.Float64(), true); !dup {
-						distinct.Add(1)
+		for _, msg := range all {
+			if msg.Telemetry == nil || msg.Telemetry.Device != "env" {
+				continue
+			}
+			for _, sc := range msg.Telemetry.Scans {
+				for _, p := range sc.Points {
+					if p.Name == "seq" && p.Quality == ferry.Good {
+						if _, dup := seen.LoadOrStore(p.Value.Float64(), true); !dup {
+							distinct.Add(1)
+						}
 					}
 				}
 			}

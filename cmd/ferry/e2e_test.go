@@ -213,27 +213,29 @@ func readUpstream(t *testing.T, url string) *upstream {
 
 func (u *upstream) add(t *testing.T, subject string, hdr nats.Header, data []byte) {
 	t.Helper()
-	m, err := uplink.Decode(subject, hdr, data)
+	all, err := uplink.DecodeAll(subject, hdr, data)
 	if err != nil {
 		t.Fatalf("message on %s does not decode: %v", subject, err)
 	}
 	u.msgs++
-	if m.ID != "" {
-		u.ids[m.ID]++
-	}
-	switch {
-	case m.Telemetry != nil:
-		for _, sc := range m.Telemetry.Scans {
-			for _, p := range sc.Points {
-				key := m.Telemetry.Device + "." + p.Name
-				u.last[key] = p
-				if p.Quality == ferry.Good {
-					u.kinds[key] = p.Value.Kind()
+	for _, m := range all {
+		if m.ID != "" {
+			u.ids[m.ID]++
+		}
+		switch {
+		case m.Telemetry != nil:
+			for _, sc := range m.Telemetry.Scans {
+				for _, p := range sc.Points {
+					key := m.Telemetry.Device + "." + p.Name
+					u.last[key] = p
+					if p.Quality == ferry.Good {
+						u.kinds[key] = p.Value.Kind()
+					}
 				}
 			}
+		case m.Alert != nil:
+			u.alerts = append(u.alerts, m.Alert)
 		}
-	case m.Alert != nil:
-		u.alerts = append(u.alerts, m.Alert)
 	}
 }
 

@@ -414,24 +414,26 @@ func seqsUpstream(t *testing.T, url, device string) (got map[int]int, fields int
 	t.Helper()
 	got = map[int]int{}
 	testpeer.ReadStream(t, url, plantsim.StreamName, func(m jetstream.Msg) {
-		msg, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
+		all, err := uplink.DecodeAll(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			t.Fatalf("stream message on %s: %v", m.Subject(), err)
 		}
-		if msg.Telemetry == nil || msg.Telemetry.Device != device {
-			return
-		}
-		for _, sc := range msg.Telemetry.Scans {
-			for _, p := range sc.Points {
-				switch {
-				case p.Quality != ferry.Good:
-					bad = append(bad, fmt.Sprintf("record %s: %s is %v (%s)", msg.ID, p.Name, p.Quality, p.Reason))
-				case p.Name != "seq":
-					fields++
-				case p.Value.Float64() != math.Trunc(p.Value.Float64()):
-					t.Errorf("record %s: seq sample %+v", msg.ID, p)
-				default:
-					got[int(p.Value.Float64())]++
+		for _, msg := range all {
+			if msg.Telemetry == nil || msg.Telemetry.Device != device {
+				continue
+			}
+			for _, sc := range msg.Telemetry.Scans {
+				for _, p := range sc.Points {
+					switch {
+					case p.Quality != ferry.Good:
+						bad = append(bad, fmt.Sprintf("record %s: %s is %v (%s)", msg.ID, p.Name, p.Quality, p.Reason))
+					case p.Name != "seq":
+						fields++
+					case p.Value.Float64() != math.Trunc(p.Value.Float64()):
+						t.Errorf("record %s: seq sample %+v", msg.ID, p)
+					default:
+						got[int(p.Value.Float64())]++
+					}
 				}
 			}
 		}

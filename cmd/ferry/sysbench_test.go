@@ -261,29 +261,34 @@ func streamLatency(t *testing.T, url string, from, to time.Time) []time.Duration
 				done = true
 				continue
 			}
-			m, err := uplink.Decode(msg.Subject(), msg.Headers(), msg.Data())
-			// Polled devices only: an OPC UA subscription's samples carry
-			// the server's source time (delivered at the next publishing
-			// interval) and MQTT's the sensor's own clock.
-			if err != nil || m.Telemetry == nil || !strings.HasPrefix(m.Telemetry.Device, "press") {
+			all, err := uplink.DecodeAll(msg.Subject(), msg.Headers(), msg.Data())
+			if err != nil {
 				continue
 			}
-			for _, sc := range m.Telemetry.Scans {
-				// A scan leaves its driver when its last point is read:
-				// from there on the latency is ferry's (pipeline, rules,
-				// group commit with fsync, publish, JetStream's store).
-				// The poll itself (here up to 14 requests to a simulator
-				// that builds its whole register map per request) is the
-				// device's share.
-				var done time.Time
-				for _, p := range sc.Points {
-					if p.Time.After(done) {
-						done = p.Time
-					}
+			for _, m := range all {
+				// Polled devices only: an OPC UA subscription's samples carry
+				// the server's source time (delivered at the next publishing
+				// interval) and MQTT's the sensor's own clock.
+				if m.Telemetry == nil || !strings.HasPrefix(m.Telemetry.Device, "press") {
+					continue
 				}
-				lat = append(lat, md.Timestamp.Sub(done))
-				if d := md.Timestamp.Sub(done); d > 100*time.Millisecond && os.Getenv("FERRY_BENCH_SLOW") != "" {
-					fmt.Printf("SLOW %s %s done %s stored %s (%v)\n", m.ID, m.Telemetry.Device, done.Format("15:04:05.000"), md.Timestamp.Format("15:04:05.000"), d)
+				for _, sc := range m.Telemetry.Scans {
+					// A scan leaves its driver when its last point is read:
+					// from there on the latency is ferry's (pipeline, rules,
+					// group commit with fsync, publish, JetStream's store).
+					// The poll itself (here up to 14 requests to a simulator
+					// that builds its whole register map per request) is the
+					// device's share.
+					var done time.Time
+					for _, p := range sc.Points {
+						if p.Time.After(done) {
+							done = p.Time
+						}
+					}
+					lat = append(lat, md.Timestamp.Sub(done))
+					if d := md.Timestamp.Sub(done); d > 100*time.Millisecond && os.Getenv("FERRY_BENCH_SLOW") != "" {
+						fmt.Printf("SLOW %s %s done %s stored %s (%v)\n", m.ID, m.Telemetry.Device, done.Format("15:04:05.000"), md.Timestamp.Format("15:04:05.000"), d)
+					}
 				}
 			}
 		}

@@ -409,15 +409,17 @@ func (dl *delivered) add(t *testing.T, id string, lane ferry.Lane, data []byte) 
 func readStream(t *testing.T, url string, fn func(id string, lane ferry.Lane, data []byte)) {
 	t.Helper()
 	testpeer.ReadStream(t, url, plantsim.StreamName, func(m jetstream.Msg) {
-		msg, err := uplink.Decode(m.Subject(), m.Headers(), m.Data())
+		all, err := uplink.DecodeAll(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			t.Fatalf("stream message on %s: %v", m.Subject(), err)
 		}
-		switch msg.Kind {
-		case uplink.KindTelemetry:
-			fn(msg.ID, ferry.LaneTelemetry, telemetryRecord(msg.Telemetry))
-		case uplink.KindAlert:
-			fn(msg.ID, ferry.LaneAlerts, alertRecord(t, msg.Alert))
+		for _, msg := range all {
+			switch msg.Kind {
+			case uplink.KindTelemetry:
+				fn(msg.ID, ferry.LaneTelemetry, telemetryRecord(msg.Telemetry))
+			case uplink.KindAlert:
+				fn(msg.ID, ferry.LaneAlerts, alertRecord(t, msg.Alert))
+			}
 		}
 	})
 }

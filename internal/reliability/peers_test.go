@@ -172,6 +172,20 @@ type upMsg struct {
 	Msg       *uplink.Message
 }
 
+// subjectMatch reports whether subject matches filter (NATS wildcards).
+func subjectMatch(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, ft := range f {
+		if ft == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || ft != "*" && ft != s[i] {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
 // readStream reads every message of stream FERRY. Telemetry and alerts are
 // decoded with uplink.Decode when decode(subject) says so.
 func readStream(t *testing.T, url string, decode func(subject string) bool) []upMsg {
@@ -205,14 +219,23 @@ func readSubject(t *testing.T, url, filter string, decode func(subject string) b
 	want := info.State.Msgs
 	occ := jetstream.OrderedConsumerConfig{}
 	if filter != "" {
+		// Batches carry the records of every device on the telemetry
+		// subject with _batch for the device: read them too, and keep
+		// the records whose own subject the filter takes.
 		occ.FilterSubjects = []string{filter}
-		si, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
-		if err != nil {
-			t.Fatal(err)
+		if toks := strings.Split(filter, "."); len(toks) > 1 && toks[len(toks)-2] == "telemetry" && toks[len(toks)-1] != ">" {
+			toks[len(toks)-1] = uplink.BatchDeviceToken
+			occ.FilterSubjects = append(occ.FilterSubjects, strings.Join(toks, "."))
 		}
 		want = 0
-		for _, n := range si.State.Subjects {
-			want += n
+		for _, f := range occ.FilterSubjects {
+			si, err := s.Info(ctx, jetstream.WithSubjectFilter(f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range si.State.Subjects {
+				want += n
+			}
 		}
 	}
 	c, err := s.OrderedConsumer(ctx, occ)
@@ -244,6 +267,26 @@ func readSubject(t *testing.T, url, filter string, decode func(subject string) b
 			got[meta.Sequence.Stream] = true
 			h := m.Headers()
 			u := upMsg{StreamSeq: meta.Sequence.Stream, Subject: m.Subject(), ID: h.Get(nats.MsgIdHdr), Kind: h.Get(uplink.HeaderKind)}
+			if u.Kind == uplink.KindBatch {
+				// One upMsg per record, with the record's id and the
+				// subject it would have had alone.
+				all, err := uplink.DecodeAll(m.Subject(), h, m.Data())
+				if err != nil {
+					t.Errorf("upstream: message %d (%s): %v", u.StreamSeq, u.ID, err)
+					continue
+				}
+				for _, dm := range all {
+					r := upMsg{StreamSeq: u.StreamSeq, Subject: strings.TrimSuffix(m.Subject(), uplink.BatchDeviceToken) + dm.Telemetry.Device, ID: dm.ID, Kind: dm.Kind}
+					if filter != "" && !subjectMatch(filter, r.Subject) {
+						continue
+					}
+					if decode != nil && decode(r.Subject) {
+						r.Msg = dm
+					}
+					out = append(out, r)
+				}
+				continue
+			}
 			if decode != nil && u.Kind != uplink.KindCatalog && decode(u.Subject) {
 				u.Msg, err = uplink.Decode(m.Subject(), h, m.Data())
 				if err != nil {
@@ -260,8 +303,8 @@ func readSubject(t *testing.T, url, filter string, decode func(subject string) b
 			break
 		}
 	}
-	if uint64(len(out)) < want {
-		t.Errorf("upstream: read %d messages, the stream holds %d", len(out), want)
+	if uint64(len(got)) < want {
+		t.Errorf("upstream: read %d messages, the stream holds %d", len(got), want)
 	}
 	return out
 }
