@@ -15,7 +15,10 @@ import (
 // the server (nil when the listener is off) and the facts its health page
 // shows that no part owns.
 type webWiring struct {
-	srv     *web.Server
+	// srv is set by New after the buffer is open, and read by alert from
+	// the buffer's writer goroutine (its own alerts, raised as it opens):
+	// an atomic pointer, so that an alert of Open does not race with New.
+	srv     atomic.Pointer[web.Server]
 	started time.Time
 	loaded  atomic.Int64 // when the running configuration was loaded (Unix ns)
 	reload  atomic.Pointer[web.Reload]
@@ -49,7 +52,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.con.srv = srv
+	d.con.srv.Store(srv)
 	d.pipe.observe = srv.Observe
 	return srv, nil
 }
@@ -68,8 +71,8 @@ func (d *Gateway) alertStream() web.AlertStream {
 
 // alert records an alert transition in the console's history.
 func (w *webWiring) alert(a ferry.Alert) {
-	if w.srv != nil {
-		w.srv.Alert(a)
+	if srv := w.srv.Load(); srv != nil {
+		srv.Alert(a)
 	}
 }
 
@@ -82,8 +85,8 @@ func (w *webWiring) reloaded(cfg *config.Config, err error) {
 		r.Error = reloadError(err)
 	} else {
 		w.loaded.Store(now.UnixNano())
-		if w.srv != nil {
-			w.srv.SetCatalog(webCatalog(cfg))
+		if srv := w.srv.Load(); srv != nil {
+			srv.SetCatalog(webCatalog(cfg))
 		}
 	}
 	w.reload.Store(r)
