@@ -29,6 +29,12 @@ import (
 // without a record dropped meanwhile has the same id: the stream either
 // holds the first copy, with every record, or none.
 
+// Test hooks for the kill -9 test (crash_test.go), nil in production:
+// testHookSealed is called with a batch's id once its seal is committed,
+// before the batch is published; testHookPublished once the stream's
+// PubAck for a batch arrived, before its records go to the Source's Ack.
+var testHookSealed, testHookPublished func(batchID string)
+
 // batch is the telemetry gathering into one message; the pump's own.
 type batch struct {
 	recs    []ferry.Record
@@ -188,6 +194,9 @@ func (d *drain) sendReady(ctx context.Context) bool {
 			d.u.m.err(reasonSourceAck)
 			d.u.log.Warn("buffer: seal a batch", "err", errs[i])
 			continue
+		}
+		if testHookSealed != nil {
+			testHookSealed(bt.seal.id)
 		}
 		if !d.sendBatch(ctx, bt) {
 			for _, rest := range ready[i+1:] {

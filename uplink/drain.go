@@ -116,6 +116,9 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 		d.lastSeq = pa.Sequence
 	}
 	done := p.e.parts == 0 && !p.e.failed
+	if done && p.e.seal != nil && testHookPublished != nil {
+		testHookPublished(p.e.id)
+	}
 	if done {
 		d.acked = append(d.acked, p.e.recs...)
 		if p.e.seal != nil {
