@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
-	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 func TestCompactionShrinksTheFile(t *testing.T) {
@@ -40,7 +40,7 @@ func TestCompactionShrinksTheFile(t *testing.T) {
 	clk.Add(compactEvery)
 	flush(t, b) // the writer checks after this commit
 	after := b.fileSize()
-	testpeer.Eventually(t, 10*time.Second, "compaction", func() error {
+	testutil.Eventually(t, 10*time.Second, "compaction", func() error {
 		if after = b.fileSize(); after*4 > peak {
 			return fmt.Errorf("file %d bytes, peak %d: not compacted", after, peak)
 		}

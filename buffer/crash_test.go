@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // The crash test re-executes the test binary as a child (TestMain sees
@@ -162,7 +163,7 @@ func crashTest(t *testing.T, mode string) {
 		// Kill at a random moment once the child has created the file
 		// (opening included, so some kills land during Open). The random
 		// delay is the thing under test, not a wait.
-		testpeer.Eventually(t, 30*time.Second, "the child creating the buffer file", func() error {
+		testutil.Eventually(t, 30*time.Second, "the child creating the buffer file", func() error {
 			if !child.Running() {
 				return fmt.Errorf("child exited: %v\n%s", child.Wait(0), child.RunLog())
 			}

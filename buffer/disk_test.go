@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // The disk error test runs in a child process (TestMain sees diskChildEnv)
@@ -99,7 +100,7 @@ func diskScenario(dir string) error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 		return err
 	}
-	if err := testpeer.Poll(30*time.Second, func() error { return appendWait(tb, b, scan("d", t0, 1)) }); err != nil {
+	if err := testutil.Poll(30*time.Second, func() error { return appendWait(tb, b, scan("d", t0, 1)) }); err != nil {
 		return fmt.Errorf("no recovery after the limit was lifted: %v", err)
 	}
 	if err := b.Err(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // waitStreamCurrent waits until the stream has a leader among the
@@ -27,7 +28,7 @@ func waitStreamCurrent(t testing.TB, servers []*testpeer.NATSServer, stream stri
 		}
 	}
 	_, js := testpeer.Connect(t, testpeer.URLs(servers), nats.MaxReconnects(-1))
-	testpeer.Eventually(t, timeout, "stream "+stream+" current on the running servers", func() error {
+	testutil.Eventually(t, timeout, "stream "+stream+" current on the running servers", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s, err := js.Stream(ctx, stream)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/codec"
-	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -215,7 +214,7 @@ func streamMsgs(t testing.TB, js jetstream.JetStream, stream string) []jetstream
 	t.Helper()
 	var msgs []jetstream.Msg
 	attempts := 0
-	err := testpeer.Poll(time.Minute, func() error {
+	err := testutil.Poll(time.Minute, func() error {
 		attempts++
 		var err error
 		msgs, err = readStream(js, stream)

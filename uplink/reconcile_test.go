@@ -47,7 +47,7 @@ func TestReconcileAfterLongOutageExternalServer(t *testing.T) {
 	srv := testpeer.Child(t, bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", "-1")
 	listening := regexp.MustCompile(`Listening for client connections on (\S+)`)
 	var addr string
-	testpeer.Eventually(t, 10*time.Second, "nats-server listening", func() error {
+	testutil.Eventually(t, 10*time.Second, "nats-server listening", func() error {
 		if !srv.Running() {
 			return fmt.Errorf("nats-server exited: %v", srv.Wait(0))
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/plantsim"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/rules"
 )
@@ -130,7 +131,7 @@ devices:
 rules:
   - {name: plc_down, point: plc.temp, stale: 1s, severity: critical}
 http:
-  listen: "127.0.0.1:0"`, t.TempDir(), testutil.RefusedAddr(t))
+  listen: "127.0.0.1:0"`, t.TempDir(), testpeer.Reserve(t).Addr())
 	gw := startGateway(t, yaml, "operator", "s3cret pass")
 
 	// Unauthenticated: only /healthz.

@@ -605,7 +605,7 @@ func TestShutdownPipelineStuck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
-	addr := testutil.RefusedAddr(t)
+	addr := testpeer.Reserve(t).Addr()
 	testutil.WriteFile(t, path, fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s
 http: {listen: off}

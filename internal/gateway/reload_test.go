@@ -11,6 +11,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
@@ -442,7 +443,7 @@ func TestReloadIgnoredWhenNotRunning(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
 	// A Modbus device nobody answers for: the driver runs, and fails.
-	addr := testutil.RefusedAddr(t)
+	addr := testpeer.Reserve(t).Addr()
 	file := func(interval string) string {
 		return fmt.Sprintf(`gateway: {id: %s}
 data_dir: %s

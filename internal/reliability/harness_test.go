@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // The profile the suite runs (FERRY_RELIABILITY), the ferry binary built
@@ -150,7 +151,7 @@ func result(t *testing.T, scenario, figures string) {
 
 // waitFor polls cond until it returns nil or timeout passes; it returns
 // the last error.
-var waitFor = testpeer.Poll
+var waitFor = testutil.Poll
 
 // proc is the ferry binary run as a child process (testpeer.Child): its
 // output accumulates across restarts in one log, which is checked for

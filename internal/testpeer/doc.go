@@ -27,36 +27,3 @@
 // daemon depends on it. Every peer fails the test through t, cleans up
 // with t.Cleanup, and waits for every goroutine it starts.
 package testpeer
-
-import (
-	"fmt"
-	"testing"
-	"time"
-)
-
-// Poll calls cond until it returns nil and returns nil, or returns its
-// last error once timeout has passed. It polls every 5 ms at first, then
-// less often, up to every 50 ms: a cheap condition is seen at once, a
-// costly one (an HTTP scrape, a stream read) does not load a long wait.
-func Poll(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for poll := 5 * time.Millisecond; ; poll = min(2*poll, 50*time.Millisecond) {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(poll)
-	}
-}
-
-// Eventually is Poll that fails the test, saying what it waited for and
-// why the condition did not hold at the end.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	if err := Poll(timeout, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}

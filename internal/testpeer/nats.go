@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -324,7 +325,7 @@ func URLs(servers []*NATSServer) string {
 func WaitMetaLeader(t testing.TB, servers []*NATSServer, timeout time.Duration) {
 	t.Helper()
 	_, js := Connect(t, URLs(servers), nats.MaxReconnects(-1))
-	err := Poll(timeout, func() error {
+	err := testutil.Poll(timeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := js.AccountInfo(ctx)

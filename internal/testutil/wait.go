@@ -1,26 +1,37 @@
 package testutil
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
 
-// Eventually polls cond until it returns nil, and fails the test with
-// cond's last error when it still does not after timeout. It is WaitFor
-// for conditions that can say why they do not hold yet (an HTTP status, a
-// count that is short).
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	var err error
-	ok := func() bool { err = cond(); return err == nil }
+// Poll calls cond until it returns nil and returns nil, or returns its
+// last error once timeout has passed. It polls every 5 ms at first, then
+// less often, up to every 50 ms: a cheap condition is seen at once, a
+// costly one (an HTTP scrape, a stream read) does not load a long wait.
+func Poll(timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
-	poll := 5 * time.Millisecond
-	for !ok() {
+	for poll := 5 * time.Millisecond; ; poll = min(2*poll, 50*time.Millisecond) {
+		err := cond()
+		if err == nil {
+			return nil
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+			return fmt.Errorf("after %v: %w", timeout, err)
 		}
 		time.Sleep(poll)
-		poll = min(2*poll, 200*time.Millisecond)
+	}
+}
+
+// Eventually is Poll that fails the test, saying what it waited for and
+// why the condition did not hold at the end: WaitFor for conditions that
+// can say why they do not hold yet (an HTTP status, a count that is
+// short).
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	if err := Poll(timeout, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 
