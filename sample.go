@@ -77,6 +77,8 @@ type PointInfo struct {
 	Description string  `json:"description,omitempty"`
 	Scale       float64 `json:"scale,omitempty"` // 0 means none (1)
 	Offset      float64 `json:"offset,omitempty"`
+	// Write is set when the point may be written (write.go).
+	Write *WriteSpec `json:"write,omitempty"`
 }
 
 // DeviceStatus is how a driver sees one device now, for the console, the
