@@ -54,7 +54,9 @@ func commands() []command {
 	return []command{
 		{"run", "run the gateway", cmdRun},
 		{"validate", "check a configuration file and print a summary", cmdValidate},
+		{"init", "write a commented starter configuration (ferry.yaml, devices.d/)", cmdInit},
 		{"read", "read every point of a device once and print it (commissioning)", cmdRead},
+		{"modbus", "find the unit ids that answer on a Modbus link: modbus scan URL", cmdModbus},
 		{"plan", "print the Modbus requests each poll makes, per link and device", cmdPlan},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
