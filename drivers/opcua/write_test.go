@@ -443,3 +443,27 @@ func TestToVariantEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteReadBackMismatch writes to a server that keeps another value
+// than the one written (it clamps the setpoint at 50, as a PLC may): the
+// write is Good, the read back differs, and the command fails with
+// ErrReadBackMismatch and the value seen.
+func TestWriteReadBackMismatch(t *testing.T) {
+	clamp := testpeer.UAWriteFilter(func(node string, v *ua.DataValue) *ua.DataValue {
+		if f, ok := v.Value.Value().(float64); ok && strings.HasSuffix(node, ";s=sp") && f > 50 {
+			return &ua.DataValue{EncodingMask: ua.DataValueValue, Value: ua.MustVariant(50.0)}
+		}
+		return v
+	})
+	r := newWriteRig(t, func(srv *testpeer.UAServer) { srv.AddWritable("sp", 10.0) }, []Point{{Name: "sp", Write: anyWrite}}, nil, clamp)
+	if res, err := r.write("sp", ferry.FloatValue(40)); err != nil || !res.ReadBack.Equal(ferry.FloatValue(40)) {
+		t.Fatalf("write 40: %v, %v", res.ReadBack, err)
+	}
+	res, err := r.write("sp", ferry.FloatValue(80))
+	if !errors.Is(err, ferry.ErrReadBackMismatch) || !res.ReadBack.Equal(ferry.FloatValue(50)) {
+		t.Fatalf("write 80 to a server that keeps 50: %v, read back %v; want ErrReadBackMismatch, 50", err, res.ReadBack)
+	}
+	if !strings.Contains(err.Error(), "wrote 80, read back 50") {
+		t.Fatalf("error %q does not say what was written and seen", err)
+	}
+}

@@ -67,6 +67,7 @@ type uaConfig struct {
 	auth        []ua.UserTokenType
 	unbrowsable bool
 	methods     bool
+	writeFilter func(string, *ua.DataValue) *ua.DataValue
 }
 
 // UAOption configures OPCUAServer.

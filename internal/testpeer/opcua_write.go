@@ -27,11 +27,25 @@ import (
 //     UAMethods the kit registers its own Call service (through the
 //     server's RegisterHandler, before Start) that dispatches to the
 //     methods added with AddMethod.
+//   - With UAWriteFilter the kit serves Write too, as gopcua does (through
+//     each namespace's SetAttribute) but storing the filter's value: a
+//     device that keeps another value than written, which gopcua's own
+//     Write never does.
 
 // UAMethods makes the server answer Call requests with the methods added
 // by AddMethod (BadMethodInvalid for others). Without it the server is
 // gopcua's own, whose Call service answers BadServiceUnsupported.
 func UAMethods() UAOption { return func(c *uaConfig) { c.methods = true } }
+
+// UAWriteFilter makes the server keep fn's value instead of the one a
+// client writes to the Value of a node (fn gets the node id string, e.g.
+// "ns=2;s=Setpoint", and the written value), as a device that clamps a
+// setpoint does. The kit then serves Write itself (registered before
+// Start), with gopcua's own logic: each node is stored by its namespace's
+// SetAttribute, which checks the access level.
+func UAWriteFilter(fn func(node string, v *ua.DataValue) *ua.DataValue) UAOption {
+	return func(c *uaConfig) { c.writeFilter = fn }
+}
 
 // UAMethodFunc runs one call of a method: it gets the input arguments and
 // returns the result (status, input argument results, outputs).
@@ -96,8 +110,31 @@ func (s *UAServer) Calls() int {
 	return s.calls
 }
 
-// registerCall installs the kit's Call service on srv (before Start).
+// registerCall installs the kit's Call service (UAMethods) and Write
+// service (UAWriteFilter) on srv, before Start.
 func (s *UAServer) registerCall(srv *uaserver.Server) {
+	if fn := s.cfg.writeFilter; fn != nil {
+		srv.RegisterHandler(id.WriteRequest_Encoding_DefaultBinary, func(_ *uasc.SecureChannel, r ua.Request, _ uint32) (ua.Response, error) {
+			req, ok := r.(*ua.WriteRequest)
+			if !ok {
+				return nil, ua.StatusBadRequestTypeInvalid
+			}
+			status := make([]ua.StatusCode, len(req.NodesToWrite))
+			for i, n := range req.NodesToWrite {
+				ns, err := srv.Namespace(int(n.NodeID.Namespace()))
+				if err != nil {
+					status[i] = ua.StatusBadNodeIDUnknown
+					continue
+				}
+				v := n.Value
+				if n.AttributeID == ua.AttributeIDValue {
+					v = fn(n.NodeID.String(), v)
+				}
+				status[i] = ns.SetAttribute(n.NodeID, n.AttributeID, v)
+			}
+			return &ua.WriteResponse{ResponseHeader: responseHeader(req.RequestHeader), Results: status, DiagnosticInfos: []*ua.DiagnosticInfo{}}, nil
+		})
+	}
 	if !s.cfg.methods {
 		return
 	}
@@ -118,19 +155,21 @@ func (s *UAServer) registerCall(srv *uaserver.Server) {
 			}
 			results[i] = fn(m.InputArguments)
 		}
-		return &ua.CallResponse{
-			ResponseHeader: &ua.ResponseHeader{
-				Timestamp:          time.Now(),
-				RequestHandle:      req.RequestHeader.RequestHandle,
-				ServiceResult:      ua.StatusOK,
-				ServiceDiagnostics: &ua.DiagnosticInfo{},
-				StringTable:        []string{},
-				AdditionalHeader:   ua.NewExtensionObject(nil),
-			},
-			Results:         results,
-			DiagnosticInfos: []*ua.DiagnosticInfo{},
-		}, nil
+		return &ua.CallResponse{ResponseHeader: responseHeader(req.RequestHeader), Results: results, DiagnosticInfos: []*ua.DiagnosticInfo{}}, nil
 	})
+}
+
+// responseHeader is the header of a Good response to a request with h, as
+// gopcua's services make it.
+func responseHeader(h *ua.RequestHeader) *ua.ResponseHeader {
+	return &ua.ResponseHeader{
+		Timestamp:          time.Now(),
+		RequestHandle:      h.RequestHandle,
+		ServiceResult:      ua.StatusOK,
+		ServiceDiagnostics: &ua.DiagnosticInfo{},
+		StringTable:        []string{},
+		AdditionalHeader:   ua.NewExtensionObject(nil),
+	}
 }
 
 // Read reads the value of variable name through a client of its own (the
