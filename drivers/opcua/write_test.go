@@ -467,3 +467,24 @@ func TestWriteReadBackMismatch(t *testing.T) {
 		t.Fatalf("error %q does not say what was written and seen", err)
 	}
 }
+
+// TestWriteSubscribed writes a point of a device in subscribe mode: the
+// write uses the subscription's session, and the change it makes comes
+// back as a notification like any other.
+func TestWriteSubscribed(t *testing.T) {
+	srv := testpeer.OPCUAServer(t, testpeer.UANamespace(testNS), testpeer.UANone())
+	srv.AddWritable("sp", int16(1))
+	d := newDriver(t, testDevice("plc", srv.Endpoint(), func(c *Config) { insecure(c); c.Interval = 50 * time.Millisecond },
+		Point{Name: "sp", Node: srv.Node("sp"), Write: anyWrite}))
+	c := newCollector()
+	runDriver(t, d, c)
+	c.waitFor(t, 0, "first value", func(m map[string]ferry.Sample) bool { return m["sp"].Value.Equal(ferry.IntValue(1)) })
+	n := c.count()
+	res, err := d.Write(context.Background(), ferry.WriteRequest{Device: "plc", Point: "sp", Value: ferry.FloatValue(-12)})
+	if err != nil || !res.ReadBack.Equal(ferry.IntValue(-12)) {
+		t.Fatalf("write: %v, %v", res.ReadBack, err)
+	}
+	c.waitFor(t, n, "the written value notified", func(m map[string]ferry.Sample) bool {
+		return m["sp"].Value.Equal(ferry.IntValue(-12)) && m["sp"].Quality.IsGood()
+	})
+}
