@@ -59,7 +59,7 @@ func startWriteRig(t *testing.T, h mbserver.RequestHandler, b *bank, devs ...Dev
 }
 
 // waitRunning waits until every link of drv takes writes.
-func waitRunning(t *testing.T, drv *Driver) {
+func waitRunning(t testing.TB, drv *Driver) {
 	t.Helper()
 	testutil.WaitFor(t, 5*time.Second, "the driver's links running", func() bool {
 		for _, l := range drv.links {

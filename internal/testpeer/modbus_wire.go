@@ -25,6 +25,18 @@ type ModbusCounter struct {
 	addr   string
 	mu     sync.Mutex
 	counts map[byte]int
+	log    []ModbusRequest
+	logOn  bool
+}
+
+// ModbusRequest is one request seen on the wire: its function code and,
+// for the reads and writes that have them, the first address and the
+// count (1 for FC05, FC06 and FC22).
+type ModbusRequest struct {
+	Unit     uint8
+	Function byte
+	Addr     uint16
+	Count    uint16
 }
 
 // NewModbusCounter starts a counting proxy in front of target
@@ -63,6 +75,9 @@ func NewModbusCounter(t testing.TB, target string) *ModbusCounter {
 			if len(frame) > 7 {
 				c.mu.Lock()
 				c.counts[frame[7]]++
+				if c.logOn {
+					c.log = append(c.log, parseRequest(frame))
+				}
 				c.mu.Unlock()
 			}
 			if _, err := srv.Write(frame); err != nil {
@@ -97,6 +112,38 @@ func (c *ModbusCounter) Counts() map[byte]int {
 		out[k] = v
 	}
 	return out
+}
+
+// Record starts (or stops) keeping every request in order, for Log.
+func (c *ModbusCounter) Record(on bool) {
+	c.mu.Lock()
+	c.logOn = on
+	c.mu.Unlock()
+}
+
+// Log returns the requests recorded so far, in the order they passed.
+func (c *ModbusCounter) Log() []ModbusRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]ModbusRequest(nil), c.log...)
+}
+
+// parseRequest reads the function, address and count of an MBAP frame.
+func parseRequest(f []byte) ModbusRequest {
+	r := ModbusRequest{Unit: f[6], Function: f[7]}
+	pdu := f[8:]
+	if len(pdu) >= 2 {
+		r.Addr = binary.BigEndian.Uint16(pdu)
+	}
+	switch r.Function {
+	case 0x05, 0x06, 0x16:
+		r.Count = 1
+	default:
+		if len(pdu) >= 4 {
+			r.Count = binary.BigEndian.Uint16(pdu[2:])
+		}
+	}
+	return r
 }
 
 // Writes returns how many write requests (FC05, FC06, FC15, FC16, FC22,
