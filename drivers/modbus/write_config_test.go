@@ -1,6 +1,7 @@
 package modbus_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,38 @@ devices:
 	}
 	if strings.Contains(err.Error(), `allowed[0]`) {
 		t.Errorf("a valid allowed value refused:\n%v", err)
+	}
+}
+
+// TestReadmeWriteExample: the README's writing example loads, and every
+// point it declares writable carries its write spec.
+func TestReadmeWriteExample(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	start := strings.Index(md, "```yaml\n# writing")
+	if start < 0 {
+		t.Fatal("no writing example in the README")
+	}
+	body := md[start+len("```yaml\n"):]
+	body = body[:strings.Index(body, "```")]
+	c, err := gateway.LoadConfig(writeConfig(t, "gateway: {id: gw}\n"+body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs := config.DevicesOf[modbus.Device](c)
+	if _, err := modbus.New(devs, modbus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	var writable []string
+	for _, p := range c.Points {
+		if p.Write != nil {
+			writable = append(writable, p.Point)
+		}
+	}
+	if got := strings.Join(writable, ","); got != "setpoint,flow,recipe,start,pump" {
+		t.Errorf("writable points %s", got)
 	}
 }
