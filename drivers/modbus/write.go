@@ -130,6 +130,13 @@ func (d *Driver) Write(ctx context.Context, req ferry.WriteRequest) (ferry.Write
 	if dev == nil {
 		return ferry.WriteResult{}, fmt.Errorf("%w: %q", ferry.ErrUnknownDevice, req.Device)
 	}
+	res, err := l.submit(ctx, dev, req)
+	dev.m.writes[writeResultOf(err)].Inc()
+	return res, err
+}
+
+// submit checks and encodes req and hands it to the link goroutine.
+func (l *link) submit(ctx context.Context, dev *device, req ferry.WriteRequest) (ferry.WriteResult, error) {
 	idx := -1
 	for i := range dev.points {
 		if dev.points[i].name == req.Point {
@@ -195,12 +202,9 @@ func (l *link) takeWrite() *writeOp {
 func (l *link) serveWrite(ctx context.Context, op *writeOp) {
 	l.wq.wrote = true
 	res, err := l.write(ctx, op)
-	op.dev.m.writes[writeResultOf(err)].Inc()
-	if err == nil {
-		op.dev.log.Info("wrote point", "point", op.pt.name, "value", op.enc.valueText, "read_back", res.ReadBack.String())
-	} else {
-		op.dev.log.Info("write failed", "point", op.pt.name, "value", op.enc.valueText, "err", err)
-	}
+	// The error goes back to the caller, which logs and audits it (the
+	// command path): Debug only here.
+	op.dev.log.Debug("write", "point", op.pt.name, "value", op.enc.valueText, "read_back", res.ReadBack.String(), "err", err)
 	op.res <- writeOutcome{res, err}
 }
 
@@ -369,7 +373,7 @@ func writeResultOf(err error) string {
 	switch {
 	case err == nil:
 		return writeDone
-	case errors.Is(err, ferry.ErrWriteRefused):
+	case errors.Is(err, ferry.ErrWriteRefused), errors.Is(err, ferry.ErrUnknownPoint):
 		return writeRefused
 	case errors.Is(err, ferry.ErrWriteUnknown):
 		return writeUnknown

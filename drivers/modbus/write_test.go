@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	mbserver "github.com/simonvetter/modbus"
 
 	"github.com/ferry-edge/ferry"
@@ -256,6 +257,9 @@ func TestWriteRefusals(t *testing.T) {
 	if n := r.wire.Writes(); n != 0 {
 		t.Errorf("%d write requests reached the server: %v", n, r.wire.Counts())
 	}
+	if n := promtest.ToFloat64(r.drv.metrics.writes.WithLabelValues("press", writeRefused)); n != 10 {
+		t.Errorf("ferry_modbus_writes_total{result=refused} %v, want 10", n)
+	}
 	m := r.bank.unit(1)
 	r.bank.mu.Lock()
 	defer r.bank.mu.Unlock()
@@ -350,6 +354,11 @@ func TestWriteExceptions(t *testing.T) {
 	f.set(nil, 0)
 	if res, err := r.write("press", "speed", ferry.UintValue(5)); err != nil || !res.ReadBack.Equal(ferry.UintValue(5)) {
 		t.Errorf("after the faults: %v, read back %v", err, res.ReadBack)
+	}
+	for result, want := range map[string]float64{writeFailed: 6, writeUnknown: 1, writeMismatch: 1, writeDone: 1} {
+		if n := promtest.ToFloat64(r.drv.metrics.writes.WithLabelValues("press", result)); n != want {
+			t.Errorf("ferry_modbus_writes_total{result=%s} %v, want %v", result, n, want)
+		}
 	}
 	// Every write went out once: none was retried.
 	if got, want := r.wire.Count(fcWriteSingleRegister), 9; got != want || f.writes != want {
@@ -480,5 +489,42 @@ func TestWriteAheadOfPoll(t *testing.T) {
 	}
 	if !closeTo(res.ReadBack.Float64(), float64(float32(math.Pi/0.1))*0.1) {
 		t.Errorf("read back %v", res.ReadBack)
+	}
+}
+
+// TestWriteRTUOverTCP: FC06 and FC05 through a serial gateway speaking
+// RTU frames (with CRC) over TCP, read back over the same link; a refused
+// write (the responder's bank not writable) is the device's exception.
+func TestWriteRTUOverTCP(t *testing.T) {
+	b := rtuBank()
+	b.writable = true
+	r := &rtuResponder{b: b}
+	d := dev("meter", startRTUOverTCP(t, r), 7, time.Hour,
+		writable(Point{Name: "limit", Table: "holding", Address: 3, Type: "int16", Scale: 0.5}),
+		writable(Point{Name: "relay", Table: "coil", Address: 1}))
+	drv := newDriver(t, Options{}, d)
+	t.Cleanup(run(t, drv, newCollector()))
+	waitRunning(t, drv)
+	ctx := context.Background()
+	res, err := drv.Write(ctx, ferry.WriteRequest{Device: "meter", Point: "limit", Value: ferry.FloatValue(-20.5)})
+	if err != nil || !res.ReadBack.Equal(ferry.FloatValue(-20.5)) {
+		t.Fatalf("limit: %v, read back %v", err, res.ReadBack)
+	}
+	res, err = drv.Write(ctx, ferry.WriteRequest{Device: "meter", Point: "relay", Value: ferry.BoolValue(true)})
+	if err != nil || !res.ReadBack.Equal(ferry.BoolValue(true)) {
+		t.Fatalf("relay: %v, read back %v", err, res.ReadBack)
+	}
+	m := b.unit(7)
+	b.mu.Lock()
+	reg, coil := m.holding[3], m.coils[1]
+	b.writable = false
+	b.mu.Unlock()
+	if int16(reg) != -41 || !coil {
+		t.Errorf("the responder holds register %d, coil %v", int16(reg), coil)
+	}
+	_, err = drv.Write(ctx, ferry.WriteRequest{Device: "meter", Point: "limit", Value: ferry.IntValue(1)})
+	var we *WriteException
+	if !errors.As(err, &we) || we.Reason != "illegal function" {
+		t.Errorf("refused by the device: %v", err)
 	}
 }
