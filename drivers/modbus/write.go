@@ -101,8 +101,9 @@ func (q *writeQueue) running() chan struct{} {
 //   - ferry.ErrUnknownDevice, ferry.ErrUnknownPoint: no such device or
 //     point (nothing sent).
 //   - ferry.ErrWriteRefused: nothing was sent. The point is not declared
-//     writable, the value does not fit the point's type losslessly (see
-//     encode), a bit of a register without FC22, the driver is not
+//     writable, the value is outside its min/max or not in allowed (a
+//     backstop: the command path checks them first), the value does not
+//     fit the point's type losslessly (see encode), a bit of a register without FC22, the driver is not
 //     running, the link is down, or ctx ended before the link was free.
 //   - ferry.ErrReadBackMismatch: written, but the device reports another
 //     value; the result's ReadBack holds it.
@@ -160,6 +161,9 @@ func (l *link) submit(ctx context.Context, dev *device, req ferry.WriteRequest) 
 	if err != nil {
 		return ferry.WriteResult{}, fmt.Errorf("write %s.%s: %w", dev.name, pt.name, err)
 	}
+	if err := pt.dec.within(pt.table, dev.w.specs[idx], req.Value, enc, dev.w.mask); err != nil {
+		return ferry.WriteResult{}, fmt.Errorf("write %s.%s: %w", dev.name, pt.name, err)
+	}
 	live := l.wq.running()
 	if live == nil {
 		return ferry.WriteResult{}, refuse("the Modbus driver is not running (not started yet, or stopped)")
@@ -174,6 +178,34 @@ func (l *link) submit(ctx context.Context, dev *device, req ferry.WriteRequest) 
 	}
 	out := <-op.res
 	return out.res, out.err
+}
+
+// within checks v, encoded as e, against the point's declared limits: a
+// backstop behind the command path, which checks them first. An allowed
+// value matches when it encodes to the same registers (or bit), which is
+// "compared after conversion to the point's type".
+func (d *decoder) within(t table, w *ferry.WriteSpec, v ferry.Value, e encoded, mask bool) error {
+	if w.Min != nil || w.Max != nil {
+		if n, err := numberOf(v); err == nil {
+			f := n.float()
+			if w.Min != nil && f < *w.Min {
+				return refuse("%s is below the point's min %v", e.valueText, *w.Min)
+			}
+			if w.Max != nil && f > *w.Max {
+				return refuse("%s is above the point's max %v", e.valueText, *w.Max)
+			}
+		}
+	}
+	if len(w.Allowed) == 0 {
+		return nil
+	}
+	for _, a := range w.Allowed {
+		x, err := d.encode(t, ferry.StringValue(a), mask)
+		if err == nil && x.on == e.on && x.mask == e.mask && bytes.Equal(x.data, e.data) {
+			return nil
+		}
+	}
+	return refuse("%s is not one of the point's allowed values %v", e.valueText, w.Allowed)
 }
 
 // takeWrite returns a write waiting for the link, or nil. Right after a

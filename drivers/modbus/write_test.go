@@ -219,6 +219,8 @@ func TestWriteRefusals(t *testing.T) {
 		writable(hr("speed", 10, "uint16")),
 		writable(Point{Name: "temp", Table: "holding", Address: 11, Type: "int16", Scale: 0.1}),
 		writable(Point{Name: "recipe", Table: "holding", Address: 12, Type: "string", Length: 2}),
+		Point{Name: "sp", Table: "holding", Address: 14, Type: "float32", Write: &ferry.WriteSpec{Min: ptr(20.0), Max: ptr(80.0)}},
+		Point{Name: "mode", Table: "holding", Address: 16, Type: "uint16", Write: &ferry.WriteSpec{Allowed: []string{"1", "2"}}},
 		hr("limit", 20, "uint16"),
 		Point{Name: "pressure", Table: "input", Address: 0},
 	))
@@ -237,6 +239,9 @@ func TestWriteRefusals(t *testing.T) {
 		{"temp", ferry.FloatValue(23.45), ferry.ErrWriteRefused, "not a whole count"},
 		{"recipe", ferry.IntValue(3), ferry.ErrWriteRefused, "is not text"},
 		{"recipe", ferry.StringValue("RECIPE"), ferry.ErrWriteRefused, "does not fit 2 registers"},
+		{"sp", ferry.FloatValue(19.5), ferry.ErrWriteRefused, "below the point's min 20"},
+		{"sp", ferry.StringValue("80.01"), ferry.ErrWriteRefused, "above the point's max 80"},
+		{"mode", ferry.UintValue(3), ferry.ErrWriteRefused, "not one of the point's allowed values [1 2]"},
 		{"limit", ferry.UintValue(1), ferry.ErrWriteRefused, "no write: block"},
 		{"pressure", ferry.UintValue(1), ferry.ErrWriteRefused, "no write: block"},
 		{"nope", ferry.UintValue(1), ferry.ErrUnknownPoint, `"nope"`},
@@ -257,8 +262,8 @@ func TestWriteRefusals(t *testing.T) {
 	if n := r.wire.Writes(); n != 0 {
 		t.Errorf("%d write requests reached the server: %v", n, r.wire.Counts())
 	}
-	if n := promtest.ToFloat64(r.drv.metrics.writes.WithLabelValues("press", writeRefused)); n != 10 {
-		t.Errorf("ferry_modbus_writes_total{result=refused} %v, want 10", n)
+	if n := promtest.ToFloat64(r.drv.metrics.writes.WithLabelValues("press", writeRefused)); n != 13 {
+		t.Errorf("ferry_modbus_writes_total{result=refused} %v, want 13", n)
 	}
 	m := r.bank.unit(1)
 	r.bank.mu.Lock()
@@ -267,6 +272,31 @@ func TestWriteRefusals(t *testing.T) {
 		if m.holding[a] != 0 {
 			t.Errorf("holding %d is %d", a, m.holding[a])
 		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestWriteWithinLimits: values inside min/max and allowed values (given
+// as a number or as text) are written.
+func TestWriteWithinLimits(t *testing.T) {
+	r := startWriteRig(t, nil, nil, dev("press", "", 1, time.Hour,
+		Point{Name: "sp", Table: "holding", Address: 14, Type: "float32", Write: &ferry.WriteSpec{Min: ptr(20.0), Max: ptr(80.0)}},
+		Point{Name: "mode", Table: "holding", Address: 16, Type: "uint16", Write: &ferry.WriteSpec{Allowed: []string{"1", "2"}}},
+		Point{Name: "recipe", Table: "holding", Address: 20, Type: "string", Length: 4, Write: &ferry.WriteSpec{Allowed: []string{"BREAD", "PIZZA"}}}))
+	for _, c := range []struct {
+		point string
+		in    ferry.Value
+	}{
+		{"sp", ferry.FloatValue(20)}, {"sp", ferry.IntValue(80)}, {"mode", ferry.UintValue(2)},
+		{"mode", ferry.StringValue("1")}, {"mode", ferry.FloatValue(2)}, {"recipe", ferry.StringValue("PIZZA")},
+	} {
+		if _, err := r.write("press", c.point, c.in); err != nil {
+			t.Errorf("%s ← %v: %v", c.point, c.in, err)
+		}
+	}
+	if _, err := r.write("press", "recipe", ferry.StringValue("CAKE")); !errors.Is(err, ferry.ErrWriteRefused) {
+		t.Errorf("CAKE: %v", err)
 	}
 }
 
