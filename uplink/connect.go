@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry/internal/backoff"
 )
@@ -129,6 +130,21 @@ func Connect(cfg NATSConfig, name string, extra ...nats.Option) (*nats.Conn, err
 		return nil, fmt.Errorf("connect to %s: %w", serverList(cfg.URLs), err)
 	}
 	return nc, nil
+}
+
+// NewJetStream returns the JetStream context of cfg on nc: the API of the
+// domain cfg names (domain or api_prefix), else the API of the server nc
+// is connected to. Publishes are not routed by it: a subject reaches the
+// stream that captures it wherever that stream is, and only the stream
+// lookup, creation and reads go through the domain's API.
+func NewJetStream(nc *nats.Conn, cfg NATSConfig, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	switch {
+	case cfg.Domain != "":
+		return jetstream.NewWithDomain(nc, cfg.Domain, opts...)
+	case cfg.APIPrefix != "":
+		return jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix, opts...)
+	}
+	return jetstream.New(nc, opts...)
 }
 
 // recordingDialer dials like net.Dialer and remembers the last failure.

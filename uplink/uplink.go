@@ -319,7 +319,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, ev *connEvents, bo 
 	u.log.Info("uplink connected", "server", nc.ConnectedUrlRedacted())
 
 	d := newDrain(u, nc)
-	js, err := jetstream.New(nc,
+	js, err := NewJetStream(nc, u.cfg,
 		jetstream.WithPublishAsyncMaxPending(u.cfg.MaxInflight+1),
 		jetstream.WithPublishAsyncTimeout(u.cfg.AckTimeout),
 		jetstream.WithPublishAsyncAckHandler(d.onAck),
