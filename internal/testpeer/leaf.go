@@ -33,6 +33,9 @@ func NATSHub(t testing.TB, n int, domain string, mods ...func(*server.Options)) 
 		o.JetStreamDomain = domain
 		o.LeafNode.Host = "127.0.0.1"
 		o.LeafNode.Port = server.RANDOM_PORT
+		// A site learns no other leafnode URL than the ones it is
+		// given: its link goes through the test's proxies only.
+		o.LeafNode.NoAdvertise = true
 	}}, mods...)
 	h := &Hub{Domain: domain}
 	if n > 1 {
