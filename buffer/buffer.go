@@ -151,6 +151,7 @@ type Buffer struct {
 	mu     sync.Mutex
 	lanes  [ferry.NumLanes]laneIndex
 	acks   [ferry.NumLanes][]uint64 // deletions for the writer
+	kept   retention                // acknowledged records retained (retain.go)
 	avail  chan struct{}            // closed when records become ready
 	closed bool
 	err    error // the current disk problem
@@ -201,6 +202,11 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 	if err := b.openStore(); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	if err := b.loadKept(); err != nil {
+		b.db.Close()
+		lock.Close()
+		return nil, fmt.Errorf("buffer: retained records: %w", err)
 	}
 	if opts.Registerer != nil {
 		if err := b.m.register(opts.Registerer); err != nil {
