@@ -86,7 +86,7 @@ type entry struct {
 	// streamSeq is where the stream stored the first part (0 until its
 	// PubAck).
 	streamSeq uint64
-	sent  time.Time
+	sent      time.Time
 }
 
 func newDrain(u *Uplink, nc *nats.Conn) *drain {

@@ -60,7 +60,7 @@ const (
 	markBatch  = 2 // a batch, id = first record's id + "-b"
 	// 3 and up: the record in kind-1 parts, ids "-p1"…; the sequence is
 	// the first part's.
-	maxParts = 254
+	maxParts   = 254
 	maxMarkSeq = 1<<56 - 1
 )
 
