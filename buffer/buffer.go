@@ -130,6 +130,7 @@ type Buffer struct {
 	db   *bolt.DB
 
 	configVersion atomic.Pointer[string]
+	pageSize      int // bbolt's page size (of every file this buffer opens)
 
 	// The queue in front of the writer, guarded by qmu.
 	qmu sync.Mutex
@@ -203,6 +204,9 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 		lock.Close()
 		return nil, fmt.Errorf("buffer: %w", err)
 	}
+	// DB.Info reads the mapping a commit that grows the file replaces:
+	// only the writer may call it once it runs.
+	b.pageSize = b.db.Info().PageSize
 	if err := b.loadKept(); err != nil {
 		b.db.Close()
 		lock.Close()
@@ -418,7 +422,7 @@ func (b *Buffer) Stats() Stats {
 	b.dbMu.RLock()
 	if b.db != nil {
 		st := b.db.Stats()
-		s.FreeBytes = int64(st.FreePageN+st.PendingPageN) * int64(b.db.Info().PageSize)
+		s.FreeBytes = int64(st.FreePageN+st.PendingPageN) * int64(b.pageSize)
 	}
 	b.dbMu.RUnlock()
 	if fi, err := os.Stat(b.path); err == nil {
