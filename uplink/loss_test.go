@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -421,9 +422,12 @@ func TestRollbackSharedStream(t *testing.T) {
 // accepted record exactly once, whether or not JetStream repaired it.
 func TestRollbackClusterNode(t *testing.T) {
 	if testing.Short() {
-		t.Skip("three nats-server processes, twice: not in -short")
+		t.Skip("three nats-server processes: not in -short")
 	}
 	t.Run("retain_acked 0", func(t *testing.T) {
+		if os.Getenv("FERRY_RELIABILITY") == "" {
+			t.Skip("JetStream alone, for the record: FERRY_RELIABILITY=long go test -run TestRollbackClusterNode ./uplink")
+		}
 		o := runRollback(t, rollbackCase{gateways: 1, nodes: 3, after: 150})
 		logOutcome(t, "R3, leader rolled back, retain_acked 0", o)
 		for i, r := range o.results {
