@@ -149,13 +149,16 @@ type Buffer struct {
 	otherDrops atomic.Uint64 // records dropped outside the writer (damaged ones Next found)
 
 	// The index and the read side, guarded by mu.
-	mu     sync.Mutex
-	lanes  [ferry.NumLanes]laneIndex
-	acks   [ferry.NumLanes][]uint64 // deletions for the writer
-	kept   retention                // acknowledged records retained (retain.go)
-	avail  chan struct{}            // closed when records become ready
-	closed bool
-	err    error // the current disk problem
+	mu    sync.Mutex
+	lanes [ferry.NumLanes]laneIndex
+	acks  [ferry.NumLanes][]uint64 // deletions for the writer
+	kept  retention                // acknowledged records retained (retain.go)
+	// keptChecked is when the last good check of the upstream started
+	// (unix ns; KeptChecked).
+	keptChecked atomic.Int64
+	avail       chan struct{} // closed when records become ready
+	closed      bool
+	err         error // the current disk problem
 
 	w         *writer
 	done      chan struct{}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -18,9 +19,10 @@ import (
 // deleted but moved, in the commit that takes it off the forward queue,
 // into a bucket of its own (state/buffer-acked), with the mark the
 // uplink gave it (where the upstream stored it). It stays there for
-// retain_acked, bounded by retain_max_size (the oldest go first), so that
-// the uplink can check the upstream and send again what it lost, with
-// the record's id and bytes.
+// retain_acked, and until a check of the upstream that started
+// retain_acked after its acknowledgement (KeptChecked), bounded by
+// retain_max_size (the oldest go first), so that the uplink can check the
+// upstream and send again what it lost, with the record's id and bytes.
 //
 // The retention is not part of the forward backlog: its records are never
 // offered by Next, and its bytes do not count against max_size (the file
@@ -190,6 +192,24 @@ func (b *Buffer) AckKeep(recs []ferry.Record, marks []uint64) error {
 // 0 when the retention is off.
 func (b *Buffer) RetainWindow() int64 { return int64(b.cfg.RetainAcked) }
 
+// KeptChecked tells the retention that a check of the upstream that
+// started at t found every retained record there (or sent the missing
+// ones again). A record leaves the retention only once it is retain_acked
+// old and a check started retain_acked after its acknowledgement: the
+// upstream's unsynced window has passed and a look at the upstream since
+// found it. While the upstream cannot be checked (down, unreachable),
+// nothing expires but by retain_max_size. Until the first call of a run
+// nothing expires by time.
+func (b *Buffer) KeptChecked(t time.Time) {
+	ns := t.UnixNano()
+	for {
+		old := b.keptChecked.Load()
+		if ns <= old || b.keptChecked.CompareAndSwap(old, ns) {
+			return
+		}
+	}
+}
+
 // EachKept calls fn for every retained record, lane by lane in sequence
 // order, with its mark. fn is called outside the buffer's locks.
 func (b *Buffer) EachKept(fn func(lane ferry.Lane, seq, mark uint64)) {
@@ -339,6 +359,9 @@ func (b *Buffer) loadKept() error {
 func (b *Buffer) expireKept(nowNs int64) {
 	rt := &b.kept
 	cutoff := nowNs - int64(b.cfg.RetainAcked)
+	if b.cfg.RetainAcked > 0 {
+		cutoff = min(cutoff, b.keptChecked.Load()-int64(b.cfg.RetainAcked))
+	}
 	budget := keptExpirePerCycle
 	for l := range rt.lanes {
 		kl := &rt.lanes[l]

@@ -74,8 +74,21 @@ func TestRetainAckedRecords(t *testing.T) {
 		t.Fatalf("offered after restart = %d, want 1 (the record never acknowledged)", n)
 	}
 	// 30s later the two left alone are past the minute; the one sent again
-	// is not.
+	// is not. Nothing leaves before a check of the upstream has found it
+	// there (KeptChecked) a minute after its acknowledgement.
 	clk.Add(30 * time.Second)
+	flush(t, b)
+	flush(t, b)
+	if got := kept(b); !equalRefs(got, want) {
+		t.Fatalf("kept past the window before a check = %v, want %v", got, want)
+	}
+	b.KeptChecked(clk.Now().Add(-15 * time.Second)) // a check started at 55s: too early
+	flush(t, b)
+	flush(t, b)
+	if got := kept(b); !equalRefs(got, want) {
+		t.Fatalf("kept after a check that started within the window = %v, want %v", got, want)
+	}
+	b.KeptChecked(clk.Now())
 	flush(t, b)
 	if got := kept(b); !equalRefs(got, want[:1]) {
 		t.Fatalf("kept after the window = %v, want %v", got, want[:1])
@@ -89,6 +102,13 @@ func TestRetainAckedRecords(t *testing.T) {
 	b = openT(t, dir, cfg, Options{Now: clk.Now})
 	if got := kept(b); !equalRefs(got, want[:1]) {
 		t.Fatalf("kept after the window and a restart = %v, want %v", got, want[:1])
+	}
+	// The one sent again leaves a minute after its renewal, once checked.
+	clk.Add(time.Minute)
+	b.KeptChecked(clk.Now())
+	flush(t, b)
+	if got := kept(b); len(got) != 0 {
+		t.Fatalf("kept after its window and a check = %v, want none", got)
 	}
 }
 

@@ -51,6 +51,9 @@ type keeper interface {
 	ReadKept(lane ferry.Lane, seqs []uint64) ([]ferry.Record, error)
 	// RetainWindow is retain_acked in nanoseconds; 0 when off.
 	RetainWindow() int64
+	// KeptChecked says a check that started at t found the upstream
+	// holding every retained record (records expire only after one).
+	KeptChecked(t time.Time)
 }
 
 // A mark is the stream sequence of a record's message, shifted left by 8,
@@ -200,8 +203,12 @@ func (d *drain) lossLoop(ctx context.Context, kick <-chan struct{}) {
 		retry = nil
 		if d.nc.IsConnected() {
 			cctx, cancel := context.WithTimeout(ctx, 4*u.cfg.ConnectTimeout+u.cfg.AckTimeout)
+			started := u.opts.Now()
 			err := lc.check(cctx)
 			cancel()
+			if err == nil {
+				u.keep.KeptChecked(started)
+			}
 			if ctx.Err() != nil {
 				return
 			}
