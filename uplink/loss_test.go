@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -46,7 +47,7 @@ type lossGateway struct {
 	alerts   []ferry.Alert
 }
 
-func startLossGateway(t *testing.T, id string, urls []string, retain time.Duration, replicas int) *lossGateway {
+func startLossGateway(t *testing.T, id string, urls []string, retain, lossCheck time.Duration, replicas int) *lossGateway {
 	t.Helper()
 	g := &lossGateway{id: id, reg: prometheus.NewRegistry(), accepted: map[int64]bool{}}
 	var bcfg buffer.Config
@@ -66,7 +67,7 @@ func startLossGateway(t *testing.T, id string, urls []string, retain time.Durati
 	cfg.ReconnectMax = 200 * time.Millisecond
 	cfg.AckTimeout = 2 * time.Second
 	cfg.Batch.MaxDelay = 50 * time.Millisecond
-	cfg.LossCheck = 2 * time.Second
+	cfg.LossCheck = cmp.Or(lossCheck, 2*time.Second)
 	u, err := New(cfg, buf, Options{Gateway: id, Site: "lyon", Logger: testLogger(t).With("gw", id), Registerer: g.reg,
 		Alert: func(a ferry.Alert) {
 			g.mu.Lock()
@@ -204,11 +205,18 @@ type rollbackCase struct {
 	retain   time.Duration
 	nodes    int // 1: a server alone; 3: a cluster with an R3 stream
 	// after is how many records are acknowledged after the snapshot
-	// before the rollback.
+	// before the rollback, and hold how long it is at least.
 	after float64
+	hold  time.Duration
+	// lossCheck is uplink.nats.loss_check (default 2s here).
+	lossCheck time.Duration
+	// gone: the rollback reaches past the retention; the run waits until
+	// the uplink reported it instead of waiting for every scan.
+	gone bool
 }
 
 type rollbackOutcome struct {
+	gateways         []*lossGateway
 	results          []lossResult
 	ackedAfterSnap   float64
 	rolledBack       string
@@ -255,7 +263,7 @@ func runRollback(t *testing.T, rc rollbackCase) rollbackOutcome {
 	}
 	gws := make([]*lossGateway, rc.gateways)
 	for i := range gws {
-		gws[i] = startLossGateway(t, fmt.Sprintf("gw%d", i+1), urls, rc.retain, rc.nodes)
+		gws[i] = startLossGateway(t, fmt.Sprintf("gw%d", i+1), urls, rc.retain, rc.lossCheck, rc.nodes)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -292,7 +300,10 @@ func runRollback(t *testing.T, rc rollbackCase) rollbackOutcome {
 	a0 := acked()
 	victim.Snapshot(snap)
 	victim.Resume()
-	testutil.WaitFor(t, 60*time.Second, "records acknowledged after the snapshot", func() bool { return acked() >= a0+rc.after })
+	snapAt := time.Now()
+	testutil.WaitFor(t, 60*time.Second, "records acknowledged after the snapshot", func() bool {
+		return acked() >= a0+rc.after && time.Since(snapAt) >= rc.hold
+	})
 	victim.Kill()
 	a1 := acked()
 	victim.Restore(snap)
@@ -303,9 +314,13 @@ func runRollback(t *testing.T, rc rollbackCase) rollbackOutcome {
 	for _, g := range gws {
 		testutil.WaitFor(t, 60*time.Second, g.id+"'s buffer drained", g.drained)
 	}
-	out := rollbackOutcome{ackedAfterSnap: a1 - a0, rolledBack: victim.Name()}
+	out := rollbackOutcome{gateways: gws, ackedAfterSnap: a1 - a0, rolledBack: victim.Name()}
 	url := strings.Join(urls, ",")
-	if rc.retain > 0 {
+	if rc.gone {
+		testutil.WaitFor(t, 60*time.Second, "the loss past the retention reported", func() bool {
+			return metric(t, gws[0].reg, "ferry_uplink_upstream_lost_unrecoverable_total") > 0
+		})
+	} else if rc.retain > 0 {
 		// The check runs after the reconnect and every loss_check: wait
 		// until it found nothing more to send.
 		testutil.Eventually(t, 60*time.Second, "every accepted scan in the stream", func() error {
@@ -395,8 +410,18 @@ func TestRollbackResendsLost(t *testing.T) {
 	logOutcome(t, "retain_acked 5m", o)
 	checkNoLoss(t, o)
 	r := o.results[0]
-	if r.resent == 0 || r.lost == 0 {
-		t.Errorf("ferry counted %v records lost and %v resent: want the loss found", r.lost, r.resent)
+	if r.resent == 0 || r.lost == 0 || r.unrecoverable != 0 {
+		t.Errorf("ferry counted %v records lost, %v resent, %v past the retention: want the loss found, all resent", r.lost, r.resent, r.unrecoverable)
+	}
+	g := o.gateways[0]
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.alerts) != 1 || g.alerts[0].Rule != RuleUpstreamLoss || g.alerts[0].Severity != ferry.SeverityWarning ||
+		!strings.Contains(g.alerts[0].Message, "acknowledged messages") || !strings.Contains(g.alerts[0].Message, "; resent ") {
+		t.Errorf("alerts = %+v: want one %s warning saying what was lost and resent", g.alerts, RuleUpstreamLoss)
+	}
+	if st := g.up.LossStatus(); !st.Enabled || st.Lost == 0 || st.Resent != st.Lost || st.LastLossMessage == "" {
+		t.Errorf("LossStatus = %+v", st)
 	}
 }
 
@@ -441,4 +466,38 @@ func TestRollbackClusterNode(t *testing.T) {
 		logOutcome(t, "R3, leader rolled back, retain_acked 5m", o)
 		checkNoLoss(t, o)
 	})
+}
+
+// TestRollbackPastRetention: the rollback takes back more than the
+// retention holds (retain_acked 2s, the snapshot 5s old): what is still
+// retained is sent again; what had left it is counted and alerted, with
+// its ids, and is exactly what the stream misses.
+func TestRollbackPastRetention(t *testing.T) {
+	o := runRollback(t, rollbackCase{gateways: 1, nodes: 1, after: 100, hold: 5 * time.Second, retain: 2 * time.Second, lossCheck: time.Second, gone: true})
+	logOutcome(t, "retain_acked 2s, snapshot 5s old", o)
+	r := o.results[0]
+	if r.unrecoverable == 0 || r.resent == 0 {
+		t.Fatalf("unrecoverable %v, resent %v: want both", r.unrecoverable, r.resent)
+	}
+	if r.dupScans > 0 || r.dupIDs > 0 {
+		t.Errorf("%d scans, %d record ids stored twice", r.dupScans, r.dupIDs)
+	}
+	if float64(r.records)+r.unrecoverable != r.appended {
+		t.Errorf("stream holds %d records and %v were reported lost for good: want the %v accepted", r.records, r.unrecoverable, r.appended)
+	}
+	g := o.gateways[0]
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var found bool
+	for _, a := range g.alerts {
+		if a.Rule == RuleUpstreamLoss && a.State == ferry.AlertRaised {
+			found = true
+			if a.Severity != ferry.SeverityCritical || !strings.Contains(a.Message, "cannot be sent again: gw1-telemetry-") {
+				t.Errorf("alert = %v %q: want critical, with the range of ids", a.Severity, a.Message)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no %s alert raised; alerts: %+v", RuleUpstreamLoss, g.alerts)
+	}
 }
