@@ -128,7 +128,6 @@ type retention struct {
 	ops     []keptOp // for the writer
 	expired []expiredEnt
 	expNext int // ring position
-	expDrop [ferry.NumLanes]uint64
 }
 
 // AckKeep is Ack for records the upstream stored: each record is deleted

@@ -129,10 +129,7 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 	}
 	if done {
 		d.acked = append(d.acked, p.e.recs...)
-		mark := markOf(p.e)
-		for range p.e.recs {
-			d.ackMarks = append(d.ackMarks, mark)
-		}
+		d.ackMarks = marksFor(d.ackMarks, len(p.e.recs), markOf(p.e))
 		if p.e.seal != nil {
 			d.ackSeals = append(d.ackSeals, p.e.seal)
 		}

@@ -57,15 +57,33 @@ type keeper interface {
 }
 
 // A mark is the stream sequence of a record's message, shifted left by 8,
-// and the message's kind in the low byte.
+// and the message's kind in the low 7 bits; bit 7 is set on the first
+// record of a message (after a rollback another message may be given the
+// sequence of one the server lost: two batches in a row can have the same
+// sequence).
 const (
 	markSingle = 1 // the record alone, id = record id
 	markBatch  = 2 // a batch, id = first record's id + "-b"
 	// 3 and up: the record in kind-1 parts, ids "-p1"…; the sequence is
 	// the first part's.
-	maxParts   = 254
+	maxParts   = 126
+	markFirst  = 0x80
+	kindMask   = 0x7f
 	maxMarkSeq = 1<<56 - 1
 )
+
+// marksFor appends the marks of a message's n records: mark, the first
+// one flagged.
+func marksFor(dst []uint64, n int, mark uint64) []uint64 {
+	for i := range n {
+		if i == 0 && mark != 0 {
+			dst = append(dst, mark|markFirst)
+			continue
+		}
+		dst = append(dst, mark)
+	}
+	return dst
+}
 
 // RuleUpstreamLoss is the local alert raised when the upstream lost
 // messages it had acknowledged.
@@ -135,7 +153,8 @@ func groupKept(each func(func(ferry.Lane, uint64, uint64))) []*keptMsg {
 			cur.seqs = append(cur.seqs, seq)
 			return
 		}
-		cur = &keptMsg{lane: lane, kind: uint8(mark), streamSeq: mark >> 8, seqs: []uint64{seq}}
+		mark &^= markFirst
+		cur = &keptMsg{lane: lane, kind: uint8(mark) & kindMask, streamSeq: mark >> 8, seqs: []uint64{seq}}
 		curMark = mark
 		out = append(out, cur)
 	})
@@ -553,12 +572,11 @@ func (lc *lossChecker) resendOne(ctx context.Context, m *keptMsg) (int, error) {
 			seq = pa.Sequence
 		}
 	}
-	marks := make([]uint64, len(recs))
+	var mark uint64
 	if seq > 0 && seq <= maxMarkSeq {
-		for i := range marks {
-			marks[i] = seq<<8 | kind
-		}
+		mark = seq<<8 | kind
 	}
+	marks := marksFor(make([]uint64, 0, len(recs)), len(recs), mark)
 	if err := u.keep.AckKeep(recs, marks); err != nil {
 		return len(recs), fmt.Errorf("retain records sent again: %w", err)
 	}

@@ -501,3 +501,37 @@ func TestRollbackPastRetention(t *testing.T) {
 		t.Errorf("no %s alert raised; alerts: %+v", RuleUpstreamLoss, g.alerts)
 	}
 }
+
+// groupKept rebuilds messages from retained records and their marks: a
+// batch's records are one message even when the next batch was given the
+// same stream sequence after a rollback; ids are the ones the messages
+// were published under.
+func TestGroupKept(t *testing.T) {
+	const b, s = markBatch, markSingle
+	var marks []uint64
+	marks = marksFor(marks, 3, 150<<8|b) // telemetry 10..12: a batch lost at 150
+	marks = marksFor(marks, 2, 150<<8|b) // 13..14: the next batch, given 150 after the rollback
+	marks = marksFor(marks, 1, 151<<8|4) // 15: a record in 3 parts
+	marks = marksFor(marks, 1, 0)        // 16: not kept
+	marks = marksFor(marks, 1, 152<<8|s) // 17: alone
+	each := func(fn func(ferry.Lane, uint64, uint64)) {
+		fn(ferry.LaneAlerts, 4, 140<<8|s|markFirst)
+		for i, m := range marks {
+			fn(ferry.LaneTelemetry, uint64(10+i), m)
+		}
+	}
+	var got []string
+	for _, m := range groupKept(each) {
+		got = append(got, fmt.Sprintf("%d %v %v", m.streamSeq, m.seqs, m.ids("gw1")))
+	}
+	want := []string{
+		"140 [4] [gw1-alerts-4]",
+		"150 [10 11 12] [gw1-telemetry-10-b]",
+		"150 [13 14] [gw1-telemetry-13-b]",
+		"151 [15] [gw1-telemetry-15-p1 gw1-telemetry-15-p2 gw1-telemetry-15-p3]",
+		"152 [17] [gw1-telemetry-17]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("groupKept:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
