@@ -176,6 +176,7 @@ func (d *Gateway) newUplink(cfg *config.Config) (*uplink.Uplink, error) {
 		Version:    d.opts.Version,
 		Logger:     d.log.With("part", "uplink"),
 		Registerer: d.reg,
+		Alert:      d.alert,
 	})
 	if err != nil {
 		return nil, err

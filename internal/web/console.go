@@ -241,6 +241,9 @@ func (s *Server) Health() Health {
 		}
 	}
 	s.meter.read(&h, now)
+	if s.opts.Durability != nil {
+		h.Durability = s.opts.Durability()
+	}
 	return h
 }
 

@@ -84,6 +84,8 @@ type Health struct {
 	Status
 	Pipeline PipelineHealth `json:"pipeline"`
 	Traffic  UplinkTraffic  `json:"traffic"`
+	// Durability is nil without an uplink.
+	Durability *Durability `json:"durability,omitempty"`
 }
 
 // PipelineHealth is what goes between the drivers and the buffer.

@@ -68,6 +68,9 @@ type Options struct {
 	// Status returns the gateway's own facts for /api/status and the
 	// health page.
 	Status func() Status
+	// Durability returns the retention and upstream loss check now (nil,
+	// or a nil result: not shown).
+	Durability func() *Durability
 	// Checks are the readiness checks of /readyz, in the order shown.
 	Checks []Check
 

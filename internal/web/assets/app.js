@@ -443,7 +443,13 @@ function renderHealth() {
       ['Acked / published', `${tr.acked} / ${tr.published}`],
       ['Reconnects', `${tr.reconnects}`],
       upErrs.length ? ['Errors', upErrs.map(([r, n]) => `${r}: ${n}`).join(', ')] : null,
+      hl.durability ? ['Acked kept', hl.durability.enabled
+        ? `${hl.durability.retained_records} records (${fmtBytes(hl.durability.retained_bytes)}) for ${fmtAge(hl.durability.window_seconds)} · ${hl.durability.checks} checks`
+        : 'off (retain_acked 0)'] : null,
+      hl.durability && hl.durability.lost ? ['Upstream lost', `${hl.durability.lost} messages, ${hl.durability.resent} resent` +
+        (hl.durability.unrecoverable ? `, ${hl.durability.unrecoverable} records past the retention` : '')] : null,
     ]),
+    hl.durability && hl.durability.last_loss_message ? h('p', {class: 'problem'}, hl.durability.last_loss_message) : null,
     up.error && up.configured ? h('p', {class: 'problem'}, up.error) : null,
     tr.window_seconds ? h('p', {class: 'muted small'}, `rates over the last ${Math.round(tr.window_seconds)} s`) : h('p', {class: 'muted small'}, 'rates appear after a few seconds'));
 
