@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecodeBundle(t *testing.T) {
@@ -65,5 +66,17 @@ func TestMerge(t *testing.T) {
 	}
 	if m, err := Merge(nil, nil); m != nil || err != nil {
 		t.Errorf("nothing: %v %v", m, err)
+	}
+}
+
+func TestStatusStale(t *testing.T) {
+	now := time.Now()
+	st := Status{Time: now.Add(-25 * time.Second), Heartbeat: 10}
+	if st.Stale(now) {
+		t.Error("25s after a write with a 10s heartbeat: stale")
+	}
+	st.Time = now.Add(-31 * time.Second)
+	if !st.Stale(now) {
+		t.Error("31s after a write with a 10s heartbeat: not stale")
 	}
 }
