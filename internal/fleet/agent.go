@@ -151,7 +151,10 @@ func (a *Agent) bucket(ctx context.Context, js jetstream.JetStream, name string)
 	}
 }
 
-// watch follows the two config keys and considers every change.
+// watch follows the two config keys and considers every change. Each key
+// has its own watcher (a consumer filtered on that one key), so that a
+// gateway's permissions can allow consumers on its own keys only (see
+// docs/fleet.md).
 func (a *Agent) watch(ctx context.Context, js jetstream.JetStream) {
 	kv := a.bucket(ctx, js, a.cfg.ConfigBucket)
 	if kv == nil {
@@ -160,9 +163,18 @@ func (a *Agent) watch(ctx context.Context, js jetstream.JetStream) {
 	key, siteKey := a.Key(), SiteKey(a.opts.Site)
 	bo := &backoff.Backoff{Max: 30 * time.Second}
 	for ctx.Err() == nil {
-		w, err := kv.WatchFiltered(ctx, []string{key, siteKey})
+		wg, err := kv.Watch(ctx, key)
 		if err != nil {
-			a.log.Warn("fleet watch", "err", err)
+			a.log.Warn("fleet watch", "key", key, "err", err)
+			if !bo.Wait(ctx) {
+				return
+			}
+			continue
+		}
+		ws, err := kv.Watch(ctx, siteKey)
+		if err != nil {
+			wg.Stop()
+			a.log.Warn("fleet watch", "key", siteKey, "err", err)
 			if !bo.Wait(ctx) {
 				return
 			}
@@ -170,37 +182,49 @@ func (a *Agent) watch(ctx context.Context, js jetstream.JetStream) {
 		}
 		bo.Reset()
 		a.log.Info("fleet watching", "bucket", a.cfg.ConfigBucket, "key", key, "site_key", siteKey)
-		var gw, site jetstream.KeyValueEntry
-		initial := true
-		for open := true; open; {
-			select {
-			case <-ctx.Done():
-				w.Stop()
+		a.follow(ctx, wg.Updates(), ws.Updates())
+		wg.Stop()
+		ws.Stop()
+	}
+}
+
+// follow considers the values of the two watchers, once both have
+// delivered their initial value, until one closes or ctx ends.
+func (a *Agent) follow(ctx context.Context, gwUp, siteUp <-chan jetstream.KeyValueEntry) {
+	var gw, site jetstream.KeyValueEntry
+	gwInit, siteInit := true, true
+	value := func(e jetstream.KeyValueEntry) jetstream.KeyValueEntry {
+		if e.Operation() != jetstream.KeyValuePut {
+			return nil // deleted or purged: nothing to apply
+		}
+		return e
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-gwUp:
+			if !ok {
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					open = false
-					break
-				}
-				if e == nil {
-					initial = false
-				} else {
-					val := e
-					if e.Operation() != jetstream.KeyValuePut {
-						val = nil // deleted or purged: nothing to apply
-					}
-					if e.Key() == key {
-						gw = val
-					} else {
-						site = val
-					}
-				}
-				if !initial {
-					a.consider(ctx, gw, site)
-				}
+			}
+			if e == nil {
+				gwInit = false
+			} else {
+				gw = value(e)
+			}
+		case e, ok := <-siteUp:
+			if !ok {
+				return
+			}
+			if e == nil {
+				siteInit = false
+			} else {
+				site = value(e)
 			}
 		}
-		w.Stop()
+		if !gwInit && !siteInit {
+			a.consider(ctx, gw, site)
+		}
 	}
 }
 

@@ -104,3 +104,8 @@ func CheckIdentity(site, gateway string) error {
 	}
 	return checkToken("gateway", gateway)
 }
+
+// InboxPrefix is the inbox prefix of a gateway's fleet connection,
+// "_INBOX.SITE.GATEWAY": its permissions allow it to subscribe to its own
+// inboxes only, so that it cannot read the replies another gateway gets.
+func InboxPrefix(site, gateway string) string { return "_INBOX." + site + "." + gateway }

@@ -41,7 +41,8 @@ func (d *Gateway) fleetBoot(cfg *config.Config) (*config.Config, error) {
 		Site: cfg.Gateway.Site, Gateway: cfg.Gateway.ID,
 		Version: d.opts.Version, Commit: d.opts.Commit,
 		Connect: func() (*nats.Conn, error) {
-			return uplink.Connect(*local.Uplink.NATS, "ferry fleet "+local.Gateway.Site+"."+local.Gateway.ID)
+			return uplink.Connect(*local.Uplink.NATS, "ferry fleet "+local.Gateway.Site+"."+local.Gateway.ID,
+				nats.CustomInboxPrefix(fleet.InboxPrefix(local.Gateway.Site, local.Gateway.ID)))
 		},
 		Store:  store,
 		Hooks:  fleet.Hooks{Prepare: d.fleetPrepare, Gate: d.fleetGate, Health: d.fleetHealth},
