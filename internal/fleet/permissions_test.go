@@ -152,7 +152,11 @@ func TestPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
-	akv, err := func() (jetstream.KeyValue, error) { c, cancel := short(); defer cancel(); return ajs.KeyValue(c, DefaultConfigBucket) }()
+	akv, err := func() (jetstream.KeyValue, error) {
+		c, cancel := short()
+		defer cancel()
+		return ajs.KeyValue(c, DefaultConfigBucket)
+	}()
 	if err != nil {
 		t.Fatalf("A cannot open the config bucket: %v", err)
 	}
@@ -185,7 +189,11 @@ func TestPermissions(t *testing.T) {
 		w.Stop()
 	}
 	cancel()
-	askv, err := func() (jetstream.KeyValue, error) { c, cancel := short(); defer cancel(); return ajs.KeyValue(c, DefaultStatusBucket) }()
+	askv, err := func() (jetstream.KeyValue, error) {
+		c, cancel := short()
+		defer cancel()
+		return ajs.KeyValue(c, DefaultStatusBucket)
+	}()
 	if err != nil {
 		t.Fatalf("A cannot open the status bucket: %v", err)
 	}
