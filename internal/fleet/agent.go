@@ -81,6 +81,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		opts.Now = time.Now
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, changed: make(chan struct{}, 1), started: opts.Now()}
+	a.result.State = StateLocal // until Run reads the store
 	return a, nil
 }
 

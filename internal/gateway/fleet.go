@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/fleet"
+	"github.com/ferry-edge/ferry/internal/web"
 	"github.com/ferry-edge/ferry/uplink"
 )
 
@@ -204,4 +205,18 @@ func (d *Gateway) fleetHealth() fleet.Health {
 	}
 	h.AlertsActive = len(d.engine.Active())
 	return h
+}
+
+// webFleet is fleet mode for the console and the API; nil when off.
+func (d *Gateway) webFleet() *web.FleetStatus {
+	a := d.fleet.agent
+	if a == nil {
+		return nil
+	}
+	last, running := a.Result()
+	f := &web.FleetStatus{Key: a.Key(), Last: last.State, LastReason: last.Reason, LastTime: last.Time}
+	if running != nil {
+		f.Revision, f.SiteRevision, f.Hash = running.Revision, running.SiteRevision, running.Hash
+	}
+	return f
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-edge/ferry/internal/plantsim"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
+	"github.com/ferry-edge/ferry/internal/web"
 )
 
 // fleetRig is a gateway in fleet mode against a simulated plant whose
@@ -148,6 +149,12 @@ func TestFleetApplyRefuseRollBack(t *testing.T) {
 		t.Fatalf("rules = %+v", rules)
 	}
 	applied := r.version()
+	// The API (and the console, from /api/health) shows fleet mode.
+	code, body := r.h.get("/api/status")
+	var api struct{ Fleet web.FleetStatus }
+	if err := json.Unmarshal([]byte(body), &api); code != 200 || err != nil || api.Fleet.Key != "test.gw1" || api.Fleet.Revision != 1 || api.Fleet.Last != "applied" {
+		t.Fatalf("/api/status: %d %v %s", code, err, body)
+	}
 
 	refusals := []struct {
 		name, main, reason string

@@ -68,6 +68,9 @@ type Options struct {
 	// Status returns the gateway's own facts for /api/status and the
 	// health page.
 	Status func() Status
+	// Fleet returns fleet mode's state for /api/status and the console;
+	// nil (or a nil result): not in fleet mode.
+	Fleet func() *FleetStatus
 	// Checks are the readiness checks of /readyz, in the order shown.
 	Checks []Check
 
