@@ -28,7 +28,8 @@ import (
 // applied (p50, p99, all), and the idle cost of an agent (its watch and
 // heartbeat at the default 30s) over FERRY_FLEET_IDLE (default 60s):
 // CPU of the whole process (agents and server) per agent per minute, and
-// RSS per agent. Run: go test -run '^$' -bench Fleet -benchtime 10x ./internal/fleet
+// RSS per agent (RSS reuses memory the server freed before: the heap and
+// stacks in use are reported too). Run: go test -run '^$' -bench Fleet -benchtime 10x ./internal/fleet
 func BenchmarkFleet(b *testing.B) {
 	n := envInt("FERRY_FLEET_AGENTS", 100)
 	idle := time.Duration(envInt("FERRY_FLEET_IDLE", 60)) * time.Second
@@ -68,7 +69,7 @@ func BenchmarkFleet(b *testing.B) {
 	}()
 
 	runtime.GC()
-	rss0 := rssKiB(b)
+	rss0, heap0 := rssKiB(b), heapKiB()
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { stop(); wg.Wait() }()
@@ -113,7 +114,7 @@ func BenchmarkFleet(b *testing.B) {
 
 	// Idle: the sleep is the measurement window.
 	runtime.GC()
-	rss1 := rssKiB(b)
+	rss1, heap1 := rssKiB(b), heapKiB()
 	cpu0 := cpuTime()
 	time.Sleep(idle)
 	cpu1 := cpuTime()
@@ -155,6 +156,7 @@ func BenchmarkFleet(b *testing.B) {
 	b.ReportMetric(pct(all, 100), "all-applied-max-ms")
 	b.ReportMetric((cpu1-cpu0).Seconds()*1000/float64(n)/idle.Minutes(), "idle-cpu-ms/agent/min")
 	b.ReportMetric(float64(rss1-rss0)/float64(n), "rss-KiB/agent")
+	b.ReportMetric(float64(heap1-heap0)/float64(n), "heap+stack-KiB/agent")
 	b.ReportMetric(float64(n), "agents")
 }
 
@@ -181,6 +183,13 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// heapKiB is the heap and the goroutine stacks in use.
+func heapKiB() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse+m.StackInuse) / 1024
 }
 
 func cpuTime() time.Duration {
