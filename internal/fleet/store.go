@@ -157,9 +157,20 @@ func (s *Store) prune(st State) {
 	if err != nil {
 		return
 	}
+	bundles := filepath.Join(s.dir, "bundles")
 	for _, e := range entries {
-		if !keep[e.Name()] || strings.HasPrefix(e.Name(), ".tmp-") {
-			os.RemoveAll(filepath.Join(s.dir, "bundles", e.Name()))
+		p := filepath.Join(bundles, e.Name())
+		switch {
+		case strings.HasPrefix(e.Name(), ".tmp-"):
+			os.RemoveAll(p)
+		case !keep[e.Name()]:
+			// Renamed out of the way first: a removal cut short by a
+			// crash must not leave a partial bundles/HASH that a later
+			// Stage of the same bundle would take as whole.
+			gone := filepath.Join(bundles, ".tmp-gone-"+e.Name())
+			if os.Rename(p, gone) == nil {
+				os.RemoveAll(gone)
+			}
 		}
 	}
 }
