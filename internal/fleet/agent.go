@@ -40,7 +40,11 @@ type Options struct {
 	// settings of the local file); the agent closes it.
 	Connect func() (*nats.Conn, error)
 	// Store is where bundles are staged (OpenStore(data_dir)).
-	Store  *Store
+	Store *Store
+	// State is the store's state as the gateway booted on it, so that
+	// Result is right before Run has started (nil: none yet; Run reads
+	// the store).
+	State  *State
 	Hooks  Hooks
 	Logger *slog.Logger
 	// Now is the clock (time.Now when nil).
@@ -82,6 +86,12 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, changed: make(chan struct{}, 1), started: opts.Now()}
 	a.result.State = StateLocal // until Run reads the store
+	if opts.State != nil {
+		a.state = *opts.State
+		if a.state.Last != nil {
+			a.result = *a.state.Last
+		}
+	}
 	return a, nil
 }
 
@@ -90,18 +100,19 @@ func (a *Agent) Key() string { return Key(a.opts.Site, a.opts.Gateway) }
 
 // Run connects, watches and reports until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	st, err := a.opts.Store.State()
-	if err != nil {
-		a.log.Error("fleet state unreadable; starting from none", "err", err)
+	if a.opts.State == nil {
+		st, err := a.opts.Store.State()
+		if err != nil {
+			a.log.Error("fleet state unreadable; starting from none", "err", err)
+		}
+		a.mu.Lock()
+		a.state = st
+		if st.Last != nil {
+			a.result = *st.Last
+		}
+		a.mu.Unlock()
 	}
-	a.mu.Lock()
-	a.state = st
-	if st.Last != nil {
-		a.result = *st.Last
-	} else {
-		a.result = Applied{State: StateLocal, Time: a.opts.Now()}
-	}
-	a.mu.Unlock()
+	var err error
 
 	var nc *nats.Conn
 	bo := &backoff.Backoff{Max: 30 * time.Second}

@@ -38,6 +38,21 @@ func (d *Gateway) fleetBoot(cfg *config.Config) (*config.Config, error) {
 	d.fleet.store = store
 	d.fleet.local.Store(cfg)
 	local := cfg
+	st, err := store.State()
+	if err != nil {
+		d.log.Error("fleet: state unreadable; starting from none", "err", err)
+	}
+	booted := cfg
+	if st.LKG != nil {
+		if booted, err = config.LoadFleet(store.Dir(st.LKG.Hash), cfg, Protocols); err != nil {
+			// The agent then knows what runs: the local file, and it
+			// rolls back to it.
+			d.log.Error("fleet: the last-known-good bundle does not load with the local file; running the local file", "err", reloadError(err))
+			booted, st.LKG = cfg, nil
+		} else {
+			d.log.Info("fleet: running the last-known-good bundle", "revision", st.LKG.Revision, "site_revision", st.LKG.SiteRevision, "version", booted.Version)
+		}
+	}
 	agent, err := fleet.New(*cfg.Fleet, fleet.Options{
 		Site: cfg.Gateway.Site, Gateway: cfg.Gateway.ID,
 		Version: d.opts.Version, Commit: d.opts.Commit,
@@ -46,6 +61,7 @@ func (d *Gateway) fleetBoot(cfg *config.Config) (*config.Config, error) {
 				nats.CustomInboxPrefix(fleet.InboxPrefix(local.Gateway.Site, local.Gateway.ID)))
 		},
 		Store:  store,
+		State:  &st,
 		Hooks:  fleet.Hooks{Prepare: d.fleetPrepare, Gate: d.fleetGate, Health: d.fleetHealth},
 		Logger: d.log.With("part", "fleet"),
 	})
@@ -53,14 +69,6 @@ func (d *Gateway) fleetBoot(cfg *config.Config) (*config.Config, error) {
 		return nil, err
 	}
 	d.fleet.agent = agent
-	booted, err := d.lastKnownGood(cfg)
-	if err != nil {
-		d.log.Error("fleet: the last-known-good bundle does not load with the local file; running the local file", "err", reloadError(err))
-		return cfg, nil
-	}
-	if booted != cfg {
-		d.log.Info("fleet: running the last-known-good bundle", "version", booted.Version)
-	}
 	return booted, nil
 }
 
