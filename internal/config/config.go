@@ -46,6 +46,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/internal/fleet"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
@@ -70,6 +71,7 @@ type Config struct {
 	Buffer     buffer.Config `yaml:"buffer"`
 	Uplink     uplink.Config `yaml:"uplink"`
 	HTTP       web.Config    `yaml:"http"`
+	Fleet      *fleet.Config `yaml:"fleet" doc:"fleet mode: configuration from a JetStream KV bucket, status to another; omit to configure this gateway by its file alone"`
 
 	// Set by Load.
 
@@ -210,6 +212,8 @@ type loader struct {
 	decs      map[string]*decoder // by file as shown
 	files     []string
 	protocols []Protocol
+	// overlay is set when loading a fleet bundle (LoadFleet).
+	overlay *overlay
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -263,6 +267,7 @@ func (l *loader) load(path string) *Config {
 			c.Devices = append(c.Devices, df.Devices...)
 		}
 	}
+	l.applyOverlay(c)
 	c.Files = l.files
 	c.Version = hex.EncodeToString(h.Sum(nil))[:12]
 
@@ -276,6 +281,7 @@ func (l *loader) load(path string) *Config {
 	l.validate(main, "uplink", c.Uplink.Validate())
 	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
+	l.checkFleet(c, main)
 	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
 	}
@@ -312,6 +318,9 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 	d.baseDir = filepath.Dir(name)
 	d.protocols = l.protocols
 	l.decs[shown] = d
+	if _, isMain := v.(*Config); isMain && l.overlay != nil {
+		l.overlay.patch(l, d, &root, h)
+	}
 	if root.Kind == 0 {
 		return d // no document: an empty or comments-only file
 	}

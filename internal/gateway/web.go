@@ -44,6 +44,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Stream:     d.alertStream,
 		Status:     d.webStatus,
 		Durability: d.durability,
+		Fleet:      d.webFleet,
 		Checks: []web.Check{
 			{Name: "pipeline", Err: d.pipe.Err},
 			{Name: "buffer", Err: d.buf.Err},

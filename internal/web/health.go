@@ -24,6 +24,7 @@ type Status struct {
 	Config        ConfigStatus `json:"config"`
 	Buffer        BufferStatus `json:"buffer"`
 	Uplink        UplinkStatus `json:"uplink"`
+	Fleet         *FleetStatus `json:"fleet,omitempty"`
 }
 
 // ConfigStatus is the running configuration and the last reload.

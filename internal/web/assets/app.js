@@ -426,6 +426,15 @@ function renderHealthDot() {
   $('footer').textContent = `ferry ${hl.version}${hl.commit ? ' (' + hl.commit + ')' : ''} · gateway ${hl.gateway} · up ${fmtAge(hl.uptime_seconds)}`;
 }
 
+// fleetLine shows fleet mode: the key, the bundle revision that runs and
+// the last apply result.
+function fleetLine(f) {
+  const run = f.revision ? `revision ${f.revision}` + (f.site_revision ? ` + site ${f.site_revision}` : '') : 'local file';
+  const kind = {applied: 'good', local: 'none', applying: 'warning'}[f.last] || 'bad';
+  return h('span', {}, h('span', {class: 'mono'}, f.key), ` · running ${run} · last `, pill(kind, f.last.replace('_', ' ')),
+    f.last_time ? ' ' + fmtTime(f.last_time) : '');
+}
+
 function renderHealth() {
   const hl = state.health;
   if (!hl) return;
@@ -488,7 +497,9 @@ function renderHealth() {
       ['Version', h('span', {class: 'mono'}, cfg.version || '—')],
       ['Loaded', `${fmtTime(cfg.loaded)} (${ago(cfg.loaded)})`],
       ['Last reload', reload],
+      hl.fleet ? ['Fleet', fleetLine(hl.fleet)] : null,
     ]),
+    hl.fleet && hl.fleet.last_reason ? h('p', {class: hl.fleet.last === 'applied' ? 'muted small' : 'problem mono'}, hl.fleet.last_reason) : null,
     rl && !rl.ok && rl.error ? h('p', {class: 'problem mono'}, rl.error) : null,
     rl && !rl.ok ? h('p', {class: 'muted small'}, 'the previous configuration keeps running') : null);
 
