@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry/internal/fleet"
-	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/internal/testpeer"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestFleetThroughLeaf: the fleet buckets live at the hub (JetStream
