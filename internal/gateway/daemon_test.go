@@ -144,6 +144,20 @@ func TestMetricsAndReadiness(t *testing.T) {
 	// NATS goes away: not ready, and /readyz says it is the uplink and why.
 	p.NATS.Shutdown()
 	waitFor(t, 20*time.Second, "/readyz to fail", func() bool { c, _ := h.get("/readyz"); return c == 503 })
+	// The console's lag grows while the link is down: it is the age of
+	// the oldest record waiting, not of the last acknowledgement.
+	lag := func() float64 {
+		var hl web.Health
+		if c, b := h.get("/api/health"); c == 200 {
+			json.Unmarshal([]byte(b), &hl)
+		}
+		return hl.Traffic.LagSeconds
+	}
+	down := time.Now()
+	waitFor(t, 20*time.Second, "the lag to grow past 3 s with NATS down", func() bool { return lag() > 3 })
+	if l, since := lag(), time.Since(down).Seconds(); l > since+2 {
+		t.Errorf("lag %.1fs, more than the %.1fs NATS has been down plus the last acknowledged lag", l, since)
+	}
 	code, body = h.get("/readyz")
 	if code != 503 || !strings.Contains(body, "[-] uplink: ") || strings.Contains(body, "[-] pipeline") || strings.Contains(body, "[-] buffer") {
 		t.Errorf("/readyz with NATS down: %d %q, want 503 naming the uplink alone", code, body)

@@ -98,19 +98,21 @@ type PipelineHealth struct {
 // UplinkTraffic is the uplink's throughput over the rate window (null
 // until two readings at least a second apart exist).
 type UplinkTraffic struct {
-	WindowSeconds      float64           `json:"window_seconds"`
-	PublishedPerSecond *float64          `json:"published_per_second"`
-	AckedPerSecond     *float64          `json:"acked_per_second"`
-	SamplesPerSecond   *float64          `json:"samples_per_second"`
-	BytesPerSecond     *float64          `json:"bytes_per_second"`
-	AckLatencyMeanMS   *float64          `json:"ack_latency_mean_ms"`
-	AckLatencyP95MS    *float64          `json:"ack_latency_p95_ms"`
-	Published          uint64            `json:"published"`
-	Acked              uint64            `json:"acked"`
-	InFlight           uint64            `json:"in_flight"`
-	LagSeconds         float64           `json:"lag_seconds"`
-	Reconnects         uint64            `json:"reconnects"`
-	Errors             map[string]uint64 `json:"errors,omitempty"`
+	WindowSeconds      float64  `json:"window_seconds"`
+	PublishedPerSecond *float64 `json:"published_per_second"`
+	AckedPerSecond     *float64 `json:"acked_per_second"`
+	SamplesPerSecond   *float64 `json:"samples_per_second"`
+	BytesPerSecond     *float64 `json:"bytes_per_second"`
+	AckLatencyMeanMS   *float64 `json:"ack_latency_mean_ms"`
+	AckLatencyP95MS    *float64 `json:"ack_latency_p95_ms"`
+	Published          uint64   `json:"published"`
+	Acked              uint64   `json:"acked"`
+	InFlight           uint64   `json:"in_flight"`
+	// LagSeconds is how far behind upstream is: the larger of the last
+	// acknowledged record's age and the oldest waiting record's.
+	LagSeconds float64           `json:"lag_seconds"`
+	Reconnects uint64            `json:"reconnects"`
+	Errors     map[string]uint64 `json:"errors,omitempty"`
 }
 
 // The rate window: readings older than rateWindow are forgotten; readings
@@ -145,6 +147,7 @@ func (m *meter) read(h *Health, now time.Time) {
 	}
 	mfs, _ := m.g.Gather() // a failing collector leaves the others
 	cur := reading{at: now}
+	var waiting float64 // age of the oldest record waiting in the buffer
 	for _, mf := range mfs {
 		ms := mf.GetMetric()
 		switch mf.GetName() {
@@ -165,7 +168,11 @@ func (m *meter) read(h *Health, now time.Time) {
 		case "ferry_uplink_inflight":
 			h.Traffic.InFlight = uint64(sumGauge(ms))
 		case "ferry_uplink_lag_seconds":
-			h.Traffic.LagSeconds = sumGauge(ms)
+			h.Traffic.LagSeconds = max(h.Traffic.LagSeconds, sumGauge(ms))
+		case "ferry_buffer_oldest_age_seconds":
+			for _, mt := range ms {
+				waiting = max(waiting, mt.GetGauge().GetValue())
+			}
 		case "ferry_uplink_reconnects_total":
 			h.Traffic.Reconnects = uint64(sumCounter(ms))
 		case "ferry_uplink_errors_total":
@@ -201,6 +208,11 @@ func (m *meter) read(h *Health, now time.Time) {
 			}
 		}
 	}
+	// The lag is how far behind upstream is: the age of the last record
+	// acknowledged, or of the oldest one still waiting when that is older
+	// — so it grows while the link is down instead of showing the last
+	// acknowledgement's.
+	h.Traffic.LagSeconds = max(h.Traffic.LagSeconds, waiting)
 
 	m.mu.Lock()
 	for len(m.buf) > 0 && now.Sub(m.buf[0].at) > rateWindow {
