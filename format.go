@@ -132,10 +132,23 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // RoundScaled rounds a value computed as raw × scale + offset from an
 // integer register to the decimals of scale and offset, so that 1597 ×
 // 0.1 is 159.7 and not 159.70000000000002. A scale without exact decimals
-// (1/3), or a value too large to round exactly, is returned as it is.
+// (1/3), or a value too large to round exactly, is returned as it is. It
+// is RoundDecimals(f, ScaleDecimals(scale, offset)); a decoder computes
+// the decimals once and calls RoundDecimals per value.
 func RoundScaled(f, scale, offset float64) float64 {
-	d := scaleDecimals(scale, offset)
-	if d < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+	return RoundDecimals(f, ScaleDecimals(scale, offset))
+}
+
+// ScaleDecimals returns the decimals of a value raw × scale + offset: the
+// most of scale's and offset's own decimals in their shortest form, or -1
+// when that is not a small number (a scale such as 1/3).
+func ScaleDecimals(scale, offset float64) int { return scaleDecimals(scale, offset) }
+
+// RoundDecimals rounds f to d decimals (d from ScaleDecimals); d < 0, a
+// NaN, an infinity or a value too large to round exactly is returned as
+// it is. It does not allocate.
+func RoundDecimals(f float64, d int) float64 {
+	if d < 0 || d >= len(pow10) || math.IsNaN(f) || math.IsInf(f, 0) {
 		return f
 	}
 	p := pow10[d]

@@ -57,8 +57,9 @@ func TestRoundScaled(t *testing.T) {
 			t.Errorf("RoundScaled(%v×%v+%v) = %v, want %v", tt.raw, tt.scale, tt.offset, got, tt.want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { RoundScaled(159.70000000000002, 0.1, 0) }); n != 0 {
-		t.Errorf("RoundScaled allocates %v times", n)
+	d := ScaleDecimals(0.1, 0)
+	if n := testing.AllocsPerRun(100, func() { RoundDecimals(159.70000000000002, d) }); n != 0 {
+		t.Errorf("RoundDecimals allocates %v times", n)
 	}
 }
 

@@ -34,6 +34,7 @@ type decoder struct {
 
 	scaled        bool
 	scale, offset float64
+	decimals      int // of scale and offset (ferry.ScaleDecimals)
 
 	str  []byte // strings: scratch for the swapped bytes
 	last string // strings: the last text returned
@@ -61,6 +62,7 @@ func newDecoder(p *Point, t table) *decoder {
 		if d.scale == 0 {
 			d.scale = 1
 		}
+		d.decimals = ferry.ScaleDecimals(d.scale, d.offset)
 	}
 	return d
 }
@@ -160,7 +162,7 @@ func (d *decoder) decode(b []byte) (ferry.Value, bool) {
 		if d.kind != kindFloat32 && d.kind != kindFloat64 {
 			// An integer register scaled by 0.1 has one decimal:
 			// 159.7, not 159.70000000000002.
-			f = ferry.RoundScaled(f, d.scale, d.offset)
+			f = ferry.RoundDecimals(f, d.decimals)
 		}
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) {
