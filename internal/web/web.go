@@ -172,11 +172,13 @@ func New(o Options) (*Server, error) {
 		assets:   loadAssets(),
 		hosts:    newHostAllowList(cfg.Listen, cfg.AllowedHosts),
 	}
+	// The auth metrics are registered (at 0) without basic auth too, so
+	// that dashboards find them.
+	limit, err := newAuthLimiter(o.Now, o.Logger, o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("http: register metrics: %w", err)
+	}
 	if cfg.BasicAuth != nil && !cfg.Disabled() {
-		limit, err := newAuthLimiter(o.Now, o.Logger, o.Registerer)
-		if err != nil {
-			return nil, fmt.Errorf("http: register metrics: %w", err)
-		}
 		s.auth = newAuthenticator(cfg.BasicAuth.Username, cfg.BasicAuth.PasswordHash.Reveal(), limit)
 	}
 	if o.Registerer != nil {
