@@ -71,7 +71,7 @@ func (a *hostAllowList) allowed(hostport string) bool {
 // canonicalHost lower-cases name and drops one trailing dot ("Example.COM."
 // is "example.com"); "" when name is empty or not a plausible host name.
 func canonicalHost(name string) string {
-	n := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
+	n := strings.ToLower(strings.TrimSuffix(name, "."))
 	if n == "" || strings.ContainsAny(n, " /\\@?#[]:%\t\r\n") {
 		return ""
 	}
