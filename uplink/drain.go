@@ -54,6 +54,12 @@ type drain struct {
 	// degraded is set after a failure until the next PubAck.
 	degraded atomic.Bool
 
+	// stored holds, by record id, the part ids of multi-part records that
+	// reconcile found in the stream while others were missing: when the
+	// record comes back from the Source, only the missing parts are sent
+	// (see reconcile). The pump's; bounded by maxStoredParts.
+	stored map[string]map[string]bool
+
 	bat   batch            // telemetry records gathering into a batch (the pump's)
 	ready []batch          // batches cut, to seal and send (the pump's)
 	bo    *backoff.Backoff // the pump's
@@ -71,12 +77,19 @@ type part struct {
 
 // entry is one record in flight, or the records of one batch.
 type entry struct {
-	recs   []ferry.Record
-	id     string // Nats-Msg-Id: the record's (before -p<n>), or the batch's
-	seal   *seal  // the batch's seal
-	parts  int    // unresolved parts
-	total  int    // parts published
-	failed bool
+	recs  []ferry.Record
+	id    string // Nats-Msg-Id: the record's (before -p<n>), or the batch's
+	seal  *seal  // the batch's seal
+	parts int    // unresolved parts
+	total int    // parts published
+	// partIDs are the ids of the parts published when they are not
+	// <id>-p1…-p<total> (a record sent without the parts the stream
+	// already held); nil otherwise.
+	partIDs []string
+	// skipped are the ids of the parts not published because the stream
+	// held them (see skipStored).
+	skipped []string
+	failed  bool
 	// uncertain: a part failed without an answer (ack timeout,
 	// disconnect), so the stream may hold it.
 	uncertain bool
@@ -401,7 +414,9 @@ func (d *drain) publish(ctx context.Context, rec ferry.Record) bool {
 		d.dropCorrupt(rec, err)
 		return true
 	}
-	return d.send(ctx, &entry{recs: []ferry.Record{rec}, id: rec.ID}, msgs)
+	e := &entry{recs: []ferry.Record{rec}, id: rec.ID}
+	msgs, e.partIDs, e.skipped = d.skipStored(rec.ID, msgs)
+	return d.send(ctx, e, msgs)
 }
 
 // send publishes the message(s) of e. It returns false, and publishes

@@ -146,7 +146,7 @@ func runCost(t *testing.T, bin, mosquitto, natsServer string, rate int, window t
 	testutil.WriteFile(t, cfg, fmt.Sprintf(`gateway: {id: bench, site: test}
 data_dir: %s
 log: {level: info, format: text}
-http: {listen: "127.0.0.1:0"}
+http: {listen: "127.0.0.1:0", pprof: true}
 devices:
   - name: env
     mqtt: {broker: "tcp://%s", topic: "bench/env", qos: 1, format: json, client_id: ferry-bench}

@@ -56,6 +56,12 @@ func TestSystemBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The profiles saveProfiles reads are served only with http.pprof.
+	if http := fmt.Sprintf("http: {listen: %q", httpAddr); bytes.Contains(b, []byte(http)) {
+		b = bytes.Replace(b, []byte(http), []byte(http+", pprof: true"), 1)
+	} else {
+		t.Fatalf("the plantsim config has no %q", http)
+	}
 	if v := os.Getenv("FERRY_BENCH_SPARKLINES"); v != "" {
 		// The console's sparkline history, the largest part of the heap.
 		http := fmt.Sprintf("http: {listen: %q", httpAddr)

@@ -165,8 +165,23 @@ func (d *decoder) decode(b []byte) (ferry.Value, bool) {
 			f = ferry.RoundDecimals(f, d.decimals)
 		}
 	}
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return ferry.Value{}, false
-	}
+	// A NaN or an infinity (a float register's fault code, or a scale that
+	// overflows) is returned as it is: the caller makes it Bad with
+	// reasonOutOfRange and keeps the value for the engineer (see finite).
 	return ferry.FloatValue(f), true
+}
+
+// reasonOutOfRange is the Reason of a point whose registers decode to a
+// NaN or an infinity. The sample keeps that value, with Bad quality, so
+// that the device's own fault code (many write NaN for a broken sensor)
+// is seen upstream and in the console; rules never see Bad values.
+const reasonOutOfRange = "out of range"
+
+// finite reports whether v is not a NaN or infinite float.
+func finite(v ferry.Value) bool {
+	if v.Kind() != ferry.KindFloat {
+		return true
+	}
+	f := v.Float64()
+	return !math.IsNaN(f) && !math.IsInf(f, 0)
 }

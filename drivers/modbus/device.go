@@ -199,6 +199,12 @@ func (d *device) fill(r *request, data []byte, t time.Time) {
 			} else if 2*off <= len(data) {
 				s.Value, ok = pt.dec.decode(data[2*off:])
 			}
+			if ok && !finite(s.Value) {
+				s.Quality = ferry.BadQuality(reasonOutOfRange)
+				d.m.outOfRange.Inc()
+				d.stat.Error(reasonOutOfRange, &rangeError{point: pt.name, table: r.table, addr: pt.addr, v: s.Value})
+				continue
+			}
 			if ok {
 				s.Quality = ferry.GoodQuality
 				continue
@@ -293,5 +299,17 @@ type decodeError struct {
 }
 
 func (e *decodeError) Error() string {
-	return "decode point " + e.point + " at " + e.table.String() + " " + span{e.addr, e.addr + 1}.String() + ": short response or not a number"
+	return "decode point " + e.point + " at " + e.table.String() + " " + span{e.addr, e.addr + 1}.String() + ": short response"
+}
+
+// rangeError is recorded when a point decodes to a NaN or an infinity.
+type rangeError struct {
+	point string
+	table table
+	addr  int
+	v     ferry.Value
+}
+
+func (e *rangeError) Error() string {
+	return "point " + e.point + " at " + e.table.String() + " " + span{e.addr, e.addr + 1}.String() + " is " + e.v.String() + ": not a finite number"
 }

@@ -16,8 +16,10 @@ type Metrics struct {
 	badRanges *prometheus.GaugeVec
 	planned   *prometheus.GaugeVec
 	decodeErr *prometheus.CounterVec
-	reprobes  *prometheus.CounterVec
-	writes    *prometheus.CounterVec
+	// outOfRange counts points that decoded to a NaN or an infinity.
+	outOfRange *prometheus.CounterVec
+	reprobes   *prometheus.CounterVec
+	writes     *prometheus.CounterVec
 }
 
 // Request results, the values of the result label of
@@ -63,7 +65,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device"}),
 		decodeErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_modbus_decode_errors_total",
-			Help: "Points whose response could not be decoded (short response, NaN or infinite float).",
+			Help: "Points whose response could not be decoded (short response).",
+		}, []string{"device"}),
+		outOfRange: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_modbus_out_of_range_total",
+			Help: "Points whose registers decoded to a NaN or an infinity (after scale and offset): sent Bad, reason \"out of range\", with that value.",
 		}, []string{"device"}),
 		reprobes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_modbus_reprobes_total",
@@ -75,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.connects, m.splits, m.badRanges, m.planned, m.decodeErr, m.reprobes, m.writes)
+		reg.MustRegister(m.requests, m.duration, m.connects, m.splits, m.badRanges, m.planned, m.decodeErr, m.outOfRange, m.reprobes, m.writes)
 	}
 	return m
 }
@@ -103,22 +109,24 @@ func (m *Metrics) link(name string) linkMetrics {
 
 // deviceMetrics are the series of one device, resolved once.
 type deviceMetrics struct {
-	splits    prometheus.Counter
-	badRanges prometheus.Gauge
-	planned   prometheus.Gauge
-	decodeErr prometheus.Counter
-	reprobes  prometheus.Counter
-	writes    map[string]prometheus.Counter
+	splits     prometheus.Counter
+	badRanges  prometheus.Gauge
+	planned    prometheus.Gauge
+	decodeErr  prometheus.Counter
+	outOfRange prometheus.Counter
+	reprobes   prometheus.Counter
+	writes     map[string]prometheus.Counter
 }
 
 func (m *Metrics) device(name string) deviceMetrics {
 	return deviceMetrics{
-		splits:    m.splits.WithLabelValues(name),
-		badRanges: m.badRanges.WithLabelValues(name),
-		planned:   m.planned.WithLabelValues(name),
-		decodeErr: m.decodeErr.WithLabelValues(name),
-		reprobes:  m.reprobes.WithLabelValues(name),
-		writes:    m.writeSeries(name),
+		splits:     m.splits.WithLabelValues(name),
+		badRanges:  m.badRanges.WithLabelValues(name),
+		planned:    m.planned.WithLabelValues(name),
+		decodeErr:  m.decodeErr.WithLabelValues(name),
+		outOfRange: m.outOfRange.WithLabelValues(name),
+		reprobes:   m.reprobes.WithLabelValues(name),
+		writes:     m.writeSeries(name),
 	}
 }
 
@@ -129,6 +137,7 @@ func (m *Metrics) forgetDevice(device string) {
 	m.badRanges.DeletePartialMatch(l)
 	m.planned.DeletePartialMatch(l)
 	m.decodeErr.DeletePartialMatch(l)
+	m.outOfRange.DeletePartialMatch(l)
 	m.reprobes.DeletePartialMatch(l)
 	m.writes.DeletePartialMatch(l)
 }

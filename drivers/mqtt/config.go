@@ -219,6 +219,9 @@ func validateBroker(errs *setting.Errors, c *Config) {
 
 // validateBrokerURL checks one broker URL and reports whether it is usable.
 func validateBrokerURL(errs *setting.Errors, path, broker string) bool {
+	if !setting.CheckURLUserinfo(errs, path, broker, "mqtt.username and mqtt.password (or password_file)") {
+		return false
+	}
 	u, err := url.Parse(broker)
 	if err != nil {
 		errs.Add(path, "%q is not a URL", broker)
@@ -231,10 +234,6 @@ func validateBrokerURL(errs *setting.Errors, path, broker string) bool {
 		return false
 	}
 	ok := true
-	if u.User != nil {
-		errs.Add(path, "holds credentials; use username and password (or password_file)")
-		ok = false
-	}
 	if u.Hostname() == "" {
 		errs.Add(path, "%q has no host", broker)
 		ok = false

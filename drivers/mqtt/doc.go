@@ -16,7 +16,8 @@
 // stops before that, the message stays unacknowledged and the broker sends
 // it again (DUP set) on the next connection. If ferry stops after the
 // commit but before the acknowledgement, the redelivered message is a
-// duplicate; each scan carries Key (a digest of device, topic and payload)
+// duplicate; each scan carries Key (a digest of device, topic, payload and
+// packet identifier, see messageID)
 // and Redelivered (the DUP flag), and the buffer drops a redelivered scan
 // whose key it committed within its dedupe window.
 //

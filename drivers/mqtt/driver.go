@@ -884,7 +884,7 @@ func (s *session) onMessage(_ paho.Client, m paho.Message) {
 			r.dv.m.redeliveries.Inc()
 		}
 		if keyed {
-			r.scan.Key = s.key(r.dv.name, r.scan.Device, topic, payload)
+			r.scan.Key = s.key(r.dv.name, r.scan.Device, topic, payload, messageID(m))
 			r.scan.Redelivered = m.Duplicate() || m.Retained()
 		}
 		if pa != nil {
@@ -900,9 +900,11 @@ func (s *session) onMessage(_ paho.Client, m paho.Message) {
 }
 
 // key is the scan's idempotency key: a digest of the configured device,
-// the scan's device, the topic and the payload.
-func (s *session) key(entry, dev, topic string, payload []byte) string {
+// the scan's device, the topic, the payload and the packet identifier
+// (see messageID).
+func (s *session) key(entry, dev, topic string, payload []byte, pid uint16) string {
 	b := s.keyBuf[:0]
+	b = append(b, byte(pid>>8), byte(pid))
 	b = append(b, entry...)
 	b = append(b, 0)
 	b = append(b, dev...)
@@ -913,6 +915,32 @@ func (s *session) key(entry, dev, topic string, payload []byte) string {
 	s.keyBuf = b
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
+}
+
+// messageID is the part of a message's identity the content does not
+// give: its packet identifier, for a QoS 1/2 message that is not retained.
+//
+// A broker redelivers an unacknowledged message with DUP set and its
+// original packet identifier (MQTT 3.1.1 §4.4), and does not reuse an
+// identifier before the message that held it is acknowledged. So a
+// redelivery has the key of its original, while a second message with
+// the same payload, withheld and redelivered, has another: the dedupe
+// drops the first kind only. Keyed by content alone, the dedupe dropped
+// the second kind too (two identical readings stored as one).
+//
+// A wrong drop now needs the same topic, payload and identifier within
+// the buffer's dedupe_window, the second message withheld: the broker
+// must have cycled through the 65,535 identifiers in between (mochi and
+// mosquitto assign them in turn), that is more than 65,535 messages to
+// this client within the window (109 a second for 10 minutes).
+//
+// A retained message (sent again on each subscribe, with a new
+// identifier) is the same message each time: its key is its content.
+func messageID(m paho.Message) uint16 {
+	if m.Qos() == 0 || m.Retained() {
+		return 0
+	}
+	return m.MessageID()
 }
 
 // route decodes a message for every device it concerns.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -442,13 +443,21 @@ func numberValue(raw []byte) (ferry.Value, error) {
 	f, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil {
 		var ne *strconv.NumError
-		if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
-			return ferry.FloatValue(f), nil // ±Inf or 0: out of range, still a number
+		if !errors.As(err, &ne) || ne.Err != strconv.ErrRange {
+			return ferry.Value{}, errWrongType
 		}
-		return ferry.Value{}, errWrongType
+		if math.IsInf(f, 0) {
+			// 1e400, a 400-digit integer: beyond float64. The ±Inf is
+			// returned with errOutOfRange, for a Bad sample that keeps it.
+			return ferry.FloatValue(f), errOutOfRange
+		}
+		// 1e-400: an underflow, rounded to 0 as any float is rounded.
 	}
 	return ferry.FloatValue(f), nil
 }
+
+// errOutOfRange is returned with ±Inf for a number beyond float64.
+var errOutOfRange = errors.New("out of range")
 
 // jsonString decodes a JSON string literal (with quotes). Strings without
 // escapes and with valid UTF-8 take one allocation; others go through

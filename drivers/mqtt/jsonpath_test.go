@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -125,7 +126,10 @@ func TestJSONValue(t *testing.T) {
 		{"18446744073709551616", ferry.FloatValue(18446744073709551616), nil},
 		{"1.5", ferry.FloatValue(1.5), nil},
 		{"-2e-3", ferry.FloatValue(-0.002), nil},
-		{"1e400", ferry.FloatValue(math.Inf(1)), nil},
+		{"1e400", ferry.FloatValue(math.Inf(1)), errOutOfRange},
+		{"-1e400", ferry.FloatValue(math.Inf(-1)), errOutOfRange},
+		{strings.Repeat("9", 400), ferry.FloatValue(math.Inf(1)), errOutOfRange},
+		{"1e-400", ferry.FloatValue(0), nil},
 		{`"\u00e9\n"`, ferry.StringValue("é\n"), nil},
 		{`"\ud83d\ude00"`, ferry.StringValue("😀"), nil},
 		{"true", ferry.BoolValue(true), nil},
@@ -309,6 +313,12 @@ func FuzzJSONPath(f *testing.F) {
 				t.Fatalf("string %q: got %q, %v", r, v.Str(), verr)
 			}
 		case json.Number:
+			if f, _ := strconv.ParseFloat(r.String(), 64); math.IsInf(f, 0) {
+				if !errors.Is(verr, errOutOfRange) || !v.Equal(ferry.FloatValue(f)) {
+					t.Fatalf("number %s beyond float64: got %v, %v; want %v, errOutOfRange", r, v, verr, f)
+				}
+				return
+			}
 			if verr != nil {
 				t.Fatalf("number %s: %v", r, verr)
 			}
@@ -322,7 +332,7 @@ func FuzzJSONPath(f *testing.F) {
 					t.Fatalf("number %s: got uint %v", r, v)
 				}
 			case ferry.KindFloat:
-				want, _ := strconv.ParseFloat(r.String(), 64) // ±Inf on overflow, like ours
+				want, _ := strconv.ParseFloat(r.String(), 64)
 				if want != v.Float64() {
 					t.Fatalf("number %s: got float %v, want %v", r, v, want)
 				}

@@ -22,6 +22,7 @@ const (
 	reasonWrongType    = "wrong type"
 	reasonNull         = "null"
 	reasonBadValue     = "bad value"
+	reasonOutOfRange   = "out of range"
 	reasonBadTime      = "bad time"
 	reasonTooLarge     = "too large"
 	reasonBadTopic     = "bad topic"
@@ -48,6 +49,8 @@ func reasonOf(err error) string {
 		return reasonNull
 	case errors.Is(err, errBadValue):
 		return reasonBadValue
+	case errors.Is(err, errOutOfRange):
+		return reasonOutOfRange
 	}
 	return reasonBadValue
 }
@@ -64,8 +67,12 @@ func coerce(v ferry.Value, typ string) (ferry.Value, error) {
 			return ferry.FloatValue(f), nil
 		}
 		if v.Kind() == ferry.KindString {
-			if f, err := parseFloatText(v.Str()); err == nil {
+			f, err := parseFloatText(v.Str())
+			switch {
+			case err == nil:
 				return ferry.FloatValue(f), nil
+			case errors.Is(err, errOutOfRange):
+				return ferry.FloatValue(f), err
 			}
 		}
 	case "int":
@@ -131,6 +138,9 @@ func parseFloatText(s string) (float64, error) {
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return 0, errBadValue
+	}
+	if math.IsInf(f, 0) {
+		return f, errOutOfRange
 	}
 	return f, nil
 }
@@ -298,6 +308,9 @@ func (dv *device) decodeJSON(payload []byte, name string, now time.Time, dst []f
 			r := reasonOf(err)
 			probs = append(probs, problem{point: pt.cfg.Name, reason: r})
 			s.Quality = ferry.BadQuality(r)
+			if keepOutOfRange(err, pt.cfg.Type) {
+				s.Value = v // ±Inf, kept with Bad quality
+			}
 		} else {
 			s.Value = v
 		}
@@ -317,10 +330,21 @@ func (dv *device) decodeValue(payload []byte, name string, now time.Time, dst []
 	if err != nil {
 		r := reasonOf(err)
 		s.Quality = ferry.BadQuality(r)
+		if keepOutOfRange(err, pt.cfg.Type) {
+			s.Value = v // ±Inf, kept with Bad quality
+		}
 		return append(dst, s), []problem{{point: pt.cfg.Name, reason: r}}
 	}
 	s.Value = v
 	return append(dst, s), nil
+}
+
+// keepOutOfRange reports whether a Bad sample refused for err keeps its
+// value: a number beyond float64 (1e400, a 400-digit integer) is kept as
+// ±Inf, with Bad quality and reason "out of range", on a point of type
+// float or of no type; a point of another type gets no value.
+func keepOutOfRange(err error, typ string) bool {
+	return errors.Is(err, errOutOfRange) && (typ == "" || typ == "float")
 }
 
 // badAll appends one Bad sample per point of dv.

@@ -204,6 +204,9 @@ func validateEndpoint(errs *setting.Errors, ep string) {
 		errs.Add("opcua.endpoint", "is required")
 		return
 	}
+	if !setting.CheckURLUserinfo(errs, "opcua.endpoint", ep, "opcua.auth.username and opcua.auth.password (or password_file)") {
+		return
+	}
 	u, err := url.Parse(ep)
 	switch {
 	case err != nil:

@@ -13,7 +13,9 @@
 // sizes "1GiB"; any scalar may reference the environment as ${NAME} or
 // ${NAME:-default}; a secret field such as `password` may instead be given
 // as `password_file: PATH`. Hostile input is refused quickly: files over
-// MaxFileSize, alias bombs and deep nesting are errors.
+// MaxFileSize, alias bombs and deep nesting are errors, and so is a
+// configuration beyond MaxDeviceFiles, MaxConfigBytes, MaxDevices or
+// MaxPoints (limits.go).
 //
 // Each part of ferry owns its section's Config type, its defaults
 // (SetDefaults) and its Validate method; this package composes them.
@@ -214,6 +216,7 @@ type loader struct {
 	protocols []Protocol
 	// overlay is set when loading a fleet bundle (LoadFleet).
 	overlay *overlay
+	lim     limits // see limits.go
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -243,6 +246,7 @@ func (l *loader) load(path string) *Config {
 		if err != nil {
 			l.errs.add(&Error{Pos: main.position("devices_dir"), Path: "devices_dir", Msg: err.Error()})
 		}
+		names = l.checkFiles(main, c.DevicesDir, names, l.lim.bytes)
 		mainInfo, _ := os.Stat(path)
 		for _, name := range names {
 			// devices_dir may be the main file's own directory
@@ -272,6 +276,7 @@ func (l *loader) load(path string) *Config {
 	c.Version = hex.EncodeToString(h.Sum(nil))[:12]
 
 	l.checkGateway(c, main)
+	c.Devices, devIndex = l.checkDeviceCount(c, devIndex)
 	known := l.checkDevices(c, devIndex)
 	l.validate(main, "rules", rules.Validate(c.Rules, known))
 	l.validate(main, "reduce", c.Reduce.Validate())
@@ -301,6 +306,9 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 	data, err := readLimited(name)
 	if err != nil {
 		l.errs.add(&Error{Pos: Pos{File: shown}, Msg: err.Error()})
+		return nil
+	}
+	if !l.checkBytes(shown, len(data)) {
 		return nil
 	}
 	l.files = append(l.files, name)
@@ -435,6 +443,9 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		// that protocol's form, and let the protocol build and validate
 		// its device. The runtime's protocol switch is
 		// internal/gateway/groups.go.
+		if !l.checkPoints(d, pp, pointCount(&dev.Points)) {
+			continue
+		}
 		points := proto.Points()
 		l.decodePoints(d, dev, pp, points)
 		spec, infos, err := proto.Device(dev.Name, dev.blocks[proto.Name].Interface(), points) // infos[j].Point is the point's name

@@ -107,6 +107,8 @@ func (c *Config) Validate() error {
 	if m := c.MQTT; m != nil {
 		if m.Broker == "" {
 			errs.Add("mqtt.broker", "is required (e.g. tcp://127.0.0.1:1883)")
+		} else if !setting.CheckURLUserinfo(&errs, "mqtt.broker", m.Broker, "mqtt.username and mqtt.password (or password_file)") {
+			// Refused: printed anywhere, the password would leak.
 		} else if u, err := url.Parse(m.Broker); err != nil || u.Host == "" {
 			errs.Add("mqtt.broker", "%q is not a URL (want e.g. tcp://127.0.0.1:1883)", m.Broker)
 		} else if err := setting.OneOf(u.Scheme, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
@@ -129,6 +131,8 @@ func (c *Config) Validate() error {
 	if w := c.Webhook; w != nil {
 		if w.URL == "" {
 			errs.Add("webhook.url", "is required")
+		} else if !setting.CheckURLUserinfo(&errs, "webhook.url", w.URL, "webhook.headers (Authorization)") {
+			// Refused: printed anywhere, the password would leak.
 		} else if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs.Add("webhook.url", "%q is not an http:// or https:// URL", w.URL)
 		}

@@ -26,26 +26,38 @@ type authenticator struct {
 	user []byte
 	hash []byte
 	sem  chan struct{}
+	// limit shuts out clients that keep sending wrong credentials.
+	limit *authLimiter
 
 	mu   sync.Mutex
 	good map[[sha256.Size]byte]struct{}
 }
 
-func newAuthenticator(user, hash string) *authenticator {
+func newAuthenticator(user, hash string, limit *authLimiter) *authenticator {
 	return &authenticator{
-		user: []byte(user),
-		hash: []byte(hash),
-		sem:  make(chan struct{}, bcryptConcurrency),
-		good: make(map[[sha256.Size]byte]struct{}),
+		user:  []byte(user),
+		hash:  []byte(hash),
+		sem:   make(chan struct{}, bcryptConcurrency),
+		limit: limit,
+		good:  make(map[[sha256.Size]byte]struct{}),
 	}
 }
 
 // check reports whether r carries good credentials; when not, it has
-// written the 401 answer.
+// written the 401 answer (or 429 to a client backing off after repeated
+// wrong credentials, see authLimiter).
 func (a *authenticator) check(w http.ResponseWriter, r *http.Request) bool {
+	if d := a.limit.wait(r); d > 0 {
+		refuseBackoff(w, d)
+		return false
+	}
 	user, pass, ok := r.BasicAuth()
 	if ok && a.verify(r, user, pass) {
+		a.limit.succeeded(r)
 		return true
+	}
+	if ok && r.Context().Err() == nil {
+		a.limit.failed(r)
 	}
 	w.Header().Set("WWW-Authenticate", `Basic realm="ferry", charset="UTF-8"`)
 	http.Error(w, "unauthorized", http.StatusUnauthorized)

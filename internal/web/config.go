@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -32,6 +33,12 @@ type Config struct {
 	// for its sparklines, in buckets of 5 s (about 144 bytes per minute
 	// per point: 7 MB for 10,000 points over 5 minutes); 0 turns them off.
 	Sparklines time.Duration `yaml:"sparklines" doc:"history the web console keeps per numeric point for its sparklines (5s buckets, ~144 bytes per minute per point); 0 turns sparklines off"`
+	// AllowedHosts are the host names, besides IP addresses, localhost
+	// and the listen host, that requests may name in their Host header;
+	// any other is refused with 421 (DNS rebinding).
+	AllowedHosts []string `yaml:"allowed_hosts" doc:"host names (no port) clients may use to reach the listener, besides IP addresses, localhost and the listen host; requests naming any other Host are refused with 421 (DNS rebinding protection)"`
+	// Pprof mounts Go's profiles on /debug/pprof/ (off by default).
+	Pprof bool `yaml:"pprof" doc:"serve Go's profiles on /debug/pprof/ (same listener and authentication; ?seconds capped at 60)"`
 }
 
 // DefaultSparklines is the default Sparklines: five minutes.
@@ -81,6 +88,11 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Sparklines; d != 0 && (d < 5*time.Second || d > MaxSparklines) {
 		errs.Add("sparklines", "%v is outside 5s..%v (0 turns sparklines off)", d, MaxSparklines)
+	}
+	for i, h := range c.AllowedHosts {
+		if canonicalHost(h) == "" {
+			errs.Add(fmt.Sprintf("allowed_hosts[%d]", i), "%q is not a host name (write the name alone: gateway.plant.local)", h)
+		}
 	}
 	if t := c.TLS; t != nil {
 		for _, f := range []struct{ key, path string }{{"cert", t.Cert}, {"key", t.Key}} {

@@ -19,7 +19,7 @@
 //	GET  /api/alerts              the active alerts, oldest first (JSON array of ferry.AlertJSON)
 //	GET  /api/alerts/stream       Server-Sent Events: the active alerts ("active" events), then every transition ("alert")
 //	POST /api/alerts/{id}/ack     acknowledge; body (optional) {"by": "name"} (the only request that changes anything)
-//	GET  /debug/pprof/…           Go's profiles
+//	GET  /debug/pprof/…           Go's profiles, only with http.pprof: true (?seconds ≤ 60)
 //
 // What it takes: [Config] (the `http:` section, which internal/config
 // embeds), a prometheus Gatherer and Registerer, the configured devices
@@ -41,6 +41,11 @@
 //     need a password. Every other path, /metrics, /readyz, the console
 //     and acknowledge included, requires the password when basic_auth is
 //     set.
+//   - A request whose Host is not an IP address, localhost, the listen
+//     host or one of http.allowed_hosts is answered 421 before any
+//     handler runs (DNS rebinding; host.go).
+//   - Wrong basic-auth passwords back a client off: after 5, it is
+//     answered 429 for a delay that doubles up to 5 minutes (authlimit.go).
 //   - A non-loopback bind without authentication, or with basic auth but
 //     without TLS, is allowed and logged as a warning at start.
 //   - Slow or hostile clients cannot pin the server: header, read and idle

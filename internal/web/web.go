@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -124,6 +123,7 @@ type Server struct {
 	mux      *http.ServeMux
 	requests *prometheus.CounterVec // nil without a Registerer
 	auth     *authenticator         // nil without basic auth
+	hosts    *hostAllowList
 	checks   []Check
 
 	// The console's state.
@@ -176,9 +176,16 @@ func New(o Options) (*Server, error) {
 		history:  NewHistory(o.History),
 		meter:    &meter{g: o.Gatherer},
 		assets:   loadAssets(),
+		hosts:    newHostAllowList(cfg.Listen, cfg.AllowedHosts),
+	}
+	// The auth metrics are registered (at 0) without basic auth too, so
+	// that dashboards find them.
+	limit, err := newAuthLimiter(o.Now, o.Logger, o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("http: register metrics: %w", err)
 	}
 	if cfg.BasicAuth != nil && !cfg.Disabled() {
-		s.auth = newAuthenticator(cfg.BasicAuth.Username, cfg.BasicAuth.PasswordHash.Reveal())
+		s.auth = newAuthenticator(cfg.BasicAuth.Username, cfg.BasicAuth.PasswordHash.Reveal(), limit)
 	}
 	if o.Registerer != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -226,13 +233,12 @@ func (s *Server) routes() {
 	s.handle("/api/alerts/", alerts)
 
 	// Go's profiles, for a gateway that uses more memory or CPU than it
-	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap). Same
-	// listener, same authentication as the rest.
-	s.handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
-	s.handle("/debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
-	s.handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
-	s.handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
-	s.handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap), only
+	// with http.pprof: true. Same listener, same authentication as the
+	// rest; ?seconds is capped (see pprof.go).
+	if s.cfg.Pprof {
+		s.mountPprof()
+	}
 }
 
 // handle mounts h at pattern, counted in ferry_http_requests_total by
@@ -398,10 +404,15 @@ func (s *Server) logStart(ln net.Listener) {
 	}
 }
 
-// handler wraps the mux with the limits and basic auth.
+// handler wraps the mux with the Host check, the limits and basic auth.
+// The Host check comes first: it guards every route, those mounted later
+// included.
 func (s *Server) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if !s.hosts.serve(w, r) {
+			return
+		}
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		}
