@@ -37,11 +37,18 @@ type DataValue struct {
 }
 
 func (d *DataValue) Decode(b []byte) (int, error) {
+	return d.decodeDepth(b, 0)
+}
+
+func (d *DataValue) decodeDepth(b []byte, depth int) (int, error) {
+	if err := checkDepth(depth); err != nil {
+		return 0, err
+	}
 	buf := NewBuffer(b)
 	d.EncodingMask = buf.ReadByte()
 	d.Value = new(Variant)
 	if d.Has(DataValueValue) {
-		buf.ReadStruct(d.Value)
+		buf.readDepth(d.Value, depth+1)
 	}
 	if d.Has(DataValueStatusCode) {
 		d.Status = StatusCode(buf.ReadUint32())

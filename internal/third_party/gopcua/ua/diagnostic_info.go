@@ -31,6 +31,13 @@ type DiagnosticInfo struct {
 }
 
 func (d *DiagnosticInfo) Decode(b []byte) (int, error) {
+	return d.decodeDepth(b, 0)
+}
+
+func (d *DiagnosticInfo) decodeDepth(b []byte, depth int) (int, error) {
+	if err := checkDepth(depth); err != nil {
+		return 0, err
+	}
 	buf := NewBuffer(b)
 	d.EncodingMask = buf.ReadByte()
 	if d.Has(DiagnosticInfoSymbolicID) {
@@ -53,7 +60,7 @@ func (d *DiagnosticInfo) Decode(b []byte) (int, error) {
 	}
 	if d.Has(DiagnosticInfoInnerDiagnosticInfo) {
 		d.InnerDiagnosticInfo = new(DiagnosticInfo)
-		buf.ReadStruct(d.InnerDiagnosticInfo)
+		buf.readDepth(d.InnerDiagnosticInfo, depth+1)
 	}
 	return buf.Pos(), buf.Error()
 }

@@ -48,6 +48,13 @@ func NewExtensionObject(value interface{}) *ExtensionObject {
 }
 
 func (e *ExtensionObject) Decode(b []byte) (int, error) {
+	return e.decodeDepth(b, 0)
+}
+
+func (e *ExtensionObject) decodeDepth(b []byte, depth int) (int, error) {
+	if err := checkDepth(depth); err != nil {
+		return 0, err
+	}
 	buf := NewBuffer(b)
 	e.TypeID = new(ExpandedNodeID)
 	buf.ReadStruct(e.TypeID)
@@ -80,7 +87,7 @@ func (e *ExtensionObject) Decode(b []byte) (int, error) {
 		return buf.Pos(), buf.Error()
 	}
 
-	body.ReadStruct(e.Value)
+	body.readDepth(e.Value, depth+1)
 	return buf.Pos(), body.Error()
 }
 

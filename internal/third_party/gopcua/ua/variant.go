@@ -116,6 +116,13 @@ func (m *Variant) Value() interface{} {
 
 // Decode implements the codec interface.
 func (m *Variant) Decode(b []byte) (int, error) {
+	return m.decodeDepth(b, 0)
+}
+
+func (m *Variant) decodeDepth(b []byte, depth int) (int, error) {
+	if err := checkDepth(depth); err != nil {
+		return 0, err
+	}
 	buf := NewBuffer(b)
 	m.mask = buf.ReadByte()
 
@@ -132,7 +139,7 @@ func (m *Variant) Decode(b []byte) (int, error) {
 
 	// read single value and return
 	if !m.Has(VariantArrayValues) {
-		m.value = m.decodeValue(buf)
+		m.value = m.decodeValue(buf, depth)
 		return buf.Pos(), buf.Error()
 	}
 
@@ -142,6 +149,12 @@ func (m *Variant) Decode(b []byte) (int, error) {
 	// read flattened array elements
 	n := int(m.arrayLength)
 	if n > MaxVariantArrayLength {
+		return buf.Pos(), StatusBadEncodingLimitsExceeded
+	}
+	// ferry patch: -1 is the only negative length (a null array); any
+	// other made MakeSlice panic. Every element takes at least one byte,
+	// so a length beyond the bytes left cannot be honest.
+	if n < -1 || n > buf.Len() {
 		return buf.Pos(), StatusBadEncodingLimitsExceeded
 	}
 
@@ -162,7 +175,11 @@ func (m *Variant) Decode(b []byte) (int, error) {
 	default:
 		vals = reflect.MakeSlice(sliceType, n, n)
 		for i := 0; i < n; i++ {
-			vals.Index(i).Set(reflect.ValueOf(m.decodeValue(buf)))
+			v := m.decodeValue(buf, depth)
+			if buf.Error() != nil {
+				return buf.Pos(), buf.Error()
+			}
+			vals.Index(i).Set(reflect.ValueOf(v))
 		}
 	}
 
@@ -170,6 +187,11 @@ func (m *Variant) Decode(b []byte) (int, error) {
 	if m.Has(VariantArrayDimensions) {
 		m.arrayDimensionsLength = buf.ReadInt32()
 		if m.arrayDimensionsLength < 0 {
+			return buf.Pos(), StatusBadEncodingLimitsExceeded
+		}
+		// ferry patch: four bytes a dimension, so a count beyond the bytes
+		// left cannot be honest; checked before the allocation.
+		if int(m.arrayDimensionsLength) > buf.Len()/4 {
 			return buf.Pos(), StatusBadEncodingLimitsExceeded
 		}
 		m.arrayDimensions = make([]int32, m.arrayDimensionsLength)
@@ -191,11 +213,17 @@ func (m *Variant) Decode(b []byte) (int, error) {
 	// validate that the total number of elements
 	// matches the product of the array dimensions
 	if m.arrayDimensionsLength > 0 {
-		count := int32(1)
+		// ferry patch: the product in int64, stopping once it exceeds the
+		// length; an int32 product could wrap to the length (65536 x 65536
+		// x 1 = 0) and make split build billions of empty slices.
+		count := int64(1)
 		for i := range m.arrayDimensions {
-			count *= m.arrayDimensions[i]
+			count *= int64(m.arrayDimensions[i])
+			if count > int64(m.arrayLength) {
+				return buf.Pos(), errUnbalancedSlice
+			}
 		}
-		if count != m.arrayLength {
+		if count != int64(m.arrayLength) {
 			return buf.Pos(), errUnbalancedSlice
 		}
 	}
@@ -250,7 +278,7 @@ func split(level, i, j int, dims []int, vals reflect.Value) reflect.Value {
 }
 
 // decodeValue reads a single value of the base type from the buffer.
-func (m *Variant) decodeValue(buf *Buffer) interface{} {
+func (m *Variant) decodeValue(buf *Buffer, depth int) interface{} {
 	switch m.Type() {
 	case TypeIDBoolean:
 		return buf.ReadBool()
@@ -306,21 +334,20 @@ func (m *Variant) decodeValue(buf *Buffer) interface{} {
 		return v
 	case TypeIDExtensionObject:
 		v := new(ExtensionObject)
-		buf.ReadStruct(v)
+		buf.readDepth(v, depth+1)
 		return v
 	case TypeIDDataValue:
 		v := new(DataValue)
-		buf.ReadStruct(v)
+		buf.readDepth(v, depth+1)
 		return v
 	case TypeIDVariant:
-		// todo(fs): limit recursion depth to 100
+		// ferry patch: the depth is bounded by MaxDecodeDepth.
 		v := new(Variant)
-		buf.ReadStruct(v)
+		buf.readDepth(v, depth+1)
 		return v
 	case TypeIDDiagnosticInfo:
-		// todo(fs): limit recursion depth to 100
 		v := new(DiagnosticInfo)
-		buf.ReadStruct(v)
+		buf.readDepth(v, depth+1)
 		return v
 	default:
 		return nil

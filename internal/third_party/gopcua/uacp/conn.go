@@ -29,6 +29,11 @@ const (
 )
 
 var (
+	// ClientMaxMessageSize and ClientMaxChunkCount bound what a client
+	// receives, whatever the server acknowledges (ferry patch).
+	ClientMaxMessageSize uint32 = 16 * MB
+	ClientMaxChunkCount  uint32 = DefaultMaxChunkCount
+
 	// DefaultClientACK is the ACK handshake message sent to the server
 	// for client connections.
 	DefaultClientACK = &Acknowledge{
@@ -266,6 +271,19 @@ func (c *Conn) Handshake(ctx context.Context, endpoint string) error {
 		if ack.MaxMessageSize == 0 {
 			ack.MaxMessageSize = DefaultMaxMessageSize
 			debug.Printf("uacp %d: server has no message size limit. Using %d", c.id, ack.MaxMessageSize)
+		}
+		// ferry patch: the ack's limits are what the server accepts, but
+		// Receive and the secure channel use them as what this client
+		// accepts: a server acking a 4 GiB ReceiveBufSize made every
+		// Receive allocate 4 GiB. Bound them by this client's own.
+		if ack.ReceiveBufSize > hel.ReceiveBufSize {
+			ack.ReceiveBufSize = hel.ReceiveBufSize
+		}
+		if ack.MaxChunkCount > ClientMaxChunkCount {
+			ack.MaxChunkCount = ClientMaxChunkCount
+		}
+		if ack.MaxMessageSize > ClientMaxMessageSize {
+			ack.MaxMessageSize = ClientMaxMessageSize
 		}
 		c.ack = ack
 		debug.Printf("uacp %d: recv %#v", c.id, ack)

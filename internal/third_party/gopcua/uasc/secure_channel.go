@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"net"
+	rdebug "runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -259,6 +260,23 @@ func (s *SecureChannel) dispatcher() {
 		close(s.disconnected)
 	}()
 
+	// ferry patch: a panic while reading or decoding a peer's message
+	// used to end the whole process, since no caller can recover this
+	// goroutine. It now ends this channel only: the error goes to the
+	// client (which reports the connection lost) and the connection is
+	// closed, which fails the pending requests.
+	defer func() {
+		if r := recover(); r != nil {
+			err := errors.Errorf("uasc: malformed message from peer: panic: %v", r)
+			debug.Printf("uasc %d: %v\n%s", s.c.ID(), err, rdebug.Stack())
+			select {
+			case s.errch <- err:
+			default:
+			}
+			s.c.Close()
+		}
+	}()
+
 	for {
 		select {
 		case <-s.closing:
@@ -365,8 +383,15 @@ func (s *SecureChannel) Receive(ctx context.Context) *MessageBody {
 
 			case 'C':
 				s.chunks[reqID] = append(s.chunks[reqID], chunk)
-				if n := len(s.chunks[reqID]); uint32(n) > s.c.MaxChunkCount() {
-					delete(s.chunks, reqID)
+				// ferry patch: bound the chunks held for all requests
+				// together; a peer sending intermediate chunks under ever
+				// new request ids grew the map without limit.
+				n := 0
+				for _, c := range s.chunks {
+					n += len(c)
+				}
+				if uint32(n) > s.c.MaxChunkCount() {
+					clear(s.chunks)
 					s.chunksMu.Unlock()
 					msg.Err = errors.Errorf("too many chunks: %d > %d", n, s.c.MaxChunkCount())
 					return msg
