@@ -129,7 +129,7 @@ func (p *hostileProxy) clientToServer(s, c net.Conn, backend string) {
 }
 
 func (p *hostileProxy) arm(body []byte) { p.body.Store(&body) }
-func (p *hostileProxy) disarm()          { p.body.Store(nil) }
+func (p *hostileProxy) disarm()         { p.body.Store(nil) }
 
 // serverToClient copies the server's chunks, rewriting a final MSG chunk
 // whose body is a ReadResponse (security None: no signature to keep).
