@@ -167,8 +167,13 @@ func decodeSlice(b []byte, val reflect.Value, name string, depth int) (int, erro
 	}
 
 	// a is a slice of []*Foo
-	a := reflect.MakeSlice(val.Type(), int(n), int(n))
+	// ferry patch: grow the slice as elements arrive instead of making
+	// all n up front. n is bounded by the bytes left, but nested arrays
+	// each declaring that many made a message allocate its size times
+	// the element size times the nesting depth.
+	a := reflect.MakeSlice(val.Type(), 0, min(int(n), preallocMax))
 	for i := 0; i < int(n); i++ {
+		a = reflect.Append(a, reflect.Zero(elemType))
 
 		// if the slice elements are pointers we need to create
 		// them before we can marshal data into them.

@@ -14,6 +14,10 @@ package ua
 // the goroutine stack, which is fatal and cannot be recovered.
 var MaxDecodeDepth = 100
 
+// preallocMax is the most elements an array decoder allocates before it
+// has decoded them.
+const preallocMax = 1024
+
 // depthDecoder is implemented by the types whose values nest other values:
 // they decode their children one level deeper.
 type depthDecoder interface {

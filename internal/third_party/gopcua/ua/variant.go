@@ -173,13 +173,14 @@ func (m *Variant) decodeDepth(b []byte, depth int) (int, error) {
 
 	// decode a slice with values
 	default:
-		vals = reflect.MakeSlice(sliceType, n, n)
+		// ferry patch: grown as elements arrive (see decodeSlice).
+		vals = reflect.MakeSlice(sliceType, 0, min(n, preallocMax))
 		for i := 0; i < n; i++ {
 			v := m.decodeValue(buf, depth)
 			if buf.Error() != nil {
 				return buf.Pos(), buf.Error()
 			}
-			vals.Index(i).Set(reflect.ValueOf(v))
+			vals = reflect.Append(vals, reflect.ValueOf(v))
 		}
 	}
 
