@@ -183,6 +183,8 @@ func TestHostileServer(t *testing.T) {
 			if proxy.replaced.Load() == 0 {
 				t.Fatal("no response was replaced")
 			}
+			st := d.DeviceStatus()[0]
+			t.Logf("victim: %s (last error %q)", c.latest(n)["a"].Quality, st.LastError)
 			n = c.count()
 			c.waitFor(t, n, "bystander still good", good("b"))
 			proxy.disarm()
