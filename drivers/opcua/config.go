@@ -26,6 +26,11 @@ type Config struct {
 	// encryption, passwords in clear). Without it None is refused.
 	AllowInsecure bool `yaml:"allow_insecure" doc:"permit security policy None"`
 	Auth          Auth `yaml:"auth"`
+	// CheckServerHost and CheckServerURI check that the (trusted) server
+	// certificate names the endpoint's host and the application URI the
+	// server announces (identity.go).
+	CheckServerHost bool `yaml:"check_server_host" doc:"default true: the server certificate must name the endpoint's host (DNS name or IP address)"`
+	CheckServerURI  bool `yaml:"check_server_uri" doc:"default true: the server certificate's URI must be the application URI the server announces"`
 
 	Mode string `yaml:"mode" enum:"subscribe,poll"`
 	// Interval is the poll interval (poll) or the publishing interval of
@@ -94,6 +99,8 @@ func (t *Timeouts) SetDefaults() {
 // SetDefaults sets the defaults applied before decoding.
 func (c *Config) SetDefaults() {
 	c.SecurityMode = "SignAndEncrypt"
+	c.CheckServerHost = true
+	c.CheckServerURI = true
 	c.Mode = "subscribe"
 	c.Interval = time.Second
 	c.QueueSize = 1

@@ -57,8 +57,11 @@
 //
 // # Caveats
 //
-// gopcua v0.9.1 decodes server messages without recovering from panics:
-// a malformed Variant (an array length below -1, or a huge array
-// dimension count) crashes the process. Only connect to servers you
-// trust — which the PKI enforces for secured policies.
+// gopcua v0.9.1 decoded server messages in a goroutine without recover,
+// with array lengths, dimension counts and nesting unbounded: a malformed
+// Variant crashed the process. ferry builds against a patched copy
+// (internal/third_party/gopcua, README.ferry.md) that bounds them and
+// recovers per connection; a hostile server costs its device Bad quality.
+// Messages are limited to 16 MiB (uacp.ClientMaxMessageSize) and nesting to
+// 100 levels (ua.MaxDecodeDepth).
 package opcua

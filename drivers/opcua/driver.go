@@ -231,7 +231,7 @@ func (dv *device) run(ctx context.Context, emit ferry.EmitFunc) {
 	b := backoff.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		start := dv.now()
-		up, err := dv.session(ctx, emit)
+		up, err := dv.guardedSession(ctx, emit)
 		if ctx.Err() != nil {
 			return
 		}

@@ -42,6 +42,8 @@ func reasonOf(err error) string {
 		return "BadSecurityPolicyRejected"
 	case errors.Is(err, errLost):
 		return ferry.ReasonDisconnected
+	case errors.Is(err, ErrMalformed):
+		return "malformed message"
 	case errors.Is(err, errOwnCert):
 		return "application certificate"
 	case errors.Is(err, errUserCert):

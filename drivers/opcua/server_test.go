@@ -10,6 +10,7 @@ import (
 	"log"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -72,6 +73,7 @@ func selfSigned(t testing.TB, cn, uri string, isCA bool, parent *x509.Certificat
 		BasicConstraintsValid: true,
 		IsCA:                  isCA,
 		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)}, // the tests dial 127.0.0.1
 	}
 	if uri != "" {
 		u, _ := url.Parse(uri)

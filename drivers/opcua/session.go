@@ -99,6 +99,9 @@ func dial(ctx context.Context, o dialOptions, state func(opcua.ConnState)) (*opc
 		if err := o.pki.Check(ep.ServerCertificate); err != nil {
 			return nil, nil, err
 		}
+		if err := checkServerIdentity(c, ep); err != nil {
+			return nil, nil, err
+		}
 		id, err := o.ident()
 		if err != nil {
 			return nil, nil, err
