@@ -183,6 +183,9 @@ type device struct {
 	// readLimit and itemLimit are batch sizes learned from requests the
 	// server refused as too large (0: none learned).
 	readLimit, itemLimit int
+	// minWait is the publish wait a server's revised keep-alive period
+	// asked for in an earlier session (0: the configured request timeout).
+	minWait time.Duration
 }
 
 func newDevice(d *Driver, dev Device) *device {
