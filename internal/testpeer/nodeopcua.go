@@ -254,9 +254,16 @@ func (s *NodeOPCUA) start() error {
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(stdout)
+		logw := &lockedWriter{mu: &s.logMu, w: s.log}
 		for sc.Scan() {
+			l := sc.Text()
+			if !strings.HasPrefix(l, "{") {
+				// node-opcua's own messages go to stdout too.
+				fmt.Fprintln(logw, l)
+				continue
+			}
 			select {
-			case lines <- sc.Text():
+			case lines <- l:
 			default: // nobody is reading answers: drop
 			}
 		}
@@ -342,16 +349,20 @@ func (s *NodeOPCUA) Set(name string, v any) error {
 	if _, err := in.Write(append(b, '\n')); err != nil {
 		return err
 	}
-	select {
-	case l := <-lines:
-		if !strings.Contains(l, `"ok"`) {
-			return fmt.Errorf("node-opcua server: %s", l)
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case l := <-lines:
+			if !strings.HasPrefix(l, `{"ok"`) {
+				return fmt.Errorf("node-opcua server: %s", l)
+			}
+			return nil
+		case <-done:
+			return errors.New("node-opcua server exited")
+		case <-timeout.C:
+			return errors.New("node-opcua server did not answer within 10s")
 		}
-		return nil
-	case <-done:
-		return errors.New("node-opcua server exited")
-	case <-time.After(10 * time.Second):
-		return errors.New("node-opcua server did not answer within 10s")
 	}
 }
 
@@ -410,7 +421,7 @@ func (s *NodeOPCUA) Starts() int {
 	return s.starts
 }
 
-// Log is the server's stderr over every run.
+// Log is the server's output other than its answers, over every run.
 func (s *NodeOPCUA) Log() string {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
