@@ -109,7 +109,7 @@ func TestSoak(t *testing.T) {
 	base := httpBase(t, f)
 	devices := deviceNames()
 	depends := map[string][]string{
-		"node-opcua":  {"ua_sub", "ua_poll", "ua_secure"},
+		"node-opcua":  {"ua_quiet", "ua_sub", "ua_poll", "ua_secure"},
 		"pymodbus":    {},
 		"mosquitto":   {"mqtt_q1", "mqtt_q0"},
 		"nats-server": {"uplink"},
@@ -254,7 +254,7 @@ func TestSoak(t *testing.T) {
 	row := func(what, value, goal string) { fmt.Fprintf(&tb, "| %s | %s | %s |\n", what, value, goal) }
 	tb.WriteString("| soak figure | value | goal |\n|---|---|---|\n")
 	row("length", end.Sub(start).Round(time.Second).String(), "")
-	row("devices", fmt.Sprintf("%d (OPC UA subscribe None, subscribe Basic256Sha256, poll; Modbus units 1-%d; MQTT QoS 1, QoS 0)", len(devices), units), "")
+	row("devices", fmt.Sprintf("%d (OPC UA subscribe None with quiet nodes only, subscribe None, subscribe Basic256Sha256, poll; Modbus units 1-%d; MQTT QoS 1, QoS 0)", len(devices), units), "")
 	row("unexpected reconnects (device or uplink lost outside a restart)", strconv.Itoa(unexpected), "0")
 	row("expected losses (during the 4 restarts)", strconv.Itoa(expected), "")
 	for _, w := range windows {
@@ -322,7 +322,7 @@ func uaPKI(t *testing.T) string {
 }
 
 func deviceNames() []string {
-	out := []string{"ua_sub", "ua_poll", "ua_secure", "mqtt_q1", "mqtt_q0"}
+	out := []string{"ua_quiet", "ua_sub", "ua_poll", "ua_secure", "mqtt_q1", "mqtt_q0"}
 	for u := 1; u <= units; u++ {
 		out = append(out, fmt.Sprintf("unit%d", u))
 	}
@@ -343,6 +343,19 @@ devices:
 	for _, n := range uaNodes {
 		uaPoints += fmt.Sprintf("      - {name: %s, node: \"nsu=%s;s=%s\"}\n", strings.ToLower(n.Name), uaNS, n.Name)
 	}
+	quiet := ""
+	for _, n := range uaNodes {
+		if n.Every == 0 {
+			quiet += fmt.Sprintf("      - {name: %s, node: \"nsu=%s;s=%s\"}\n", strings.ToLower(n.Name), uaNS, n.Name)
+		}
+	}
+	// ua_quiet is issue 27's device: subscribed, interval 500ms, default
+	// timeouts, and only values that never change, so that the server
+	// sends nothing but keep-alives.
+	fmt.Fprintf(&b, `  - name: ua_quiet
+    opcua: {endpoint: "%s", security_policy: None, allow_insecure: true, mode: subscribe, interval: 500ms}
+    points:
+%s`, uaEndpoint, quiet)
 	fmt.Fprintf(&b, `  - name: ua_sub
     opcua: {endpoint: "%s", security_policy: None, allow_insecure: true, mode: subscribe, interval: 500ms}
     points:
@@ -557,7 +570,7 @@ func readUpstream(t *testing.T, url string) *upstream {
 						}
 						up.seqs[dev][int(p.Value.Float64())]++
 					}
-					if dev == "ua_sub" || dev == "ua_secure" {
+					if dev == "ua_quiet" || dev == "ua_sub" || dev == "ua_secure" {
 						// A notification carries the value's source time:
 						// the same value and source time twice is a sample
 						// delivered twice.
