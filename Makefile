@@ -21,6 +21,9 @@
 #   make vulncheck  govulncheck v1.9.0 (needs the vulnerability database, GOVULNDB)
 #   make interop ferry against Debian's mosquitto 2.0, pymodbus 3.0 and nats-server 2.9
 #                (installs them with apt-get when missing; scripts/interop.sh)
+#   make soak    ferry for SOAK (default 30m; SOAK=5m) against node-opcua, pymodbus,
+#                mosquitto and nats-server, each restarted once; prints a table
+#                (scripts/soak.sh, internal/soak)
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -144,3 +147,11 @@ vulncheck:
 .PHONY: interop
 interop:
 	scripts/interop.sh
+
+# Soak (issue 27): the real ferry binary against third-party servers for a
+# long time, each restarted once in the middle. SOAK=5m for a short run;
+# .ci/run runs SOAK=3m.
+SOAK ?= 30m
+.PHONY: soak
+soak:
+	SOAK=$(SOAK) scripts/soak.sh

@@ -176,6 +176,7 @@ func (d *Device) Validate() error {
 		errs.Add("opcua.queue_size", "must be at least 1")
 	}
 	validateDeadband(&errs, "opcua.deadband", &c.Deadband, c.Mode)
+	validateKeepAlive(&errs, c)
 	for _, t := range []struct {
 		name string
 		v    time.Duration

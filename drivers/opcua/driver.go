@@ -190,6 +190,9 @@ type device struct {
 	// the declared methods (call.go).
 	live    liveSession
 	methods []*method
+	// minWait is the publish wait a server's revised keep-alive period
+	// asked for in an earlier session (0: the configured request timeout).
+	minWait time.Duration
 }
 
 func newDevice(d *Driver, dev Device) *device {

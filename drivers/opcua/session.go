@@ -263,6 +263,13 @@ func (dv *device) session(ctx context.Context, emit ferry.EmitFunc) (up bool, er
 			}
 		},
 	}
+	if w := dv.publishWait(); w != c.Timeouts.Request {
+		// The server insisted on a longer keep-alive period in an
+		// earlier session (keepalive.go): wait longer for its answers.
+		cc := *c
+		cc.Timeouts.Request = w
+		o.cfg = &cc
+	}
 	cl, ep, err := dial(ctx, o, state)
 	if err != nil {
 		return false, err
@@ -487,15 +494,14 @@ func (dv *device) pollOnce(ctx context.Context, s *session, ids []*ua.ReadValueI
 // change notification as a scan.
 func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc) error {
 	c := &dv.cfg.Config
-	keep := uint32(max(1, int(math.Ceil(float64(c.Timeouts.Keepalive)/float64(c.Interval)))))
 	notifs := make(chan *opcua.PublishNotificationData, 16)
-	sub, err := s.c.Subscribe(ctx, &opcua.SubscriptionParameters{
-		Interval:          c.Interval,
-		MaxKeepAliveCount: keep,
-		LifetimeCount:     3 * keep,
-	}, notifs)
+	params := dv.subscriptionParams() // the keep-alive rule: keepalive.go
+	sub, err := s.c.Subscribe(ctx, params, notifs)
 	if err != nil {
 		return fmt.Errorf("create subscription: %w", err)
+	}
+	if err := dv.checkRevised(ctx, sub, params); err != nil {
+		return err
 	}
 	var items []*ua.MonitoredItemCreateRequest
 	var idx []int

@@ -1,0 +1,31 @@
+// Package soak is ferry's field soak (issue 27): the real ferry binary,
+// for a long time, against third-party implementations of every protocol
+// it speaks, each restarted once in the middle, counting what a plant
+// engineer would notice.
+//
+// The peers are not Go libraries written beside ferry: node-opcua (npm,
+// pinned in internal/testpeer/testdata/nodeopcua) with quiet, slow and
+// fast nodes, subscribed (security None and Basic256Sha256) and polled;
+// Debian's pymodbus (a Modbus TCP server with several units); Debian's
+// mosquitto with a QoS 1 and a QoS 0 publisher; Debian's nats-server
+// (JetStream) upstream.
+//
+// Counted over the run: unexpected reconnects (a device or the uplink
+// lost outside its server's restart window; goal 0), the reconnect time
+// after each restart, records lost or doubled upstream and QoS 1 messages
+// lost or doubled (goal 0), subscribed OPC UA samples delivered twice
+// (goal 0), Bad-quality samples outside the restart windows (goal 0), RSS
+// and goroutines at the start and the end, and log lines per hour. The
+// test prints a table and fails when a goal is missed.
+//
+// The soak has no code of its own outside its test, which is built only
+// with the soak build tag:
+//
+//	make soak             # 30 minutes
+//	make soak SOAK=5m     # a short run
+//	go test -tags soak -v -count=1 -timeout 2h ./internal/soak   # SOAK=30m by default
+//
+// FERRY_SOAK_REPORT=FILE appends the table to FILE. It needs node and npm,
+// mosquitto, nats-server and /usr/bin/python3 with pymodbus (make soak
+// installs them with apt-get when missing, as .ci/run does).
+package soak
