@@ -36,6 +36,9 @@ func checkOverlaps(errs *setting.Errors, points []Point) {
 		if !ok {
 			continue
 		}
+		if _, ok := p.fieldOf(); p.Bits != "" && !ok {
+			continue // reported by validate
+		}
 		n := ti.regs
 		if typ == "string" {
 			n = int(p.Length)
