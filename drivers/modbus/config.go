@@ -105,6 +105,11 @@ type Point struct {
 	// Bit selects one bit (0 = least significant) of a register for a
 	// bool point; without it a bool register point is true when non-zero.
 	Bit *uint8 `yaml:"bit" doc:"bit 0..15 of the register for a bool point (0 = least significant)"`
+	// Bits selects a field of bits of one register, read as an unsigned
+	// number: "4-7" is bits 4 to 7 (0 = least significant), shifted
+	// down, so 0..15. Only for uint16 points of holding and input
+	// registers (bitfield.go).
+	Bits string `yaml:"bits" doc:"a field of bits of one register read as an unsigned number (uint16 points): FIRST-LAST, 0 = least significant, such as 4-7 (value 0..15)"`
 	// Length is the number of registers of a string point.
 	Length uint16 `yaml:"length" doc:"registers of a string point (2 characters each)"`
 	// Order is the byte layout of a value: ABCD (big-endian, the Modbus
@@ -137,6 +142,9 @@ func (p *Point) Info() ferry.PointInfo {
 	src := t.String() + " " + strconv.Itoa(int(addr))
 	if p.Bit != nil {
 		src += "." + strconv.Itoa(int(*p.Bit))
+	}
+	if b, ok := p.fieldOf(); ok {
+		src += "." + b.String()
 	}
 	return ferry.PointInfo{Point: p.Name, Protocol: "modbus", Source: src, Type: typ,
 		Unit: p.Unit, Description: p.Description, Scale: p.Scale, Offset: p.Offset, Write: p.Write}
@@ -255,6 +263,21 @@ func (p *Point) validate(errs *setting.Errors, at string, maxRegs int) {
 			errs.Add(field("bit"), "is only for bool points (this one is %s)", typ)
 		case *p.Bit > 15:
 			errs.Add(field("bit"), "%d is out of range 0..15", *p.Bit)
+		}
+	}
+	if p.Bits != "" {
+		b, err := parseBits(p.Bits)
+		switch {
+		case t.bits():
+			errs.Add(field("bits"), "is for uint16 points of holding or input registers, not of the %s table", t)
+		case typ != "uint16":
+			errs.Add(field("bits"), "is only for uint16 points (this one is %s; a single bit of a bool point is bit:)", typ)
+		case p.Bit != nil:
+			errs.Add(field("bits"), "give either bit (a bool) or bits (a number), not both")
+		case err != nil:
+			errs.Add(field("bits"), "%v", err)
+		case b.lo == 0 && b.hi == 15:
+			errs.Add(field("bits"), "0-15 is the whole register: leave bits out")
 		}
 	}
 	n := ti.regs

@@ -32,6 +32,9 @@ type decoder struct {
 	bit   int8 // bool of a register: the bit, or -1 for "register is not zero"
 	regs  int  // registers the value spans (1 for a bit of a bit table)
 
+	field bool     // uint16: a bit field of the register (bits:)
+	bits  bitRange // the field
+
 	scaled        bool
 	scale, offset float64
 	decimals      int // of scale and offset (ferry.ScaleDecimals)
@@ -51,6 +54,9 @@ func newDecoder(p *Point, t table) *decoder {
 	d := &decoder{kind: ti.kind, order: o, bit: -1, regs: ti.regs}
 	if p.Bit != nil {
 		d.bit = int8(*p.Bit)
+	}
+	if b, ok := p.fieldOf(); ok && ti.kind == kindUint16 {
+		d.field, d.bits = true, b
 	}
 	if ti.kind == kindString {
 		d.regs = int(p.Length)
@@ -135,6 +141,10 @@ func (d *decoder) decode(b []byte) (ferry.Value, bool) {
 		}
 		f = float64(int16(v))
 	case kindUint16, kindUint32, kindUint64:
+		if d.field {
+			// The field after the byte order is applied, shifted down.
+			v = v >> d.bits.lo & uint64(d.bits.max())
+		}
 		if !d.scaled {
 			return ferry.UintValue(v), true
 		}

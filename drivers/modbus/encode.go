@@ -18,11 +18,11 @@ type encoded struct {
 	data []byte
 	// on is the state of a coil, or the bit of a mask write.
 	on bool
-	// mask: a bit of a register, written with FC22 (and, or masks). wire
-	// is the bit's position in the register as it travels (the point's
-	// byte swap applied).
+	// mask: a bit or a bit field of a register, written with FC22 (and,
+	// or masks, as they travel: the point's byte swap applied). The
+	// register then holds (r AND and) OR (or AND NOT and): the bits
+	// outside and are the written ones.
 	mask      bool
-	wire      uint8
 	and, or   uint16
 	valueText string // the value as asked, for messages
 }
@@ -92,7 +92,7 @@ func (d *decoder) encode(t table, v ferry.Value, mask bool) (encoded, error) {
 			if d.order&swapBytes != 0 {
 				w = (w + 8) % 16
 			}
-			e.mask, e.wire, e.on = true, w, b
+			e.mask, e.on = true, b
 			e.and = ^uint16(1 << w)
 			if b {
 				e.or = 1 << w
@@ -158,7 +158,28 @@ func (d *decoder) encode(t table, v ferry.Value, mask bool) (encoded, error) {
 			return e, err
 		}
 	}
+	if d.field {
+		return d.encodeField(e, bits, mask)
+	}
 	e.data = d.words(bits)
+	return e, nil
+}
+
+// encodeField makes the FC22 masks that write raw into the point's bit
+// field and leave the register's other bits alone.
+func (d *decoder) encodeField(e encoded, raw uint64, mask bool) (encoded, error) {
+	b := d.bits
+	if !mask {
+		return e, refuse("bits %s of a register can only be written with FC22 (mask write), and the device does not declare modbus.mask_write: true; ferry never read-modify-writes a register", b)
+	}
+	if raw > uint64(b.max()) {
+		return e, refuse("%s does not fit bits %s (0..%d)", e.valueText, b, b.max())
+	}
+	and, or := ^b.mask(), uint16(raw)<<b.lo
+	if d.order&swapBytes != 0 {
+		and, or = swap16(and), swap16(or)
+	}
+	e.mask, e.and, e.or = true, and, or
 	return e, nil
 }
 

@@ -85,6 +85,16 @@ func (p *fakeTCPPeer) answer(req []byte) []byte {
 		binary.BigEndian.PutUint16(f[4:], 300)
 	case "truncated":
 		f = f[:len(f)-3]
+	case "stale":
+		// A whole, valid-looking frame nobody asked for, sent right
+		// behind the answer: the transaction id of the next request, the
+		// same unit and function, every data byte inverted.
+		g := append([]byte(nil), f...)
+		binary.BigEndian.PutUint16(g, tid+1)
+		for i := 9; i < len(g); i++ {
+			g[i] ^= 0xFF
+		}
+		f = append(f, g...)
 	}
 	return f
 }

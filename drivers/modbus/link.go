@@ -70,14 +70,12 @@ func (l *link) newHandler() {
 	}
 	switch l.addr.scheme {
 	case schemeTCP:
-		h := modbus.NewTCPClientHandler(l.addr.addr)
-		// An idle timeout above zero makes the library skip a late answer
-		// to an earlier, timed-out request (by its transaction id); no
-		// recovery timeouts: errors come back at once, we decide.
-		h.IdleTimeout = idle
-		h.LinkRecoveryTimeout, h.ProtocolRecoveryTimeout = 0, 0
-		h.Timeout = maxTimeout
-		l.h, l.setTimeout = h, func(t time.Duration) { h.Timeout = t }
+		// ferry's transport (tcpframe.go): stale bytes are discarded
+		// before each request, a late answer to an earlier, timed-out
+		// request is skipped by its transaction id, and every answer is
+		// checked against its request; errors come back at once.
+		h := newTCPHandler(l.addr.addr, idle, maxTimeout, l.discarded)
+		l.h, l.setTimeout = h, func(t time.Duration) { h.tr.timeout = t }
 	case schemeRTUOverTCP:
 		h := modbus.NewRTUOverTCPClientHandler(l.addr.addr)
 		h.IdleTimeout = idle
@@ -96,6 +94,13 @@ func (l *link) newHandler() {
 		l.h, l.setTimeout = h, func(t time.Duration) { h.Timeout = t }
 	}
 	l.client = modbus.NewClient(l.h)
+}
+
+// discarded counts n bytes that arrived unasked and were thrown away
+// before a request.
+func (l *link) discarded(n int) {
+	l.m.stale.Add(float64(n))
+	l.log.Debug("discarded bytes that arrived unasked", "bytes", n)
 }
 
 // run polls the link's devices until ctx ends, then closes the link.

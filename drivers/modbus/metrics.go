@@ -20,6 +20,7 @@ type Metrics struct {
 	outOfRange *prometheus.CounterVec
 	reprobes   *prometheus.CounterVec
 	writes     *prometheus.CounterVec
+	staleBytes *prometheus.CounterVec
 }
 
 // Request results, the values of the result label of
@@ -79,9 +80,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_modbus_writes_total",
 			Help: "Writes by device and result (done, refused, failed, unknown, mismatch: read back differs).",
 		}, []string{"device", "result"}),
+		staleBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_modbus_stale_bytes_total",
+			Help: "Bytes that arrived on a Modbus TCP link with no request out, discarded before the next request (late or unsolicited frames).",
+		}, []string{"link"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.connects, m.splits, m.badRanges, m.planned, m.decodeErr, m.outOfRange, m.reprobes, m.writes)
+		reg.MustRegister(m.requests, m.duration, m.connects, m.splits, m.badRanges, m.planned, m.decodeErr, m.outOfRange, m.reprobes, m.writes, m.staleBytes)
 	}
 	return m
 }
@@ -92,6 +97,7 @@ type linkMetrics struct {
 	duration prometheus.Observer
 	connOK   prometheus.Counter
 	connErr  prometheus.Counter
+	stale    prometheus.Counter
 }
 
 func (m *Metrics) link(name string) linkMetrics {
@@ -100,6 +106,7 @@ func (m *Metrics) link(name string) linkMetrics {
 		duration: m.duration.WithLabelValues(name),
 		connOK:   m.connects.WithLabelValues(name, "ok"),
 		connErr:  m.connects.WithLabelValues(name, "error"),
+		stale:    m.staleBytes.WithLabelValues(name),
 	}
 	for _, r := range results {
 		lm.results[r] = m.requests.WithLabelValues(name, r)
@@ -148,4 +155,5 @@ func (m *Metrics) forgetLink(link string) {
 	m.requests.DeletePartialMatch(l)
 	m.duration.DeletePartialMatch(l)
 	m.connects.DeletePartialMatch(l)
+	m.staleBytes.DeletePartialMatch(l)
 }

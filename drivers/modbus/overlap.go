@@ -11,13 +11,15 @@ import (
 // registers (or bits), which is almost always a typo in an address: unless
 // one of them is declared a view (`view: true`: a second reading of the same
 // registers on purpose, such as a status word and its bits). Bool points on
-// different bits of one register do not overlap.
+// different bits of one register, and bit fields (`bits: 4-7`) of one
+// register that share no bit, do not overlap.
 func checkOverlaps(errs *setting.Errors, points []Point) {
 	type extent struct {
 		i          int
 		t          table
-		start, end int // [start, end)
-		bit        int // -1: the whole registers
+		start, end int    // [start, end)
+		lo, hi     int    // bits lo..hi of the register; -1: the whole registers
+		wire       uint16 // those bits as they travel (byte swap applied)
 	}
 	var ext []extent
 	for i := range points {
@@ -34,6 +36,9 @@ func checkOverlaps(errs *setting.Errors, points []Point) {
 		if !ok {
 			continue
 		}
+		if _, ok := p.fieldOf(); p.Bits != "" && !ok {
+			continue // reported by validate
+		}
 		n := ti.regs
 		if typ == "string" {
 			n = int(p.Length)
@@ -44,11 +49,21 @@ func checkOverlaps(errs *setting.Errors, points []Point) {
 		if n < 1 {
 			continue
 		}
-		bit := -1
-		if p.Bit != nil && !t.bits() {
-			bit = int(*p.Bit)
+		lo, hi := -1, -1
+		if p.Bit != nil && !t.bits() && *p.Bit < 16 {
+			lo, hi = int(*p.Bit), int(*p.Bit)
 		}
-		ext = append(ext, extent{i, t, int(addr), int(addr) + n, bit})
+		if b, ok := p.fieldOf(); ok && !t.bits() && n == 1 {
+			lo, hi = int(b.lo), int(b.hi)
+		}
+		var wire uint16
+		if lo >= 0 {
+			wire = bitRange{uint8(lo), uint8(hi)}.mask()
+			if o, err := p.order(); err == nil && o&swapBytes != 0 {
+				wire = swap16(wire)
+			}
+		}
+		ext = append(ext, extent{i, t, int(addr), int(addr) + n, lo, hi, wire})
 	}
 	sort.SliceStable(ext, func(a, b int) bool {
 		if ext[a].t != ext[b].t {
@@ -59,8 +74,8 @@ func checkOverlaps(errs *setting.Errors, points []Point) {
 	for a := range ext {
 		for b := a + 1; b < len(ext) && ext[b].t == ext[a].t && ext[b].start < ext[a].end; b++ {
 			x, y := ext[a], ext[b]
-			if x.bit >= 0 && y.bit >= 0 && x.bit != y.bit {
-				continue // two bits of one register
+			if x.lo >= 0 && y.lo >= 0 && x.wire&y.wire == 0 {
+				continue // bits of one register that do not meet
 			}
 			if points[x.i].View || points[y.i].View {
 				continue
@@ -71,18 +86,22 @@ func checkOverlaps(errs *setting.Errors, points []Point) {
 				fe, se = y, x
 			}
 			errs.Add(setting.Index("points", second), "%s %s overlaps point %q (%s %s); if that is on purpose (a second view of the same %s), set view: true on one of them",
-				se.t, spanText(se.start, se.end, se.bit), points[first].Name, fe.t, spanText(fe.start, fe.end, fe.bit), unitWord(se.t))
+				se.t, spanText(se.start, se.end, se.lo, se.hi), points[first].Name, fe.t, spanText(fe.start, fe.end, fe.lo, fe.hi), unitWord(se.t))
 		}
 	}
 }
 
-func spanText(start, end, bit int) string {
+func spanText(start, end, lo, hi int) string {
 	s := fmt.Sprint(start)
 	if end-start > 1 {
 		s = fmt.Sprintf("%d..%d", start, end-1)
 	}
-	if bit >= 0 {
-		s += fmt.Sprintf(" bit %d", bit)
+	switch {
+	case lo < 0:
+	case lo == hi:
+		s += fmt.Sprintf(" bit %d", lo)
+	default:
+		s += fmt.Sprintf(" bits %d-%d", lo, hi)
 	}
 	return s
 }

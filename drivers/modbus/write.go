@@ -201,7 +201,7 @@ func (d *decoder) within(t table, w *ferry.WriteSpec, v ferry.Value, e encoded, 
 	}
 	for _, a := range w.Allowed {
 		x, err := d.encode(t, ferry.StringValue(a), mask)
-		if err == nil && x.on == e.on && x.mask == e.mask && bytes.Equal(x.data, e.data) {
+		if err == nil && x.on == e.on && x.mask == e.mask && x.and == e.and && x.or == e.or && bytes.Equal(x.data, e.data) {
 			return nil
 		}
 	}
@@ -280,7 +280,7 @@ func (l *link) write(ctx context.Context, op *writeOp) (ferry.WriteResult, error
 	case op.enc.mask:
 		r := binary.BigEndian.Uint16(data)
 		res.ReadBack, ok = pt.dec.decode(data)
-		same = (r>>op.enc.wire&1 == 1) == op.enc.on
+		same = r&^op.enc.and == op.enc.or // the written bits only
 	default:
 		res.ReadBack, ok = pt.dec.decode(data)
 		same = bytes.Equal(data[:len(op.enc.data)], op.enc.data)

@@ -56,6 +56,15 @@ func (p *Point) validateWrite(errs *setting.Errors, at string, c *Config) {
 		errs.Add(field(""), "bit %d of holding %d can only be written with FC22 (mask write register): set modbus.mask_write: true if the device supports it (ferry never read-modify-writes a register)", *p.Bit, p.Address)
 		return
 	}
+	if p.Bits != "" {
+		if _, ok := p.fieldOf(); !ok || ti.kind != kindUint16 || p.Bit != nil {
+			return // validate reported it
+		}
+		if !c.MaskWrite {
+			errs.Add(field(""), "bits %s of holding %d can only be written with FC22 (mask write register): set modbus.mask_write: true if the device supports it (ferry never read-modify-writes a register)", p.Bits, p.Address)
+			return
+		}
+	}
 	numeric := ti.kind != kindBool && ti.kind != kindString
 	for _, b := range []struct {
 		name string
