@@ -46,6 +46,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/internal/command"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
@@ -70,6 +71,8 @@ type Config struct {
 	Buffer     buffer.Config `yaml:"buffer"`
 	Uplink     uplink.Config `yaml:"uplink"`
 	HTTP       web.Config    `yaml:"http"`
+	// Commands: writes to devices (issue 19), off by default.
+	Commands command.Config `yaml:"commands"`
 
 	// Set by Load.
 
@@ -206,6 +209,8 @@ type loader struct {
 	decs      map[string]*decoder // by file as shown
 	files     []string
 	protocols []Protocol
+	// writable: the points with a write: block, for checkWritable.
+	writable []writablePoint
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -272,6 +277,8 @@ func (l *loader) load(path string) *Config {
 	l.validate(main, "uplink", c.Uplink.Validate())
 	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
+	l.validate(main, "commands", c.Commands.Validate())
+	l.checkWritable(known)
 	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
 	}
@@ -444,6 +451,9 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 					infos[j].Description = dev.Description
 				}
 				c.Points = append(c.Points, infos[j])
+				if infos[j].Write != nil {
+					l.writable = append(l.writable, writablePoint{d, setting.Index(pp, j), infos[j]})
+				}
 			}
 		}
 	}

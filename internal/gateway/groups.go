@@ -256,6 +256,7 @@ func (d *Gateway) publishDrivers() {
 		drivers = append(drivers, d.groups[k].drv)
 	}
 	d.curDrivers.Store(&drivers)
+	d.publishDeviceDrivers()
 }
 
 // deviceStatus lists every device's status, sorted by name.
