@@ -8,13 +8,11 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	mbserver "github.com/simonvetter/modbus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ferry-edge/ferry"
@@ -23,82 +21,11 @@ import (
 	"github.com/ferry-edge/ferry/uplink"
 )
 
-// regBank is a Modbus device for the command tests: 64 holding registers
-// and 16 coils, and the log of every write it took (the server's view of
-// what a command did).
-type regBank struct {
-	mu     sync.Mutex
-	regs   [64]uint16
-	coils  [16]bool
-	writes []bankWrite
-}
-
-type bankWrite struct {
-	Coils bool
-	Addr  uint16
-	Regs  []uint16
-	Bits  []bool
-}
-
-func (b *regBank) HandleCoils(req *mbserver.CoilsRequest) ([]bool, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if int(req.Addr)+int(req.Quantity) > len(b.coils) {
-		return nil, mbserver.ErrIllegalDataAddress
-	}
-	if req.IsWrite {
-		copy(b.coils[req.Addr:], req.Args)
-		b.writes = append(b.writes, bankWrite{Coils: true, Addr: req.Addr, Bits: append([]bool(nil), req.Args...)})
-		return nil, nil
-	}
-	return append([]bool(nil), b.coils[req.Addr:req.Addr+req.Quantity]...), nil
-}
-
-func (b *regBank) HandleDiscreteInputs(req *mbserver.DiscreteInputsRequest) ([]bool, error) {
-	return nil, mbserver.ErrIllegalDataAddress
-}
-
-func (b *regBank) HandleHoldingRegisters(req *mbserver.HoldingRegistersRequest) ([]uint16, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if int(req.Addr)+int(req.Quantity) > len(b.regs) {
-		return nil, mbserver.ErrIllegalDataAddress
-	}
-	if req.IsWrite {
-		copy(b.regs[req.Addr:], req.Args)
-		b.writes = append(b.writes, bankWrite{Addr: req.Addr, Regs: append([]uint16(nil), req.Args...)})
-		return nil, nil
-	}
-	return append([]uint16(nil), b.regs[req.Addr:req.Addr+req.Quantity]...), nil
-}
-
-func (b *regBank) HandleInputRegisters(req *mbserver.InputRegistersRequest) ([]uint16, error) {
-	return nil, mbserver.ErrIllegalDataAddress
-}
-
-func (b *regBank) set(addr int, v uint16) {
-	b.mu.Lock()
-	b.regs[addr] = v
-	b.mu.Unlock()
-}
-
-func (b *regBank) reg(addr int) uint16 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.regs[addr]
-}
-
-func (b *regBank) written() []bankWrite {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]bankWrite(nil), b.writes...)
-}
-
 // cmdRig is a gateway with commands against a real Modbus server and a
 // real NATS JetStream server, and an operator credential on its API.
 type cmdRig struct {
 	t    *testing.T
-	bank *regBank
+	bank *testpeer.RegBank
 	mb   *testpeer.ModbusTCP
 	nats *testpeer.NATSServer
 	nc   *nats.Conn
@@ -138,7 +65,7 @@ func cmdConfig(t *testing.T, dataDir, mbAddr, natsURL string, enabled bool, poin
 
 func newCmdRig(t *testing.T, enabled bool, points ...string) *cmdRig {
 	t.Helper()
-	r := &cmdRig{t: t, bank: &regBank{}, dir: t.TempDir()}
+	r := &cmdRig{t: t, bank: &testpeer.RegBank{}, dir: t.TempDir()}
 	r.mb = testpeer.ModbusServer(t, r.bank)
 	r.nats = testpeer.NATS(t)
 	r.nc, _ = r.nats.Connect()
@@ -238,7 +165,7 @@ func TestCommandRefusalsGateway(t *testing.T) {
 	if code, body := r.post(cmdJSON("h1", "speed", 5), "", ""); code != 401 {
 		t.Errorf("HTTP no credential: %d %s", code, body)
 	}
-	if w := r.bank.written(); len(w) != 0 {
+	if w := r.bank.Writes(); len(w) != 0 {
 		t.Fatalf("the Modbus server took writes: %+v", w)
 	}
 	want := []string{"command/n1/refused", "command/n2/refused", "command/n3/refused"}
@@ -263,7 +190,7 @@ func TestCommandsDisabledGateway(t *testing.T) {
 	if code, body := r.post(cmdJSON("d2", "speed", 5), operator, operatorPwd); code != 200 || !strings.Contains(body, "commands are disabled") {
 		t.Fatalf("HTTP: %d %s", code, body)
 	}
-	if w := r.bank.written(); len(w) != 0 {
+	if w := r.bank.Writes(); len(w) != 0 {
 		t.Fatalf("the Modbus server took writes: %+v", w)
 	}
 }
