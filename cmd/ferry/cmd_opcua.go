@@ -72,6 +72,9 @@ func cmdOPCUABrowse(ctx context.Context, args []string, stdout, stderr io.Writer
 		certFile     = fs.String("user-cert", "", "log in with this X.509 user certificate (absolute path)")
 		keyFile      = fs.String("user-key", "", "private key of -user-cert (absolute path)")
 		timeout      = fs.Duration("timeout", 10*time.Second, "connect and request timeout")
+		asYAML       = fs.Bool("yaml", false, "print a device map (YAML) of the variables instead of the table")
+		depth        = fs.Int("depth", 1, "levels of objects and folders below NODE to follow (max 10)")
+		devName      = fs.String("name", "device", "-yaml: the device's name")
 	)
 	pf.register(fs)
 	fs.Usage = func() {
@@ -92,6 +95,9 @@ Flags:
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()
 		return usageError("want ENDPOINT [NODE]")
+	}
+	if *depth < 1 || *depth > 10 {
+		return usageError("-depth %d: want 1..10", *depth)
 	}
 	dataDir, gateway, err := pf.resolve()
 	if err != nil {
@@ -123,7 +129,7 @@ Flags:
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3**timeout)
 	defer cancel()
-	res, err := opcua.Browse(ctx, opcua.BrowseOptions{Config: c, Node: node, DataDir: dataDir, ApplicationURI: pf.appURI, Gateway: gateway})
+	res, err := opcua.Browse(ctx, opcua.BrowseOptions{Config: c, Node: node, Depth: *depth, DataDir: dataDir, ApplicationURI: pf.appURI, Gateway: gateway})
 	if err != nil {
 		var fe *setting.FieldError
 		if errors.As(err, &fe) {
@@ -134,6 +140,9 @@ Flags:
 		}
 		return err
 	}
+	if *asYAML {
+		return writeDeviceMap(stdout, *devName, c, node, res)
+	}
 	fmt.Fprintf(stdout, "%s (%s)\n\nnamespaces:\n", c.Endpoint, res.Endpoint)
 	for i, ns := range res.Namespaces {
 		fmt.Fprintf(stdout, "  ns=%d  %s\n", i, ns)
@@ -142,7 +151,11 @@ Flags:
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE ID\tCLASS\tBROWSE NAME\tDATA TYPE\tVALUE")
 	for _, e := range res.Entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.NodeID, e.NodeClass, e.BrowseName, e.DataType, e.Value)
+		name := e.BrowseName
+		if len(e.Path) > 0 {
+			name = strings.Join(e.Path, "/") + "/" + name
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.NodeID, e.NodeClass, name, e.DataType, e.Value)
 	}
 	tw.Flush()
 	if len(res.Entries) == 0 {

@@ -13,13 +13,14 @@ import (
 // device, the read requests of one poll.
 func cmdPlan(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("plan", stderr)
+	cfgFlag := configFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ferry plan [FILE]\n\nLoads FILE (default %s) like `ferry validate` and prints, per Modbus link and\ndevice, the read requests one poll makes: which registers or bits, and which points\neach request carries. Devices on one link share its time; the totals say how busy it is.\n", config.DefaultPath)
+		fmt.Fprintf(stderr, "Usage: ferry plan [-config FILE | FILE]\n\nLoads FILE (default %s) like `ferry validate` and prints, per Modbus link and\ndevice, the read requests one poll makes: which registers or bits, and which points\neach request carries. Devices on one link share its time; the totals say how busy it is.\n", config.DefaultPath)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	_, c, err := loadFileArg(fs, stderr)
+	_, c, err := loadFileArg(fs, *cfgFlag, stderr)
 	if err != nil {
 		return err
 	}

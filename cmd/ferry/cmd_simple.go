@@ -23,13 +23,14 @@ func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 
 func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("validate", stderr)
+	cfgFlag := configFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ferry validate [FILE]\n\nLoads FILE (default %s) and its devices_dir exactly as `ferry run` would,\nprints every problem with file:line:column and exits 1, or prints a summary and exits 0.\n", config.DefaultPath)
+		fmt.Fprintf(stderr, "Usage: ferry validate [-config FILE | FILE]\n\nLoads FILE (default %s) and its devices_dir exactly as `ferry run` would,\nprints every problem with file:line:column and exits 1, or prints a summary and exits 0.\n", config.DefaultPath)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, c, err := loadFileArg(fs, stderr)
+	path, c, err := loadFileArg(fs, *cfgFlag, stderr)
 	if err != nil {
 		return err
 	}
@@ -44,18 +45,27 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// loadFileArg loads the configuration named by the command's optional FILE
-// argument (default config.DefaultPath). A file that does not load has its
-// problems printed to stderr, one per line with its place, and gives an
-// exit error.
-func loadFileArg(fs *flag.FlagSet, stderr io.Writer) (string, *config.Config, error) {
+// configFlag registers the -config flag every command that reads a
+// configuration has.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "configuration file (default "+config.DefaultPath+")")
+}
+
+// loadFileArg loads the configuration named by -config (flagPath) or the
+// command's optional FILE argument (default config.DefaultPath). A file
+// that does not load has its problems printed to stderr, one per line with
+// its place, and gives an exit error.
+func loadFileArg(fs *flag.FlagSet, flagPath string, stderr io.Writer) (string, *config.Config, error) {
 	path := config.DefaultPath
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		path = fs.Arg(0)
-	default:
+	switch {
+	case fs.NArg() > 1:
 		return "", nil, usageError("want at most one FILE, got %d", fs.NArg())
+	case fs.NArg() == 1 && flagPath != "":
+		return "", nil, usageError("give the file as -config FILE or as FILE, not both")
+	case fs.NArg() == 1:
+		path = fs.Arg(0)
+	case flagPath != "":
+		path = flagPath
 	}
 	c, err := gateway.LoadConfig(path)
 	if err != nil {

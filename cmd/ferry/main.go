@@ -21,6 +21,8 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…" by `make build`.
@@ -53,6 +55,9 @@ func commands() []command {
 	return []command{
 		{"run", "run the gateway", cmdRun},
 		{"validate", "check a configuration file and print a summary", cmdValidate},
+		{"init", "write a commented starter configuration (ferry.yaml, devices.d/)", cmdInit},
+		{"read", "read every point of a device once and print it (commissioning)", cmdRead},
+		{"modbus", "find the unit ids that answer on a Modbus link: modbus scan URL", cmdModbus},
 		{"plan", "print the Modbus requests each poll makes, per link and device", cmdPlan},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"schema", "print the JSON Schema of the configuration", cmdSchema},
@@ -69,12 +74,24 @@ func main() {
 }
 
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
 		return 0
+	case "-version", "--version":
+		args = []string{"version"}
+	case "help":
+		// ferry help CMD is ferry CMD -h, on stdout.
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		args = []string{args[1], "-h"}
+		stderr = stdout
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
@@ -95,9 +112,17 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry %s: %v\n", c.name, err)
 		return code
 	}
-	fmt.Fprintf(stderr, "ferry: unknown command %q\n\n", args[0])
+	fmt.Fprintf(stderr, "ferry: unknown command %q%s\n\n", args[0], setting.DidYouMean(args[0], commandNames()))
 	usage(stderr)
 	return 2
+}
+
+func commandNames() []string {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	return names
 }
 
 func usage(w io.Writer) {
@@ -105,7 +130,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'ferry COMMAND -h' for a command's flags.\n")
+	fmt.Fprintf(w, "\nRun 'ferry help COMMAND' (or 'ferry COMMAND -h') for a command's flags; 'ferry --version' for the version.\n")
 }
 
 // newFlags returns a FlagSet that reports errors instead of exiting.
@@ -115,11 +140,17 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, turning a flag mistake into a usage error.
+// parseFlags parses args, turning a flag mistake into a usage error; an
+// unknown flag names the nearest one the command has.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			var have []string
+			fs.VisitAll(func(f *flag.Flag) { have = append(have, f.Name) })
+			err = fmt.Errorf("%w%s", err, setting.DidYouMean(name, have))
 		}
 		return &exitError{code: 2, err: err}
 	}

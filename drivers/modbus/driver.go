@@ -59,21 +59,28 @@ func GroupKey(d *Device) string {
 	return lk.String()
 }
 
+// withDefaults fills what o leaves unset: a discarding logger, private
+// metrics, time.Now.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	if o.Devices == nil {
+		o.Devices = devstat.NewMetrics(nil)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
 // New validates devices and prepares their links and request plans. It
 // does no I/O.
 func New(devices []Device, opts Options) (*Driver, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(nil)
-	}
-	if opts.Devices == nil {
-		opts.Devices = devstat.NewMetrics(nil)
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts = opts.withDefaults()
 	var errs setting.Errors
 	names := map[string]bool{}
 	byKey := map[string]*link{}

@@ -46,6 +46,10 @@ type Options struct {
 	// by then is acknowledged by nobody, and the broker sends it again on
 	// the next start.
 	DrainTimeout time.Duration
+	// Probe connects as a passer-by, for `ferry read`: a client id of its
+	// own ("<client id>-read-<pid>") and a clean session, so that it never
+	// takes over the running gateway's session nor leaves one behind.
+	Probe bool
 }
 
 // maxSeenNames bounds how many device names a template device remembers
@@ -184,6 +188,9 @@ func New(devices []Device, opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("mqtt: %w: set mqtt.client_id or the gateway id (Options.Gateway)", ferry.ErrInvalidConfig)
 		}
 		d.clientID = DefaultClientID(opts.Gateway, &d.cfg)
+	}
+	if opts.Probe {
+		d.clientID += "-read-" + strconv.Itoa(os.Getpid())
 	}
 	d.log = d.log.With("client_id", d.clientID)
 	d.cm = opts.Metrics.client(d.clientID)
@@ -719,8 +726,8 @@ func (d *Driver) clientOptions(ctx context.Context, s *session) (*paho.ClientOpt
 	o.SetUsername(c.Username)
 	o.SetPassword(c.Password.Reveal())
 	o.SetProtocolVersion(4)
-	o.SetCleanSession(false) // the broker keeps subscriptions and unacknowledged messages
-	o.SetOrderMatters(true)  // one router goroutine: messages handled in order
+	o.SetCleanSession(d.opts.Probe) // the broker keeps subscriptions and unacknowledged messages (not a probe's)
+	o.SetOrderMatters(true)         // one router goroutine: messages handled in order
 	o.SetAutoAckDisabled(true)
 	o.SetAutoReconnect(false) // Run reconnects, with the shared backoff
 	o.SetConnectRetry(false)

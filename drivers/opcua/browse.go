@@ -21,7 +21,12 @@ type BrowseOptions struct {
 	Config Config
 	// Node is the node whose children are listed; "" is the Objects
 	// folder (i=85).
-	Node           string
+	Node string
+	// Depth is how many levels below Node are listed: 1 (or 0) lists
+	// its children, 2 their children too, and so on (objects and folders
+	// are followed, variables are not). At most MaxBrowseEntries are
+	// listed.
+	Depth          int
 	DataDir        string
 	ApplicationURI string
 	Gateway        string
@@ -37,7 +42,16 @@ type BrowseEntry struct {
 	NodeClass    string
 	DataType     string // for variables
 	Value        string // for variables: the value, or the status name when not Good
+	// Path is the browse names from Node down to this node's parent
+	// (empty for Node's own children).
+	Path []string
+	// Type is the ferry value type a variable maps to ("float", "int",
+	// "uint", "bool", "string"), "" when it has none (arrays, structures).
+	Type string
 }
+
+// MaxBrowseEntries bounds a recursive browse.
+const MaxBrowseEntries = 10000
 
 // BrowseResult is the answer of Browse.
 type BrowseResult struct {
@@ -90,30 +104,52 @@ func Browse(ctx context.Context, o BrowseOptions) (*BrowseResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	refs, err := browseChildren(ctx, cl, node)
-	if err != nil {
-		return nil, fmt.Errorf("browse %s: %w", start, err)
+	depth := max(o.Depth, 1)
+	type level struct {
+		node *ua.NodeID
+		path []string
+		d    int
 	}
-	var vars []int
-	for _, r := range refs {
-		e := BrowseEntry{NodeClass: strings.TrimPrefix(r.NodeClass.String(), "NodeClass")}
-		if r.NodeID != nil && r.NodeID.NodeID != nil {
-			e.NodeID = r.NodeID.NodeID.String()
-			e.NamespaceURI = r.NodeID.NamespaceURI
-			if ns := int(r.NodeID.NodeID.Namespace()); e.NamespaceURI == "" && ns > 0 && ns < len(res.Namespaces) {
-				e.NamespaceURI = res.Namespaces[ns]
+	queue := []level{{node, nil, 1}}
+	for len(queue) > 0 && len(res.Entries) < MaxBrowseEntries {
+		lv := queue[0]
+		queue = queue[1:]
+		refs, err := browseChildren(ctx, cl, lv.node)
+		if err != nil {
+			if lv.d == 1 {
+				return nil, fmt.Errorf("browse %s: %w", start, err)
 			}
+			continue // a node deeper down that cannot be browsed: skip it
 		}
-		if r.BrowseName != nil {
-			e.BrowseName = r.BrowseName.Name
+		var vars []int
+		var varRefs []*ua.ReferenceDescription
+		for _, r := range refs {
+			if len(res.Entries) >= MaxBrowseEntries {
+				break
+			}
+			e := BrowseEntry{NodeClass: strings.TrimPrefix(r.NodeClass.String(), "NodeClass"), Path: lv.path}
+			if r.NodeID != nil && r.NodeID.NodeID != nil {
+				e.NodeID = r.NodeID.NodeID.String()
+				e.NamespaceURI = r.NodeID.NamespaceURI
+				if ns := int(r.NodeID.NodeID.Namespace()); e.NamespaceURI == "" && ns > 0 && ns < len(res.Namespaces) {
+					e.NamespaceURI = res.Namespaces[ns]
+				}
+			}
+			if r.BrowseName != nil {
+				e.BrowseName = r.BrowseName.Name
+			}
+			if r.NodeClass == ua.NodeClassVariable && r.NodeID != nil {
+				vars = append(vars, len(res.Entries))
+				varRefs = append(varRefs, r)
+			}
+			if r.NodeClass == ua.NodeClassObject && r.NodeID != nil && lv.d < depth {
+				queue = append(queue, level{ua.NewNodeIDFromExpandedNodeID(r.NodeID), append(append([]string(nil), lv.path...), e.BrowseName), lv.d + 1})
+			}
+			res.Entries = append(res.Entries, e)
 		}
-		if r.NodeClass == ua.NodeClassVariable && r.NodeID != nil {
-			vars = append(vars, len(res.Entries))
+		if err := readVariables(ctx, cl, varRefs, res.Entries, vars); err != nil {
+			return nil, err
 		}
-		res.Entries = append(res.Entries, e)
-	}
-	if err := readVariables(ctx, cl, refs, res.Entries, vars); err != nil {
-		return nil, err
 	}
 	return res, nil
 }
@@ -157,12 +193,13 @@ func browseChildren(ctx context.Context, cl *opcua.Client, node *ua.NodeID) ([]*
 	return refs, nil
 }
 
-// readVariables reads DataType and Value of the variables among refs.
+// readVariables reads DataType and Value of the variables refs, whose
+// entries are entries[vars[k]].
 func readVariables(ctx context.Context, cl *opcua.Client, refs []*ua.ReferenceDescription, entries []BrowseEntry, vars []int) error {
 	for _, b := range batches(len(vars), 500) {
 		var ids []*ua.ReadValueID
-		for _, i := range vars[b[0]:b[1]] {
-			n := ua.NewNodeIDFromExpandedNodeID(refs[i].NodeID)
+		for k := range vars[b[0]:b[1]] {
+			n := ua.NewNodeIDFromExpandedNodeID(refs[b[0]+k].NodeID)
 			ids = append(ids,
 				&ua.ReadValueID{NodeID: n, AttributeID: ua.AttributeIDDataType},
 				&ua.ReadValueID{NodeID: n, AttributeID: ua.AttributeIDValue})
@@ -175,23 +212,39 @@ func readVariables(ctx context.Context, cl *opcua.Client, refs []*ua.ReferenceDe
 			return fmt.Errorf("read variables: %d results for %d nodes", len(res.Results), len(ids))
 		}
 		for k, i := range vars[b[0]:b[1]] {
-			entries[i].DataType = dataTypeName(res.Results[2*k])
-			entries[i].Value = valueText(res.Results[2*k+1])
+			val := res.Results[2*k+1]
+			entries[i].DataType = dataTypeName(res.Results[2*k], val)
+			entries[i].Value = valueText(val)
+			entries[i].Type = ferryType(entries[i].DataType)
 		}
 	}
 	return nil
 }
 
-func dataTypeName(dv *ua.DataValue) string {
-	if dv == nil || dv.Value == nil || severity(dv.Status) == ferry.Bad {
-		return ""
-	}
+// dataTypeName names a variable's DataType attribute (dv). A server that
+// answers something that is not a data type there (gopcua's own server
+// answers VariableNode) gets the type of the variable's value instead.
+func dataTypeName(dv, val *ua.DataValue) string {
 	var n *ua.NodeID
-	switch v := dv.Value.Value().(type) {
-	case *ua.NodeID:
-		n = v
-	case *ua.ExpandedNodeID:
-		n = v.NodeID
+	if dv != nil && dv.Value != nil && severity(dv.Status) != ferry.Bad {
+		switch v := dv.Value.Value().(type) {
+		case *ua.NodeID:
+			n = v
+		case *ua.ExpandedNodeID:
+			n = v.NodeID
+		}
+	}
+	if n != nil && n.Namespace() == 0 && n.Type() != ua.NodeIDTypeString {
+		if name, ok := builtinDataTypes[n.IntID()]; ok {
+			return name
+		}
+	}
+	if val != nil && val.Value != nil && severity(val.Status) != ferry.Bad && val.Value.Type() != ua.TypeIDNull {
+		t := strings.TrimPrefix(val.Value.Type().String(), "TypeID")
+		if val.Value.ArrayLength() > 0 {
+			t += "[]"
+		}
+		return t
 	}
 	if n == nil {
 		return ""
@@ -202,6 +255,37 @@ func dataTypeName(dv *ua.DataValue) string {
 		}
 	}
 	return n.String()
+}
+
+// builtinDataTypes are the data types of namespace 0 a variable may have,
+// by node id, with the abstract ones a server may declare.
+var builtinDataTypes = map[uint32]string{
+	id.Boolean: "Boolean", id.SByte: "SByte", id.Byte: "Byte", id.Int16: "Int16", id.UInt16: "UInt16",
+	id.Int32: "Int32", id.UInt32: "UInt32", id.Int64: "Int64", id.UInt64: "UInt64", id.Float: "Float",
+	id.Double: "Double", id.String: "String", id.DateTime: "DateTime", id.GUID: "Guid", id.ByteString: "ByteString",
+	id.XMLElement: "XmlElement", id.NodeID: "NodeId", id.ExpandedNodeID: "ExpandedNodeId", id.StatusCode: "StatusCode",
+	id.QualifiedName: "QualifiedName", id.LocalizedText: "LocalizedText", id.Structure: "Structure",
+	id.DataValue: "DataValue", id.BaseDataType: "BaseDataType", id.DiagnosticInfo: "DiagnosticInfo",
+	id.Number: "Number", id.Integer: "Integer", id.UInteger: "UInteger", id.Enumeration: "Enumeration",
+	id.Duration: "Duration", id.UtcTime: "UtcTime", id.LocaleID: "LocaleId",
+}
+
+// ferryType maps an OPC UA data type name to the ferry value type its
+// values become ("" when they become none: arrays, structures).
+func ferryType(dataType string) string {
+	switch dataType {
+	case "Float", "Double", "Duration", "Number":
+		return "float"
+	case "SByte", "Int16", "Int32", "Int64", "Integer", "Enumeration":
+		return "int"
+	case "Byte", "UInt16", "UInt32", "UInt64", "UInteger", "StatusCode":
+		return "uint"
+	case "Boolean":
+		return "bool"
+	case "String", "LocalizedText", "DateTime", "UtcTime", "Guid", "LocaleId", "NodeId", "QualifiedName":
+		return "string"
+	}
+	return ""
 }
 
 func valueText(dv *ua.DataValue) string {

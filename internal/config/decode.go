@@ -604,7 +604,7 @@ func suggest(key string, fields map[string]field) string {
 	best, bestD := "", 3
 	for n := range fields {
 		names = append(names, n)
-		if dd := editDistance(key, n); dd < bestD {
+		if dd := setting.EditDistance(key, n); dd < bestD {
 			best, bestD = n, dd
 		}
 	}
@@ -613,29 +613,6 @@ func suggest(key string, fields map[string]field) string {
 	}
 	sort.Strings(names)
 	return " (valid: " + strings.Join(names, ", ") + ")"
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 func newValue(t reflect.Type) reflect.Value {

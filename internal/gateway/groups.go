@@ -91,7 +91,7 @@ func newDriverMetrics(reg prometheus.Registerer) driverMetrics {
 func CheckGroups(cfg *config.Config) error {
 	var errs []error
 	for key, spec := range groupSpecs(cfg) {
-		if _, err := newGroupDriver(cfg, key, spec, nil, driverMetrics{}); err != nil {
+		if _, err := newGroupDriver(cfg, key, spec, nil, driverMetrics{}, false); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 		}
 	}
@@ -132,13 +132,15 @@ func groupKey(protocol, key string) string {
 }
 
 func (d *Gateway) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
-	return newGroupDriver(d.cfg, key, spec, d.log.With("driver", spec.protocol), d.drvM)
+	return newGroupDriver(d.cfg, key, spec, d.log.With("driver", spec.protocol), d.drvM, false)
 }
 
 // newGroupDriver builds the Driver of one device group: the explicit
 // switch over protocols (no registry). A zero m and a nil log build a
-// driver for checking only.
-func newGroupDriver(cfg *config.Config, key string, spec groupSpec, log *slog.Logger, m driverMetrics) (ferry.Driver, error) {
+// driver for checking only. A probe driver (ferry read) leaves no trace a
+// running gateway could trip on: an MQTT probe connects with a client id
+// and a clean session of its own.
+func newGroupDriver(cfg *config.Config, key string, spec groupSpec, log *slog.Logger, m driverMetrics, probe bool) (ferry.Driver, error) {
 	switch spec.protocol {
 	case "modbus":
 		return modbus.New(spec.modbus, modbus.Options{Logger: log, Metrics: m.modbus, Devices: m.devices})
@@ -146,7 +148,7 @@ func newGroupDriver(cfg *config.Config, key string, spec groupSpec, log *slog.Lo
 		return opcua.New(spec.opcua, opcua.Options{Logger: log, Metrics: m.opcua, Devices: m.devices,
 			DataDir: cfg.DataDir, Gateway: cfg.Gateway.ID})
 	case "mqtt":
-		return mqtt.New(spec.mqtt, mqtt.Options{Logger: log, Metrics: m.mqtt, Devices: m.devices, Gateway: cfg.Gateway.ID})
+		return mqtt.New(spec.mqtt, mqtt.Options{Logger: log, Metrics: m.mqtt, Devices: m.devices, Gateway: cfg.Gateway.ID, Probe: probe})
 	}
 	return nil, fmt.Errorf("group %s: unknown protocol %q", key, spec.protocol)
 }
