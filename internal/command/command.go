@@ -305,10 +305,12 @@ func (s *Service) run(ctx context.Context, cfg Config, req ferry.CommandRequest,
 	}
 	s.log.Info("command accepted", "id", req.ID, "device", req.Device, "point", req.Point, "value", string(req.Value), "via", e.Via, "by", by)
 
+	// The write is not abandoned when the caller goes away (its outcome
+	// must be stored); it is bounded by commands.write_timeout. The
+	// deadline is checked before it starts: a write that started in time
+	// may end after it.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.WriteTimeout)
-	wctx, cancelDeadline := context.WithDeadline(wctx, e.Deadline.Add(cfg.WriteTimeout))
 	res, werr := drv.Write(wctx, wreq)
-	cancelDeadline()
 	cancel()
 	at := s.now()
 	s.mu.Lock()

@@ -31,7 +31,10 @@ type interlock struct {
 	refs []Ref
 	// bare[i] is set when refs[i] was written by its bare name.
 	bare []bool
-	prog *vm.Program
+	// progs holds the program compiled for each combination of the
+	// refs' value kinds (expr checks types at compile time).
+	mu    sync.Mutex
+	progs map[string]*vm.Program
 }
 
 // ParseInterlock parses src, the interlock of a point of device, and
@@ -75,11 +78,7 @@ func compileInterlock(device, src string, known func(string) bool) (*interlock, 
 			return nil, fmt.Errorf("interlock %q: unknown point %q", src, r.String())
 		}
 	}
-	env := il.env(func(Ref) any { return nil })
-	il.prog, err = expr.Compile(src, expr.Env(env), expr.AsBool())
-	if err != nil {
-		return nil, fmt.Errorf("interlock %q: %w", src, err)
-	}
+	il.progs = map[string]*vm.Program{}
 	return il, nil
 }
 
@@ -114,11 +113,17 @@ func (il *interlock) eval(value func(device, point string) (ferry.Sample, bool))
 			return false, fmt.Sprintf("interlock %q: %s is %s", il.src, r, s.Quality)
 		}
 	}
+	kinds := make([]byte, 0, len(il.refs))
 	env := il.env(func(r Ref) any {
 		s, _ := value(r.Device, r.Point)
+		kinds = append(kinds, byte(s.Value.Kind()))
 		return s.Value.Any()
 	})
-	out, err := expr.Run(il.prog, env)
+	prog, err := il.program(string(kinds), env)
+	if err != nil {
+		return false, fmt.Sprintf("interlock %q: %v", il.src, err)
+	}
+	out, err := expr.Run(prog, env)
 	if err != nil {
 		return false, fmt.Sprintf("interlock %q: %v", il.src, err)
 	}
@@ -126,6 +131,26 @@ func (il *interlock) eval(value func(device, point string) (ferry.Sample, bool))
 		return false, fmt.Sprintf("interlock %q is false", il.src)
 	}
 	return true, ""
+}
+
+// program returns the program for values of the given kinds, compiling
+// it on first use (the types the values have decide what expr accepts:
+// `door && speed == 0` needs door to be a bool).
+func (il *interlock) program(kinds string, env map[string]any) (*vm.Program, error) {
+	il.mu.Lock()
+	defer il.mu.Unlock()
+	if p, ok := il.progs[kinds]; ok {
+		return p, nil
+	}
+	p, err := expr.Compile(il.src, expr.Env(env), expr.AsBool())
+	if err != nil {
+		return nil, err
+	}
+	if len(il.progs) >= 16 {
+		clear(il.progs)
+	}
+	il.progs[kinds] = p
+	return p, nil
 }
 
 // refWalker collects the point references of an expression.
