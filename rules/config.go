@@ -141,7 +141,7 @@ var (
 // expression and message template is compiled, so a syntax error or an
 // unknown point is reported here, at load time. Paths are relative to the
 // rules list ("[3].when").
-func Validate(rules []Rule, known func(ref string) bool) error {
+func Validate(rules []Rule, known map[string]bool) error {
 	var errs setting.Errors
 	seen := map[string]int{}
 	for i := range rules {
@@ -166,7 +166,7 @@ func Validate(rules []Rule, known func(ref string) bool) error {
 
 // validateRule checks one rule, compiling what it can, and records every
 // problem under path p.
-func validateRule(errs *setting.Errors, p string, r *Rule, known func(string) bool) {
+func validateRule(errs *setting.Errors, p string, r *Rule, known map[string]bool) {
 	ks := r.kinds()
 	switch len(ks) {
 	case 0:
@@ -193,8 +193,12 @@ func validateRule(errs *setting.Errors, p string, r *Rule, known func(string) bo
 		}
 	} else if _, _, ok := splitRef(r.Point); !ok {
 		errs.Add(p+".point", "%q is not a device.point reference", r.Point)
-	} else if known != nil && !known(r.Point) {
-		errs.Add(p+".point", "unknown point %q (want device.point)", r.Point)
+	} else if known != nil && !known[r.Point] {
+		hint := suggestPoint(r.Point, known)
+		if hint == "" {
+			hint = " (want device.point)"
+		}
+		errs.Add(p+".point", "unknown point %q%s", r.Point, hint)
 	}
 	if r.Clear != "" && r.When == "" && len(ks) > 0 {
 		errs.Add(p+".clear", "needs when (clear belongs to a when rule)")
@@ -343,4 +347,15 @@ func (a *Anomaly) warmup() time.Duration {
 		return a.Warmup
 	}
 	return a.Window
+}
+
+// suggestPoint returns ` (did you mean "x"?)` for the configured point
+// nearest to ref, or "" when none is near.
+func suggestPoint(ref string, known map[string]bool) string {
+	names := make([]string, 0, len(known))
+	for k := range known {
+		names = append(names, k)
+	}
+	sort.Strings(names) // ties go to the first name, the same every time
+	return setting.DidYouMean(ref, names)
 }

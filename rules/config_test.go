@@ -10,13 +10,7 @@ import (
 	"github.com/ferry-edge/ferry/internal/setting"
 )
 
-func known(ref string) bool {
-	switch ref {
-	case "press3.oil_temp", "press3.running", "boiler.pressure", "press-3.oil-temp", "env.state":
-		return true
-	}
-	return false
-}
+var known = map[string]bool{"press3.oil_temp": true, "press3.running": true, "boiler.pressure": true, "press-3.oil-temp": true, "env.state": true}
 
 func anomaly(m func(a *Anomaly)) *Anomaly {
 	a := &Anomaly{}
@@ -46,10 +40,11 @@ func TestValidate(t *testing.T) {
 		{"two kinds", ok(Rule{When: "press3.oil_temp > 1", Point: "press3.oil_temp", Stale: time.Second}), "[0]: sets when and stale; a rule checks one"},
 		{"clear without when", ok(Rule{Clear: "press3.oil_temp < 1"}), "[0].clear: needs when"},
 		{"point required", ok(Rule{Stale: time.Second}), "[0].point: is required for a stale rule"},
-		{"unknown point", ok(Rule{Point: "boiler.presure", Stale: time.Second}), `[0].point: unknown point "boiler.presure" (want device.point)`},
+		{"unknown point", ok(Rule{Point: "boiler.presure", Stale: time.Second}), `[0].point: unknown point "boiler.presure" (did you mean "boiler.pressure"?)`},
+		{"unknown point far from any", ok(Rule{Point: "kiln.flame", Stale: time.Second}), `[0].point: unknown point "kiln.flame" (want device.point)`},
 		{"point not a ref", ok(Rule{Point: "boiler", Stale: time.Second}), `[0].point: "boiler" is not a device.point reference`},
 		{"syntax error", ok(Rule{When: "press3.oil_temp >"}), `[0].when: unexpected token EOF at column 17 of "press3.oil_temp >"`},
-		{"unknown point in expression", ok(Rule{When: "press3.oil_temp > 80 and press3.oil_tmp < 9"}), `[0].when: unknown point "press3.oil_tmp" at column 26`},
+		{"unknown point in expression", ok(Rule{When: "press3.oil_temp > 80 and press3.oil_tmp < 9"}), `[0].when: unknown point "press3.oil_tmp" (did you mean "press3.oil_temp"?) at column 26`},
 		{"unknown point in clear", ok(Rule{When: "press3.oil_temp > 80", Clear: "press3.oil < 9"}), `[0].clear: unknown point "press3.oil" at column 1`},
 		{"bare name", ok(Rule{When: "oil_temp > 80"}), `[0].when: "oil_temp" is not a point (write device.point) at column 1`},
 		{"unknown function", ok(Rule{When: "foo(press3.oil_temp)"}), `[0].when: "foo" is not a point`},

@@ -65,7 +65,7 @@ func fromExprErr(src string, err error) error {
 // known (nil accepts any), then compiles it with expr to check types and
 // builtins. A point is written device.point, device["point"] or
 // $env["device"]["point"] (for names expr cannot spell: "press-3").
-func parseExpr(src string, known func(string) bool) (*parsed, error) {
+func parseExpr(src string, known map[string]bool) (*parsed, error) {
 	if len(src) > maxExprLen {
 		return nil, fmt.Errorf("expression is longer than %d bytes", maxExprLen)
 	}
@@ -98,8 +98,8 @@ func parseExpr(src string, known func(string) bool) (*parsed, error) {
 		return nil, &exprError{src: src, at: id.Location().From, msg: fmt.Sprintf("%q is not a point (write device.point)", id.Value)}
 	}
 	for _, r := range p.refs {
-		if known != nil && !known(r.String()) {
-			return nil, &exprError{src: src, at: r.at, msg: fmt.Sprintf("unknown point %q", r.String())}
+		if known != nil && !known[r.String()] {
+			return nil, &exprError{src: src, at: r.at, msg: fmt.Sprintf("unknown point %q%s", r.String(), suggestPoint(r.String(), known))}
 		}
 	}
 	if _, err := compileExpr(p); err != nil {

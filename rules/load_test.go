@@ -42,7 +42,7 @@ rules:
 		t.Fatal("loaded")
 	}
 	for _, want := range []string{
-		`ferry.yaml:10:11: rules[0].when: unknown point "press3.oil_tmp" at column 26 of "press3.oil_temp > 80 and press3.oil_tmp > 1"`,
+		`ferry.yaml:10:11: rules[0].when: unknown point "press3.oil_tmp" (did you mean "press3.oil_temp"?) at column 26 of "press3.oil_temp > 80 and press3.oil_tmp > 1"`,
 		`ferry.yaml:11:24: rules[1].when: unexpected token EOF at column 17 of "press3.oil_temp >"`,
 		`ferry.yaml:14:23: rules[2].anomaly.method: "zcore" is not one of zscore, ewma`,
 	} {

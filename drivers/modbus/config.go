@@ -112,6 +112,9 @@ type Point struct {
 	Unit      string  `yaml:"unit" doc:"engineering unit"`
 
 	Description string `yaml:"description"`
+	// View marks a point that reads registers another point of the
+	// device reads too, on purpose (a status word and its bits).
+	View bool `yaml:"view" doc:"this point reads registers another point reads too, on purpose (e.g. a status word and its bits); without it overlapping points are refused"`
 }
 
 // Info describes the point for the catalog and the console.
@@ -205,6 +208,7 @@ func (d *Device) Validate() error {
 	for i := range d.Points {
 		d.Points[i].validate(&errs, setting.Index("points", i), maxRegs)
 	}
+	checkOverlaps(&errs, d.Points)
 	return errs.Err()
 }
 

@@ -115,6 +115,12 @@ func New(devices []Device, opts Options) (*Driver, error) {
 		} else if lk.scheme == schemeRTU && l.serial != serial {
 			errs.Add(at+".modbus.serial", "%s differs from %s of device %s on the same port %s", serial, l.serial, l.devs[0].name, key)
 			continue
+		} else if other := l.unitOwner(dev.Config.Unit); other != "" && lk.scheme != schemeTCP {
+			// On an RS-485 bus (rtu://, or rtuovertcp:// to a
+			// converter) both would answer each request: garbled
+			// frames. Behind tcp:// one device may be split in two.
+			errs.Add(at+".modbus.unit", "unit %d is also device %s's on the same bus %s: two devices on one RS-485 bus cannot share a unit id", dev.Config.Unit, other, key)
+			continue
 		}
 		d := newDevice(dev, l, opts)
 		l.devs = append(l.devs, d)

@@ -82,7 +82,8 @@ func TestEveryTypeAndOrder(t *testing.T) {
 				if form == 0 {
 					p.Order = o.name
 				} else {
-					p.ByteOrder, p.WordOrder = o.byteOrder, o.wordOrder
+					// The same registers again: a view.
+					p.ByteOrder, p.WordOrder, p.View = o.byteOrder, o.wordOrder, true
 				}
 				if tt.mod != nil {
 					tt.mod(&p)
@@ -110,7 +111,7 @@ func TestEveryTypeAndOrder(t *testing.T) {
 	points = append(points,
 		Point{Name: "ir_float", Table: "input", Address: 7, Type: "float32"},
 		Point{Name: "ir_u16", Ref: "30010"},
-		Point{Name: "hr_ref", Ref: "401001", Type: "int16"})
+		Point{Name: "hr_ref", Ref: "401001", Type: "int16", View: true})
 	want["ir_float"] = ferry.FloatValue(10)
 	want["ir_u16"] = ferry.UintValue(4242)
 	want["hr_ref"] = ferry.IntValue(-12345) // the first int16 written, ABCD

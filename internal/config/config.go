@@ -114,6 +114,10 @@ type Device struct {
 	// Protocol is the name of the device's protocol: its block's key.
 	Protocol string `yaml:"-"`
 	File     string `yaml:"-"`
+	// Pos and Path place the device's protocol block ("devices[2].modbus"
+	// in its file), for what only a driver finds (ferry validate).
+	Pos  Pos    `yaml:"-"`
+	Path string `yaml:"-"`
 	// Spec is the typed device its Protocol built from the block and the
 	// points (a modbus.Device, …), validated.
 	Spec any `yaml:"-"`
@@ -269,7 +273,7 @@ func (l *loader) load(path string) *Config {
 
 	l.checkGateway(c, main)
 	known := l.checkDevices(c, devIndex)
-	l.validate(main, "rules", rules.Validate(c.Rules, func(ref string) bool { return known[ref] }))
+	l.validate(main, "rules", rules.Validate(c.Rules, known))
 	l.validate(main, "reduce", c.Reduce.Validate())
 	l.checkReduce(c, main)
 	l.validate(main, "alerts", c.Alerts.Validate())
@@ -301,11 +305,14 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 		return nil
 	}
 	l.files = append(l.files, name)
-	fmt.Fprintf(h, "%s\x00%d\x00", shown, len(data))
+	// The version depends on content, not on how the path was spelled
+	// (ferry.yaml, ./ferry.yaml, /etc/ferry/ferry.yaml): file names
+	// without their directory.
+	fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(shown), len(data))
 	h.Write(data)
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		l.errs.add(parseError(shown, err))
+		l.errs.add(parseError(shown, data, err))
 		return nil
 	}
 	d := newDecoder(shown, l.errs)
@@ -420,6 +427,7 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 			continue
 		}
 		dev.Protocol = proto.Name
+		dev.Pos, dev.Path = d.position(p+"."+proto.Name), p+"."+proto.Name
 		pp := p + ".points"
 		// Exactly one block is set (checked above): decode the points in
 		// that protocol's form, and let the protocol build and validate
@@ -559,7 +567,11 @@ func readLimited(name string) ([]byte, error) {
 var lineRE = regexp.MustCompile(`line (\d+)(?::(\d+))?: `)
 
 // parseError turns a yaml.v3 syntax error into an Error with a position.
-func parseError(file string, err error) *Error {
+// yaml.v3 names the line only, so the column is found in data: for a flow
+// collection that does not close, the bracket that opens it (and, when
+// the cause is an unquoted ${VAR} inside it, the $ with a clear message);
+// else the line's first character.
+func parseError(file string, data []byte, err error) *Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	e := &Error{Pos: Pos{File: file}}
 	if m := lineRE.FindStringSubmatchIndex(msg); m != nil {
@@ -570,7 +582,96 @@ func parseError(file string, err error) *Error {
 		msg = msg[:m[0]] + msg[m[1]:]
 	}
 	e.Msg = strings.TrimSpace(msg)
+	lines := strings.Split(string(data), "\n")
+	if e.Line < 1 || e.Line > len(lines) || e.Column > 0 {
+		return e
+	}
+	line := lines[e.Line-1]
+	if strings.Contains(e.Msg, "did not find expected ',' or") {
+		if col, v := unquotedVar(lines[e.Line-1:]); col > 0 {
+			e.Line += v.line
+			e.Column = col
+			e.Msg = fmt.Sprintf("unquoted %s inside a flow collection {…} or […]: YAML reads its { as a nested mapping; quote it: %q", v.text, v.text)
+			return e
+		}
+		if col := openBracket(line); col > 0 {
+			e.Column = col
+			e.Msg += fmt.Sprintf(" (the %c here is not closed)", line[col-1])
+			return e
+		}
+	}
+	e.Column = len(line) - len(strings.TrimLeft(line, " \t")) + 1
 	return e
+}
+
+// unquoted is a ${VAR} found outside quotes.
+type unquoted struct {
+	line int // lines after the first
+	text string
+}
+
+// unquotedVar finds the first ${…} outside quotes in a flow collection
+// that starts on lines[0], returning its 1-based column (0 if none).
+func unquotedVar(lines []string) (int, unquoted) {
+	depth := 0
+	for n, line := range lines {
+		if n > 20 {
+			break
+		}
+		var quote byte
+		for i := 0; i < len(line); i++ {
+			c := line[i]
+			switch {
+			case quote != 0:
+				if c == quote {
+					quote = 0
+				}
+			case c == '"' || c == '\'':
+				quote = c
+			case c == '#' && (i == 0 || line[i-1] == ' '):
+				i = len(line)
+			case c == '$' && depth > 0 && strings.HasPrefix(line[i:], "${"):
+				end := strings.IndexByte(line[i:], '}')
+				if end < 0 {
+					end = len(line) - i - 1
+				}
+				return i + 1, unquoted{line: n, text: line[i : i+end+1]}
+			case c == '{' || c == '[':
+				depth++
+			case c == '}' || c == ']':
+				depth--
+			}
+		}
+	}
+	return 0, unquoted{}
+}
+
+// openBracket returns the 1-based column of the first { or [ of line,
+// outside quotes and comments, that the line does not close (0 if none).
+func openBracket(line string) int {
+	var stack []int
+	var quote byte
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || line[i-1] == ' '):
+			i = len(line)
+		case c == '{' || c == '[':
+			stack = append(stack, i)
+		case (c == '}' || c == ']') && len(stack) > 0:
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if len(stack) == 0 {
+		return 0
+	}
+	return stack[0] + 1
 }
 
 // deepDefaults calls SetDefaults on v's nested struct fields (inner first)

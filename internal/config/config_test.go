@@ -337,3 +337,34 @@ func TestDevicesDirHoldsTheMainFile(t *testing.T) {
 		})
 	}
 }
+
+// TestVersionIgnoresPathSpelling: the configuration's version depends on
+// what the files hold, not on how the path to them was written.
+func TestVersionIgnoresPathSpelling(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "etc")
+	if err := os.MkdirAll(filepath.Join(sub, "devices.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(sub, "ferry.yaml"), []byte("gateway: {id: gw1}\ndata_dir: /tmp/x\ndevices_dir: devices.d\n"), 0o644)
+	os.WriteFile(filepath.Join(sub, "devices.d", "plc.yaml"), []byte("devices:\n  - name: plc\n    modbus: {url: \"tcp://127.0.0.1:502\"}\n    points:\n      - {name: a, ref: \"40001\"}\n"), 0o644)
+	var versions []string
+	for _, p := range []string{filepath.Join(sub, "ferry.yaml"), filepath.Join(dir, "etc", "..", "etc", "ferry.yaml"), sub + "//ferry.yaml"} {
+		c, err := load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions = append(versions, c.Version)
+	}
+	if versions[0] != versions[1] || versions[1] != versions[2] {
+		t.Errorf("versions differ by path spelling: %v", versions)
+	}
+	os.WriteFile(filepath.Join(sub, "devices.d", "plc.yaml"), []byte("devices:\n  - name: plc\n    modbus: {url: \"tcp://127.0.0.1:503\"}\n    points:\n      - {name: a, ref: \"40001\"}\n"), 0o644)
+	c, err := load(filepath.Join(sub, "ferry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Version == versions[0] {
+		t.Error("a changed device file left the version as it was")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-edge/ferry/drivers/opcua"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/devstat"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // This file is the one place that knows the protocols: which blocks a
@@ -92,11 +93,58 @@ func CheckGroups(cfg *config.Config) error {
 	var errs []error
 	for key, spec := range groupSpecs(cfg) {
 		if _, err := newGroupDriver(cfg, key, spec, nil, driverMetrics{}, false); err != nil {
+			if placed := placeDeviceErrors(cfg, err); placed != nil {
+				errs = append(errs, placed...)
+				continue
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 		}
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
+}
+
+// placeDeviceErrors gives each field error of a driver ("meter3.modbus.serial:
+// …") the file:line:column and path of its device's block, as the loader
+// places its own ("devices.d/meters.yaml:9:5: devices[1].modbus.serial:
+// …"). It returns nil when err holds a field error of no known device.
+func placeDeviceErrors(cfg *config.Config, err error) []error {
+	var fes []*setting.FieldError
+	var walk func(error)
+	walk = func(e error) {
+		var fe *setting.FieldError
+		if errors.As(e, &fe) && fe == e {
+			fes = append(fes, fe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	var out []error
+	for _, fe := range fes {
+		placed := false
+		for i := range cfg.Devices {
+			dev := &cfg.Devices[i]
+			block := dev.Name + "." + dev.Protocol
+			if dev.Path == "" || (fe.Path != block && !strings.HasPrefix(fe.Path, block+".")) {
+				continue
+			}
+			out = append(out, fmt.Errorf("%s: %s%s: %s", dev.Pos, dev.Path, strings.TrimPrefix(fe.Path, block), fe.Msg))
+			placed = true
+			break
+		}
+		if !placed {
+			return nil
+		}
+	}
+	return out
 }
 
 // groupSpecs groups the configured devices by the drivers' GroupKey.
