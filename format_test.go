@@ -39,3 +39,37 @@ func TestFormatPoint(t *testing.T) {
 		}
 	}
 }
+
+func TestRoundScaled(t *testing.T) {
+	tenth, hundredth, third := 0.1, 0.01, 1.0/3 // variables: constant arithmetic would be exact
+	for _, tt := range []struct {
+		raw, scale, offset, want float64
+	}{
+		{1597, tenth, 0, 159.7},
+		{1600, tenth, 0, 160},
+		{1234, hundredth, -40, -27.66},
+		{-3, 0.25, 0, -0.75},
+		{7, third, 0, 7 * third}, // no exact decimals: as computed
+		{1 << 60, tenth, 0, float64(1<<60) * tenth},
+	} {
+		got := RoundScaled(tt.raw*tt.scale+tt.offset, tt.scale, tt.offset)
+		if got != tt.want {
+			t.Errorf("RoundScaled(%v×%v+%v) = %v, want %v", tt.raw, tt.scale, tt.offset, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { RoundScaled(159.70000000000002, 0.1, 0) }); n != 0 {
+		t.Errorf("RoundScaled allocates %v times", n)
+	}
+}
+
+func TestWiden32(t *testing.T) {
+	for _, f := range []float32{0.1, 59.95636, -273.15, 3.4e38, 1e-38, 16777217} {
+		w := Widen32(f)
+		if float32(w) != f {
+			t.Errorf("Widen32(%v) = %v does not convert back", f, w)
+		}
+		if got, want := FloatValue(w).String(), FormatPoint(FloatValue(float64(f)), PointInfo{Type: "float32"}); got != want {
+			t.Errorf("Widen32(%v) prints %s, want %s", f, got, want)
+		}
+	}
+}

@@ -6,6 +6,10 @@
 # 20 s after the start, which ferry also raises locally (marked LOCAL).
 # Faults repeat every 2 minutes: press1 overheats, the hall sensor's humidity
 # sticks, press2 goes silent. Ctrl-C stops everything.
+#
+# FERRY_DEMO_HTTP (default 127.0.0.1:9440) is the console's address: set it
+# when that port is taken. FERRY_DEMO_DIR (default .ferry-demo) holds the
+# binaries, configuration, logs and data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
@@ -42,6 +46,23 @@ sed -n '/plantsim running/,/fault cycle/p' "$DIR/plantsim.log"
 setsid "$DIR/ferry" run -config "$DIR/ferry.yaml" >"$DIR/ferry.log" 2>&1 &
 ferry=$!
 pids+=($ferry)
+# Wait for ferry's listener: a start that fails (a port in use, most
+# often) shows its cause here, not only in the log file.
+for _ in $(seq 100); do
+	grep -q 'msg="http listening"' "$DIR/ferry.log" 2>/dev/null && break
+	if ! kill -0 "$ferry" 2>/dev/null; then
+		echo
+		echo "ferry did not start:"
+		tail -n 5 "$DIR/ferry.log" | sed 's/^/  /'
+		if grep -q 'address already in use' "$DIR/ferry.log"; then
+			echo
+			echo "Something else listens on $HTTP. Pick another address for the console, e.g."
+			echo "  FERRY_DEMO_HTTP=127.0.0.1:9441 make demo"
+		fi
+		exit 1
+	fi
+	sleep 0.1
+done
 echo "ferry running: console on http://$HTTP/, metrics on http://$HTTP/metrics (log: $DIR/ferry.log)"
 echo
 echo "what arrives upstream (ferry tail), and alerts raised locally (LOCAL):"

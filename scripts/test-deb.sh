@@ -27,7 +27,8 @@ ok() { echo "ok: $*"; }
 list=$(dpkg-deb -c "$DEB")
 for f in ./usr/bin/ferry ./lib/systemd/system/ferry.service ./usr/lib/sysusers.d/ferry.conf \
 	./etc/ferry/ferry.yaml ./etc/ferry/devices.d/ ./usr/share/doc/ferry/operations.md \
-	./usr/share/doc/ferry/examples/ferry.yaml; do
+	./usr/share/doc/ferry/examples/ferry.yaml ./etc/ferry/ferry.schema.json \
+	./usr/share/doc/ferry/examples/ferry.schema.json; do
 	echo "$list" | awk '{print $NF}' | grep -qx "$f" || fail "$DEB does not hold $f"
 done
 echo "$list" | grep -q '^-rwxr-xr-x root/root .* \./usr/bin/ferry$' || fail "/usr/bin/ferry is not root 0755"

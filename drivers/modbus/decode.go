@@ -148,7 +148,8 @@ func (d *decoder) decode(b []byte) (ferry.Value, bool) {
 		}
 		f = float64(int64(v))
 	case kindFloat32:
-		f = float64(math.Float32frombits(uint32(v)))
+		// The shortest decimal form: 59.95636, not 59.95635986328125.
+		f = ferry.Widen32(math.Float32frombits(uint32(v)))
 	case kindFloat64:
 		f = math.Float64frombits(v)
 	default:
@@ -156,6 +157,11 @@ func (d *decoder) decode(b []byte) (ferry.Value, bool) {
 	}
 	if d.scaled {
 		f = f*d.scale + d.offset
+		if d.kind != kindFloat32 && d.kind != kindFloat64 {
+			// An integer register scaled by 0.1 has one decimal:
+			// 159.7, not 159.70000000000002.
+			f = ferry.RoundScaled(f, d.scale, d.offset)
+		}
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return ferry.Value{}, false

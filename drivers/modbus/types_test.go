@@ -54,7 +54,7 @@ func TestEveryTypeAndOrder(t *testing.T) {
 		{"uint32", "uint32", 2, func(a uint16) error { return c.WriteUint32(a, 3_000_000_001) }, ferry.UintValue(3_000_000_001), nil},
 		{"int64", "int64", 4, func(a uint16) error { v := int64(-1234567890123456789); return c.WriteUint64(a, uint64(v)) }, ferry.IntValue(-1234567890123456789), nil},
 		{"uint64", "uint64", 4, func(a uint16) error { return c.WriteUint64(a, 18_000_000_000_000_000_123) }, ferry.UintValue(18_000_000_000_000_000_123), nil},
-		{"float32", "float32", 2, func(a uint16) error { return c.WriteFloat32(a, f32) }, ferry.FloatValue(float64(f32)), nil},
+		{"float32", "float32", 2, func(a uint16) error { return c.WriteFloat32(a, f32) }, ferry.FloatValue(-273.15), nil}, // widened: the shortest decimal form
 		{"float64", "float64", 4, func(a uint16) error { return c.WriteFloat64(a, 1234.5678e10) }, ferry.FloatValue(1234.5678e10), nil},
 		{"string", "string", 5, func(a uint16) error { return c.WriteBytes(a, []byte("PRESS-42  ")) }, ferry.StringValue("PRESS-42"), func(p *Point) { p.Length = 5 }},
 		{"bit 3", "bool", 1, func(a uint16) error { return c.WriteRegister(a, 0x0008) }, ferry.BoolValue(true), func(p *Point) { b := uint8(3); p.Bit = &b }},

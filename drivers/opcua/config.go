@@ -38,6 +38,8 @@ type Config struct {
 	QueueSize        uint32        `yaml:"queue_size" doc:"subscribe: values the server queues per item between publishes"`
 	Deadband         Deadband      `yaml:"deadband" doc:"subscribe: default deadband of every point"`
 	Timeouts         Timeouts      `yaml:"timeouts"`
+	// Methods declares the methods commands may call (method.go).
+	Methods []Method `yaml:"methods" doc:"methods commands may call, each with its typed input and output arguments"`
 }
 
 // Auth selects the user identity: anonymous (nothing set), a user name
@@ -113,6 +115,8 @@ type Point struct {
 	// Deadband overrides the device's deadband for this point
 	// ({type: none} switches it off).
 	Deadband *Deadband `yaml:"deadband"`
+	// Write declares the point writable by commands (write.go).
+	Write *ferry.WriteSpec `yaml:"write" doc:"declares the point writable by commands: limits, interlock, rate limit"`
 }
 
 // Info describes the point for the catalog and the console.
@@ -121,7 +125,7 @@ func (p *Point) Info() ferry.PointInfo {
 	if p.Index != nil {
 		src += "[" + strconv.Itoa(*p.Index) + "]"
 	}
-	return ferry.PointInfo{Point: p.Name, Protocol: "opcua", Source: src, Unit: p.Unit, Description: p.Description}
+	return ferry.PointInfo{Point: p.Name, Protocol: "opcua", Source: src, Unit: p.Unit, Description: p.Description, Write: p.Write}
 }
 
 // Device is one configured OPC UA device.
@@ -187,7 +191,11 @@ func (d *Device) Validate() error {
 		if p.Deadband != nil {
 			validateDeadband(&errs, pp+".deadband", p.Deadband, c.Mode)
 		}
+		if p.Write != nil {
+			validateWriteSpec(&errs, pp+".write", p)
+		}
 	}
+	validateMethods(&errs, c.Methods, d.Points)
 	return errs.Err()
 }
 

@@ -33,6 +33,15 @@
 //     MaxNodesPerRead, monitored items are created in calls of at most
 //     MaxMonitoredItemsPerCall (1000 when the server does not say), and a
 //     batch the server refuses as too large is halved.
+//   - Writes lose nothing and are never repeated. Driver implements
+//     ferry.Writer: a point declared with write: is written with one
+//     Attribute Write in the node's DataType (read once per session), the
+//     command's value converted only where no information is lost (else
+//     refused, nothing sent), on the device's own session (a device that is
+//     not connected refuses at once); a Bad status is the reason, no answer
+//     is ErrWriteUnknown, and a Good write is read back and compared. A
+//     declared method is called with inputs typed from its declaration.
+//     Nothing is retried (write.go, call.go).
 //   - Values keep the server's source timestamp (else the server
 //     timestamp, else the time of reading); status codes map to Good,
 //     Uncertain or Bad by their severity bits.

@@ -165,6 +165,8 @@ type point struct {
 	failed string
 	// logged is the last node problem logged, so that it is logged once.
 	logged string
+	// writable is set when the point has a write: spec.
+	writable bool
 }
 
 // device is one OPC UA server and its points.
@@ -183,6 +185,11 @@ type device struct {
 	// readLimit and itemLimit are batch sizes learned from requests the
 	// server refused as too large (0: none learned).
 	readLimit, itemLimit int
+
+	// live is the session writes and calls use (write.go); methods are
+	// the declared methods (call.go).
+	live    liveSession
+	methods []*method
 }
 
 func newDevice(d *Driver, dev Device) *device {
@@ -195,7 +202,7 @@ func newDevice(d *Driver, dev Device) *device {
 	for i := range dev.Points {
 		p := &dev.Points[i]
 		id, _ := ParseNodeID(p.Node) // validated
-		pt := &point{name: p.Name, id: id, index: -1, deadband: dev.Config.Deadband}
+		pt := &point{name: p.Name, id: id, index: -1, deadband: dev.Config.Deadband, writable: p.Write != nil}
 		if p.Index != nil {
 			pt.index = *p.Index
 		}
@@ -204,6 +211,9 @@ func newDevice(d *Driver, dev Device) *device {
 		}
 		dv.points = append(dv.points, pt)
 		dv.names = append(dv.names, p.Name)
+	}
+	for i := range dev.Config.Methods {
+		dv.methods = append(dv.methods, newMethod(&dev.Config.Methods[i]))
 	}
 	return dv
 }

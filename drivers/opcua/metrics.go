@@ -17,6 +17,8 @@ type Metrics struct {
 	rejected      *prometheus.CounterVec
 	items         *prometheus.GaugeVec
 	badNodes      *prometheus.GaugeVec
+	writes        *prometheus.CounterVec
+	writeErrs     *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -55,9 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_opcua_bad_nodes",
 			Help: "Points whose node the server refused or could not resolve in the current session.",
 		}, []string{"device"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_writes_total",
+			Help: "Write and Call requests sent for commands (refusals before sending are not counted).",
+		}, []string{"device"}),
+		writeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_opcua_write_errors_total",
+			Help: "Writes and calls sent that did not succeed, by reason (a status name such as BadUserAccessDenied, timeout, mismatch, read back).",
+		}, []string{"device", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.reads, m.readNodes, m.reconnects, m.sessionErrs, m.rejected, m.items, m.badNodes)
+		reg.MustRegister(m.notifications, m.reads, m.readNodes, m.reconnects, m.sessionErrs, m.rejected, m.items, m.badNodes, m.writes, m.writeErrs)
 	}
 	return m
 }
@@ -73,6 +83,8 @@ func (m *Metrics) Forget(device string) {
 	m.rejected.DeletePartialMatch(l)
 	m.items.DeletePartialMatch(l)
 	m.badNodes.DeletePartialMatch(l)
+	m.writes.DeletePartialMatch(l)
+	m.writeErrs.DeletePartialMatch(l)
 }
 
 // deviceMetrics are the series of one device, resolved once.
@@ -86,6 +98,7 @@ type deviceMetrics struct {
 	rejected      prometheus.Counter
 	items         prometheus.Gauge
 	badNodes      prometheus.Gauge
+	writes        prometheus.Counter
 }
 
 func (m *Metrics) device(name string) *deviceMetrics {
@@ -98,9 +111,14 @@ func (m *Metrics) device(name string) *deviceMetrics {
 		rejected:      m.rejected.WithLabelValues(name),
 		items:         m.items.WithLabelValues(name),
 		badNodes:      m.badNodes.WithLabelValues(name),
+		writes:        m.writes.WithLabelValues(name),
 	}
 }
 
 func (dm *deviceMetrics) sessionError(reason string) {
 	dm.m.sessionErrs.WithLabelValues(dm.device, reason).Inc()
+}
+
+func (dm *deviceMetrics) writeError(reason string) {
+	dm.m.writeErrs.WithLabelValues(dm.device, reason).Inc()
 }

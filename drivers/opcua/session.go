@@ -288,6 +288,9 @@ func (dv *device) session(ctx context.Context, emit ferry.EmitFunc) (up bool, er
 	if err = dv.prepare(ctx, s); err != nil {
 		return up, err
 	}
+	// Writes and calls use this session until it ends (write.go).
+	dv.setLive(s)
+	defer dv.setLive(nil)
 	if c.Mode == "poll" {
 		err = dv.poll(ctx, s, emit)
 	} else {

@@ -1,7 +1,6 @@
 package opcua
 
 import (
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -205,57 +204,5 @@ func pick[T any](a []T, i int) (any, string) {
 }
 
 // widen converts a float32 to the float64 with the same shortest decimal
-// form, so that 0.1f reads 0.1 and not 0.10000000149011612. It does not
-// allocate.
-func widen(f float32) float64 {
-	d := float64(f)
-	if f == 0 || math.IsNaN(d) || math.IsInf(d, 0) {
-		return d
-	}
-	var buf [32]byte
-	b := strconv.AppendFloat(buf[:0], d, 'e', -1, 32) // e.g. "-1.2345e-07"
-	neg := b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	var mant uint64
-	digits, exp := 0, 0
-	i := 0
-	for ; i < len(b) && b[i] != 'e'; i++ {
-		if b[i] == '.' {
-			continue
-		}
-		mant = mant*10 + uint64(b[i]-'0')
-		digits++
-	}
-	if i+2 >= len(b) {
-		return d
-	}
-	esign := b[i+1]
-	for _, c := range b[i+2:] {
-		exp = exp*10 + int(c-'0')
-	}
-	if esign == '-' {
-		exp = -exp
-	}
-	// value = mant * 10^(exp-(digits-1)); exact when both factors are
-	// exactly representable (mantissa < 2^53, |power| <= 22), because one
-	// correctly rounded multiply or divide then gives the nearest float64.
-	p := exp - (digits - 1)
-	var r float64
-	switch {
-	case p >= 0 && p <= 22:
-		r = float64(mant) * pow10[p]
-	case p < 0 && p >= -22:
-		r = float64(mant) / pow10[-p]
-	default:
-		return d
-	}
-	if neg {
-		r = -r
-	}
-	return r
-}
-
-var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+// form (ferry.Widen32).
+func widen(f float32) float64 { return ferry.Widen32(f) }

@@ -43,12 +43,17 @@ type UAServer struct {
 	cancel context.CancelFunc
 	names  []string // in the order added
 	nodes  map[string]uaNode
+	// methods and calls serve UAMethods (opcua_write.go).
+	methods map[uaMethodKey]UAMethodFunc
+	calls   int
 }
 
 type uaNode struct {
 	value  *ua.DataValue        // set by Add and Set
 	fn     func() *ua.DataValue // or read from fn
 	locked bool
+	// build makes the node itself (opcua_write.go): a writable variable.
+	build func(*ua.NodeID) *uaserver.Node
 }
 
 type uaConfig struct {
@@ -61,6 +66,8 @@ type uaConfig struct {
 	policies    []string
 	auth        []ua.UserTokenType
 	unbrowsable bool
+	methods     bool
+	writeFilter func(string, *ua.DataValue) *ua.DataValue
 }
 
 // UAOption configures OPCUAServer.
@@ -321,6 +328,7 @@ func (s *UAServer) startOn(port int) error {
 	for _, n := range names {
 		s.addNode(n, true) // not started yet: no client can browse
 	}
+	s.registerCall(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := srv.Start(ctx); err != nil {
 		cancel()
@@ -342,6 +350,13 @@ func (s *UAServer) addNode(name string, browsable bool) {
 	ns, idx, n := s.ns, s.nsIdx, s.nodes[name]
 	s.mu.Unlock()
 	if ns == nil {
+		return
+	}
+	if n.build != nil {
+		v := ns.AddNode(n.build(ua.NewStringNodeID(idx, name)))
+		if browsable {
+			ns.Objects().AddRef(v, id.HasComponent, true)
+		}
 		return
 	}
 	if n.locked {
