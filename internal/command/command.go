@@ -37,6 +37,9 @@ type Options struct {
 	Config func() Config
 	// Point returns a configured point (with its WriteSpec).
 	Point func(device, point string) (ferry.PointInfo, bool)
+	// Method reports whether device declares a method of that name that
+	// commands may call (OPC UA); nil: none.
+	Method func(device, name string) bool
 	// Writer returns the driver that holds device; an error says why
 	// there is none (unknown device, a protocol that cannot write).
 	Writer func(device string) (ferry.Writer, error)
@@ -225,6 +228,9 @@ func (s *Service) Handle(ctx context.Context, data []byte, via, by string) ferry
 // run does the checks, stores, writes and stores the reply.
 func (s *Service) run(ctx context.Context, cfg Config, req ferry.CommandRequest, e entry, by string) ferry.CommandReply {
 	info, known := s.opts.Point(req.Device, req.Point)
+	if !known && s.opts.Method != nil && s.opts.Method(req.Device, req.Point) {
+		return s.call(ctx, cfg, req, e, by)
+	}
 	if !known {
 		if _, err := s.opts.Writer(req.Device); errors.Is(err, ferry.ErrUnknownDevice) {
 			return s.refuse(req.ID, e, by, fmt.Sprintf("unknown device %q", req.Device))
@@ -241,29 +247,18 @@ func (s *Service) run(ctx context.Context, cfg Config, req ferry.CommandRequest,
 	}
 	wreq := ferry.WriteRequest{Device: req.Device, Point: req.Point}
 	if len(req.Args) > 0 {
-		for i, a := range req.Args {
-			v, err := parseValue(a, "")
-			if err != nil {
-				return s.refuse(req.ID, e, by, fmt.Sprintf("args[%d]: %v", i, err))
-			}
-			wreq.Args = append(wreq.Args, v)
-		}
-	} else {
-		v, err := parseValue(req.Value, info.Type)
-		if err != nil {
-			return s.refuse(req.ID, e, by, "value: "+err.Error())
-		}
-		if reason := checkLimits(v, spec); reason != "" {
-			return s.refuse(req.ID, e, by, reason)
-		}
-		wreq.Value = v
+		return s.refuse(req.ID, e, by, fmt.Sprintf("%s.%s is a point, not a method: send value, not args", req.Device, req.Point))
 	}
-	now := s.now()
-	if !now.Before(e.Deadline) {
-		return s.refuse(req.ID, e, by, fmt.Sprintf("deadline %s has passed", e.Deadline.UTC().Format(time.RFC3339Nano)))
+	v, err := parseValue(req.Value, info.Type)
+	if err != nil {
+		return s.refuse(req.ID, e, by, "value: "+err.Error())
 	}
-	if ahead := e.Deadline.Sub(e.Received); ahead > cfg.MaxDeadline {
-		return s.refuse(req.ID, e, by, fmt.Sprintf("deadline is %v ahead, more than commands.max_deadline %v", ahead.Round(time.Second), cfg.MaxDeadline))
+	if reason := checkLimits(v, spec); reason != "" {
+		return s.refuse(req.ID, e, by, reason)
+	}
+	wreq.Value = v
+	if reason := s.checkDeadline(cfg, e); reason != "" {
+		return s.refuse(req.ID, e, by, reason)
 	}
 	// From the rate limit to the write, one command per point at a time.
 	key := req.Device + "." + req.Point
@@ -291,7 +286,56 @@ func (s *Service) run(ctx context.Context, cfg Config, req ferry.CommandRequest,
 	if !s.now().Before(e.Deadline) {
 		return s.refuse(req.ID, e, by, fmt.Sprintf("deadline %s has passed", e.Deadline.UTC().Format(time.RFC3339Nano)))
 	}
+	return s.write(ctx, cfg, req, e, by, drv, wreq)
+}
 
+// call runs a method call: the method is declared in the device's map
+// (that is its leave: methods have no limits, rate limit or interlock of
+// their own); its arguments are converted by the driver, losslessly or
+// not at all.
+func (s *Service) call(ctx context.Context, cfg Config, req ferry.CommandRequest, e entry, by string) ferry.CommandReply {
+	drv, err := s.opts.Writer(req.Device)
+	if err != nil {
+		return s.refuse(req.ID, e, by, fmt.Sprintf("method %s.%s cannot be called: %v", req.Device, req.Point, err))
+	}
+	if len(req.Value) > 0 && string(bytes.TrimSpace(req.Value)) != "null" {
+		return s.refuse(req.ID, e, by, fmt.Sprintf("%s.%s is a method: send args, not value", req.Device, req.Point))
+	}
+	wreq := ferry.WriteRequest{Device: req.Device, Point: req.Point}
+	for i, a := range req.Args {
+		v, err := parseValue(a, "")
+		if err != nil {
+			return s.refuse(req.ID, e, by, fmt.Sprintf("args[%d]: %v", i, err))
+		}
+		wreq.Args = append(wreq.Args, v)
+	}
+	if reason := s.checkDeadline(cfg, e); reason != "" {
+		return s.refuse(req.ID, e, by, reason)
+	}
+	e.Value, _ = json.Marshal(req.Args)
+	key := req.Device + "." + req.Point
+	pl, _ := s.pointLocks.LoadOrStore(key, &sync.Mutex{})
+	plock := pl.(*sync.Mutex)
+	plock.Lock()
+	defer plock.Unlock()
+	return s.write(ctx, cfg, req, e, by, drv, wreq)
+}
+
+// checkDeadline returns why e is past its deadline, or too far ahead.
+func (s *Service) checkDeadline(cfg Config, e entry) string {
+	if !s.now().Before(e.Deadline) {
+		return fmt.Sprintf("deadline %s has passed", e.Deadline.UTC().Format(time.RFC3339Nano))
+	}
+	if ahead := e.Deadline.Sub(e.Received); ahead > cfg.MaxDeadline {
+		return fmt.Sprintf("deadline is %v ahead, more than commands.max_deadline %v", ahead.Round(time.Second), cfg.MaxDeadline)
+	}
+	return ""
+}
+
+// write stores the id (accepted), writes through the driver, stores the
+// reply and returns it. The caller holds the point's lock.
+func (s *Service) write(ctx context.Context, cfg Config, req ferry.CommandRequest, e entry, by string, drv ferry.Writer, wreq ferry.WriteRequest) ferry.CommandReply {
+	key := req.Device + "." + req.Point
 	// Accepted: the id is durable before anything goes to the device.
 	e.Phase = phaseAccepted
 	if err := s.store(req.ID, e, s.auditOf(req.ID, e, "accepted", by)); err != nil {
@@ -303,7 +347,7 @@ func (s *Service) run(ctx context.Context, cfg Config, req ferry.CommandRequest,
 		s.total.WithLabelValues(reply.Status).Inc()
 		return reply
 	}
-	s.log.Info("command accepted", "id", req.ID, "device", req.Device, "point", req.Point, "value", string(req.Value), "via", e.Via, "by", by)
+	s.log.Info("command accepted", "id", req.ID, "device", req.Device, "point", req.Point, "value", string(e.Value), "via", e.Via, "by", by)
 
 	// The write is not abandoned when the caller goes away (its outcome
 	// must be stored); it is bounded by commands.write_timeout. The

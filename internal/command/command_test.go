@@ -263,3 +263,30 @@ func TestEvict(t *testing.T) {
 		t.Fatalf("%d ids left (%v)", n, err)
 	}
 }
+
+// TestMethodCall: a method declared in the device's map is called with
+// its args, its outputs come back; a call with value, args on a point and
+// an undeclared method are refused without a call.
+func TestMethodCall(t *testing.T) {
+	e := newEnv(t)
+	r := e.do(`{"id": "m1", "device": "press", "point": "start_recipe", "args": ["RECIPE_A", 3]}`)
+	if r.Status != ferry.CommandDone || !reflect.DeepEqual(r.Outputs, []any{"started", int64(2)}) {
+		t.Fatalf("call: %+v", r)
+	}
+	if w := e.w.writes; len(w) != 1 || len(w[0].Args) != 2 || w[0].Args[0].Str() != "RECIPE_A" || w[0].Args[1].Int64() != 3 {
+		t.Fatalf("driver got %+v", w)
+	}
+	for _, c := range []struct{ req, reason string }{
+		{`{"id": "m2", "device": "press", "point": "start_recipe", "value": 1}`, "is a method: send args, not value"},
+		{`{"id": "m3", "device": "press", "point": "setpoint", "args": [1]}`, "is a point, not a method"},
+		{`{"id": "m4", "device": "press", "point": "stop_all", "args": []}`, `unknown point "stop_all"`},
+		{`{"id": "m5", "device": "press", "point": "start_recipe", "args": [[1]]}`, "args[0]: must be a number, a bool or a string"},
+	} {
+		if r := e.do(c.req); r.Status != ferry.CommandRefused || !strings.Contains(r.Reason, c.reason) {
+			t.Errorf("%s: %+v, want refused with %q", c.req, r, c.reason)
+		}
+	}
+	if n := e.w.count(); n != 1 {
+		t.Fatalf("%d calls, want 1", n)
+	}
+}

@@ -40,6 +40,9 @@ func (w *recWriter) Write(ctx context.Context, req ferry.WriteRequest) (ferry.Wr
 		}
 	}
 	res := ferry.WriteResult{ReadBack: req.Value, Time: time.Now()}
+	if len(req.Args) > 0 {
+		res = ferry.WriteResult{Outputs: []ferry.Value{ferry.StringValue("started"), ferry.IntValue(int64(len(req.Args)))}, Time: time.Now()}
+	}
 	if back != nil {
 		res.ReadBack = *back
 	}
@@ -118,6 +121,7 @@ func (e *env) open() {
 			info, ok := e.points[d+"."+p]
 			return info, ok
 		},
+		Method: func(d, name string) bool { return d == "press" && name == "start_recipe" },
 		Writer: func(d string) (ferry.Writer, error) {
 			if d != "press" && d != "cell" {
 				return nil, fmt.Errorf("device %q: %w", d, ferry.ErrUnknownDevice)

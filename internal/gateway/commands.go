@@ -44,6 +44,7 @@ func (d *Gateway) newCommands(cfg *config.Config) error {
 		Gateway:    cfg.Gateway.ID,
 		Config:     func() command.Config { return d.curCfg.Load().Commands },
 		Point:      d.pointInfo,
+		Method:     func(device, name string) bool { return deviceMethod(d.curCfg.Load(), device, name) },
 		Writer:     d.writerFor,
 		Value:      d.cmds.vals.get,
 		Audit:      d.sendLocal,
