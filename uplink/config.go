@@ -28,6 +28,10 @@ type NATSConfig struct {
 	Password setting.Secret `yaml:"password" doc:"password (or password_file), with user"`
 	TLS      *TLSConfig     `yaml:"tls" doc:"TLS settings; tls:// URLs use TLS even without this block"`
 
+	// Where the stream is: at most one of domain, api_prefix.
+	Domain    string `yaml:"domain" doc:"JetStream domain of the stream (a hub's, reached through a leaf node); default: the domain of the server ferry connects to"`
+	APIPrefix string `yaml:"api_prefix" doc:"JetStream API subject prefix of the stream's domain (e.g. $JS.hub.API), for accounts that import the API under their own prefix; not with domain"`
+
 	Stream        string        `yaml:"stream" doc:"JetStream stream that must capture the telemetry and alert subjects"`
 	CatalogStream string        `yaml:"catalog_stream" doc:"stream for catalog messages; default <stream>_CATALOG; may equal stream"`
 	CreateStream  bool          `yaml:"create_stream" doc:"create the streams when missing and add ferry's subjects and limits to them"`
@@ -164,6 +168,17 @@ func (c *NATSConfig) Validate() error {
 	if t := c.TLS; t != nil {
 		if (t.Cert == "") != (t.Key == "") {
 			errs.Add("tls", "cert and key go together")
+		}
+	}
+	if c.Domain != "" && c.APIPrefix != "" {
+		errs.Add("api_prefix", "set domain or api_prefix, not both: domain %q stands for api_prefix $JS.%s.API", c.Domain, c.Domain)
+	}
+	if c.Domain != "" && !validToken(c.Domain) {
+		errs.Add("domain", "%q is not a JetStream domain: one subject token, no spaces, dots or wildcards", c.Domain)
+	}
+	if c.APIPrefix != "" {
+		if err := checkAPIPrefix(c.APIPrefix); err != nil {
+			errs.Add("api_prefix", "%v", err)
 		}
 	}
 	if err := checkStreamName(c.Stream); err != nil {
@@ -329,6 +344,17 @@ func redactURL(u *url.URL) string {
 		c.User = url.User("redacted")
 	}
 	return c.String()
+}
+
+// checkAPIPrefix accepts a subject without wildcards, with or without
+// the trailing dot nats.go adds.
+func checkAPIPrefix(s string) error {
+	for _, tok := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if !validToken(tok) {
+			return fmt.Errorf("%q is not a subject prefix: tokens separated by single dots, no spaces or wildcards", s)
+		}
+	}
+	return nil
 }
 
 // checkStreamName accepts what JetStream accepts as a stream name.

@@ -3,16 +3,20 @@ package uplink
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-edge/ferry/internal/backoff"
 )
@@ -36,8 +40,8 @@ func natsOptions(c *NATSConfig, name string) ([]nats.Option, error) {
 	}
 	switch {
 	case c.Creds != "":
-		if _, err := os.Stat(c.Creds); err != nil {
-			return nil, fmt.Errorf("%w: creds file: %v", errCredentials, err)
+		if err := checkCreds(c.Creds, time.Now()); err != nil {
+			return nil, err
 		}
 		opts = append(opts, nats.UserCredentials(c.Creds))
 	case c.NKey != "":
@@ -59,6 +63,53 @@ func natsOptions(c *NATSConfig, name string) ([]nats.Option, error) {
 		opts = append(opts, nats.Secure(tc))
 	}
 	return opts, nil
+}
+
+// credsJWT finds the user JWT in a creds file, as nats.go does: the
+// first block between dashed lines.
+var credsJWT = regexp.MustCompile(`\s*(?:(?:[-]{3,}.*[-]{3,}\r?\n)([\w\-.=]+)(?:\r?\n[-]{3,}.*[-]{3,}\r?\n))`)
+
+// checkCreds reads the creds file at path and refuses it when it holds no
+// user JWT or the JWT has expired: the server would only say
+// "Authorization Violation", which does not tell an expired JWT from a
+// user it does not know.
+func checkCreds(path string, now time.Time) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: creds file: %v", errCredentials, err)
+	}
+	m := credsJWT.FindSubmatch(b)
+	if m == nil {
+		return fmt.Errorf("%w: creds file %s holds no user JWT", errCredentials, path)
+	}
+	parts := strings.Split(string(m[1]), ".")
+	if len(parts) != 3 {
+		return fmt.Errorf("%w: creds file %s: the user JWT is not a JWT", errCredentials, path)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	var claims struct {
+		Name    string `json:"name"`
+		Expires int64  `json:"exp"`
+	}
+	if err == nil {
+		err = json.Unmarshal(payload, &claims)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: creds file %s: the user JWT does not decode: %v", errCredentials, path, err)
+	}
+	if claims.Expires != 0 && !now.Before(time.Unix(claims.Expires, 0)) {
+		return fmt.Errorf("%w: creds file %s: the JWT of user %q expired at %s; renew the file", errCredentials, path, claims.Name,
+			time.Unix(claims.Expires, 0).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// credsErr is checkCreds of cfg's creds file now, nil without one.
+func credsErr(c *NATSConfig) error {
+	if c.Creds == "" {
+		return nil
+	}
+	return checkCreds(c.Creds, time.Now())
 }
 
 func usesTLS(urls []string) bool {
@@ -126,9 +177,27 @@ func Connect(cfg NATSConfig, name string, extra ...nats.Option) (*nats.Conn, err
 			// "no servers available" hides why: refused, timeout, DNS.
 			err = fmt.Errorf("%w: %w", err, derr)
 		}
+		if tlsRefused(err) {
+			err = fmt.Errorf("%w (the server refused the TLS session: it wants a client certificate, tls.cert, from a CA it trusts)", err)
+		}
 		return nil, fmt.Errorf("connect to %s: %w", serverList(cfg.URLs), err)
 	}
 	return nc, nil
+}
+
+// NewJetStream returns the JetStream context of cfg on nc: the API of the
+// domain cfg names (domain or api_prefix), else the API of the server nc
+// is connected to. Publishes are not routed by it: a subject reaches the
+// stream that captures it wherever that stream is, and only the stream
+// lookup, creation and reads go through the domain's API.
+func NewJetStream(nc *nats.Conn, cfg NATSConfig, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	switch {
+	case cfg.Domain != "":
+		return jetstream.NewWithDomain(nc, cfg.Domain, opts...)
+	case cfg.APIPrefix != "":
+		return jetstream.NewWithAPIPrefix(nc, cfg.APIPrefix, opts...)
+	}
+	return jetstream.New(nc, opts...)
 }
 
 // recordingDialer dials like net.Dialer and remembers the last failure.

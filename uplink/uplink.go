@@ -81,7 +81,7 @@ type Uplink struct {
 	mu      sync.Mutex
 	err     error
 	reason  string // err's metric reason
-	lastLog string // the last state logged, so that each change logs once
+	lastLog string // logKey of the last state logged, so that each change logs once
 	ready   bool   // ready at least once
 
 	catMu   sync.Mutex
@@ -190,12 +190,9 @@ func (u *Uplink) setStateIf(only string, err error, reason string) {
 	}
 	u.err = err
 	u.reason = reason
-	msg := "ok"
-	if err != nil {
-		msg = err.Error()
-	}
-	changed := msg != u.lastLog
-	u.lastLog = msg
+	key := logKey(err, reason)
+	changed := key != u.lastLog
+	u.lastLog = key
 	u.mu.Unlock()
 	if err == nil {
 		u.m.connected.Set(1)
@@ -265,7 +262,8 @@ type connEvents struct {
 	changed   chan struct{} // disconnected, reconnected or closed
 	closed    chan struct{}
 	once      sync.Once
-	republish atomic.Bool // reconnected: publish the catalog again
+	republish atomic.Bool           // reconnected: publish the catalog again
+	cause     atomic.Pointer[error] // why ferry closed the connection itself
 }
 
 func (e *connEvents) notify() { signal(e.changed) }
@@ -278,7 +276,14 @@ func (u *Uplink) dial(ev *connEvents) (*nats.Conn, error) {
 			if err == nil {
 				err = nats.ErrConnectionClosed
 			}
-			if !c.IsClosed() {
+			if cerr := credsErr(&u.cfg); cerr != nil {
+				// The creds file cannot work (its JWT expired): the
+				// client must not reconnect with it. The session ends
+				// with this error, and the dials after it give it again
+				// until the file is renewed: one state, logged once.
+				ev.cause.Store(&cerr)
+				c.Close()
+			} else if !c.IsClosed() {
 				u.fail(fmt.Errorf("disconnected from %s: %w", serverList(u.cfg.URLs), err), reasonConnect)
 			}
 			ev.notify()
@@ -319,7 +324,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, ev *connEvents, bo 
 	u.log.Info("uplink connected", "server", nc.ConnectedUrlRedacted())
 
 	d := newDrain(u, nc)
-	js, err := jetstream.New(nc,
+	js, err := NewJetStream(nc, u.cfg,
 		jetstream.WithPublishAsyncMaxPending(u.cfg.MaxInflight+1),
 		jetstream.WithPublishAsyncTimeout(u.cfg.AckTimeout),
 		jetstream.WithPublishAsyncAckHandler(d.onAck),
@@ -348,7 +353,7 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, ev *connEvents, bo 
 			if ctx.Err() != nil {
 				return nil
 			}
-			return closedErr(nc)
+			return closedErr(nc, ev)
 		}
 	}
 	for _, w := range plan.warnings {
@@ -389,10 +394,13 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, ev *connEvents, bo 
 	if ctx.Err() != nil {
 		return nil
 	}
-	return closedErr(nc)
+	return closedErr(nc, ev)
 }
 
-func closedErr(nc *nats.Conn) error {
+func closedErr(nc *nats.Conn, ev *connEvents) error {
+	if err := ev.cause.Load(); err != nil {
+		return *err
+	}
 	if err := nc.LastError(); err != nil {
 		return fmt.Errorf("connection closed: %w", err)
 	}

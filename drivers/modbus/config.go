@@ -40,6 +40,12 @@ type Config struct {
 	Reprobe      time.Duration `yaml:"reprobe" doc:"how often ranges that answered illegal data address are tried again; 0 never"`
 	// Serial configures an rtu:// link. Devices sharing a port must agree.
 	Serial *Serial `yaml:"serial" doc:"serial line settings (rtu:// only)"`
+	// MaskWrite says the device supports FC22 (mask write register): only
+	// then may a bit of a holding register be written (write.go).
+	MaskWrite bool `yaml:"mask_write" doc:"the device supports FC22 mask write register: bool points with bit: may then be written"`
+	// WriteMultiple makes writes use FC15/FC16 even for one coil or
+	// register, for devices that lack FC05/FC06.
+	WriteMultiple bool `yaml:"write_multiple" doc:"write one coil or register with FC15/FC16 instead of FC05/FC06 (devices without the single-write functions)"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -115,6 +121,10 @@ type Point struct {
 	// View marks a point that reads registers another point of the
 	// device reads too, on purpose (a status word and its bits).
 	View bool `yaml:"view" doc:"this point reads registers another point reads too, on purpose (e.g. a status word and its bits); without it overlapping points are refused"`
+
+	// Write declares the point writable (coils and holding registers
+	// only); without it no command may write the point.
+	Write *ferry.WriteSpec `yaml:"write" doc:"declares the point writable by commands: limits, allowed values, interlock, rate limit"`
 }
 
 // Info describes the point for the catalog and the console.
@@ -129,7 +139,7 @@ func (p *Point) Info() ferry.PointInfo {
 		src += "." + strconv.Itoa(int(*p.Bit))
 	}
 	return ferry.PointInfo{Point: p.Name, Protocol: "modbus", Source: src, Type: typ,
-		Unit: p.Unit, Description: p.Description, Scale: p.Scale, Offset: p.Offset}
+		Unit: p.Unit, Description: p.Description, Scale: p.Scale, Offset: p.Offset, Write: p.Write}
 }
 
 // Device is one configured Modbus device: its name, its `modbus:` block
@@ -207,6 +217,7 @@ func (d *Device) Validate() error {
 	}
 	for i := range d.Points {
 		d.Points[i].validate(&errs, setting.Index("points", i), maxRegs)
+		d.Points[i].validateWrite(&errs, setting.Index("points", i), c)
 	}
 	checkOverlaps(&errs, d.Points)
 	return errs.Err()

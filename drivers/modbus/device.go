@@ -24,6 +24,7 @@ type device struct {
 	stat     *devstat.Device
 	log      *slog.Logger
 	m        deviceMetrics
+	w        writeConf // write.go
 
 	mu     sync.Mutex
 	know   knowledge
@@ -48,6 +49,7 @@ func newDevice(dev Device, l *link, opts Options) *device {
 		lim:      limits{maxRegs: int(c.MaxRegisters), maxBits: int(c.MaxBits), maxGap: int(c.MaxGap)},
 		log:      l.log.With("device", dev.Name),
 		m:        opts.Metrics.device(dev.Name),
+		w:        newWriteConf(dev),
 	}
 	d.stat = opts.Devices.Device("modbus", dev.Name, l.addr.String(), d.log, opts.Now)
 	d.points = make([]pointDef, len(dev.Points))

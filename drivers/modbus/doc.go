@@ -41,7 +41,16 @@
 // float) a Bad sample with reason "decode error"; a malformed frame Bad
 // samples with reason "bad frame". Connections are re-established with the
 // shared backoff; state changes are logged once per device (internal/devstat).
-// The driver is read-only: it sends no write function codes.
+//
+// # Writes
+//
+// Driver implements ferry.Writer for points declared `write:` (coils and
+// holding registers): FC05/FC15 for a coil, FC06/FC16 for registers, FC22
+// for a bit of a register where the device declares mask_write. A write
+// goes through the link's goroutine between two requests, is never
+// retried, and is read back and compared raw. Values are encoded with the
+// point's type, order, scale and offset reversed; what does not fit
+// losslessly is refused, never rounded (encode.go, README "Writing").
 //
 // # Caveats
 //

@@ -33,6 +33,7 @@ type link struct {
 	now    func() time.Time
 	boTmpl backoff.Backoff
 	devs   []*device
+	wq     writeQueue // write.go
 
 	// Run state, owned by the run goroutine.
 	h          modbus.ClientHandler
@@ -55,6 +56,7 @@ func newLink(addr linkAddr, s Serial, opts Options) *link {
 		m:      opts.Metrics.link(addr.String()),
 		now:    opts.Now,
 		boTmpl: opts.Backoff,
+		wq:     newWriteQueue(),
 	}
 }
 
@@ -103,6 +105,7 @@ func (l *link) run(ctx context.Context, emit ferry.EmitFunc) {
 	l.bo = l.boTmpl
 	l.bo.Reset()
 	defer l.closeConn()
+	defer l.wq.start()()
 	now := l.now()
 	for _, d := range l.devs {
 		d.next, d.poll = now, nil
@@ -112,6 +115,10 @@ func (l *link) run(ctx context.Context, emit ferry.EmitFunc) {
 	for ctx.Err() == nil {
 		now = l.now()
 		l.schedule(now)
+		if op := l.takeWrite(); op != nil {
+			l.serveWrite(ctx, op)
+			continue
+		}
 		if d := l.pick(); d != nil {
 			l.step(ctx, d, emit)
 			continue
@@ -127,6 +134,8 @@ func (l *link) run(ctx context.Context, emit ferry.EmitFunc) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case op := <-l.wq.ch:
+			l.serveWrite(ctx, op)
 		}
 	}
 }

@@ -17,6 +17,7 @@ type Metrics struct {
 	planned   *prometheus.GaugeVec
 	decodeErr *prometheus.CounterVec
 	reprobes  *prometheus.CounterVec
+	writes    *prometheus.CounterVec
 }
 
 // Request results, the values of the result label of
@@ -37,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_modbus_requests_total",
-			Help: "Modbus read requests by link and result (ok, exception, timeout, disconnected, bad_frame).",
+			Help: "Modbus requests (reads and writes) by link and result (ok, exception, timeout, disconnected, bad_frame).",
 		}, []string{"link", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ferry_modbus_request_duration_seconds",
@@ -68,9 +69,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_modbus_reprobes_total",
 			Help: "Polls that tried learned bad ranges again.",
 		}, []string{"device"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_modbus_writes_total",
+			Help: "Writes by device and result (done, refused, failed, unknown, mismatch: read back differs).",
+		}, []string{"device", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.connects, m.splits, m.badRanges, m.planned, m.decodeErr, m.reprobes)
+		reg.MustRegister(m.requests, m.duration, m.connects, m.splits, m.badRanges, m.planned, m.decodeErr, m.reprobes, m.writes)
 	}
 	return m
 }
@@ -103,6 +108,7 @@ type deviceMetrics struct {
 	planned   prometheus.Gauge
 	decodeErr prometheus.Counter
 	reprobes  prometheus.Counter
+	writes    map[string]prometheus.Counter
 }
 
 func (m *Metrics) device(name string) deviceMetrics {
@@ -112,6 +118,7 @@ func (m *Metrics) device(name string) deviceMetrics {
 		planned:   m.planned.WithLabelValues(name),
 		decodeErr: m.decodeErr.WithLabelValues(name),
 		reprobes:  m.reprobes.WithLabelValues(name),
+		writes:    m.writeSeries(name),
 	}
 }
 
@@ -123,6 +130,7 @@ func (m *Metrics) forgetDevice(device string) {
 	m.planned.DeletePartialMatch(l)
 	m.decodeErr.DeletePartialMatch(l)
 	m.reprobes.DeletePartialMatch(l)
+	m.writes.DeletePartialMatch(l)
 }
 
 // forgetLink removes the series of link.

@@ -56,6 +56,8 @@ func (r *rtuResponder) setMode(m string) {
 
 func exceptionCode(err error) byte {
 	switch {
+	case errors.Is(err, mbserver.ErrIllegalFunction):
+		return 1
 	case errors.Is(err, mbserver.ErrIllegalDataAddress):
 		return 2
 	case errors.Is(err, mbserver.ErrIllegalDataValue):
@@ -75,6 +77,19 @@ func (r *rtuResponder) answer(req []byte) []byte {
 	}
 	unit, fc := req[0], req[1]
 	addr, qty := binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])
+	switch fc {
+	case 5, 6: // write single coil / register: 8 bytes too; the answer echoes the request
+		var err error
+		if fc == 5 {
+			err = r.b.write(unit, true, addr, nil, []bool{qty == 0xFF00})
+		} else {
+			err = r.b.write(unit, false, addr, []uint16{qty}, nil)
+		}
+		if err != nil {
+			return appendCRC([]byte{unit, fc | 0x80, exceptionCode(err)})
+		}
+		return append([]byte(nil), req...)
+	}
 	table := map[byte]string{1: "coil", 2: "discrete", 3: "holding", 4: "input"}[fc]
 	if table == "" {
 		return appendCRC([]byte{unit, fc | 0x80, 1})
@@ -123,7 +138,7 @@ func (r *rtuResponder) answer(req []byte) []byte {
 
 // serve answers requests read from rw until it fails.
 func (r *rtuResponder) serve(rw io.ReadWriter) {
-	req := make([]byte, 8) // every read request is 8 bytes
+	req := make([]byte, 8) // every read request is 8 bytes, and so are FC05 and FC06
 	for {
 		if _, err := io.ReadFull(rw, req); err != nil {
 			return

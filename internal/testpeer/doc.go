@@ -10,6 +10,10 @@
 //     output kept in a file.
 //   - ParseMetrics: the Prometheus text exposition read into series, found
 //     by name and labels.
+//   - ModbusCounter: a proxy in front of a Modbus TCP server that counts
+//     (and can log) the function codes on the wire and can drop answers;
+//     MaskWriteServer: a small register server that speaks FC22, which the
+//     simonvetter server does not.
 //
 // Two rules hold for every peer here and for the tests that use them:
 //
