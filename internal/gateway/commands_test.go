@@ -44,6 +44,11 @@ const (
 // with the given points (YAML flow mappings), commands enabled or not.
 func cmdConfig(t *testing.T, dataDir, mbAddr, natsURL string, enabled bool, points ...string) string {
 	t.Helper()
+	return cmdConfigWith(t, dataDir, mbAddr, natsURL, enabled, points...)
+}
+
+func cmdConfigWith(t testing.TB, dataDir, mbAddr, natsURL string, enabled bool, points ...string) string {
+	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(operatorPwd), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -193,4 +198,114 @@ func TestCommandsDisabledGateway(t *testing.T) {
 	if w := r.bank.Writes(); len(w) != 0 {
 		t.Fatalf("the Modbus server took writes: %+v", w)
 	}
+}
+
+// writablePoints is the device map of the write tests: a float32 CDAB
+// setpoint with scale 0.1 and limits, a recipe number with allowed values
+// and an interlock on the line speed, a rate-limited reset coil.
+var writablePoints = []string{
+	"{name: line_speed, table: holding, address: 0, type: uint16}",
+	"{name: setpoint, table: holding, address: 10, type: float32, order: CDAB, scale: 0.1, write: {min: 0, max: 250}}",
+	`{name: recipe, table: holding, address: 20, type: uint16, write: {allowed: ["1", "2", "5"], interlock: "line_speed == 0"}}`,
+	"{name: reset, table: coil, address: 3, write: {rate_limit: 1m}}",
+}
+
+// TestCommandWriteGateway: commands over NATS and HTTP against a real
+// gateway and a real Modbus server: the server's registers hold what was
+// asked (encoded as a read decodes it), a repeat of an id writes nothing,
+// the interlock follows the polled value, limits and the rate limit
+// refuse without writing, and each audit event is upstream exactly once.
+func TestCommandWriteGateway(t *testing.T) {
+	r := newCmdRig(t, true, writablePoints...)
+	r.bank.Set(0, 7) // the line runs
+
+	got := r.request(cmdJSON("w1", "setpoint", 180.5))
+	if got.Status != ferry.CommandDone || got.ReadBack != 180.5 {
+		t.Fatalf("setpoint: %+v", got)
+	}
+	// float32(1805) = 0x44E1A000, CDAB: low word first.
+	if lo, hi := r.bank.Reg(10), r.bank.Reg(11); lo != 0xA000 || hi != 0x44E1 {
+		t.Fatalf("registers 10, 11 = %#04x %#04x, want 0xa000 0x44e1", lo, hi)
+	}
+	if again := r.request(cmdJSON("w1", "setpoint", 180.5)); again.Status != ferry.CommandDone || !again.At.Equal(got.At) {
+		t.Fatalf("repeat: %+v, want the stored %+v", again, got)
+	}
+	if n := len(r.bank.Writes()); n != 1 {
+		t.Fatalf("%d writes after a repeat, want 1", n)
+	}
+
+	if got := r.request(cmdJSON("w2", "setpoint", 250.1)); got.Status != ferry.CommandRefused || !strings.Contains(got.Reason, "above max 250") {
+		t.Fatalf("above max: %+v", got)
+	}
+	testutil.Eventually(t, 10*time.Second, "the interlock to see the line run", func() error {
+		if s, ok := r.h.d.cmds.vals.get("press", "line_speed"); !ok || s.Value.Float64() != 7 {
+			return fmt.Errorf("line_speed %+v", s)
+		}
+		return nil
+	})
+	if got := r.request(cmdJSON("w3", "recipe", 2)); got.Status != ferry.CommandRefused || !strings.Contains(got.Reason, `interlock "line_speed == 0" is false`) {
+		t.Fatalf("interlock: %+v", got)
+	}
+	if n := len(r.bank.Writes()); n != 1 {
+		t.Fatalf("refusals wrote: %d writes", n)
+	}
+	r.bank.Set(0, 0) // the line stops; the next poll sees it
+	testutil.Eventually(t, 10*time.Second, "the recipe to be written once the line stopped", func() error {
+		got := r.request(cmdJSON(fmt.Sprint("w4-", time.Now().UnixNano()), "recipe", 2))
+		if got.Status != ferry.CommandDone {
+			return fmt.Errorf("%+v", got)
+		}
+		return nil
+	})
+	if v := r.bank.Reg(20); v != 2 {
+		t.Fatalf("register 20 = %d, want 2", v)
+	}
+
+	// HTTP, as the operator.
+	code, body := r.post(cmdJSON("w5", "setpoint", 100), operator, operatorPwd)
+	if code != 200 || !strings.Contains(body, `"status": "done"`) {
+		t.Fatalf("HTTP: %d %s", code, body)
+	}
+	if lo, hi := r.bank.Reg(10), r.bank.Reg(11); lo != 0x0000 || hi != 0x447A { // float32(1000) = 0x447A0000
+		t.Fatalf("registers 10, 11 = %#04x %#04x after HTTP, want 0x0000 0x447a", lo, hi)
+	}
+
+	if got := r.request(cmdJSON("w6", "reset", true)); got.Status != ferry.CommandDone || got.ReadBack != true {
+		t.Fatalf("reset: %+v", got)
+	}
+	if got := r.request(cmdJSON("w7", "reset", true)); got.Status != ferry.CommandRefused || !strings.Contains(got.Reason, "rate limit") {
+		t.Fatalf("reset again: %+v", got)
+	}
+
+	testutil.Eventually(t, 20*time.Second, "every audit event upstream once", func() error {
+		got := r.audits()
+		for _, id := range []string{"command/w1/accepted", "command/w1/done", "command/w2/refused", "command/w3/refused",
+			"command/w5/accepted", "command/w5/done", "command/w6/accepted", "command/w6/done", "command/w7/refused"} {
+			if got[id] != 1 {
+				return fmt.Errorf("%s arrived %d times", id, got[id])
+			}
+		}
+		for id, n := range got {
+			if n != 1 {
+				return fmt.Errorf("%s arrived %d times", id, n)
+			}
+		}
+		return nil
+	})
+}
+
+// TestCommandsReload: a reload that turns commands on takes effect for the
+// next command, without a restart; one that turns them off, too.
+func TestCommandsReload(t *testing.T) {
+	r := newCmdRig(t, false, "{name: speed, table: holding, address: 0, type: uint16}")
+	if got := r.request(cmdJSON("r1", "speed", 5)); !strings.Contains(got.Reason, "commands are disabled") {
+		t.Fatalf("before: %+v", got)
+	}
+	r.h.reload(cmdConfig(t, filepath.Join(r.dir, "data"), r.mb.Addr(), r.nats.URL(), true, "{name: speed, table: holding, address: 0, type: uint16}"))
+	testutil.Eventually(t, 10*time.Second, "commands enabled by the reload", func() error {
+		if got := r.request(cmdJSON(fmt.Sprint("r2-", time.Now().UnixNano()), "speed", 5)); !strings.Contains(got.Reason, "not writable") {
+			return fmt.Errorf("%+v", got)
+		}
+		return nil
+	})
 }
