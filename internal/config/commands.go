@@ -12,22 +12,16 @@ type writablePoint struct {
 	info ferry.PointInfo
 }
 
-// checkWritable checks the interlock of every writable point against the
-// known points (a typo would otherwise refuse every command, or worse,
-// read nothing), and its bounds: min not above max.
+// checkWritable checks the interlock of every writable point: it parses
+// and names configured points, of any device (a typo would otherwise
+// refuse every command). The rest of a write: block (limits, the table or
+// node) is the driver's to check.
 func (l *loader) checkWritable(known map[string]bool) {
 	for _, w := range l.writable {
-		spec := w.info.Write
-		if spec.Interlock != "" {
-			if _, err := command.ParseInterlock(w.info.Device, spec.Interlock, func(ref string) bool { return known[ref] }); err != nil {
+		if src := w.info.Write.Interlock; src != "" {
+			if _, err := command.ParseInterlock(w.info.Device, src, func(ref string) bool { return known[ref] }); err != nil {
 				l.at(w.d, w.path+".write.interlock", err.Error())
 			}
-		}
-		if spec.Min != nil && spec.Max != nil && *spec.Min > *spec.Max {
-			l.at(w.d, w.path+".write.min", "is above write.max")
-		}
-		if spec.RateLimit < 0 {
-			l.at(w.d, w.path+".write.rate_limit", "must not be negative")
 		}
 	}
 }
