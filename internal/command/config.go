@@ -13,7 +13,7 @@ const (
 	DefaultDefaultDeadline = 30 * time.Second
 	DefaultMaxDeadline     = 10 * time.Minute
 	DefaultKeep            = 24 * time.Hour
-	DefaultMaxIDs          = 100000
+	DefaultMaxIDs          = 10000
 	DefaultWriteTimeout    = 10 * time.Second
 
 	// MaxIDLen bounds a command id, in bytes.
