@@ -11,6 +11,8 @@
 #   make bench   the benchmark table (scripts/bench.sh)
 #   make bench-cost  end-to-end cost with real mosquitto, ferry and nats-server processes
 #                (CPU per million samples, RSS, upstream messages; scripts/bench.sh cost)
+#   make bench-retention  the cost of keeping acknowledged records (issue 28) and of
+#                nats-server's sync_interval (scripts/bench.sh retention)
 #   make screenshots  docs/console/*.png: the web console in headless Chromium (apt-get install chromium)
 #   make test-reliability  the long reliability profile (kill -9 storms, outages,
 #                disk trouble, hostile input, secrets, 30-min soak, all fuzz targets;
@@ -99,6 +101,12 @@ bench:
 .PHONY: bench-cost
 bench-cost:
 	scripts/bench.sh cost
+
+# The retention of acknowledged records (issue 28): CPU and bytes at 10k
+# samples/s on and off, nats-server's throughput by sync_interval.
+.PHONY: bench-retention
+bench-retention:
+	scripts/bench.sh retention
 
 # The web console's pictures in docs/console/, taken by its browser test
 # against ferry and the simulated plant (about three minutes: the

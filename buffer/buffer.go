@@ -130,6 +130,7 @@ type Buffer struct {
 	db   *bolt.DB
 
 	configVersion atomic.Pointer[string]
+	pageSize      int // bbolt's page size (of every file this buffer opens)
 
 	// The queue in front of the writer, guarded by qmu.
 	qmu sync.Mutex
@@ -148,12 +149,16 @@ type Buffer struct {
 	otherDrops atomic.Uint64 // records dropped outside the writer (damaged ones Next found)
 
 	// The index and the read side, guarded by mu.
-	mu     sync.Mutex
-	lanes  [ferry.NumLanes]laneIndex
-	acks   [ferry.NumLanes][]uint64 // deletions for the writer
-	avail  chan struct{}            // closed when records become ready
-	closed bool
-	err    error // the current disk problem
+	mu    sync.Mutex
+	lanes [ferry.NumLanes]laneIndex
+	acks  [ferry.NumLanes][]uint64 // deletions for the writer
+	kept  retention                // acknowledged records retained (retain.go)
+	// keptChecked is when the last good check of the upstream started
+	// (unix ns; KeptChecked).
+	keptChecked atomic.Int64
+	avail       chan struct{} // closed when records become ready
+	closed      bool
+	err         error // the current disk problem
 
 	w         *writer
 	done      chan struct{}
@@ -201,6 +206,14 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 	if err := b.openStore(); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	// DB.Info reads the mapping a commit that grows the file replaces:
+	// only the writer may call it once it runs.
+	b.pageSize = b.db.Info().PageSize
+	if err := b.loadKept(); err != nil {
+		b.db.Close()
+		lock.Close()
+		return nil, fmt.Errorf("buffer: retained records: %w", err)
 	}
 	if opts.Registerer != nil {
 		if err := b.m.register(opts.Registerer); err != nil {
@@ -412,7 +425,7 @@ func (b *Buffer) Stats() Stats {
 	b.dbMu.RLock()
 	if b.db != nil {
 		st := b.db.Stats()
-		s.FreeBytes = int64(st.FreePageN+st.PendingPageN) * int64(b.db.Info().PageSize)
+		s.FreeBytes = int64(st.FreePageN+st.PendingPageN) * int64(b.pageSize)
 	}
 	b.dbMu.RUnlock()
 	if fi, err := os.Stat(b.path); err == nil {

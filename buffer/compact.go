@@ -36,7 +36,7 @@ func (w *writer) maybeCompact(now time.Time) {
 	w.lastCompact = now
 	size := b.fileSize()
 	b.mu.Lock()
-	live := b.lanes[0].bytes + b.lanes[1].bytes
+	live := b.lanes[0].bytes + b.lanes[1].bytes + b.kept.bytes
 	b.mu.Unlock()
 	live += int64(w.dd.keys * 8)
 	if !compactWanted(size, live) {

@@ -15,6 +15,10 @@ type Config struct {
 	// buffer/README.md, "Group commit".
 	CommitInterval   time.Duration `yaml:"commit_interval" doc:"how long telemetry waits to be committed together with what arrives after it (one fsync for all); alerts commit at once; 0 commits at once"`
 	CommitMaxWaiting int           `yaml:"commit_max_waiting" doc:"commit at once when this many scans wait for their commit to be acknowledged to their source (MQTT QoS 1): keep it below the broker's in-flight window (mosquitto: 20); 0 commits every scan at once"`
+	// RetainAcked and RetainMaxSize make the retention of acknowledged
+	// records: see buffer/retain.go and docs/durability.md.
+	RetainAcked   time.Duration `yaml:"retain_acked" doc:"how long records are kept after the upstream acknowledged them, so that what an upstream server loses (it acknowledges before it syncs to disk) is sent again; longer than the server's sync_interval (nats-server: 2m); 0 disables"`
+	RetainMaxSize setting.Size  `yaml:"retain_max_size" doc:"bound on the retained acknowledged records (not counted in max_size); the oldest go first"`
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -24,6 +28,8 @@ func (c *Config) SetDefaults() {
 	c.DedupeWindow = 10 * time.Minute
 	c.CommitInterval = defaultCommitInterval
 	c.CommitMaxWaiting = defaultCommitMaxWaiting
+	c.RetainAcked = 5 * time.Minute
+	c.RetainMaxSize = 256 << 20
 }
 
 const (
@@ -54,6 +60,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DedupeWindow < 0 || c.DedupeWindow > 24*time.Hour {
 		errs.Add("dedupe_window", "%v is outside 0..24h", c.DedupeWindow)
+	}
+	if c.RetainAcked < 0 || c.RetainAcked > 24*time.Hour {
+		errs.Add("retain_acked", "%v is outside 0..24h", c.RetainAcked)
+	}
+	if c.RetainAcked > 0 && c.RetainMaxSize < 1<<20 {
+		errs.Add("retain_max_size", "%v is below the minimum of 1MiB", c.RetainMaxSize)
 	}
 	return errs.Err()
 }

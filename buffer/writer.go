@@ -60,6 +60,7 @@ type writer struct {
 	ops     []*stateOp
 	flushes []chan error
 	acks    [ferry.NumLanes][]uint64
+	keptOps []keptOp
 	drops   []drop
 	keyBuf  []byte
 
@@ -268,6 +269,10 @@ func (w *writer) cycle() (more, closing bool) {
 		w.acks[l] = append(w.acks[l], b.acks[l]...)
 		b.acks[l] = b.acks[l][:0]
 	}
+	b.expireKept(now.UnixNano())
+	w.keptOps = append(w.keptOps, b.kept.ops...)
+	clear(b.kept.ops)
+	b.kept.ops = b.kept.ops[:0]
 	b.mu.Unlock()
 
 	if step := w.checkClock(now); step > 0 {
@@ -293,7 +298,7 @@ func (w *writer) cycle() (more, closing bool) {
 	w.newChunks = w.newChunks[:0]
 
 	// While failing, every attempt commits (if only to test the disk).
-	work := w.failing != nil || len(w.recs) > 0 || len(w.drops) > 0 || len(w.ops) > 0 || w.own.dirty || w.dd.expire > 0 || len(w.dd.added) > 0 || len(w.shifts) > 0
+	work := w.failing != nil || len(w.keptOps) > 0 || len(w.recs) > 0 || len(w.drops) > 0 || len(w.ops) > 0 || w.own.dirty || w.dd.expire > 0 || len(w.dd.added) > 0 || len(w.shifts) > 0
 	for l := range w.acks {
 		work = work || len(w.acks[l]) > 0
 	}
@@ -581,6 +586,10 @@ func (w *writer) fill(tx *bolt.Tx, nowNs int64) error {
 		bk.FillPercent = 1.0
 		lanes[l] = bk
 	}
+	// Retained records are copied before the acks delete them.
+	if err := w.fillKept(tx, lanes); err != nil {
+		return err
+	}
 	key := w.keyBuf[:0]
 	for l, seqs := range w.acks {
 		for _, seq := range seqs {
@@ -714,6 +723,8 @@ func (w *writer) committed(now time.Time, samples, dups int, wrote bool, took ti
 		acked[l] = len(w.acks[l])
 		w.acks[l] = w.acks[l][:0]
 	}
+	clear(w.keptOps)
+	w.keptOps = w.keptOps[:0]
 	for l := range b.lanes {
 		b.lanes[l].pop()
 	}
@@ -781,7 +792,7 @@ func (w *writer) measure() {
 	ps := int64(b.db.Info().PageSize)
 	inUse := hwm - int64(st.FreePageN+st.PendingPageN)*ps
 	b.mu.Lock()
-	stored := b.lanes[0].bytes + b.lanes[1].bytes
+	stored := b.lanes[0].bytes + b.lanes[1].bytes + b.kept.bytes
 	b.mu.Unlock()
 	stored += w.dd.bytes()
 	if stored < b.cfg.dataLimit()/8 || b.opts.fixedLimit {

@@ -72,7 +72,7 @@ func (e *Engine) message(r *rule, a *ferry.Alert) string {
 	m := Message{
 		Rule: r.cfg.Name, Device: a.Device, Point: a.Point, Severity: a.Severity.String(),
 		State: a.State.String(), Value: a.Value, Labels: a.Labels, Since: a.Since,
-		Duration: st.stale.Round(time.Millisecond),
+		Duration: roundDuration(st.stale),
 	}
 	switch r.kind {
 	case kindRate:
@@ -129,4 +129,19 @@ func defaultMessage(r *rule, m *Message) string {
 		return fmt.Sprintf("%s = %s is anomalous: %s score %.2f (threshold %g)", c.Point, m.Value, c.Anomaly.Method, m.Score, c.Anomaly.Threshold)
 	}
 	return c.Name
+}
+
+// roundDuration rounds d as a person reads it in a message: to the
+// millisecond under a second, the tenth of a second under a minute (10.5s),
+// the second under an hour (2m3s), else the minute.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond)
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond)
+	case d < time.Hour:
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Minute)
 }

@@ -16,9 +16,28 @@
 # top shows it, its peak RSS, upstream messages and bytes, exactly-once.
 # Takes about a minute. FERRY_BENCH_RATES, FERRY_BENCH_COST_WINDOW and
 # FERRY_BENCH_PROFILES=DIR pass through to the test.
+#
+# scripts/bench.sh retention (make bench-retention): see below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+
+# scripts/bench.sh retention: the cost of keeping acknowledged records
+# (buffer.retain_acked, issue 28) at 10k samples/s, on and off, and what
+# nats-server's sync_interval costs in throughput (uplink
+# TestRetentionCost, TestSyncIntervalCost; docs/durability.md). About four
+# minutes; FERRY_BENCH_WINDOW (default 60s) is each run's length.
+if [ "${1:-}" = retention ]; then
+	out=$(mktemp)
+	trap 'rm -f "$out"' EXIT
+	echo "running the retention benchmark (about four minutes)…" >&2
+	FERRY_BENCH=retention go test -run '^(TestRetentionCost|TestSyncIntervalCost)$' -count 1 -v -timeout 20m ./uplink >"$out" 2>&1 || { cat "$out"; exit 1; }
+	cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
+	echo
+	echo "$(nproc) cores, ${cpu}, $(go version | awk '{print $3}'), $(date -u +%Y-%m-%d), $(git rev-parse --short HEAD), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	grep -E '^(retention cost|nats-server throughput|upstream:|\|)' "$out"
+	exit 0
+fi
 
 if [ "${1:-}" = cost ]; then
 	if ! command -v mosquitto >/dev/null; then

@@ -143,6 +143,7 @@ func (d *drain) dropCorrupt(rec ferry.Record, err error) {
 	d.u.log.Error("dropping a record that cannot be decoded", "id", rec.ID, "lane", rec.Lane, "bytes", len(rec.Data), "err", err)
 	d.mu.Lock()
 	d.acked = append(d.acked, rec)
+	d.ackMarks = append(d.ackMarks, 0)
 	d.mu.Unlock()
 	signal(d.ackc)
 }

@@ -55,6 +55,8 @@ type NATSConfig struct {
 
 	Batch       BatchConfig `yaml:"batch" doc:"many telemetry records in one upstream message"`
 	Compression string      `yaml:"compression" doc:"compression of batch message bodies: none, s2 or zstd"`
+
+	LossCheck time.Duration `yaml:"loss_check" doc:"how often the stream is checked for acknowledged messages it lost (also after every reconnect), which are sent again from the buffer's retention (buffer.retain_acked); 0: after reconnects only"`
 }
 
 // BatchConfig is the `uplink.nats.batch:` block: how telemetry records
@@ -112,6 +114,7 @@ func (c *NATSConfig) SetDefaults() {
 	c.Batch.MaxBytes = DefaultBatchMaxBytes
 	c.Batch.MaxDelay = time.Second
 	c.Compression = DefaultCompression
+	c.LossCheck = 30 * time.Second
 }
 
 // DefaultNATSConfig returns a block with the defaults and the given URLs.
@@ -188,6 +191,9 @@ func (c *NATSConfig) Validate() error {
 		if err := checkStreamName(c.CatalogStream); err != nil {
 			errs.Add("catalog_stream", "%v", err)
 		}
+	}
+	if c.LossCheck != 0 && c.LossCheck < time.Second {
+		errs.Add("loss_check", "%v is below the minimum of 1s (0: after reconnects only)", c.LossCheck)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs.Add("replicas", "%d is out of range 1..5", c.Replicas)

@@ -37,6 +37,7 @@ type drain struct {
 	count     int                // len(parts)
 	bytes     int                // bytes of parts
 	acked     []ferry.Record     // acknowledged by the stream, not yet by the Source
+	ackMarks  []uint64           // where the stream stored each of acked (0: unknown), for the retention (loss.go)
 	ackSeals  []*seal            // seals of the batches in acked
 	acking    int                // records in the acker's current Source.Ack call
 	failed    []*entry           // to release (or reconcile) before publishing again
@@ -62,6 +63,7 @@ type drain struct {
 // it exceeds the server's max_payload; a batch is one message.
 type part struct {
 	e       *entry
+	idx     int // the part's place in its record's messages (0: the first)
 	size    int
 	samples int
 	sent    time.Time
@@ -81,7 +83,10 @@ type entry struct {
 	// after is the highest stream sequence acknowledged when the record
 	// was published: a stored copy has a higher one.
 	after uint64
-	sent  time.Time
+	// streamSeq is where the stream stored the first part (0 until its
+	// PubAck).
+	streamSeq uint64
+	sent      time.Time
 }
 
 func newDrain(u *Uplink, nc *nats.Conn) *drain {
@@ -115,12 +120,16 @@ func (d *drain) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.PubAck) 
 	if pa.Stream == d.u.cfg.Stream && pa.Sequence > d.lastSeq {
 		d.lastSeq = pa.Sequence
 	}
+	if p.idx == 0 && pa.Stream == d.u.cfg.Stream {
+		p.e.streamSeq = pa.Sequence
+	}
 	done := p.e.parts == 0 && !p.e.failed
 	if done && p.e.seal != nil && testHookPublished != nil {
 		testHookPublished(p.e.id)
 	}
 	if done {
 		d.acked = append(d.acked, p.e.recs...)
+		d.ackMarks = marksFor(d.ackMarks, len(p.e.recs), markOf(p.e))
 		if p.e.seal != nil {
 			d.ackSeals = append(d.ackSeals, p.e.seal)
 		}
@@ -409,8 +418,8 @@ func (d *drain) send(ctx context.Context, e *entry, msgs []outMsg) bool {
 	now := time.Now()
 	d.mu.Lock()
 	e.parts, e.total, e.after, e.sent = len(msgs), len(msgs), d.lastSeq, now
-	for _, m := range msgs {
-		d.parts[m.msg] = part{e: e, size: m.size, samples: m.samples, sent: now}
+	for i, m := range msgs {
+		d.parts[m.msg] = part{e: e, idx: i, size: m.size, samples: m.samples, sent: now}
 	}
 	d.count += len(msgs)
 	d.bytes += size
@@ -500,6 +509,9 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 			d.mu.Lock()
 			for _, e := range delivered {
 				d.acked = append(d.acked, e.recs...)
+				// Where the stream holds them is not known here: they are
+				// not retained.
+				d.ackMarks = append(d.ackMarks, make([]uint64, len(e.recs))...)
 				if e.seal != nil {
 					d.ackSeals = append(d.ackSeals, e.seal)
 				}
@@ -508,6 +520,8 @@ func (d *drain) recover(ctx context.Context, ev *connEvents, bo *backoff.Backoff
 			signal(d.ackc)
 		}
 		d.releaseEntries(rest)
+		// The server may have come back with less than it acknowledged.
+		signal(ev.lossKick)
 		d.mu.Lock()
 		d.trouble = nil
 		d.reason = ""
@@ -557,14 +571,14 @@ func (d *drain) ackLoop() {
 		}
 		for {
 			d.mu.Lock()
-			recs, seals := d.acked, d.ackSeals
-			d.acked, d.ackSeals = nil, nil
+			recs, seals, marks := d.acked, d.ackSeals, d.ackMarks
+			d.acked, d.ackSeals, d.ackMarks = nil, nil, nil
 			d.acking = len(recs)
 			d.mu.Unlock()
 			if len(recs) == 0 {
 				break
 			}
-			err := d.u.src.Ack(recs...)
+			err := d.u.ack(recs, marks)
 			if err == nil && len(seals) > 0 {
 				// After the records: the Source deletes them no later
 				// than the commit that deletes their seals.

@@ -25,6 +25,7 @@ const (
 	reasonSourceNext   = "source_next"   // the buffer could not hand out records
 	reasonCatalog      = "catalog"       // the catalog could not be published
 	reasonTooLarge     = "too_large"     // a sample larger than max_payload, sent without its value
+	reasonLossCheck    = "loss_check"    // the check for acknowledged messages the upstream lost failed
 )
 
 // metrics are the uplink's series. They are registered once per
@@ -45,6 +46,10 @@ type metrics struct {
 	lag           prometheus.Gauge
 	catalogs      prometheus.Counter
 	reconciled    prometheus.Counter
+	lossChecks    prometheus.Counter
+	lost          prometheus.Counter
+	resent        prometheus.Counter
+	unrecoverable prometheus.Counter
 
 	// Per lane, resolved once.
 	pub [ferry.NumLanes]prometheus.Counter
@@ -97,6 +102,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_uplink_reconciled_total", Help: "Records found already in the stream after an outage longer than its duplicate window, and not sent again.",
 		}),
+		lossChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_uplink_upstream_loss_checks_total", Help: "Checks of the stream for acknowledged messages it lost (after reconnects, recoveries and every loss_check).",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_uplink_upstream_lost_total", Help: "Records in messages the stream acknowledged and later did not hold (a server that lost unsynced writes).",
+		}),
+		resent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_uplink_upstream_resent_after_loss_total", Help: "Records sent again from the buffer's retention after the stream lost them.",
+		}),
+		unrecoverable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_uplink_upstream_lost_unrecoverable_total", Help: "Records the stream lost after they had left the retention (retain_acked): lost for good.",
+		}),
 		catalogs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_uplink_catalog_published_total", Help: "Catalog messages acknowledged by the stream.",
 		}),
@@ -118,6 +135,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		reuse(reg, &m.lag, &err)
 		reuse(reg, &m.catalogs, &err)
 		reuse(reg, &m.reconciled, &err)
+		reuse(reg, &m.lossChecks, &err)
+		reuse(reg, &m.lost, &err)
+		reuse(reg, &m.resent, &err)
+		reuse(reg, &m.unrecoverable, &err)
 		if err != nil {
 			return nil, err
 		}

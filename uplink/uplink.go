@@ -46,6 +46,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now gives the time of catalog messages and of the lag metric.
 	Now func() time.Time
+	// Alert receives the uplink's own alerts (RuleUpstreamLoss); it must
+	// not block. Nil: none are sent (the log and LossStatus still tell).
+	Alert func(ferry.Alert)
 }
 
 // Catalog is what the gateway's configuration says about its points.
@@ -75,8 +78,18 @@ type Uplink struct {
 	// seals is nil when batching is off (batch.max_bytes 0, or a Source
 	// that is not a ferry.StateStore).
 	seals *sealSet
+	// keep is the Source's retention of acknowledged records (loss.go);
+	// nil when it has none or it is off.
+	keep keeper
 
 	running atomic.Bool
+
+	lossMu        sync.Mutex
+	loss          LossStatus
+	lossAlert     *ferry.Alert // the active loss alert
+	lossAlertLast time.Time    // when the last loss was found
+	reported      map[ferry.Lane]map[uint64]bool
+	lossOnce      sync.Once
 
 	mu      sync.Mutex
 	err     error
@@ -139,6 +152,9 @@ func New(cfg NATSConfig, src Source, opts Options) (*Uplink, error) {
 	if store, ok := src.(ferry.StateStore); ok && cfg.Batch.MaxBytes > 0 {
 		held, _ := src.(recordHolder)
 		u.seals = newSealSet(store, held)
+	}
+	if k, ok := src.(keeper); ok && k.RetainWindow() > 0 {
+		u.keep = k
 	}
 	return u, nil
 }
@@ -229,7 +245,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 	bo := &backoff.Backoff{Max: u.cfg.ReconnectMax}
 	first := true
 	for ctx.Err() == nil {
-		ev := &connEvents{changed: make(chan struct{}, 1), closed: make(chan struct{})}
+		ev := &connEvents{changed: make(chan struct{}, 1), closed: make(chan struct{}), lossKick: make(chan struct{}, 1)}
 		nc, err := u.dial(ev)
 		if err != nil {
 			u.fail(err, errorReason(err))
@@ -264,6 +280,8 @@ type connEvents struct {
 	once      sync.Once
 	republish atomic.Bool           // reconnected: publish the catalog again
 	cause     atomic.Pointer[error] // why ferry closed the connection itself
+	// lossKick asks for a loss check (reconnected, recovered).
+	lossKick chan struct{}
 }
 
 func (e *connEvents) notify() { signal(e.changed) }
@@ -306,6 +324,7 @@ func (u *Uplink) dial(ev *connEvents) (*nats.Conn, error) {
 			u.setStateIf(reasonConnect, nil, "")
 			ev.republish.Store(true)
 			ev.notify()
+			signal(ev.lossKick)
 			signal(u.catCh)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
@@ -368,10 +387,14 @@ func (u *Uplink) session(ctx context.Context, nc *nats.Conn, ev *connEvents, bo 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		u.catalogLoop(sctx, js, d.currentPlan, &ev.republish, published)
+	}()
+	go func() {
+		defer wg.Done()
+		d.lossLoop(sctx, ev.lossKick)
 	}()
 	go func() {
 		defer wg.Done()

@@ -105,7 +105,7 @@ func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer conn.Close()
-	js, err := jetstream.New(conn)
+	js, err := uplink.NewJetStream(conn, nc) // the uplink's domain or api_prefix too
 	if err != nil {
 		return err
 	}

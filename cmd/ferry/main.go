@@ -65,6 +65,7 @@ func commands() []command {
 		{"pki", "OPC UA certificates: pki list | trust FILE | own", cmdPKI},
 		{"tail", "print what arrives in the NATS stream (the upstream view)", cmdTail},
 		{"buffer", "inspect a stopped ferry's buffer: stats, dump", cmdBuffer},
+		{"fleet", "fleet configuration and status over NATS KV: push, status, diff, rollback, watch", cmdFleet},
 		{"write", "write a point through the running daemon: write DEVICE POINT VALUE", cmdWrite},
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/command"
+	"github.com/ferry-edge/ferry/internal/fleet"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
@@ -71,6 +72,7 @@ type Config struct {
 	Buffer     buffer.Config `yaml:"buffer"`
 	Uplink     uplink.Config `yaml:"uplink"`
 	HTTP       web.Config    `yaml:"http"`
+	Fleet      *fleet.Config `yaml:"fleet" doc:"fleet mode: configuration from a JetStream KV bucket, status to another; omit to configure this gateway by its file alone"`
 	// Commands: writes to devices (issue 19), off by default.
 	Commands command.Config `yaml:"commands"`
 
@@ -213,6 +215,8 @@ type loader struct {
 	decs      map[string]*decoder // by file as shown
 	files     []string
 	protocols []Protocol
+	// overlay is set when loading a fleet bundle (LoadFleet).
+	overlay *overlay
 	// writable: the points with a write: block, for checkWritable.
 	writable []writablePoint
 }
@@ -268,6 +272,7 @@ func (l *loader) load(path string) *Config {
 			c.Devices = append(c.Devices, df.Devices...)
 		}
 	}
+	l.applyOverlay(c)
 	c.Files = l.files
 	c.Version = hex.EncodeToString(h.Sum(nil))[:12]
 
@@ -281,6 +286,7 @@ func (l *loader) load(path string) *Config {
 	l.validate(main, "uplink", c.Uplink.Validate())
 	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
+	l.checkFleet(c, main)
 	l.validate(main, "commands", c.Commands.Validate())
 	l.checkWritable(known)
 	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
@@ -319,6 +325,9 @@ func (l *loader) decodeFile(name, shown string, v any, h io.Writer) *decoder {
 	d.baseDir = filepath.Dir(name)
 	d.protocols = l.protocols
 	l.decs[shown] = d
+	if _, isMain := v.(*Config); isMain && l.overlay != nil {
+		l.overlay.patch(l, d, &root, h)
+	}
 	if root.Kind == 0 {
 		return d // no document: an empty or comments-only file
 	}

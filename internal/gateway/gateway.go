@@ -62,6 +62,9 @@ type Gateway struct {
 	earlyMu sync.Mutex
 	early   []ferry.Alert
 
+	// fleet is fleet mode's wiring (nil agent when off); see fleet.go.
+	fleet fleetWiring
+
 	// What the HTTP handlers and readiness checks read: published by Run
 	// and Reload, read without d.mu, so that a reload or a shutdown that
 	// waits for a driver to stop never holds up /readyz, /metrics or the
@@ -93,6 +96,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.ShutdownTimeout = 20 * time.Second
 	}
 	d := &Gateway{opts: opts, log: opts.Logger, cfg: cfg, reg: prometheus.NewRegistry(), groups: map[string]*group{}}
+	if cfg.Fleet != nil {
+		booted, err := d.fleetBoot(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg, d.cfg = booted, booted
+	}
 	if err := daemon.RegisterRuntime(d.reg); err != nil {
 		return nil, err
 	}
@@ -183,6 +193,7 @@ func (d *Gateway) newUplink(cfg *config.Config) (*uplink.Uplink, error) {
 		Version:    d.opts.Version,
 		Logger:     d.log.With("part", "uplink"),
 		Registerer: d.reg,
+		Alert:      d.alert,
 	})
 	if err != nil {
 		return nil, err
@@ -223,6 +234,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	cmdRun := start(partsCtx, d.runCommands)
 	d.runCtx = partsCtx
 	d.mu.Unlock()
+	fleetRun := d.startFleet(partsCtx)
 
 	d.svc.ConfigLoaded(cfg.Version, time.Now())
 	daemon.Ready()
@@ -253,6 +265,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	// reported as hanging.
 	left := func() time.Duration { return max(time.Until(deadline), 100*time.Millisecond) }
 
+	fleetRun.stop(left()) // before d.mu: an apply in progress holds it
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.runCtx = nil // a reload from now on does nothing

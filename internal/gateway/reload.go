@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"runtime/debug"
@@ -42,21 +43,41 @@ var reloadStages = []reloadStage{
 // state of unchanged rules, and the reduce settings keeping the state of
 // unchanged points. The buffer stays open throughout, so nothing
 // accepted is lost. Reload does nothing before Run has started every part
-// or once its shutdown has begun.
+// or once its shutdown has begun. In fleet mode the file is the local
+// file, and what runs is the last-known-good bundle with it (see
+// fleet.go).
 func (d *Gateway) Reload(path string) {
 	daemon.Reloading()
 	defer daemon.Ready()
 	d.log.Info("reloading", "file", path)
-	cfg, err := LoadConfig(path)
+	cfg, err := d.loadConfig(path)
 	if err != nil {
 		d.refuse(path, err)
 		return
 	}
+	_ = d.apply(path, cfg) // refused: logged and shown by apply
+}
+
+// ErrNotRunning is returned by ApplyConfig before Run has started every
+// part or once its shutdown has begun.
+var ErrNotRunning = errors.New("ferry is not running (starting or stopping)")
+
+// ApplyConfig applies cfg, already loaded and validated, as Reload applies
+// the file it loads, and returns why it was refused (nil: applied). A
+// refused configuration changes nothing.
+func (d *Gateway) ApplyConfig(cfg *config.Config) error {
+	daemon.Reloading()
+	defer daemon.Ready()
+	return d.apply(cfg.Path, cfg)
+}
+
+// apply is the reload of cfg, loaded from src.
+func (d *Gateway) apply(src string, cfg *config.Config) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.runCtx == nil {
-		d.log.Warn("reload ignored: ferry is not running (starting or stopping)")
-		return
+		d.log.Warn("reload ignored: " + ErrNotRunning.Error())
+		return ErrNotRunning
 	}
 	old := d.cfg
 	if fields := restartOnly(old, cfg); len(fields) > 0 {
@@ -67,8 +88,9 @@ func (d *Gateway) Reload(path string) {
 	for _, st := range reloadStages {
 		commit, err := st.prepare(d, old, cfg)
 		if err != nil {
-			d.refuse(path, fmt.Errorf("%s: %w", st.name, err))
-			return
+			err = fmt.Errorf("%s: %w", st.name, err)
+			d.refuse(src, err)
+			return err
 		}
 		if commit != nil {
 			commits = append(commits, commit)
@@ -88,6 +110,7 @@ func (d *Gateway) Reload(path string) {
 	d.con.reloaded(cfg, nil)
 	debug.FreeOSMemory()
 	d.log.Info("configuration reloaded", "version", cfg.Version, "config", cfg.Summary())
+	return nil
 }
 
 // refuse reports a reload that was refused: the running configuration
@@ -199,6 +222,7 @@ func keepRunning(old, cfg *config.Config) {
 	cfg.Log.Format = old.Log.Format
 	cfg.Buffer = old.Buffer
 	cfg.HTTP = old.HTTP
+	cfg.Fleet = old.Fleet
 }
 
 // restartOnly lists the settings that differ and cannot change while
@@ -219,6 +243,9 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	if !reflect.DeepEqual(a.HTTP, b.HTTP) {
 		out = append(out, "http")
+	}
+	if !reflect.DeepEqual(a.Fleet, b.Fleet) {
+		out = append(out, "fleet")
 	}
 	return out
 }

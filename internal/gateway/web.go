@@ -43,6 +43,8 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Alerts:     d.engine,
 		Stream:     d.alertStream,
 		Status:     d.webStatus,
+		Durability: d.durability,
+		Fleet:      d.webFleet,
 		Command:    d.command,
 		Checks: []web.Check{
 			{Name: "pipeline", Err: d.pipe.Err},

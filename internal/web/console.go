@@ -241,6 +241,9 @@ func (s *Server) Health() Health {
 		}
 	}
 	s.meter.read(&h, now)
+	if s.opts.Durability != nil {
+		h.Durability = s.opts.Durability()
+	}
 	return h
 }
 
@@ -270,6 +273,9 @@ func (s *Server) status() Status {
 	if s.opts.Status != nil {
 		st = s.opts.Status()
 	}
+	if s.opts.Fleet != nil {
+		st.Fleet = s.opts.Fleet()
+	}
 	st.Version, st.Commit = s.opts.Version, s.opts.Commit
 	return st
 }
@@ -284,7 +290,8 @@ type apiStatus struct {
 	ConfigVersion string    `json:"config_version"`
 	Buffer        apiBuffer `json:"buffer"`
 	// Uplink is "connected", "not configured" or why it is not connected.
-	Uplink string `json:"uplink"`
+	Uplink string       `json:"uplink"`
+	Fleet  *FleetStatus `json:"fleet,omitempty"`
 }
 
 type apiBuffer struct {
@@ -305,7 +312,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := s.status()
 	out := apiStatus{
 		Version: st.Version, Gateway: st.Gateway, Site: st.Site,
-		ConfigFile: st.Config.File, ConfigVersion: st.Config.Version,
+		ConfigFile: st.Config.File, ConfigVersion: st.Config.Version, Fleet: st.Fleet,
 		Buffer: apiBuffer{Lanes: make([]apiLane, len(st.Buffer.Lanes)), FileBytes: st.Buffer.FileBytes, FreeBytes: st.Buffer.FreeBytes, QueueLength: st.Buffer.QueueLength},
 	}
 	for i, l := range st.Buffer.Lanes {

@@ -24,6 +24,7 @@ type Status struct {
 	Config        ConfigStatus `json:"config"`
 	Buffer        BufferStatus `json:"buffer"`
 	Uplink        UplinkStatus `json:"uplink"`
+	Fleet         *FleetStatus `json:"fleet,omitempty"`
 }
 
 // ConfigStatus is the running configuration and the last reload.
@@ -84,6 +85,8 @@ type Health struct {
 	Status
 	Pipeline PipelineHealth `json:"pipeline"`
 	Traffic  UplinkTraffic  `json:"traffic"`
+	// Durability is nil without an uplink.
+	Durability *Durability `json:"durability,omitempty"`
 }
 
 // PipelineHealth is what goes between the drivers and the buffer.

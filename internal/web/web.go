@@ -68,6 +68,12 @@ type Options struct {
 	// Status returns the gateway's own facts for /api/status and the
 	// health page.
 	Status func() Status
+	// Durability returns the retention and upstream loss check now (nil,
+	// or a nil result: not shown).
+	Durability func() *Durability
+	// Fleet returns fleet mode's state for /api/status and the console;
+	// nil (or a nil result): not in fleet mode.
+	Fleet func() *FleetStatus
 	// Checks are the readiness checks of /readyz, in the order shown.
 	Checks []Check
 	// Command runs a command request (its JSON body) for POST

@@ -493,6 +493,15 @@ function renderHealthDot() {
   $('footer').textContent = `ferry ${hl.version}${hl.commit ? ' (' + hl.commit + ')' : ''} · gateway ${hl.gateway} · up ${fmtAge(hl.uptime_seconds)}`;
 }
 
+// fleetLine shows fleet mode: the key, the bundle revision that runs and
+// the last apply result.
+function fleetLine(f) {
+  const run = f.revision ? `revision ${f.revision}` + (f.site_revision ? ` + site ${f.site_revision}` : '') : 'local file';
+  const kind = {applied: 'good', local: 'none', applying: 'warning'}[f.last] || 'bad';
+  return h('span', {}, h('span', {class: 'mono'}, f.key), ` · running ${run} · last `, pill(kind, f.last.replace('_', ' ')),
+    f.last_time ? ' ' + fmtTime(f.last_time) : '');
+}
+
 function renderHealth() {
   const hl = state.health;
   if (!hl) return;
@@ -510,7 +519,13 @@ function renderHealth() {
       ['Acked / published', `${tr.acked} / ${tr.published}`],
       ['Reconnects', `${tr.reconnects}`],
       upErrs.length ? ['Errors', upErrs.map(([r, n]) => `${r}: ${n}`).join(', ')] : null,
+      hl.durability ? ['Acked kept', hl.durability.enabled
+        ? `${hl.durability.retained_records} records (${fmtBytes(hl.durability.retained_bytes)}) for ${fmtAge(hl.durability.window_seconds)} · ${hl.durability.checks} checks`
+        : 'off (retain_acked 0)'] : null,
+      hl.durability && hl.durability.lost ? ['Upstream lost', `${hl.durability.lost} messages, ${hl.durability.resent} resent` +
+        (hl.durability.unrecoverable ? `, ${hl.durability.unrecoverable} records past the retention` : '')] : null,
     ]),
+    hl.durability && hl.durability.last_loss_message ? h('p', {class: 'problem'}, hl.durability.last_loss_message) : null,
     up.error && up.configured ? h('p', {class: 'problem'}, up.error) : null,
     tr.window_seconds ? h('p', {class: 'muted small'}, `rates over the last ${Math.round(tr.window_seconds)} s`) : h('p', {class: 'muted small'}, 'rates appear after a few seconds'));
 
@@ -549,7 +564,9 @@ function renderHealth() {
       ['Version', h('span', {class: 'mono'}, cfg.version || '—')],
       ['Loaded', `${fmtTime(cfg.loaded)} (${ago(cfg.loaded)})`],
       ['Last reload', reload],
+      hl.fleet ? ['Fleet', fleetLine(hl.fleet)] : null,
     ]),
+    hl.fleet && hl.fleet.last_reason ? h('p', {class: hl.fleet.last === 'applied' ? 'muted small' : 'problem mono'}, hl.fleet.last_reason) : null,
     rl && !rl.ok && rl.error ? h('p', {class: 'problem mono'}, rl.error) : null,
     rl && !rl.ok ? h('p', {class: 'muted small'}, 'the previous configuration keeps running') : null);
 
