@@ -9,6 +9,7 @@
 //	ferry validate [FILE]             check a configuration and print a summary
 //	ferry version                     print version, commit and Go version
 //	ferry schema                      print the configuration's JSON Schema
+//	ferry write DEVICE POINT VALUE    write a point through the running daemon (operator)
 package main
 
 import (
@@ -65,6 +66,7 @@ func commands() []command {
 		{"tail", "print what arrives in the NATS stream (the upstream view)", cmdTail},
 		{"buffer", "inspect a stopped ferry's buffer: stats, dump", cmdBuffer},
 		{"fleet", "fleet configuration and status over NATS KV: push, status, diff, rollback, watch", cmdFleet},
+		{"write", "write a point through the running daemon: write DEVICE POINT VALUE", cmdWrite},
 	}
 }
 

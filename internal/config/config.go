@@ -48,6 +48,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/internal/command"
 	"github.com/ferry-edge/ferry/internal/fleet"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
@@ -74,6 +75,8 @@ type Config struct {
 	Uplink     uplink.Config `yaml:"uplink"`
 	HTTP       web.Config    `yaml:"http"`
 	Fleet      *fleet.Config `yaml:"fleet" doc:"fleet mode: configuration from a JetStream KV bucket, status to another; omit to configure this gateway by its file alone"`
+	// Commands: writes to devices (issue 19), off by default.
+	Commands command.Config `yaml:"commands"`
 
 	// Set by Load.
 
@@ -217,6 +220,8 @@ type loader struct {
 	// overlay is set when loading a fleet bundle (LoadFleet).
 	overlay *overlay
 	lim     limits // see limits.go
+	// writable: the points with a write: block, for checkWritable.
+	writable []writablePoint
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -287,6 +292,8 @@ func (l *loader) load(path string) *Config {
 	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
 	l.checkFleet(c, main)
+	l.validate(main, "commands", c.Commands.Validate())
+	l.checkWritable(known)
 	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
 	}
@@ -472,6 +479,9 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 					infos[j].Description = dev.Description
 				}
 				c.Points = append(c.Points, infos[j])
+				if infos[j].Write != nil {
+					l.writable = append(l.writable, writablePoint{d, setting.Index(pp, j), infos[j]})
+				}
 			}
 		}
 	}

@@ -55,6 +55,8 @@ type Gateway struct {
 
 	sinks atomic.Pointer[sinks.Sinks]
 	con   webWiring // what the HTTP server shows that no part owns; see web.go
+	// cmds is the command path; see commands.go.
+	cmds commandWiring
 	// early holds the buffer's own alerts raised before the sinks exist
 	// (a damaged file quarantined by Open); setSinks delivers them.
 	earlyMu sync.Mutex
@@ -161,6 +163,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		d.curUp.Store(d.up)
 	}
 	d.curCfg.Store(cfg)
+	if err := d.newCommands(cfg); err != nil {
+		buf.Close()
+		return nil, err
+	}
 	if !cfg.HTTP.Disabled() {
 		srv, err := d.newWeb(cfg)
 		if err != nil {
@@ -176,6 +182,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
+	d.observeForCommands()
 	return d, nil
 }
 
@@ -224,6 +231,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	for _, g := range d.groups {
 		d.startGroup(partsCtx, g)
 	}
+	cmdRun := start(partsCtx, d.runCommands)
 	d.runCtx = partsCtx
 	d.mu.Unlock()
 	fleetRun := d.startFleet(partsCtx)
@@ -261,6 +269,10 @@ func (d *Gateway) Run(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.runCtx = nil // a reload from now on does nothing
+	// 0. No new commands; those in flight finish while the drivers run.
+	if !cmdRun.stop(min(left(), commandStopTimeout(d.cfg))) {
+		d.log.Error("commands in flight did not finish in time")
+	}
 	// 1. Drivers stop emitting.
 	var wg sync.WaitGroup
 	t := left()

@@ -170,6 +170,25 @@ func groupSpecs(cfg *config.Config) map[string]groupSpec {
 	return out
 }
 
+// deviceMethod reports whether the map of device declares a method that
+// commands may call (OPC UA `methods:`): the command path's check that a
+// call is declared, as `write:` is for a point.
+func deviceMethod(cfg *config.Config, device, name string) bool {
+	for _, dev := range cfg.Devices {
+		if dev.Name != device {
+			continue
+		}
+		if spec, ok := dev.Spec.(opcua.Device); ok {
+			for _, m := range spec.Config.Methods {
+				if m.Name == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // groupKey prefixes a driver's group key with its protocol, unless the
 // driver already did ("mqtt tcp://…").
 func groupKey(protocol, key string) string {
@@ -306,6 +325,7 @@ func (d *Gateway) publishDrivers() {
 		drivers = append(drivers, d.groups[k].drv)
 	}
 	d.curDrivers.Store(&drivers)
+	d.publishDeviceDrivers()
 }
 
 // deviceStatus lists every device's status, sorted by name.

@@ -45,6 +45,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Status:     d.webStatus,
 		Durability: d.durability,
 		Fleet:      d.webFleet,
+		Command:    d.command,
 		Checks: []web.Check{
 			{Name: "pipeline", Err: d.pipe.Err},
 			{Name: "buffer", Err: d.buf.Err},

@@ -29,6 +29,9 @@ type Config struct {
 	Listen    string     `yaml:"listen" doc:"host:port of the local HTTP listener (/metrics, /healthz, /readyz, /api); \"off\" disables it"`
 	TLS       *TLSConfig `yaml:"tls" doc:"serve HTTPS instead of HTTP"`
 	BasicAuth *BasicAuth `yaml:"basic_auth" doc:"require HTTP basic auth on every path except /healthz"`
+	// Operator is the credential POST /api/commands requires (writes to
+	// devices); without it the HTTP API takes no commands.
+	Operator *BasicAuth `yaml:"operator" doc:"the operator credential (basic auth, distinct from basic_auth) that POST /api/commands requires; without it HTTP takes no commands"`
 	// Sparklines is how much history the console keeps per numeric point
 	// for its sparklines, in buckets of 5 s (about 144 bytes per minute
 	// per point: 7 MB for 10,000 points over 5 minutes); 0 turns them off.
@@ -120,6 +123,7 @@ func (c *Config) Validate() error {
 			errs.Add("basic_auth.password_hash", "is not a bcrypt hash ($2a$, $2b$ or $2y$…): %v", err)
 		}
 	}
+	errs.Merge("operator", c.validateOperator())
 	return errs.Err()
 }
 

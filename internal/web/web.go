@@ -75,6 +75,9 @@ type Options struct {
 	Fleet func() *FleetStatus
 	// Checks are the readiness checks of /readyz, in the order shown.
 	Checks []Check
+	// Command runs a command request (its JSON body) for POST
+	// /api/commands, on behalf of the operator by; nil answers 503.
+	Command func(ctx context.Context, body []byte, by string) ferry.CommandReply
 
 	// Step is the sparklines' bucket (DefaultStep); Config.Sparklines
 	// says how long they are. History is how many alert transitions are
@@ -124,6 +127,7 @@ type Server struct {
 	requests *prometheus.CounterVec // nil without a Registerer
 	auth     *authenticator         // nil without basic auth
 	hosts    *hostAllowList
+	operator *authenticator // nil without http.operator
 	checks   []Check
 
 	// The console's state.
@@ -187,6 +191,9 @@ func New(o Options) (*Server, error) {
 	if cfg.BasicAuth != nil && !cfg.Disabled() {
 		s.auth = newAuthenticator(cfg.BasicAuth.Username, cfg.BasicAuth.PasswordHash.Reveal(), limit)
 	}
+	if cfg.Operator != nil && !cfg.Disabled() {
+		s.operator = newAuthenticator(cfg.Operator.Username, cfg.Operator.PasswordHash.Reveal(), limit)
+	}
 	if o.Registerer != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_http_requests_total",
@@ -231,6 +238,7 @@ func (s *Server) routes() {
 	alerts := http.NewCrossOriginProtection().Handler(s.alertsHandler())
 	s.handle("/api/alerts", alerts)
 	s.handle("/api/alerts/", alerts)
+	s.handle(commandsPath, http.NewCrossOriginProtection().Handler(http.HandlerFunc(s.serveCommand)))
 
 	// Go's profiles, for a gateway that uses more memory or CPU than it
 	// should (go tool pprof http://127.0.0.1:9440/debug/pprof/heap), only
@@ -416,7 +424,8 @@ func (s *Server) handler() http.Handler {
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		}
-		if s.auth != nil && r.URL.Path != "/healthz" && !s.auth.check(w, r) {
+		// The command endpoint checks the operator credential itself.
+		if s.auth != nil && r.URL.Path != "/healthz" && r.URL.Path != commandsPath && !s.auth.check(w, r) {
 			return
 		}
 		s.mux.ServeHTTP(w, r)

@@ -20,6 +20,7 @@ const state = {
   streamOpen: false,
   lastHealth: 0,
   alertsDrawn: 0,
+  writing: null,       // the point the write dialog is for
 };
 
 const $ = (id) => document.getElementById(id);
@@ -253,7 +254,8 @@ function renderPoints(points) {
     const valueCell = cell('Value', {class: 'value'},
       h('span', {class: 'v num'}, p.seen ? fmtValue(p.value) : '—'),
       p.unit ? h('span', {class: 'unit'}, p.unit) : null,
-      p.last_good !== undefined ? h('span', {class: 'last'}, 'last good ', fmtValue(p.last_good), ' at ', fmtTime(p.last_good_time)) : null);
+      p.last_good !== undefined ? h('span', {class: 'last'}, 'last good ', fmtValue(p.last_good), ' at ', fmtTime(p.last_good_time)) : null,
+      p.write ? h('button', {class: 'write', type: 'button', 'data-write': `${p.device}.${p.point}`, onclick: () => openWrite(p)}, 'Write') : null);
     return h('tr', {'data-point': `${p.device}.${p.point}`, 'data-quality': q},
       cell('Point', {class: 'head'}, h('span', {class: 'name'}, all ? `${p.device}.${p.point}` : p.point),
         h('span', {class: 'sub'}, p.description || '', p.description ? ' · ' : '', h('span', {class: 'mono'}, p.source || ''))),
@@ -270,6 +272,71 @@ async function loadPoints() {
   renderChips();
   const q = state.device ? '?device=' + encodeURIComponent(state.device) : '';
   renderPoints(await getJSON('/api/points' + q));
+}
+
+// ---- write (commands) ---------------------------------------------------
+
+// openWrite opens the write dialog for a writable point. The command goes
+// to POST /api/commands with the operator credential typed here (not the
+// browser's read-only one); the password is not kept.
+function openWrite(p) {
+  const w = p.write || {};
+  const limits = [];
+  if (w.min !== undefined) limits.push(`min ${w.min}`);
+  if (w.max !== undefined) limits.push(`max ${w.max}`);
+  if (w.allowed) limits.push(`one of ${w.allowed.join(', ')}`);
+  if (w.interlock) limits.push(`only while ${w.interlock}`);
+  $('write-point').textContent = `${p.device}.${p.point}`;
+  $('write-limits').textContent = limits.join(' · ');
+  $('write-value').value = p.seen ? fmtValue(p.value) : '';
+  $('write-pass').value = '';
+  $('write-result').textContent = '';
+  try { $('write-user').value = localStorage.getItem('ferry.operator') || ''; } catch (e) { /* private mode */ }
+  state.writing = p;
+  $('write-dialog').showModal();
+}
+
+// writeValue turns the typed text into JSON: a number, true/false, or text.
+function writeValue(text) {
+  const t = text.trim();
+  if (t === 'true' || t === 'false') return t === 'true';
+  if (t !== '' && !isNaN(Number(t))) return Number(t);
+  return text;
+}
+
+async function submitWrite(ev) {
+  ev.preventDefault();
+  const p = state.writing;
+  if (!p) return;
+  const user = $('write-user').value.trim();
+  try { localStorage.setItem('ferry.operator', user); } catch (e) { /* private mode */ }
+  const id = 'console-' + Date.now().toString(36) + '-' + Math.random().toString(36).slice(2, 8);
+  const body = JSON.stringify({id, device: p.device, point: p.point, value: writeValue($('write-value').value)});
+  const btn = $('write-submit');
+  btn.disabled = true;
+  $('write-result').textContent = 'Writing…';
+  try {
+    const r = await fetch('/api/commands', {
+      method: 'POST', credentials: 'omit',
+      headers: {'Content-Type': 'application/json', 'Authorization': 'Basic ' + btoa(user + ':' + $('write-pass').value)},
+      body,
+    });
+    const text = await r.text();
+    let reply = null;
+    try { reply = JSON.parse(text); } catch (e) { /* not JSON */ }
+    if (!r.ok) throw new Error((reply && reply.error) || text.trim() || `${r.status} ${r.statusText}`);
+    let msg = reply.status;
+    if (reply.read_back !== undefined) msg += ` · read back ${fmtValue(reply.read_back)}`;
+    if (reply.reason) msg += ` · ${reply.reason}`;
+    $('write-result').textContent = msg;
+    $('write-result').dataset.status = reply.status;
+  } catch (e) {
+    $('write-result').textContent = 'Write failed: ' + e.message;
+    $('write-result').dataset.status = 'error';
+  } finally {
+    btn.disabled = false;
+    $('write-pass').value = '';
+  }
 }
 
 // ---- alerts -----------------------------------------------------------
@@ -579,6 +646,8 @@ async function tick() {
 function start() {
   try { $('ack-by').value = localStorage.getItem('ferry.ackBy') || ''; } catch (e) { /* private mode */ }
   window.addEventListener('hashchange', route);
+  $('write-form').addEventListener('submit', submitWrite);
+  $('write-cancel').addEventListener('click', () => { $('write-pass').value = ''; $('write-dialog').close(); });
   document.addEventListener('visibilitychange', () => { if (!document.hidden) tick(); });
   connectStream();
   loadDevices().catch(() => {}).finally(route);
