@@ -13,9 +13,13 @@ import (
 )
 
 // Local-only settings: what a fleet bundle may not set, because it must
-// never come from the network. The local file keeps them.
+// never come from the network. The local file keeps them. commands is one:
+// whether a gateway may write to its machines at all is decided at the
+// gateway (DESIGN promise 8, "never write without leave"), not by whoever
+// can write to the config bucket; the points' write: blocks may come from a
+// bundle, and act only where the local file enables commands.
 var (
-	localOnlyTop = []string{"gateway", "data_dir", "http", "fleet"}
+	localOnlyTop = []string{"gateway", "data_dir", "http", "fleet", "commands"}
 	// localOnlyNATS are the connection keys of uplink.nats.
 	localOnlyNATS = []string{"urls", "creds", "nkey", "token", "token_file", "user", "password", "password_file", "tls"}
 )
@@ -25,7 +29,7 @@ var (
 // fleet.SiteMainFile merged under it) as the configuration of the gateway
 // whose local file is local. It is Load, the code of `ferry validate`, with
 // two differences: a bundle that sets a local-only setting (gateway,
-// data_dir, http, fleet, the uplink's servers, credentials and TLS) or a
+// data_dir, http, fleet, commands, the uplink's servers, credentials and TLS) or a
 // devices_dir outside the bundle is refused with the position of the key;
 // and the local-only settings are then taken from local. A bundle without
 // an uplink section runs local's.
@@ -138,7 +142,7 @@ func (l *loader) applyOverlay(c *Config) {
 		return
 	}
 	lc := o.local
-	c.Gateway, c.DataDir, c.HTTP, c.Fleet = lc.Gateway, lc.DataDir, lc.HTTP, lc.Fleet
+	c.Gateway, c.DataDir, c.HTTP, c.Fleet, c.Commands = lc.Gateway, lc.DataDir, lc.HTTP, lc.Fleet, lc.Commands
 	switch {
 	case !o.hasUplink:
 		c.Uplink = lc.Uplink

@@ -116,6 +116,9 @@ func TestLoadFleetRefuses(t *testing.T) {
 		{"identity", "gateway: {id: other}\n" + press, "ferry.yaml:1:1: gateway: is local-only"},
 		{"http", press + "http: {listen: \"0.0.0.0:80\"}\n", "ferry.yaml:6:1: http: is local-only"},
 		{"fleet", press + "fleet: {}\n", "ferry.yaml:6:1: fleet: is local-only"},
+		// Whether a gateway may write to machines is decided at the
+		// gateway, never by whoever can write to the config bucket.
+		{"commands", press + "commands: {enabled: true}\n", "ferry.yaml:6:1: commands: is local-only"},
 		{"credentials", press + "uplink:\n  nats: {stream: X, creds: /tmp/evil.creds}\n", "ferry.yaml:7:21: uplink.nats.creds: is local-only"},
 		{"servers", press + "uplink:\n  nats:\n    urls: [\"nats://evil:4222\"]\n", "ferry.yaml:8:5: uplink.nats.urls: is local-only"},
 		{"devices_dir outside", "devices_dir: ../../..\n", "devices_dir: \"../../..\" leaves the bundle"},
