@@ -46,6 +46,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/internal/history"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
@@ -70,6 +71,8 @@ type Config struct {
 	Buffer     buffer.Config `yaml:"buffer"`
 	Uplink     uplink.Config `yaml:"uplink"`
 	HTTP       web.Config    `yaml:"http"`
+
+	History history.Config `yaml:"history"`
 
 	// Set by Load.
 
@@ -276,6 +279,7 @@ func (l *loader) load(path string) *Config {
 	l.validate(main, "uplink", c.Uplink.Validate())
 	l.checkSubjects(c, main)
 	l.validate(main, "http", c.HTTP.Validate())
+	l.validate(main, "history", c.History.Validate())
 	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
 	}
