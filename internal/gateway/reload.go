@@ -199,6 +199,7 @@ func keepRunning(old, cfg *config.Config) {
 	cfg.Log.Format = old.Log.Format
 	cfg.Buffer = old.Buffer
 	cfg.HTTP = old.HTTP
+	cfg.History = old.History
 }
 
 // restartOnly lists the settings that differ and cannot change while
@@ -219,6 +220,9 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	if !reflect.DeepEqual(a.HTTP, b.HTTP) {
 		out = append(out, "http")
+	}
+	if !reflect.DeepEqual(a.History, b.History) {
+		out = append(out, "history")
 	}
 	return out
 }

@@ -43,6 +43,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Alerts:     d.engine,
 		Stream:     d.alertStream,
 		Status:     d.webStatus,
+		Historian:  d.historian(),
 		Checks: []web.Check{
 			{Name: "pipeline", Err: d.pipe.Err},
 			{Name: "buffer", Err: d.buf.Err},
