@@ -64,6 +64,7 @@ func commands() []command {
 		{"pki", "OPC UA certificates: pki list | trust FILE | own", cmdPKI},
 		{"tail", "print what arrives in the NATS stream (the upstream view)", cmdTail},
 		{"buffer", "inspect a stopped ferry's buffer: stats, dump", cmdBuffer},
+		{"history", "print a point's local history: history DEVICE POINT -since 24h [-csv]", cmdHistory},
 	}
 }
 
