@@ -23,7 +23,7 @@ const (
 	DefaultRaw            = 24 * time.Hour
 	DefaultRollups        = 30 * 24 * time.Hour
 	DefaultMaxAlerts      = 100_000
-	DefaultCommitInterval = time.Second
+	DefaultCommitInterval = 5 * time.Second
 )
 
 // SetDefaults sets the defaults applied before decoding.

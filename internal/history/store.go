@@ -1,6 +1,7 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,7 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,12 +59,14 @@ type Store struct {
 	now  func() time.Time
 	keep map[string]bool // nil: every device
 
-	mu       sync.Mutex
-	series   map[string]map[string]uint32
-	nextID   uint32
-	newSer   []newSeries
-	raw      map[uint32][]rawSample
-	roll     map[rollKey]*rollup
+	mu     sync.Mutex
+	series map[string]map[string]uint32
+	nextID uint32
+	newSer []newSeries
+	// acc holds, by series id, what waits for the next commit; dirty
+	// lists the ids that have something.
+	acc      []*seriesAcc
+	dirty    []uint32
 	pending  int
 	alerts   []ferry.Alert
 	alertSeq uint64
@@ -85,6 +88,23 @@ type Store struct {
 type newSeries struct {
 	key string
 	id  uint32
+}
+
+// seriesAcc is what one series gathered since the last commit: its raw
+// samples and the rollup of each minute they touched (most samples fall
+// in the current minute: cur; a sample of another minute closes it into
+// done).
+type seriesAcc struct {
+	raw    []rawSample
+	cur    rollup
+	curMin int64
+	has    bool
+	done   []minRollup
+}
+
+type minRollup struct {
+	min int64
+	r   rollup
 }
 
 type rawSample struct {
@@ -206,7 +226,7 @@ func Open(dir string, cfg Config, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		cfg: cfg, db: db, log: opts.Logger, now: opts.Now,
-		series: map[string]map[string]uint32{}, raw: map[uint32][]rawSample{}, roll: map[rollKey]*rollup{},
+		series:   map[string]map[string]uint32{},
 		rawBytes: map[int64]int64{}, rollBytes: map[int64]int64{}, ratio: 2,
 	}
 	if len(cfg.Devices) > 0 {
@@ -369,14 +389,27 @@ func (s *Store) Add(sc *ferry.Scan) {
 			s.setID(dev, smp.Point, id)
 			s.newSer = append(s.newSer, newSeries{seriesKey(dev, smp.Point), id})
 		}
-		s.raw[id] = append(s.raw[id], rawSample{ns, v, smp.Quality.Status})
-		k := rollKey{id, floorDiv(ns, int64(time.Minute)) * 60}
-		r := s.roll[k]
-		if r == nil {
-			r = &rollup{}
-			s.roll[k] = r
+		for int(id) >= len(s.acc) {
+			s.acc = append(s.acc, nil)
 		}
-		r.add(ns, v, smp.Quality.Status)
+		a := s.acc[id]
+		if a == nil {
+			a = &seriesAcc{}
+			s.acc[id] = a
+		}
+		if len(a.raw) == 0 && !a.has {
+			s.dirty = append(s.dirty, id)
+		}
+		a.raw = append(a.raw, rawSample{ns, v, smp.Quality.Status})
+		m := floorDiv(ns, int64(time.Minute)) * 60
+		if a.has && m != a.curMin {
+			a.done = append(a.done, minRollup{a.curMin, a.cur})
+			a.has = false
+		}
+		if !a.has {
+			a.cur, a.curMin, a.has = rollup{}, m, true
+		}
+		a.cur.add(ns, v, smp.Quality.Status)
 		s.pending++
 	}
 	s.mu.Unlock()
@@ -435,8 +468,31 @@ func (s *Store) Commit() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	raw, roll, newSer, alerts, n := s.raw, s.roll, s.newSer, s.alerts, s.pending
-	s.raw, s.roll, s.newSer, s.alerts, s.pending = map[uint32][]rawSample{}, make(map[rollKey]*rollup, len(roll)), nil, nil, 0
+	raw, roll := make(map[uint32][]rawSample, len(s.dirty)), make(map[rollKey]*rollup, len(s.dirty))
+	for _, id := range s.dirty {
+		a := s.acc[id]
+		raw[id] = a.raw
+		for i := range a.done {
+			d := &a.done[i]
+			if r := roll[rollKey{id, d.min}]; r != nil {
+				r.merge(&d.r)
+			} else {
+				roll[rollKey{id, d.min}] = &d.r
+			}
+		}
+		if a.has {
+			cur := a.cur
+			if r := roll[rollKey{id, a.curMin}]; r != nil {
+				r.merge(&cur)
+			} else {
+				roll[rollKey{id, a.curMin}] = &cur
+			}
+		}
+		// A fresh slice: the commit reads the old one without the lock.
+		a.raw, a.done, a.has = make([]rawSample, 0, cap(a.raw)), nil, false
+	}
+	newSer, alerts, n := s.newSer, s.alerts, s.pending
+	s.dirty, s.newSer, s.alerts, s.pending = s.dirty[:0], nil, nil, 0
 	s.mu.Unlock()
 
 	rawAdd, rollAdd := map[int64]int64{}, map[int64]int64{}
@@ -515,7 +571,9 @@ func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]in
 	rb := tx.Bucket(bktRaw)
 	cutoff := s.now().Add(-s.cfg.Raw).UnixNano()
 	for id, smps := range raw {
-		sort.Slice(smps, func(i, j int) bool { return smps[i].ns < smps[j].ns })
+		if !slices.IsSortedFunc(smps, cmpRaw) {
+			slices.SortStableFunc(smps, cmpRaw)
+		}
 		for i := 0; i < len(smps); {
 			hour := floorDiv(smps[i].ns, int64(time.Hour))
 			j := i
@@ -531,6 +589,9 @@ func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]in
 			if err != nil {
 				return err
 			}
+			// Each series' blocks go after its last one: a split that
+			// left the page half empty would leave it so.
+			hb.FillPercent = 0.9
 			k := binary.BigEndian.AppendUint32(make([]byte, 0, 12), id)
 			k = binary.BigEndian.AppendUint64(k, uint64(block[0].ns))
 			v := hb.Get(k)
@@ -554,6 +615,8 @@ func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]in
 	}
 	return nil
 }
+
+func cmpRaw(a, b rawSample) int { return cmp.Compare(a.ns, b.ns) }
 
 // decodeBlock calls f for every sample of a raw block whose key holds base.
 func decodeBlock(base int64, v []byte, f func(ns int64, val float64, q ferry.Status)) {
@@ -584,6 +647,7 @@ func (s *Store) putRollups(tx *bolt.Tx, roll map[rollKey]*rollup, add map[int64]
 			if err != nil {
 				return err
 			}
+			b.FillPercent = 0.9
 			cur, curDay = b, day
 		}
 		key := binary.BigEndian.AppendUint32(make([]byte, 0, 12), k.id)
