@@ -105,6 +105,11 @@ func TestHistoryAcrossRestart(t *testing.T) {
 		getJSON("/api/alerts/history?rule=turning&q=alice", &alerts)
 		return len(alerts) == 1
 	})
+	for _, m := range []string{"ferry_history_samples_total", "ferry_history_alerts_total", "ferry_history_commits_total", "ferry_history_bytes"} {
+		if v, ok := h.metric(m); !ok || v <= 0 {
+			t.Errorf("%s = %v (exported: %v), want > 0", m, v, ok)
+		}
+	}
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func (s *Store) Alerts(q AlertQuery) ([]ferry.AlertJSON, error) {
 			// The first key at or after To, then one back.
 			seek := make([]byte, 16)
 			putUint64(seek, uint64(q.To.UnixNano()))
-			if k, v = c.Seek(seek); k == nil {
+			if k, _ = c.Seek(seek); k == nil {
 				k, v = c.Last()
 			} else {
 				k, v = c.Prev()

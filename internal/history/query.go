@@ -107,7 +107,7 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64) []Point {
 			continue
 		}
 		hc := hb.Cursor()
-		for bk, bv := hc.Seek(pre); bk != nil && len(bk) == 12 && binary.BigEndian.Uint32(bk) == id; bk, bv = hc.Next() {
+		for bk, bv := hc.Seek(pre); len(bk) == 12 && binary.BigEndian.Uint32(bk) == id; bk, bv = hc.Next() {
 			decodeBlock(int64(binary.BigEndian.Uint64(bk[4:])), bv, func(ns int64, v float64, q ferry.Status) {
 				if ns < from || ns >= to {
 					return
@@ -156,7 +156,7 @@ func queryRollups(tx *bolt.Tx, id uint32, from, to, step int64) []Point {
 			continue
 		}
 		dc := db.Cursor()
-		for bk, bv := dc.Seek(kfrom); bk != nil && len(bk) == 12 && binary.BigEndian.Uint32(bk) == id; bk, bv = dc.Next() {
+		for bk, bv := dc.Seek(kfrom); len(bk) == 12 && binary.BigEndian.Uint32(bk) == id; bk, bv = dc.Next() {
 			m := int64(binary.BigEndian.Uint64(bk[4:]))
 			if m >= to {
 				break

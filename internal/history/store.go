@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ferry-edge/ferry"
 )
@@ -218,7 +219,7 @@ func Open(dir string, cfg Config, opts Options) (*Store, error) {
 		// up to 16 MiB), so that it stays near max_size.
 		db.AllocSize = int(min(max(int64(cfg.MaxSize)/64, 64<<10), 16<<20))
 	}
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
 	}
 	if err != nil {
@@ -717,7 +718,7 @@ func oldest(m map[int64]int64) (int64, bool) {
 func (s *Store) evict(tx *bolt.Tx) error {
 	now := s.now()
 	drop := func(name []byte, sizes map[int64]int64, p int64) error {
-		if err := tx.Bucket(name).DeleteBucket(partKey(p)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		if err := tx.Bucket(name).DeleteBucket(partKey(p)); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 			return err
 		}
 		delete(sizes, p)
