@@ -76,6 +76,10 @@ func (s *Store) Query(q Query) (Series, error) {
 		return Series{}, fmt.Errorf("history query: to %v is not after from %v", q.To, q.From)
 	}
 	out := Series{Device: q.Device, Point: q.Point, Step: q.Resolve()}
+	if out.Step == 0 && q.Step == 0 && q.From.Before(s.now().Add(-s.cfg.Raw)) {
+		// Raw samples are off, or gone for part of the range.
+		out.Step = time.Minute
+	}
 	id := s.lookup(q.Device, q.Point)
 	if id == 0 {
 		return out, nil

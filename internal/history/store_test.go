@@ -203,6 +203,11 @@ func TestResolution(t *testing.T) {
 			}
 		})
 	}
+	// Auto over a range raw samples no longer cover: rollups.
+	c.t = t0.Add(25 * time.Hour)
+	if got, _ := s.Query(Query{Device: "d", Point: "p", From: t0, To: t0.Add(time.Hour)}); got.Step != time.Minute || len(got.Points) != 60 {
+		t.Errorf("past raw retention: step %v, %d points; want 1m, 60", got.Step, len(got.Points))
+	}
 	if got, _ := s.Query(Query{Device: "d", Point: "nope", From: t0, To: t0.Add(time.Hour)}); len(got.Points) != 0 {
 		t.Errorf("unknown point: %d points", len(got.Points))
 	}
