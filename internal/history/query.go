@@ -130,7 +130,7 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64) []Point {
 
 func queryRollups(tx *bolt.Tx, id uint32, from, to, step int64) []Point {
 	rb := tx.Bucket(bktRoll)
-	var pts []Point
+	pts := make([]Point, 0, min((to-from)/step+1, MaxPoints*4))
 	var cur rollup
 	curB := int64(math.MinInt64)
 	emit := func() {
