@@ -21,9 +21,11 @@
 //     commit_interval, in raw and rollups alike.
 //   - Bounded: raw samples live in one bucket per hour, rollups in one
 //     bucket per day; partitions older than their retention are dropped,
-//     and when the stored bytes pass max_size less an eighth, the oldest
-//     raw hour (while raw holds more than half the bytes) or else the
-//     oldest rollup day is dropped (ferry_history_evicted_partitions_total).
+//     and when the file's pages in use (estimated from the bytes stored
+//     and the ratio of pages to bytes measured after each commit) pass
+//     max_size less a quarter, the oldest raw hour (while raw holds more
+//     than half the bytes) or else the oldest rollup day is dropped
+//     (ferry_history_evicted_partitions_total).
 //     Alerts are bounded by count (max_alerts).
 //
 // Caveats: only numbers and bools are kept (a bool as 0 or 1); strings
