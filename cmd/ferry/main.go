@@ -67,6 +67,7 @@ func commands() []command {
 		{"buffer", "inspect a stopped ferry's buffer: stats, dump", cmdBuffer},
 		{"fleet", "fleet configuration and status over NATS KV: push, status, diff, rollback, watch", cmdFleet},
 		{"write", "write a point through the running daemon: write DEVICE POINT VALUE", cmdWrite},
+		{"history", "print a point's local history: history DEVICE POINT -since 24h [-csv]", cmdHistory},
 	}
 }
 

@@ -50,6 +50,7 @@ import (
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/command"
 	"github.com/ferry-edge/ferry/internal/fleet"
+	"github.com/ferry-edge/ferry/internal/history"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/sinks"
@@ -77,6 +78,8 @@ type Config struct {
 	Fleet      *fleet.Config `yaml:"fleet" doc:"fleet mode: configuration from a JetStream KV bucket, status to another; omit to configure this gateway by its file alone"`
 	// Commands: writes to devices (issue 19), off by default.
 	Commands command.Config `yaml:"commands"`
+
+	History history.Config `yaml:"history"`
 
 	// Set by Load.
 
@@ -294,6 +297,7 @@ func (l *loader) load(path string) *Config {
 	l.checkFleet(c, main)
 	l.validate(main, "commands", c.Commands.Validate())
 	l.checkWritable(known)
+	l.validate(main, "history", c.History.Validate())
 	if err := setting.OneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		l.at(main, "log.level", err.Error())
 	}

@@ -15,6 +15,7 @@ func (d *Gateway) alert(a ferry.Alert) {
 // sendLocal hands an alert to the local sinks (the buffer's own alerts come
 // here directly: it has stored them already).
 func (d *Gateway) sendLocal(a ferry.Alert) {
+	d.historyAlert(a)
 	d.con.alert(a)
 	if s := d.sinks.Load(); s != nil {
 		s.Send(a)

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/daemon"
+	"github.com/ferry-edge/ferry/internal/history"
 	"github.com/ferry-edge/ferry/internal/reduce"
 	"github.com/ferry-edge/ferry/internal/sinks"
 	"github.com/ferry-edge/ferry/internal/web"
@@ -52,6 +53,11 @@ type Gateway struct {
 	red    *reduce.Reducer
 	pipe   *pipeline
 	http   *web.Server // nil when the listener is off
+	// hist is the local history, nil when it is off (history.go): set
+	// by New after the buffer opened, read by sendLocal from the
+	// buffer's writer goroutine, hence atomic.
+	hist    atomic.Pointer[history.Store]
+	histRun *runner
 
 	sinks atomic.Pointer[sinks.Sinks]
 	con   webWiring // what the HTTP server shows that no part owns; see web.go
@@ -162,6 +168,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		d.curUp.Store(d.up)
 	}
+	if err := d.openHistory(cfg); err != nil {
+		buf.Close()
+		return nil, err
+	}
 	d.curCfg.Store(cfg)
 	if err := d.newCommands(cfg); err != nil {
 		buf.Close()
@@ -170,6 +180,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if !cfg.HTTP.Disabled() {
 		srv, err := d.newWeb(cfg)
 		if err != nil {
+			d.stopHistory(0)
 			buf.Close()
 			return nil, err
 		}
@@ -178,6 +189,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		// open): a port in use or a bad certificate stops the start with
 		// a clear error instead of a half-running gateway.
 		if err := srv.Listen(); err != nil {
+			d.stopHistory(0)
 			buf.Close()
 			return nil, err
 		}
@@ -221,6 +233,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	pipeDone := make(chan struct{})
 	go func() { defer close(pipeDone); d.pipe.Run() }()
 	rulesRun := start(partsCtx, d.engine.Run)
+	d.startHistory(partsCtx)
 
 	d.mu.Lock()
 	cfg := d.cfg
@@ -308,6 +321,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	if !d.sinksRun.stop(left()) {
 		d.log.Error("alert sinks did not stop in time")
 	}
+	d.stopHistory(left())
 	err := d.buf.Close()
 	httpRun.stop(left())
 	d.log.Info("ferry stopped")

@@ -34,6 +34,9 @@ type pipeline struct {
 	// observe, when set, sees every scan first (the console's current
 	// values); it must not block or keep the scan.
 	observe func(*ferry.Scan)
+	// history, when set, sees every scan after the rules and before
+	// reduction (history.go); it must not block or keep the scan.
+	history func(*ferry.Scan)
 	// reduce, when set, takes out of each scan, after the rules saw it,
 	// what need not go upstream, and adds the aggregates of the windows
 	// that ended. A scan left with nothing is finished at once (Done(nil):
@@ -152,6 +155,9 @@ func (p *pipeline) process(s ferry.Scan) {
 	}
 	if p.evaluate != nil {
 		p.evaluate(&s)
+	}
+	if p.history != nil {
+		p.history(&s)
 	}
 	if p.reduce != nil && !p.reduce.Apply(&s) {
 		s.Finish(nil)

@@ -223,6 +223,7 @@ func keepRunning(old, cfg *config.Config) {
 	cfg.Buffer = old.Buffer
 	cfg.HTTP = old.HTTP
 	cfg.Fleet = old.Fleet
+	cfg.History = old.History
 }
 
 // restartOnly lists the settings that differ and cannot change while
@@ -246,6 +247,9 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	if !reflect.DeepEqual(a.Fleet, b.Fleet) {
 		out = append(out, "fleet")
+	}
+	if !reflect.DeepEqual(a.History, b.History) {
+		out = append(out, "history")
 	}
 	return out
 }

@@ -46,6 +46,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Durability: d.durability,
 		Fleet:      d.webFleet,
 		Command:    d.command,
+		Historian:  d.historian(),
 		Checks: []web.Check{
 			{Name: "pipeline", Err: d.pipe.Err},
 			{Name: "buffer", Err: d.buf.Err},

@@ -13,7 +13,8 @@
 //	GET  /                        the web console (see README.md): one page, its files under /assets/
 //	GET  /api/devices             every device: state, last poll, errors by reason, points by quality
 //	GET  /api/points              current value, quality, source time and sparkline of every point (?device=NAME, ?spark=0)
-//	GET  /api/alerts/history      the last alert transitions since start, newest first
+//	GET  /api/alerts/history      alert transitions, newest first: persisted and filtered with a Historian (historyapi.go), else the last since start
+//	GET  /api/history             one or more points' local history (?device=&point=&from=&to=&step=&format=csv; needs a Historian)
 //	GET  /api/health              buffer lanes, drops, uplink state, publish rate, ack latency, config, reload, version
 //	GET  /api/status              a summary for scripts: version, gateway, config, buffer, uplink
 //	GET  /api/alerts              the active alerts, oldest first (JSON array of ferry.AlertJSON)

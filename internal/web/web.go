@@ -78,6 +78,9 @@ type Options struct {
 	// Command runs a command request (its JSON body) for POST
 	// /api/commands, on behalf of the operator by; nil answers 503.
 	Command func(ctx context.Context, body []byte, by string) ferry.CommandReply
+	// Historian, when set, serves /api/history and the persisted
+	// /api/alerts/history (historyapi.go).
+	Historian Historian
 
 	// Step is the sparklines' bucket (DefaultStep); Config.Sparklines
 	// says how long they are. History is how many alert transitions are
@@ -227,7 +230,8 @@ func (s *Server) routes() {
 	s.handle("GET /assets/{file}", http.HandlerFunc(s.serveAsset))
 	s.handle("GET /api/devices", http.HandlerFunc(s.serveDevices))
 	s.handle("GET /api/points", http.HandlerFunc(s.servePoints))
-	s.handle("GET /api/alerts/history", http.HandlerFunc(s.serveHistory))
+	s.handle("GET /api/alerts/history", http.HandlerFunc(s.serveAlertHistory))
+	s.handle("GET /api/history", http.HandlerFunc(s.serveSeries))
 	s.handle("GET /api/health", http.HandlerFunc(s.serveHealth))
 	s.handle("GET /api/status", http.HandlerFunc(s.serveStatus))
 
