@@ -143,6 +143,23 @@ func (c *fleetConn) connect(stderr io.Writer) (*nats.Conn, jetstream.JetStream, 
 }
 
 // bucket opens a bucket; create makes it when missing.
+// open connects and opens the config and status buckets, creating them
+// when create is set (push). The caller closes the connection.
+func (c *fleetConn) open(ctx context.Context, stderr io.Writer, create bool) (conn *nats.Conn, cfgKV, stKV jetstream.KeyValue, err error) {
+	conn, js, err := c.connect(stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cfgKV, err = c.bucket(ctx, js, c.fleet.ConfigBucket, create); err == nil {
+		stKV, err = c.bucket(ctx, js, c.fleet.StatusBucket, create)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil, err
+	}
+	return conn, cfgKV, stKV, nil
+}
+
 func (c *fleetConn) bucket(ctx context.Context, js jetstream.JetStream, name string, create bool) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) && create {
@@ -253,18 +270,11 @@ func fleetPush(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	conn, js, err := c.connect(stderr)
+	conn, kv, _, err := c.open(ctx, stderr, true)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	kv, err := c.bucket(ctx, js, c.fleet.ConfigBucket, true)
-	if err != nil {
-		return err
-	}
-	if _, err := c.bucket(ctx, js, c.fleet.StatusBucket, true); err != nil {
-		return err
-	}
 	key := fleet.SiteKey(*site)
 	if *gw != "" {
 		key = fleet.Key(*site, *gw)
@@ -363,19 +373,11 @@ func fleetStatus(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	conn, js, err := c.connect(stderr)
+	conn, cfgKV, kv, err := c.open(ctx, stderr, false)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	kv, err := c.bucket(ctx, js, c.fleet.StatusBucket, false)
-	if err != nil {
-		return err
-	}
-	cfgKV, err := c.bucket(ctx, js, c.fleet.ConfigBucket, false)
-	if err != nil {
-		return err
-	}
 	sts, err := statuses(ctx, kv, *site)
 	if err != nil {
 		return err
@@ -459,19 +461,11 @@ func fleetDiff(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	conn, js, err := c.connect(stderr)
+	conn, cfgKV, stKV, err := c.open(ctx, stderr, false)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	cfgKV, err := c.bucket(ctx, js, c.fleet.ConfigBucket, false)
-	if err != nil {
-		return err
-	}
-	stKV, err := c.bucket(ctx, js, c.fleet.StatusBucket, false)
-	if err != nil {
-		return err
-	}
 	key := fleet.Key(site, gw)
 	desired, err := cfgKV.Get(ctx, key)
 	if err != nil {
@@ -606,15 +600,11 @@ func fleetRollback(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return usageError("REV %q: want a key revision (see ferry fleet diff / watch)", fs.Arg(1))
 		}
 	}
-	conn, js, err := c.connect(stderr)
+	conn, kv, _, err := c.open(ctx, stderr, false)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	kv, err := c.bucket(ctx, js, c.fleet.ConfigBucket, false)
-	if err != nil {
-		return err
-	}
 	key := fleet.Key(site, gw)
 	hist, err := kv.History(ctx, key)
 	if err != nil {
@@ -669,19 +659,11 @@ func fleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	conn, js, err := c.connect(stderr)
+	conn, cfgKV, stKV, err := c.open(ctx, stderr, false)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	cfgKV, err := c.bucket(ctx, js, c.fleet.ConfigBucket, false)
-	if err != nil {
-		return err
-	}
-	stKV, err := c.bucket(ctx, js, c.fleet.StatusBucket, false)
-	if err != nil {
-		return err
-	}
 	filter := ">"
 	if *site != "" {
 		filter = *site + ".>"

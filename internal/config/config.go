@@ -642,29 +642,25 @@ func unquotedVar(lines []string) (int, unquoted) {
 		if n > 20 {
 			break
 		}
-		var quote byte
-		for i := 0; i < len(line); i++ {
-			c := line[i]
+		col, found := 0, unquoted{}
+		yamlCode(line, func(i int, c byte) bool {
 			switch {
-			case quote != 0:
-				if c == quote {
-					quote = 0
-				}
-			case c == '"' || c == '\'':
-				quote = c
-			case c == '#' && (i == 0 || line[i-1] == ' '):
-				i = len(line)
 			case c == '$' && depth > 0 && strings.HasPrefix(line[i:], "${"):
 				end := strings.IndexByte(line[i:], '}')
 				if end < 0 {
 					end = len(line) - i - 1
 				}
-				return i + 1, unquoted{line: n, text: line[i : i+end+1]}
+				col, found = i+1, unquoted{line: n, text: line[i : i+end+1]}
+				return false
 			case c == '{' || c == '[':
 				depth++
 			case c == '}' || c == ']':
 				depth--
 			}
+			return true
+		})
+		if col > 0 {
+			return col, found
 		}
 	}
 	return 0, unquoted{}
@@ -674,6 +670,25 @@ func unquotedVar(lines []string) (int, unquoted) {
 // outside quotes and comments, that the line does not close (0 if none).
 func openBracket(line string) int {
 	var stack []int
+	yamlCode(line, func(i int, c byte) bool {
+		switch {
+		case c == '{' || c == '[':
+			stack = append(stack, i)
+		case (c == '}' || c == ']') && len(stack) > 0:
+			stack = stack[:len(stack)-1]
+		}
+		return true
+	})
+	if len(stack) == 0 {
+		return 0
+	}
+	return stack[0] + 1
+}
+
+// yamlCode calls fn with each byte of line that is neither inside quotes
+// nor in a comment (a quote character itself is not passed), until fn
+// returns false.
+func yamlCode(line string, fn func(i int, c byte) bool) {
 	var quote byte
 	for i := 0; i < len(line); i++ {
 		c := line[i]
@@ -685,17 +700,13 @@ func openBracket(line string) int {
 		case c == '"' || c == '\'':
 			quote = c
 		case c == '#' && (i == 0 || line[i-1] == ' '):
-			i = len(line)
-		case c == '{' || c == '[':
-			stack = append(stack, i)
-		case (c == '}' || c == ']') && len(stack) > 0:
-			stack = stack[:len(stack)-1]
+			return
+		default:
+			if !fn(i, c) {
+				return
+			}
 		}
 	}
-	if len(stack) == 0 {
-		return 0
-	}
-	return stack[0] + 1
 }
 
 // deepDefaults calls SetDefaults on v's nested struct fields (inner first)
