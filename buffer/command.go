@@ -3,7 +3,6 @@ package buffer
 import (
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/ferry-edge/ferry"
 )
@@ -19,13 +18,8 @@ import (
 // alerts, as AppendAlert's are.
 func (b *Buffer) PutWithAlerts(bucket string, key, value []byte, alerts ...ferry.Alert) error {
 	op := &stateOp{bucket: bucket, key: clone(key), value: clone(value)}
-	switch {
-	case op.bucket == "" || len(op.bucket) > bolt.MaxKeySize:
-		return fmt.Errorf("buffer: state bucket %q: %w", op.bucket, errBadState)
-	case len(op.key) == 0 || len(op.key) > bolt.MaxKeySize:
-		return fmt.Errorf("buffer: state key of %d bytes in %q: %w", len(op.key), op.bucket, errBadState)
-	case len(op.value) > 1<<20:
-		return fmt.Errorf("buffer: state value of %d bytes in %q: over 1 MiB", len(op.value), op.bucket)
+	if err := op.check(); err != nil {
+		return err
 	}
 	op.done = make(chan error, 1)
 	b.qmu.Lock()

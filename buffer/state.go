@@ -46,7 +46,8 @@ func (op *stateOp) apply(tx *bolt.Tx) error {
 	return bk.Put(op.key, op.value)
 }
 
-func (b *Buffer) stateOp(op *stateOp) error {
+// check refuses a state operation bbolt or the buffer's bounds would.
+func (op *stateOp) check() error {
 	switch {
 	case op.bucket == "" || len(op.bucket) > bolt.MaxKeySize:
 		return fmt.Errorf("buffer: state bucket %q: %w", op.bucket, errBadState)
@@ -54,6 +55,13 @@ func (b *Buffer) stateOp(op *stateOp) error {
 		return fmt.Errorf("buffer: state key of %d bytes in %q: %w", len(op.key), op.bucket, errBadState)
 	case len(op.value) > 1<<20:
 		return fmt.Errorf("buffer: state value of %d bytes in %q: over 1 MiB", len(op.value), op.bucket)
+	}
+	return nil
+}
+
+func (b *Buffer) stateOp(op *stateOp) error {
+	if err := op.check(); err != nil {
+		return err
 	}
 	op.done = make(chan error, 1)
 	b.qmu.Lock()
