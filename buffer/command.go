@@ -3,7 +3,6 @@ package buffer
 import (
 	"fmt"
 
-
 	"github.com/ferry-edge/ferry"
 )
 
