@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,38 +37,6 @@ devices:
 `, gen, i, gen, down)
 	}
 	return b
-}
-
-// bundleGen checks that a staged bundle directory is whole and of one
-// generation, and returns it.
-func bundleGen(dir string) (uint64, error) {
-	var firsts []string
-	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		first, _, _ := strings.Cut(string(b), "\n")
-		firsts = append(firsts, first)
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	if len(firsts) != fleetE2EDevices+1 {
-		return 0, fmt.Errorf("%s holds %d files, want %d", dir, len(firsts), fleetE2EDevices+1)
-	}
-	for _, f := range firsts {
-		if f != firsts[0] {
-			return 0, fmt.Errorf("%s mixes %q and %q", dir, firsts[0], f)
-		}
-	}
-	var gen uint64
-	_, err = fmt.Sscanf(firsts[0], "# gen %d", &gen)
-	return gen, err
 }
 
 // apiFleet reads the fleet part of ferry's /api/status.
@@ -192,7 +158,7 @@ fleet: {readiness_window: 5s, heartbeat: 1s}
 		if err != nil || st.LKG == nil {
 			t.Fatalf("after kill %d: state %+v, %v", kill, st, err)
 		}
-		gen, err := bundleGen(store.Dir(st.LKG.Hash))
+		gen, err := testutil.OneGeneration(store.Dir(st.LKG.Hash), fleetE2EDevices+1)
 		if err != nil {
 			t.Fatalf("after kill %d: %v", kill, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -56,7 +55,7 @@ func runChild(dir, url string) error {
 				if d == "" {
 					return func() error { return nil }, nil
 				}
-				gen, err := crashBundleGen(d)
+				gen, err := testutil.OneGeneration(d, crashFiles)
 				if err != nil {
 					return nil, err
 				}
@@ -82,38 +81,6 @@ func crashBundle(gen uint64) *Bundle {
 		b.Files[fmt.Sprintf("devices.d/f%02d.yaml", i)] = fmt.Sprintf("# gen %d\n%s", gen, pad)
 	}
 	return b
-}
-
-// crashBundleGen checks that the bundle staged in dir is whole and of one
-// generation, and returns it.
-func crashBundleGen(dir string) (uint64, error) {
-	var gens []string
-	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		first, _, _ := strings.Cut(string(b), "\n")
-		gens = append(gens, first)
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	if len(gens) != crashFiles {
-		return 0, fmt.Errorf("%s holds %d files, want %d", dir, len(gens), crashFiles)
-	}
-	for _, g := range gens {
-		if g != gens[0] {
-			return 0, fmt.Errorf("%s mixes %q and %q", dir, gens[0], g)
-		}
-	}
-	var gen uint64
-	_, err = fmt.Sscanf(gens[0], "# gen %d", &gen)
-	return gen, err
 }
 
 // TestKillDuringApply kills an agent (a child process, kill -9) at random
@@ -180,7 +147,7 @@ func TestKillDuringApply(t *testing.T) {
 		if st.LKG == nil {
 			t.Fatalf("after kill %d: no last-known-good", kills)
 		}
-		gen, err := crashBundleGen(store.Dir(st.LKG.Hash))
+		gen, err := testutil.OneGeneration(store.Dir(st.LKG.Hash), crashFiles)
 		if err != nil {
 			t.Fatalf("after kill %d: %v", kills, err)
 		}

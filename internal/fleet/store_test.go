@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestStorePrune: saving the state removes the staged bundles it no
@@ -43,7 +45,7 @@ func TestStorePrune(t *testing.T) {
 		t.Fatalf("bundles left: %v, want %s and %s", got, hashes[0], hashes[2])
 	}
 	for i, h := range []string{hashes[0], hashes[2]} {
-		if gen, err := crashBundleGen(s.Dir(h)); err != nil || gen != uint64(2*i+1) {
+		if gen, err := testutil.OneGeneration(s.Dir(h), crashFiles); err != nil || gen != uint64(2*i+1) {
 			t.Errorf("%s: generation %d, %v", h, gen, err)
 		}
 	}
