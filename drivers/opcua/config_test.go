@@ -58,15 +58,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d := testDevice("boiler", "opc.tcp://10.0.0.30:4840", nil, Point{Name: "p", Node: "ns=2;s=Boiler.Pressure"})
 			tt.mod(&d)
-			err := d.Validate()
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tt.wantErr != "" && err == nil:
-				t.Fatalf("no error, want %q", tt.wantErr)
-			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
-				t.Fatalf("error %q does not contain %q", err, tt.wantErr)
-			}
+			wantValid(t, d.Validate(), tt.wantErr)
 		})
 	}
 }
@@ -197,5 +189,19 @@ func TestWiden(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { widen(1.1) }); n != 0 {
 		t.Errorf("widen allocates %v times", n)
+	}
+}
+
+// wantValid checks a Validate result: no error when want is "", else an
+// error holding want.
+func wantValid(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case want != "" && err == nil:
+		t.Fatalf("no error, want %q", want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Fatalf("error %q does not contain %q", err, want)
 	}
 }

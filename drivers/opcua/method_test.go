@@ -2,7 +2,6 @@ package opcua
 
 import (
 	"math"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,15 +56,7 @@ func TestValidateWrite(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d := testDevice("line", "opc.tcp://10.0.0.30:4840", nil, Point{Name: "p", Node: "ns=2;s=Line1.Speed"})
 			tt.mod(&d)
-			err := d.Validate()
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tt.wantErr != "" && err == nil:
-				t.Fatalf("no error, want %q", tt.wantErr)
-			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
-				t.Fatalf("error %q does not contain %q", err, tt.wantErr)
-			}
+			wantValid(t, d.Validate(), tt.wantErr)
 		})
 	}
 }
