@@ -116,6 +116,13 @@ func TestTail(t *testing.T) {
 			`"subject":"ferry.lyon.gw1.telemetry.press3","id":"gw1-telemetry-1","kind":"telemetry"`,
 			`"subject":"ferry.lyon.gw1.catalog","kind":"catalog"`,
 		}},
+		// -since goes back by the time the stream stored each message:
+		// all three were stored within the last hour.
+		{"since", []string{"-config", conf, "-since", "1h", "-n", "3", "-compact"}, []string{
+			`gw1 ALERT critical raised oil_hot`,
+			`gw1/press3 oil_temp=81.5`,
+			`gw1 CATALOG cfg1`,
+		}},
 		{"one subject", []string{"-config", conf, "-all", "-n", "1", "-compact", "-subject", "ferry.*.*.telemetry.>"}, []string{
 			`gw1/press3 oil_temp=81.5`,
 		}},
