@@ -94,6 +94,13 @@ func (t *tcpTransport) send(req []byte) ([]byte, error) {
 	if err := t.connect(); err != nil {
 		return nil, err
 	}
+	// The previous request's deadline has passed by now whenever the
+	// poll interval (or a stall) is longer than the timeout: clear it,
+	// or the non-blocking drain fails with "i/o timeout" and takes a
+	// healthy link down.
+	if err := t.conn.SetReadDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
 	n, err := drain(t.conn, t.scratch[:])
 	if n > 0 && t.stale != nil {
 		t.stale(n)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -352,10 +353,13 @@ func TestHostileConfig(t *testing.T) {
 		"binary junk":  "\x00\x01\x02\xff\xfe{{{{[[[[::::",
 		"tabs and dup": "gateway:\n\tid: gw\ngateway: {id: b}\n",
 	}
+	// Alternatives are split by "|". The alias bomb's devices pass the
+	// configuration's points bound (internal/config/limits.go) before its
+	// aliases expand far enough to be named one: either is a named limit.
 	want := map[string]string{
 		"unknown key":  `unknown field "bufer"`,
 		"wrong types":  "ferry.yaml:",
-		"alias bomb":   "alias bomb",
+		"alias bomb":   "alias bomb|it holds at most 100000 points",
 		"deep nesting": "ferry.yaml",
 		"huge file":    "larger than",
 		"binary junk":  "ferry.yaml",
@@ -378,7 +382,9 @@ func TestHostileConfig(t *testing.T) {
 		if crashMarks.MatchString(out) {
 			t.Errorf("%s: ferry validate crashed:\n%s", name, tail(out, 20))
 		}
-		if !strings.Contains(strings.ToLower(out), strings.ToLower(want[name])) {
+		if !slices.ContainsFunc(strings.Split(want[name], "|"), func(w string) bool {
+			return strings.Contains(strings.ToLower(out), strings.ToLower(w))
+		}) {
 			t.Errorf("%s: the error does not say %q:\n%s", name, want[name], tail(out, 5))
 		}
 		figs = append(figs, fmt.Sprintf("%s refused in %v", name, took.Round(time.Millisecond)))

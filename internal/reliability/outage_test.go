@@ -145,8 +145,14 @@ func TestLongOutage(t *testing.T) {
 			t.Errorf("%s: %d sequences upstream that were never committed", lane, len(c.Unexpected))
 		}
 	}
-	if float64(len(tel.Missing)) != telDrops {
-		t.Errorf("telemetry: %d sequences missing upstream, the buffer counted %v drops (size+age+corrupt): %s", len(tel.Missing), telDrops, ranges(tel.Missing))
+	// Every missing record must be a counted drop (no silent loss). The
+	// count may be higher: a record dropped while in flight (its batch
+	// sealed and being published when the bound bit) is counted, and the
+	// uplink may still deliver it (buffer/writer.go).
+	if missing := float64(len(tel.Missing)); missing > telDrops {
+		t.Errorf("telemetry: %d sequences missing upstream, the buffer counted only %v drops (size+age+corrupt): %s", len(tel.Missing), telDrops, ranges(tel.Missing))
+	} else if missing < telDrops {
+		t.Logf("telemetry: %v drops counted, %d missing upstream: %v were dropped in flight and delivered all the same", telDrops, len(tel.Missing), telDrops-missing)
 	}
 	if len(al.Missing) > 0 || alertDrops > 0 {
 		t.Errorf("alerts: %d missing upstream, %v counted as dropped; every alert must be kept", len(al.Missing), alertDrops)
