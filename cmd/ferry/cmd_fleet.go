@@ -126,15 +126,7 @@ func (c *fleetConn) connect(stderr io.Writer) (*nats.Conn, jetstream.JetStream, 
 	if err != nil {
 		return nil, nil, err
 	}
-	var js jetstream.JetStream
-	switch {
-	case c.fleet.Domain != "":
-		js, err = jetstream.NewWithDomain(conn, c.fleet.Domain)
-	case c.fleet.APIPrefix != "":
-		js, err = jetstream.NewWithAPIPrefix(conn, c.fleet.APIPrefix)
-	default:
-		js, err = jetstream.New(conn)
-	}
+	js, err := c.fleet.JetStream(conn)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err

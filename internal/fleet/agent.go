@@ -126,15 +126,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	defer nc.Close()
-	var js jetstream.JetStream
-	switch {
-	case a.cfg.Domain != "":
-		js, err = jetstream.NewWithDomain(nc, a.cfg.Domain)
-	case a.cfg.APIPrefix != "":
-		js, err = jetstream.NewWithAPIPrefix(nc, a.cfg.APIPrefix)
-	default:
-		js, err = jetstream.New(nc)
-	}
+	js, err := a.cfg.JetStream(nc)
 	if err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}

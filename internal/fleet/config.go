@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/setting"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Config is the `fleet:` block of the local file. Present, it turns fleet
@@ -109,3 +111,16 @@ func CheckIdentity(site, gateway string) error {
 // "_INBOX.SITE.GATEWAY": its permissions allow it to subscribe to its own
 // inboxes only, so that it cannot read the replies another gateway gets.
 func InboxPrefix(site, gateway string) string { return "_INBOX." + site + "." + gateway }
+
+// JetStream returns the JetStream context of the buckets on nc: in the
+// configured domain or under the API prefix (a hub reached through a leaf
+// node), else the server's own. The agent and `ferry fleet` share it.
+func (c *Config) JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	switch {
+	case c.Domain != "":
+		return jetstream.NewWithDomain(nc, c.Domain)
+	case c.APIPrefix != "":
+		return jetstream.NewWithAPIPrefix(nc, c.APIPrefix)
+	}
+	return jetstream.New(nc)
+}
