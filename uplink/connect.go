@@ -185,6 +185,18 @@ func Connect(cfg NATSConfig, name string, extra ...nats.Option) (*nats.Conn, err
 	return nc, nil
 }
 
+// InboxPrefix is the inbox prefix of a gateway's NATS connections,
+// "_INBOX.SITE.GATEWAY" ("_INBOX.GATEWAY" without a site). Replies to the
+// gateway (JetStream acknowledgements, KV watches, command replies) come to
+// inboxes under it, so a NATS user may be given subscribe permission on
+// its own prefix only, and cannot read the replies another gateway gets.
+func InboxPrefix(site, gateway string) string {
+	if site == "" {
+		return "_INBOX." + gateway
+	}
+	return "_INBOX." + site + "." + gateway
+}
+
 // NewJetStream returns the JetStream context of cfg on nc: the API of the
 // domain cfg names (domain or api_prefix), else the API of the server nc
 // is connected to. Publishes are not routed by it: a subject reaches the

@@ -290,6 +290,7 @@ func (e *connEvents) notify() { signal(e.changed) }
 // first connection attempt, so that no state change is missed.
 func (u *Uplink) dial(ev *connEvents) (*nats.Conn, error) {
 	return Connect(u.cfg, "ferry "+u.opts.Gateway,
+		nats.CustomInboxPrefix(InboxPrefix(u.opts.Site, u.opts.Gateway)),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			if err == nil {
 				err = nats.ErrConnectionClosed

@@ -5,9 +5,11 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-edge/ferry/internal/setting"
+	"github.com/ferry-edge/ferry/uplink"
 )
 
 // Config is the `fleet:` block of the local file. Present, it turns fleet
@@ -108,9 +110,10 @@ func CheckIdentity(site, gateway string) error {
 }
 
 // InboxPrefix is the inbox prefix of a gateway's fleet connection,
-// "_INBOX.SITE.GATEWAY": its permissions allow it to subscribe to its own
-// inboxes only, so that it cannot read the replies another gateway gets.
-func InboxPrefix(site, gateway string) string { return "_INBOX." + site + "." + gateway }
+// "_INBOX.SITE.GATEWAY", the same as its uplink's (uplink.InboxPrefix):
+// its permissions allow it to subscribe to its own inboxes only, so that
+// it cannot read the replies another gateway gets.
+func InboxPrefix(site, gateway string) string { return uplink.InboxPrefix(site, gateway) }
 
 // JetStream returns the JetStream context of the buckets on nc: in the
 // configured domain or under the API prefix (a hub reached through a leaf

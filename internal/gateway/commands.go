@@ -141,7 +141,8 @@ func (d *Gateway) runCommands(ctx context.Context) error {
 	}
 	subject := cfg.Commands.SubjectFor(cfg.Gateway.Site, cfg.Gateway.ID)
 	log := d.log.With("part", "commands", "subject", subject)
-	nc, err := uplink.Connect(*cfg.Uplink.NATS, "ferry "+cfg.Gateway.ID+" commands", nats.RetryOnFailedConnect(true))
+	nc, err := uplink.Connect(*cfg.Uplink.NATS, "ferry "+cfg.Gateway.ID+" commands", nats.RetryOnFailedConnect(true),
+		nats.CustomInboxPrefix(uplink.InboxPrefix(cfg.Gateway.Site, cfg.Gateway.ID)))
 	if err != nil {
 		log.Error("commands: NATS connection", "err", err)
 		<-ctx.Done()
