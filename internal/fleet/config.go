@@ -119,11 +119,5 @@ func InboxPrefix(site, gateway string) string { return uplink.InboxPrefix(site, 
 // configured domain or under the API prefix (a hub reached through a leaf
 // node), else the server's own. The agent and `ferry fleet` share it.
 func (c *Config) JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
-	switch {
-	case c.Domain != "":
-		return jetstream.NewWithDomain(nc, c.Domain)
-	case c.APIPrefix != "":
-		return jetstream.NewWithAPIPrefix(nc, c.APIPrefix)
-	}
-	return jetstream.New(nc)
+	return uplink.NewJetStream(nc, uplink.NATSConfig{Domain: c.Domain, APIPrefix: c.APIPrefix})
 }
