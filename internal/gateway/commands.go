@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,9 @@ type commandWiring struct {
 	// the running drivers (publishDeviceDrivers).
 	writers atomic.Pointer[map[string]ferry.Driver]
 	vals    lastValues
+	// changed tells runCommands that a reload changed its NATS
+	// connection settings or its subject (prepareCommands).
+	changed chan struct{}
 }
 
 // newCommands builds the command service and loads its stored ids (a
@@ -57,6 +61,7 @@ func (d *Gateway) newCommands(cfg *config.Config) error {
 		return fmt.Errorf("commands: %w", err)
 	}
 	d.cmds.svc = svc
+	d.cmds.changed = make(chan struct{}, 1)
 	return nil
 }
 
@@ -128,16 +133,33 @@ func (d *Gateway) command(ctx context.Context, body []byte, by string) ferry.Com
 }
 
 // runCommands serves the NATS command subject until ctx ends, and
-// forgets old command ids. Without an uplink it only does the latter.
+// forgets old command ids. Without an uplink it only does the latter. A
+// reload that changes the uplink's connection or the command subject
+// ends the session: the next one connects with the new settings.
 func (d *Gateway) runCommands(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = d.cmds.svc.Run(ctx) }()
-	cfg := d.curCfg.Load()
+	for ctx.Err() == nil {
+		d.serveCommands(ctx, d.curCfg.Load())
+	}
+	return nil
+}
+
+// serveCommands is one session of runCommands, on cfg's connection and
+// subject: it returns when ctx ends or a reload changed either, once the
+// commands it took have been answered.
+func (d *Gateway) serveCommands(ctx context.Context, cfg *config.Config) {
+	wait := func() {
+		select {
+		case <-ctx.Done():
+		case <-d.cmds.changed:
+		}
+	}
 	if cfg.Uplink.NATS == nil {
-		<-ctx.Done()
-		return nil
+		wait()
+		return
 	}
 	subject := cfg.Commands.SubjectFor(cfg.Gateway.Site, cfg.Gateway.ID)
 	log := d.log.With("part", "commands", "subject", subject)
@@ -145,10 +167,13 @@ func (d *Gateway) runCommands(ctx context.Context) error {
 		nats.CustomInboxPrefix(uplink.InboxPrefix(cfg.Gateway.Site, cfg.Gateway.ID)))
 	if err != nil {
 		log.Error("commands: NATS connection", "err", err)
-		<-ctx.Done()
-		return nil
+		wait()
+		return
 	}
 	defer nc.Close()
+	// Commands taken are answered on this connection before it closes.
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	sem := make(chan struct{}, commandWorkers)
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		if m.Reply == "" {
@@ -160,9 +185,9 @@ func (d *Gateway) runCommands(ctx context.Context) error {
 		case <-ctx.Done():
 			return
 		}
-		wg.Add(1)
+		inflight.Add(1)
 		go func() {
-			defer wg.Done()
+			defer inflight.Done()
 			defer func() { <-sem }()
 			reply := d.cmds.svc.Handle(ctx, m.Data, command.ViaNATS, "")
 			b, _ := json.Marshal(reply)
@@ -173,13 +198,30 @@ func (d *Gateway) runCommands(ctx context.Context) error {
 	})
 	if err != nil {
 		log.Error("commands: subscribe", "err", err)
-		<-ctx.Done()
-		return nil
+		wait()
+		return
 	}
 	log.Info("commands: listening", "enabled", cfg.Commands.Enabled)
-	<-ctx.Done()
+	wait()
+	// No new command after this; the ones taken finish (deferred waits).
 	_ = sub.Unsubscribe()
-	return nil
+}
+
+// prepareCommands: the commit ends the command session when the reload
+// changes its connection (the uplink's NATS settings) or its subject, so
+// that the next session uses the new ones. Everything else of the command
+// settings is read live.
+func (d *Gateway) prepareCommands(old, cfg *config.Config) (func(), error) {
+	if reflect.DeepEqual(old.Uplink.NATS, cfg.Uplink.NATS) &&
+		old.Commands.SubjectFor(old.Gateway.Site, old.Gateway.ID) == cfg.Commands.SubjectFor(cfg.Gateway.Site, cfg.Gateway.ID) {
+		return nil, nil
+	}
+	return func() {
+		select {
+		case d.cmds.changed <- struct{}{}:
+		default: // one pending change is enough: the session reads the config anew
+		}
+	}, nil
 }
 
 // lastValues is the latest sample of each point an interlock reads.

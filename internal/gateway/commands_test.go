@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -308,4 +309,30 @@ func TestCommandsReload(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCommandsReloadSubject: a reload that changes the command subject
+// moves the agent to it, without a restart; the old subject goes quiet.
+func TestCommandsReloadSubject(t *testing.T) {
+	r := newCmdRig(t, true, "{name: speed, table: holding, address: 0, type: uint16}")
+	text := cmdConfig(t, filepath.Join(r.dir, "data"), r.mb.Addr(), r.nats.URL(), true, "{name: speed, table: holding, address: 0, type: uint16}")
+	text = strings.Replace(text, "commands: {enabled: true,", `commands: {enabled: true, subject: "ferry.{site}.{gateway}.cmd2",`, 1)
+	r.h.reload(text)
+	testutil.Eventually(t, 20*time.Second, "the new subject answers", func() error {
+		m, err := r.nc.Request(cmdSubject+"2", []byte(cmdJSON(fmt.Sprint("s-", time.Now().UnixNano()), "speed", 7)), time.Second)
+		if err != nil {
+			return err
+		}
+		var reply ferry.CommandReply
+		if err := json.Unmarshal(m.Data, &reply); err != nil {
+			return err
+		}
+		if !strings.Contains(reply.Reason, "not writable") { // answered by the service, from the new subject
+			return fmt.Errorf("reply %+v", reply)
+		}
+		return nil
+	})
+	if _, err := r.nc.Request(cmdSubject, []byte(`{}`), 500*time.Millisecond); !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("the old subject still answers: err %v", err)
+	}
 }

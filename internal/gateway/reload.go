@@ -29,6 +29,7 @@ type reloadStage struct {
 var reloadStages = []reloadStage{
 	{"alerts", (*Gateway).prepareSinks},
 	{"uplink", (*Gateway).prepareUplink},
+	{"commands", (*Gateway).prepareCommands},
 	{"devices", (*Gateway).prepareGroups},
 	{"reduce", (*Gateway).prepareReduce},
 	// Last among the prepares: the engine swaps its rules in Update
