@@ -800,7 +800,7 @@ func (s *session) open(ctx context.Context, uri *url.URL, o *paho.ClientOptions)
 	s.stopWatch = context.AfterFunc(ctx, func() { conn.Close() })
 	s.dialed = s.d.brokerURL(uri)
 	s.dialMu.Unlock()
-	return conn, nil
+	return newBufferedConn(conn), nil
 }
 
 // brokerURL returns the configured broker URL that uri was parsed from.

@@ -19,6 +19,7 @@ import "encoding/json"
 // topIndex maps the first key of the points' paths to a slot.
 type topIndex struct {
 	slot map[string]int // first key → slot
+	keys []string       // slot → first key
 	// pointSlot[i] is the slot of point i, or -1 when its path does not
 	// start with an object key (it then goes through lookup).
 	pointSlot []int
@@ -37,6 +38,7 @@ func newTopIndex(paths []jsonPath) *topIndex {
 		if !ok {
 			s = len(x.slot)
 			x.slot[p[0].key] = s
+			x.keys = append(x.keys, p[0].key)
 		}
 		x.pointSlot[i] = s
 	}
@@ -61,6 +63,10 @@ func (x *topIndex) fill(doc []byte, starts []int) []int {
 		return starts
 	}
 	i = skipWS(doc, i+1)
+	// Payloads usually list their fields in the order of the
+	// configuration: the slot after the last one found is tried before
+	// the map.
+	guess := 0
 	for i < len(doc) && doc[i] == '"' {
 		end, esc := scanString(doc, i)
 		if end < 0 {
@@ -68,7 +74,14 @@ func (x *topIndex) fill(doc []byte, starts []int) []int {
 		}
 		s, ok := -1, false
 		if !esc {
-			s, ok = x.slot[string(doc[i+1:end-1])]
+			if key := doc[i+1 : end-1]; guess < len(x.keys) && string(key) == x.keys[guess] {
+				s, ok = guess, true
+			} else {
+				s, ok = x.slot[string(key)]
+			}
+			if ok {
+				guess = s + 1
+			}
 		} else {
 			var k string
 			if json.Unmarshal(doc[i:end], &k) == nil {
