@@ -35,7 +35,8 @@ import (
 // a seq at QoS 1, paced at each rate for the window. For each rate every
 // process is new. It reports ferry's CPU (utime+stime from /proc, from the
 // first publish until every sample is in the stream) per million samples,
-// its peak RSS (VmHWM), the stream's message count and bytes, and whether
+// its peak RSS (VmHWM), its buffer commits (ferry_buffer_commits_total,
+// read after the CPU), the stream's message count and bytes, and whether
 // every message arrived exactly once, as one table on stdout.
 //
 // It runs only with FERRY_BENCH=cost (scripts/bench.sh cost, make
