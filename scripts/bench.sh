@@ -56,7 +56,7 @@ if [ "${1:-}" = cost ]; then
 	FERRY_BENCH=cost go test -run '^TestCostBench$' -count 1 -v -timeout 15m ./cmd/ferry >"$out" 2>&1 || { cat "$out"; exit 1; }
 	cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
 	echo
-	echo "$(nproc) cores, ${cpu}, $(free -g | awk '/Mem:/ {print $2}') GiB, $(mosquitto -h 2>&1 | head -n 1 | awk '{print $1, $3}'), $(go version | awk '{print $3}'), $(date -u +%Y-%m-%d), $(git rev-parse --short HEAD)"
+	echo "$(nproc) cores, ${cpu}, $(free -g | awk '/Mem:/ {print $2}') GiB, $(mosquitto -h 2>&1 | head -n 1 | awk '{print $1, $3}'), $(go version | awk '{print $3}'), $(date -u +%Y-%m-%d), $(git rev-parse --short HEAD), load average $(cut -d' ' -f1-3 /proc/loadavg) (CPU seconds rise on a busy box)"
 	grep -E '^(ferry end-to-end cost|\|)' "$out"
 	exit 0
 fi

@@ -35,7 +35,8 @@ import (
 // a seq at QoS 1, paced at each rate for the window. For each rate every
 // process is new. It reports ferry's CPU (utime+stime from /proc, from the
 // first publish until every sample is in the stream) per million samples,
-// its peak RSS (VmHWM), the stream's message count and bytes, and whether
+// its peak RSS (VmHWM), its buffer commits (ferry_buffer_commits_total,
+// read after the CPU), the stream's message count and bytes, and whether
 // every message arrived exactly once, as one table on stdout.
 //
 // It runs only with FERRY_BENCH=cost (scripts/bench.sh cost, make
@@ -44,7 +45,10 @@ import (
 // msg/s) and FERRY_BENCH_COST_WINDOW (default 15s) change the load;
 // FERRY_BENCH_PROFILES=DIR saves a CPU and heap profile of ferry during
 // the first rate's window (that row is marked: profiling costs CPU).
-// FERRY_BENCH_UPLINK adds keys to the uplink.nats block.
+// FERRY_BENCH_UPLINK adds keys to the uplink.nats block, FERRY_BENCH_BUFFER
+// a buffer block (e.g. "commit_max_waiting: 16"), to compare settings;
+// FERRY_BENCH_BINARY runs that ferry binary instead of building this one
+// (an A/B of two builds).
 func TestCostBench(t *testing.T) {
 	if os.Getenv("FERRY_BENCH") != "cost" {
 		t.Skip("set FERRY_BENCH=cost (scripts/bench.sh cost does)")
@@ -70,7 +74,10 @@ func TestCostBench(t *testing.T) {
 	}
 	mosquitto := mosquittoPath(t)
 	natsServer := buildNATSServer(t)
-	bin := buildFerry(t)
+	bin := os.Getenv("FERRY_BENCH_BINARY")
+	if bin == "" {
+		bin = buildFerry(t)
+	}
 	profiles := os.Getenv("FERRY_BENCH_PROFILES")
 
 	var results []costResult
@@ -87,8 +94,8 @@ func TestCostBench(t *testing.T) {
 
 	host, _ := os.Hostname()
 	fmt.Printf("\nferry end-to-end cost — mosquitto → ferry → nats-server (JetStream), QoS 1, JSON of %d numeric fields + seq, %v per rate; %s\n\n", costFields, window, host)
-	fmt.Println("| rate (msg/s) | msgs published | samples | ferry CPU (s) | CPU s / M samples | RSS peak (MiB) | upstream msgs | upstream bytes | bytes / sample | exactly once |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| rate (msg/s) | msgs published | samples | ferry CPU (s) | CPU s / M samples | RSS peak (MiB) | buffer commits | upstream msgs | upstream bytes | bytes / sample | exactly once |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range results {
 		once := "yes"
 		if r.missing > 0 || r.dups > 0 {
@@ -98,9 +105,9 @@ func TestCostBench(t *testing.T) {
 		if r.profiled {
 			note = " (profiled)"
 		}
-		fmt.Printf("| %d%s | %d | %d | %.2f | %.2f | %.1f | %d | %d | %.1f | %s |\n",
+		fmt.Printf("| %d%s | %d | %d | %.2f | %.2f | %.1f | %d | %d | %d | %.1f | %s |\n",
 			r.rate, note, r.published, r.samples, r.cpu.Seconds(), r.cpu.Seconds()/float64(r.samples)*1e6,
-			r.hwm/(1<<20), r.upMsgs, r.upBytes, float64(r.upBytes)/float64(r.samples), once)
+			r.hwm/(1<<20), r.commits, r.upMsgs, r.upBytes, float64(r.upBytes)/float64(r.samples), once)
 	}
 }
 
@@ -112,6 +119,7 @@ type costResult struct {
 	cpu                      time.Duration
 	drain                    time.Duration
 	hwm                      float64 // bytes
+	commits                  int     // buffer commits (ferry_buffer_commits_total at the end)
 	upMsgs, upBytes          uint64
 	missing, dups            int
 	profiled                 bool
@@ -123,6 +131,15 @@ type costResult struct {
 func uplinkExtra() string {
 	if v := os.Getenv("FERRY_BENCH_UPLINK"); v != "" {
 		return ", " + v
+	}
+	return ""
+}
+
+// bufferBlock returns a buffer block of FERRY_BENCH_BUFFER's keys, or
+// nothing (the defaults).
+func bufferBlock() string {
+	if v := os.Getenv("FERRY_BENCH_BUFFER"); v != "" {
+		return "buffer: {" + v + "}\n"
 	}
 	return ""
 }
@@ -151,9 +168,9 @@ devices:
   - name: env
     mqtt: {broker: "tcp://%s", topic: "bench/env", qos: 1, format: json, client_id: ferry-bench}
     points:
-%suplink:
+%s%suplink:
   nats: {urls: ["%s"], stream: %s%s}
-`, filepath.Join(dir, "data"), mqAddr, points.String(), natsURL, plantsim.StreamName, uplinkExtra()))
+`, filepath.Join(dir, "data"), mqAddr, points.String(), bufferBlock(), natsURL, plantsim.StreamName, uplinkExtra()))
 	f := startFerry(t, bin, cfg)
 	base := httpBase(t, f)
 	waitReady(t, base)
@@ -252,6 +269,8 @@ devices:
 	r.cpu = procCPU(t, pid) - cpu0
 	r.drain = time.Since(start) - published
 	r.hwm = procStatusBytes(t, pid, "VmHWM")
+	// After the CPU reading: a scrape costs ferry CPU.
+	r.commits = int(scrape(t, base).sum("ferry_buffer_commits_total"))
 	t.Logf("rate %d: published %d in %v (%.0f msg/s), upstream %v later; ferry CPU %v", rate, n, published.Round(time.Millisecond), float64(n)/published.Seconds(), r.drain.Round(time.Millisecond), r.cpu)
 
 	// The stream, read back: its size, and every seq exactly once with all

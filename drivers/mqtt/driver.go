@@ -97,6 +97,7 @@ type device struct {
 	pattern  *topicPattern
 	tmpl     *template
 	timePath jsonPath
+	top      *topIndex // the first keys of the points' paths (json)
 	byMetric map[string]int
 	spDevice string
 	node     *spNode
@@ -219,6 +220,13 @@ func (d *Driver) compile(cd *Device) (*device, error) {
 		}
 		dv.points = append(dv.points, pt)
 		dv.names = append(dv.names, p.Name)
+	}
+	if c.Format == FormatJSON {
+		paths := make([]jsonPath, len(dv.points))
+		for i := range dv.points {
+			paths[i] = dv.points[i].path
+		}
+		dv.top = newTopIndex(paths)
 	}
 	var filter, endpoint string
 	if c.Format == FormatSparkplug {
@@ -395,6 +403,7 @@ type session struct {
 	sp     spPayload
 	out    []routed
 	keyBuf []byte
+	starts []int // the top-level index of a JSON payload (jsonindex.go)
 }
 
 // run makes one connection and serves it until it fails or ctx ends.
@@ -791,7 +800,7 @@ func (s *session) open(ctx context.Context, uri *url.URL, o *paho.ClientOptions)
 	s.stopWatch = context.AfterFunc(ctx, func() { conn.Close() })
 	s.dialed = s.d.brokerURL(uri)
 	s.dialMu.Unlock()
-	return conn, nil
+	return newBufferedConn(conn), nil
 }
 
 // brokerURL returns the configured broker URL that uri was parsed from.
@@ -967,7 +976,7 @@ func (d *Driver) route(topic string, payload []byte, now time.Time, s *session, 
 	}
 	for _, dv := range d.generic {
 		if dv.pattern.literals == best && dv.pattern.match(topic, caps) {
-			out = d.decode(dv, topic, payload, caps, now, out)
+			out = d.decode(dv, topic, payload, caps, now, &s.starts, out)
 		}
 	}
 	return out, true
@@ -1002,7 +1011,7 @@ func (e *payloadError) Error() string {
 }
 
 // decode turns a message into one scan of a json or value device.
-func (d *Driver) decode(dv *device, topic string, payload []byte, caps []span, now time.Time, out []routed) []routed {
+func (d *Driver) decode(dv *device, topic string, payload []byte, caps []span, now time.Time, starts *[]int, out []routed) []routed {
 	name := dv.name
 	if dv.tmpl != nil {
 		if name = dv.tmpl.expand(topic, caps); name == "" {
@@ -1024,7 +1033,7 @@ func (d *Driver) decode(dv *device, topic string, payload []byte, caps []span, n
 	case dv.cfg.Format == FormatValue:
 		samples, probs = dv.decodeValue(payload, name, now, samples)
 	default:
-		samples, probs = dv.decodeJSON(payload, name, now, samples)
+		samples, probs = dv.decodeJSON(payload, name, now, samples, starts)
 	}
 	d.report(dv, topic, probs)
 	dv.stat.Polled(now, d.now().Sub(now), samples)

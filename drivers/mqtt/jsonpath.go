@@ -145,32 +145,7 @@ var (
 // checks each payload with json.Valid first). It never panics on any input,
 // and does not allocate, except to unescape an object key with escapes.
 func lookup(doc []byte, p jsonPath) ([]byte, error) {
-	i := skipWS(doc, 0)
-	for _, seg := range p {
-		if i >= len(doc) {
-			return nil, errNotJSON
-		}
-		var err error
-		if seg.index >= 0 {
-			if doc[i] != '[' {
-				return nil, errMissingPath
-			}
-			i, err = arrayElem(doc, i, seg.index)
-		} else {
-			if doc[i] != '{' {
-				return nil, errMissingPath
-			}
-			i, err = objectField(doc, i, seg.key)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	end := skipValue(doc, i)
-	if end < 0 {
-		return nil, errNotJSON
-	}
-	return doc[i:end], nil
+	return lookupAt(doc, skipWS(doc, 0), p)
 }
 
 // objectField returns the start of the value of key in the object at

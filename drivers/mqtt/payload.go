@@ -277,7 +277,10 @@ func unixNanos(raw []byte, unit int64) (int64, error) {
 // decodeJSON fills samples (one per point of dev) from a JSON payload and
 // returns what went wrong, for counting. Every point gets a sample: Good
 // with its value, or Bad with the reason.
-func (dv *device) decodeJSON(payload []byte, name string, now time.Time, dst []ferry.Sample) ([]ferry.Sample, []problem) {
+//
+// starts is scratch for the top-level index (jsonindex.go), kept by the
+// caller from message to message.
+func (dv *device) decodeJSON(payload []byte, name string, now time.Time, dst []ferry.Sample, starts *[]int) ([]ferry.Sample, []problem) {
 	var probs []problem
 	if !json.Valid(payload) {
 		return badAll(dst, dv, name, reasonNotJSON, now), append(probs, problem{reason: reasonNotJSON})
@@ -293,10 +296,23 @@ func (dv *device) decodeJSON(payload []byte, name string, now time.Time, dst []f
 			probs = append(probs, problem{point: "time", reason: reasonBadTime})
 		}
 	}
+	if dv.top != nil {
+		*starts = dv.top.fill(payload, *starts)
+	}
 	for i := range dv.points {
 		pt := &dv.points[i]
 		s := ferry.Sample{Device: name, Point: pt.cfg.Name, Time: t}
-		raw, err := lookup(payload, pt.path)
+		var raw []byte
+		var err error
+		if k := dv.topSlot(i); k >= 0 {
+			if at := (*starts)[k]; at >= 0 {
+				raw, err = lookupAt(payload, at, pt.path[1:])
+			} else {
+				err = errMissingPath
+			}
+		} else {
+			raw, err = lookup(payload, pt.path)
+		}
 		var v ferry.Value
 		if err == nil {
 			v, err = jsonValue(raw)
@@ -317,6 +333,14 @@ func (dv *device) decodeJSON(payload []byte, name string, now time.Time, dst []f
 		dst = append(dst, s)
 	}
 	return dst, probs
+}
+
+// topSlot returns the slot of point i in dv.top, or -1.
+func (dv *device) topSlot(i int) int {
+	if dv.top == nil {
+		return -1
+	}
+	return dv.top.pointSlot[i]
 }
 
 // decodeValue fills the one sample of a `value` device.

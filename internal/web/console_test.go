@@ -136,6 +136,7 @@ func TestDevicesAPI(t *testing.T) {
 func TestPointsAPI(t *testing.T) {
 	clk := &testClock{t0}
 	c := newConsole(t, testCatalog(), Options{Now: clk.Now, Step: time.Second, Config: Config{Sparklines: 30 * time.Second}})
+	c.store.Points("", true) // viewed: the points get sparklines
 	for i := range 5 {
 		at := t0.Add(time.Duration(i) * time.Second)
 		c.Observe(scan("press1", at, ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(60 + float64(i))}))

@@ -60,7 +60,9 @@
 //     http.sparklines (5 minutes, 60 buckets, by default), each holding
 //     min, max and last as float32: 720 bytes per numeric point plus about
 //     250 bytes of bookkeeping, so about 10 MB for 10,000 points. The ring
-//     is allocated at a point's first numeric sample; strings have none.
+//     is allocated at a point's first numeric sample after its device's
+//     sparklines were first asked for (a gateway nobody watches has
+//     none); strings have none.
 //     [History] keeps DefaultHistory (100) alert transitions.
 //   - Cheap on the hot path: [Server.Observe] runs in the pipeline
 //     goroutine for every scan: one lock, two map look-ups per sample, no

@@ -33,7 +33,14 @@ type Catalog struct {
 // Store keeps, for every configured point, its last sample and a small
 // ring of the last minutes for the sparkline. Observe is called from the
 // pipeline goroutine for every scan; it does not allocate once each
-// numeric point has its ring (allocated at its first numeric sample).
+// numeric point has its ring.
+//
+// A ring is allocated only once someone has looked at its device's
+// sparklines (Points with spark, the console's devices and points pages):
+// a gateway nobody watches spends nothing on them (720 bytes per numeric
+// point, the largest part of its heap at 10k points: issue 20), and a
+// sparkline fills from its device's first view on. A device keeps its
+// rings once viewed, across reloads.
 //
 // Each bucket of the ring holds the minimum, maximum and last value seen in
 // its Step (float32), so a sparkline shows spikes that a plain "last value"
@@ -56,6 +63,7 @@ type devSlot struct {
 	order    []*pointSlot
 	lastScan time.Time
 	scans    uint64
+	viewed   bool // its sparklines were asked for: its points keep rings
 }
 
 type pointSlot struct {
@@ -119,7 +127,7 @@ func (s *Store) SetCatalog(cat Catalog) {
 	add := func(info DeviceInfo) *devSlot {
 		d := &devSlot{info: info, points: map[string]*pointSlot{}}
 		if od := old[info.Name]; od != nil {
-			d.lastScan, d.scans = od.lastScan, od.scans
+			d.lastScan, d.scans, d.viewed = od.lastScan, od.scans, od.viewed
 		}
 		devs[info.Name] = d
 		order = append(order, d)
@@ -193,7 +201,7 @@ func (s *Store) Observe(scan *ferry.Scan) {
 		if !ok || math.IsNaN(f) || math.Abs(f) > math.MaxFloat32 {
 			continue
 		}
-		if s.slots > 0 {
+		if s.slots > 0 && (p.ring != nil || dd.viewed) {
 			p.add(seq, float32(f), s.slots)
 		}
 	}
@@ -300,7 +308,8 @@ func (fs floats) MarshalJSON() ([]byte, error) {
 
 // Points returns the points of device (every device when device is ""),
 // in configuration order, with sparklines when spark is true. ok is false
-// for an unknown device.
+// for an unknown device. Asking for sparklines marks the devices viewed:
+// their points get rings from then on (the first answer has none yet).
 func (s *Store) Points(device string, spark bool) (out []Point, ok bool) {
 	now := s.now()
 	endSeq := now.UnixNano() / s.step
@@ -316,6 +325,9 @@ func (s *Store) Points(device string, spark bool) (out []Point, ok bool) {
 	}
 	out = []Point{}
 	for _, d := range devs {
+		if spark {
+			d.viewed = true
+		}
 		for _, p := range d.order {
 			j := Point{PointInfo: p.info, Seen: p.seen, Value: jsonValue(p.value), Time: p.time, Updated: p.updated}
 			if p.seen {

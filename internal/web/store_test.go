@@ -57,6 +57,7 @@ func pointByName(t *testing.T, pts []Point, dev, name string) Point {
 func TestStoreCurrentValues(t *testing.T) {
 	clk := &testClock{t0}
 	s := NewStore(testCatalog(), time.Second, 10, clk.Now)
+	s.Points("", true)                     // viewed: the points get sparklines
 	src := t0.Add(-300 * time.Millisecond) // the device's own time stamp
 	s.Observe(scan("press1", t0,
 		ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(61.5), Time: src},
@@ -158,6 +159,7 @@ func eq(a, b []float32) bool {
 func TestStoreSparkline(t *testing.T) {
 	clk := &testClock{t0}
 	s := NewStore(testCatalog(), time.Second, 4, clk.Now)
+	s.Points("press1", true) // viewed: its points get sparklines
 	obs := func(at time.Duration, v float64) {
 		s.Observe(scan("press1", t0.Add(at), ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(v)}))
 	}
@@ -205,6 +207,7 @@ func TestStoreSparkline(t *testing.T) {
 func TestStoreSetCatalog(t *testing.T) {
 	clk := &testClock{t0}
 	s := NewStore(testCatalog(), time.Second, 4, clk.Now)
+	s.Points("press1", true) // viewed: kept across the reload
 	s.Observe(scan("press1", t0, ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(60)}, ferry.Sample{Point: "running", Value: ferry.BoolValue(true)}))
 
 	// Reload: running is removed, vibration added, oil_temp kept with its unit changed.
@@ -306,5 +309,46 @@ func TestStoreSparklinesOff(t *testing.T) {
 				t.Errorf("%s: a ring of %d buckets", ps.info.Point, len(ps.ring))
 			}
 		}
+	}
+}
+
+// TestStoreRingsOnView: a device nobody has looked at keeps values but
+// allocates no sparkline ring; its first view with sparklines starts them
+// (that answer has none yet), and they fill from then on. Another device
+// stays without.
+func TestStoreRingsOnView(t *testing.T) {
+	clk := &testClock{t0}
+	s := NewStore(testCatalog(), time.Second, 4, clk.Now)
+	rings := func() (n int) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, d := range s.order {
+			for _, p := range d.order {
+				if p.ring != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	s.Observe(scan("press1", t0, ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(60)}))
+	s.Observe(scan("env", t0, ferry.Sample{Point: "humidity", Value: ferry.FloatValue(40)}))
+	if n := rings(); n != 0 {
+		t.Fatalf("%d rings before any view, want 0", n)
+	}
+	if pts, _ := s.Points("press1", false); pts[0].Value != 60.0 || rings() != 0 {
+		t.Fatalf("a view without sparklines: value %v, %d rings; want 60 and none", pts[0].Value, rings())
+	}
+	if pts, _ := s.Points("press1", true); pts[0].Spark != nil || pts[0].Value != 60.0 {
+		t.Fatalf("first view: spark %v value %v; want no sparkline yet and the value", pts[0].Spark, pts[0].Value)
+	}
+	clk.t = t0.Add(time.Second)
+	s.Observe(scan("press1", clk.t, ferry.Sample{Point: "oil_temp", Value: ferry.FloatValue(61)}))
+	s.Observe(scan("env", clk.t, ferry.Sample{Point: "humidity", Value: ferry.FloatValue(41)}))
+	if n := rings(); n != 1 {
+		t.Fatalf("%d rings after press1 was viewed, want 1 (oil_temp)", n)
+	}
+	if _, _, last := sparkOf(t, s, "press1", "oil_temp"); !eq(last, []float32{-1, -1, -1, 61}) {
+		t.Errorf("sparkline after the view: last %v", last)
 	}
 }
