@@ -111,7 +111,7 @@ type drop struct {
 	lane     ferry.Lane
 	seq      uint64
 	reason   string
-	inFlight bool // the record was in flight (restored so on a failed commit)
+	inFlight bool  // the record was in flight (restored so on a failed commit)
 	pending  uint8 // the consumers that had not acknowledged it
 }
 
