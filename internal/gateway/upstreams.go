@@ -32,14 +32,25 @@ import (
 type upstream struct {
 	name string
 	kind string
-	// up is the NATS uplink (the one kind so far).
-	up  *uplink.Uplink
-	cur *buffer.Cursor // nil with a single upstream
-	run *runner
+	part upstreamPart
+	// catalog hands the part the configuration's catalog (at start and
+	// on every reload).
+	catalog func(cfg *config.Config)
+	up      *uplink.Uplink // the part when it is a NATS uplink
+	cur     *buffer.Cursor // nil with a single upstream
+	run     *runner
+}
+
+// upstreamPart is what the gateway needs of an upstream of any kind.
+type upstreamPart interface {
+	// Run forwards until ctx ends.
+	Run(ctx context.Context) error
+	// Err is nil when the upstream is connected and usable, else why not.
+	Err() error
 }
 
 // err is the upstream's readiness.
-func (u *upstream) err() error { return u.up.Err() }
+func (u *upstream) err() error { return u.part.Err() }
 
 // bufferConsumers is the buffer's consumers for cfg: one per upstream when
 // there are several, none (the buffer's single default consumer) else.
@@ -97,11 +108,14 @@ func (d *Gateway) newUpstreams(cfg *config.Config) ([]*upstream, error) {
 				}
 				return nil, err
 			}
-			up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
-			u.up = up
+			u.part, u.up = up, up
+			u.catalog = func(cfg *config.Config) {
+				up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
+			}
 		default:
 			return nil, fmt.Errorf("upstream %s: no upstream block", e.Name)
 		}
+		u.catalog(cfg)
 		ups = append(ups, u)
 	}
 	return ups, nil
@@ -113,7 +127,7 @@ func (d *Gateway) setUpstreams(ups []*upstream) {
 	d.ups = ups
 	d.up = nil
 	if len(ups) > 0 {
-		d.up = ups[0].up
+		d.up = ups[0].up // nil when the first is not a NATS uplink
 	}
 	d.curUp.Store(d.up)
 	d.curUps.Store(&ups)
@@ -122,7 +136,7 @@ func (d *Gateway) setUpstreams(ups []*upstream) {
 // startUpstreams starts every upstream under ctx.
 func (d *Gateway) startUpstreams(ctx context.Context) {
 	for _, u := range d.ups {
-		u.run = start(ctx, u.up.Run)
+		u.run = start(ctx, u.part.Run)
 	}
 	if len(d.ups) > 0 {
 		d.upRun = d.ups[0].run
@@ -161,7 +175,7 @@ func (d *Gateway) prepareUpstreams(old, cfg *config.Config) (func(), error) {
 	if sameUplink(old, cfg) {
 		return func() {
 			for _, u := range d.ups {
-				u.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
+				u.catalog(cfg)
 			}
 		}, nil
 	}
@@ -179,6 +193,15 @@ func (d *Gateway) prepareUpstreams(old, cfg *config.Config) (func(), error) {
 			d.log.Info("uplink restarted", "upstreams", len(ups))
 		}
 	}, nil
+}
+
+// primary is the first upstream, nil when none runs.
+func (d *Gateway) primary() *upstream {
+	p := d.curUps.Load()
+	if p == nil || len(*p) == 0 {
+		return nil
+	}
+	return (*p)[0]
 }
 
 // upstreamStatus is each upstream's part of /api/status and the health

@@ -150,12 +150,12 @@ func reloadError(err error) string { return strings.ReplaceAll(err.Error(), "\n"
 
 // uplinkErr is the uplink's readiness check.
 func (d *Gateway) uplinkErr() error {
-	up := d.curUp.Load()
-	if up == nil {
+	u := d.primary()
+	if u == nil {
 		if len(d.curCfg.Load().Uplink.Entries()) > 0 {
 			return errors.New("not running (see the log: the uplink could not be started)")
 		}
 		return nil
 	}
-	return up.Err()
+	return u.err()
 }
