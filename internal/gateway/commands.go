@@ -135,14 +135,13 @@ func (d *Gateway) runCommands(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = d.cmds.svc.Run(ctx) }()
 	cfg := d.curCfg.Load()
-	control := cfg.Uplink.Control() // the map form's nats, or the list's first NATS upstream
-	if control == nil {
+	if cfg.Uplink.NATS == nil {
 		<-ctx.Done()
 		return nil
 	}
 	subject := cfg.Commands.SubjectFor(cfg.Gateway.Site, cfg.Gateway.ID)
 	log := d.log.With("part", "commands", "subject", subject)
-	nc, err := uplink.Connect(*control, "ferry "+cfg.Gateway.ID+" commands", nats.RetryOnFailedConnect(true))
+	nc, err := uplink.Connect(*cfg.Uplink.NATS, "ferry "+cfg.Gateway.ID+" commands", nats.RetryOnFailedConnect(true))
 	if err != nil {
 		log.Error("commands: NATS connection", "err", err)
 		<-ctx.Done()
