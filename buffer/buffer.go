@@ -59,6 +59,10 @@ type Options struct {
 	// DedupeMaxKeys bounds the dedupe keys remembered (about 32 bytes of
 	// memory each); the oldest are forgotten first. Default 1048576.
 	DedupeMaxKeys int
+	// Consumers names the buffer's consumers (one per upstream, at most
+	// 8), each with its own durable cursor (see Cursor). Empty: one
+	// consumer, DefaultConsumer, served by the Buffer's own methods.
+	Consumers []string
 
 	// commitInterval, when set, replaces Config.CommitInterval beyond its
 	// 1s bound: tests of the group commit's triggers make it an hour, so
@@ -153,12 +157,18 @@ type Buffer struct {
 	lanes [ferry.NumLanes]laneIndex
 	acks  [ferry.NumLanes][]uint64 // deletions for the writer
 	kept  retention                // acknowledged records retained (retain.go)
+	marks []markOp                 // consumers' marks for the writer (cursor.go)
 	// keptChecked is when the last good check of the upstream started
 	// (unix ns; KeptChecked).
 	keptChecked atomic.Int64
 	avail       chan struct{} // closed when records become ready
 	closed      bool
 	err         error // the current disk problem
+
+	// The consumers (cursor.go), fixed at Open.
+	consumers []string
+	cursors   []*Cursor
+	cm        *consumerMetrics
 
 	w         *writer
 	done      chan struct{}
@@ -177,6 +187,9 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 	}
 	if opts.Gateway == "" {
 		return nil, fmt.Errorf("buffer: %w: Options.Gateway is empty", ferry.ErrInvalidConfig)
+	}
+	if err := checkConsumers(opts.Consumers); err != nil {
+		return nil, fmt.Errorf("buffer: %w: %w", ferry.ErrInvalidConfig, err)
 	}
 	opts.setDefaults()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -202,6 +215,7 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 	v := opts.ConfigVersion
 	b.configVersion.Store(&v)
 	b.m = newMetrics(b)
+	b.initConsumers()
 	b.w = newWriter(b)
 	if err := b.openStore(); err != nil {
 		lock.Close()
@@ -214,6 +228,11 @@ func Open(dir string, cfg Config, opts Options) (*Buffer, error) {
 		b.db.Close()
 		lock.Close()
 		return nil, fmt.Errorf("buffer: retained records: %w", err)
+	}
+	if err := b.loadMarks(); err != nil {
+		b.db.Close()
+		lock.Close()
+		return nil, fmt.Errorf("buffer: consumer cursors: %w", err)
 	}
 	if opts.Registerer != nil {
 		if err := b.m.register(opts.Registerer); err != nil {

@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		os.Exit(crashChild(dir))
 	}
+	if dir := os.Getenv(cursorChildEnv); dir != "" {
+		os.Exit(cursorChild(dir))
+	}
 	if dir := os.Getenv(diskChildEnv); dir != "" {
 		os.Exit(diskChild(dir))
 	}

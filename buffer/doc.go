@@ -16,6 +16,10 @@
 //     file was lost (a floor file, buffer.seq, and the clock seed a new
 //     file). A replay after a crash carries the ids of the first try, so
 //     JetStream's duplicate window drops it.
+//   - One cursor per upstream. With Options.Consumers each upstream drains
+//     its own Cursor; a record is deleted once every consumer acknowledged
+//     it (or a bound dropped it, counted per consumer that had not), and
+//     each consumer's acknowledgements survive a restart (cursor.go).
 //   - Alerts first. Next returns every ready alert before any telemetry.
 //     Alerts have their own queue and are kept (and retried) while the disk
 //     fails; the size bound drops an alert only when no telemetry is left.

@@ -1,46 +1,80 @@
 package buffer
 
-import "sort"
+import (
+	"math/bits"
+	"sort"
+)
 
 // The in-memory index of a lane: one entry per stored record, in sequence
 // order. It answers Next, Ack, Release, the bounds and Stats without reading
 // the file. It is built at Open from the walk that checks the file.
+//
+// Each entry carries two small bitmasks over the buffer's consumers
+// (Options.Consumers, bit i for the i-th; one bit for the default
+// consumer): pending, the consumers that have not acknowledged it yet, and
+// flight, those it is in flight for (a subset of pending). A record is gone
+// once no consumer has it pending, or when a bound drops it.
 
 type entryState uint8
 
 const (
-	ready    entryState = iota // stored, may be offered by Next
-	inFlight                   // returned by Next, waiting for Ack or Release
-	gone                       // acked or dropped: its deletion is committed or queued
+	ready    entryState = iota // stored, in flight for no consumer
+	inFlight                   // returned by Next to at least one consumer, waiting for its Ack or Release
+	gone                       // acked by every consumer or dropped: its deletion is committed or queued
 )
 
 type entry struct {
-	seq   uint64
-	time  int64 // when the record was committed, Unix nanoseconds
-	size  uint32
-	state entryState
+	seq     uint64
+	time    int64 // when the record was committed, Unix nanoseconds
+	size    uint32
+	state   entryState
+	pending uint8 // consumers that have not acknowledged it
+	flight  uint8 // consumers it is in flight for
+}
+
+// consumerCount is what one consumer has pending in a lane.
+type consumerCount struct {
+	records  int
+	bytes    int64
+	inFlight int
 }
 
 // laneIndex is guarded by Buffer.mu.
 type laneIndex struct {
 	ents []entry
 	head int // ents[:head] are popped
-	// hint: every entry in ents[head:hint] is in flight or gone, so Next
-	// starts looking at hint.
-	hint     int
+	// hints, per consumer: every entry in ents[head:hints[c]] is in
+	// flight for c, acknowledged by c, or gone, so c's Next starts looking
+	// at hints[c].
+	hints    [maxConsumers]int
+	all      uint8 // the bits of every consumer: what a new entry is pending for
 	live     int   // entries that are not gone
 	bytes    int64 // size of the live entries
-	inFlight int
+	inFlight int   // live entries in flight for at least one consumer
+	per      [maxConsumers]consumerCount
 }
 
 // recordOverhead is what bbolt adds to each key/value beside the key:
 // its leaf element.
 const recordOverhead = 16
 
+// eachBit calls fn for every consumer whose bit is set in mask.
+func eachBit(mask uint8, fn func(c int)) {
+	for mask != 0 {
+		c := bits.TrailingZeros8(mask)
+		fn(c)
+		mask &^= 1 << c
+	}
+}
+
 func (l *laneIndex) add(seq uint64, t int64, size int) {
-	l.ents = append(l.ents, entry{seq: seq, time: t, size: uint32(size)})
+	l.ents = append(l.ents, entry{seq: seq, time: t, size: uint32(size), pending: l.all})
 	l.live++
 	l.bytes += int64(size)
+	eachBit(l.all, func(c int) {
+		l.per[c].records++
+		l.per[c].bytes += int64(size)
+	})
 }
 
 // find returns the position of seq, or -1.
@@ -53,26 +87,66 @@ func (l *laneIndex) find(seq uint64) int {
 	return -1
 }
 
-// take marks the entry at i in flight.
-func (l *laneIndex) take(i int) {
-	l.ents[i].state = inFlight
-	l.inFlight++
+// take marks the entry at i in flight for consumer c.
+func (l *laneIndex) take(i, c int) {
+	e := &l.ents[i]
+	e.flight |= 1 << c
+	l.per[c].inFlight++
+	if e.state == ready {
+		e.state = inFlight
+		l.inFlight++
+	}
 }
 
-// release puts the in-flight entry at i back.
-func (l *laneIndex) release(i int) bool {
-	if l.ents[i].state != inFlight {
+// release puts the entry at i, in flight for consumer c, back.
+func (l *laneIndex) release(i, c int) bool {
+	e := &l.ents[i]
+	if e.state == gone || e.flight&(1<<c) == 0 {
 		return false
 	}
-	l.ents[i].state = ready
-	l.inFlight--
-	if i < l.hint {
-		l.hint = i
+	l.unflight(i, c)
+	if i < l.hints[c] {
+		l.hints[c] = i
 	}
 	return true
 }
 
-// remove marks the entry at i gone and reports whether it was live.
+// unflight clears c's flight bit of the live entry at i.
+func (l *laneIndex) unflight(i, c int) {
+	e := &l.ents[i]
+	e.flight &^= 1 << c
+	l.per[c].inFlight--
+	if e.flight == 0 && e.state == inFlight {
+		e.state = ready
+		l.inFlight--
+	}
+}
+
+// ack records consumer c's acknowledgement of the entry at i. It reports
+// whether c had it pending, and whether that was the last consumer to (the
+// entry is gone now, and its record to be deleted).
+func (l *laneIndex) ack(i, c int) (acked, last bool) {
+	e := &l.ents[i]
+	bit := uint8(1) << c
+	if e.state == gone || e.pending&bit == 0 {
+		return false, false
+	}
+	if e.flight&bit != 0 {
+		l.unflight(i, c)
+	}
+	e.pending &^= bit
+	l.per[c].records--
+	l.per[c].bytes -= int64(e.size)
+	if e.pending != 0 {
+		return true, false
+	}
+	l.remove(i)
+	return true, true
+}
+
+// remove marks the entry at i gone, for every consumer, and reports
+// whether it was live. Its bits stay, for restore and for counting a drop
+// per consumer.
 func (l *laneIndex) remove(i int) bool {
 	e := &l.ents[i]
 	switch e.state {
@@ -81,6 +155,11 @@ func (l *laneIndex) remove(i int) bool {
 	case inFlight:
 		l.inFlight--
 	}
+	eachBit(e.pending, func(c int) {
+		l.per[c].records--
+		l.per[c].bytes -= int64(e.size)
+	})
+	eachBit(e.flight, func(c int) { l.per[c].inFlight-- })
 	e.state = gone
 	l.live--
 	l.bytes -= int64(e.size)
@@ -93,15 +172,20 @@ func (l *laneIndex) restore(i int, wasInFlight bool) {
 	e := &l.ents[i]
 	l.live++
 	l.bytes += int64(e.size)
-	if wasInFlight {
+	eachBit(e.pending, func(c int) {
+		l.per[c].records++
+		l.per[c].bytes += int64(e.size)
+		if i < l.hints[c] {
+			l.hints[c] = i
+		}
+	})
+	eachBit(e.flight, func(c int) { l.per[c].inFlight++ })
+	if wasInFlight && e.flight != 0 {
 		e.state = inFlight
 		l.inFlight++
 		return
 	}
 	e.state = ready
-	if i < l.hint {
-		l.hint = i
-	}
 }
 
 // pop forgets the gone entries at the front and reclaims the slice when
@@ -112,17 +196,18 @@ func (l *laneIndex) pop() {
 		l.head++
 	}
 	if l.head == len(l.ents) {
-		l.ents, l.head, l.hint = l.ents[:0], 0, 0
+		l.ents, l.head, l.hints = l.ents[:0], 0, [maxConsumers]int{}
 		return
 	}
+	shift := 0
 	if l.head > 1024 && l.head > len(l.ents)/2 {
 		n := copy(l.ents, l.ents[l.head:])
 		l.ents = l.ents[:n]
-		l.hint -= l.head
+		shift = l.head
 		l.head = 0
 	}
-	if l.hint < l.head {
-		l.hint = l.head
+	for c := range l.hints {
+		l.hints[c] = max(l.hints[c]-shift, l.head)
 	}
 }
 
@@ -136,14 +221,45 @@ func (l *laneIndex) oldest() int64 {
 	return 0
 }
 
-// nextReady returns the position of the first ready entry at or after i,
-// or -1.
+// oldestFor returns the commit time of the oldest live entry consumer c
+// has pending (0 when none). It walks past what c has acknowledged: a
+// consumer ahead of a stalled one pays for the walk, at Stats time only.
+func (l *laneIndex) oldestFor(c int) int64 {
+	if l.per[c].records == 0 {
+		return 0
+	}
+	for i := l.head; i < len(l.ents); i++ {
+		if e := &l.ents[i]; e.state != gone && e.pending&(1<<c) != 0 {
+			return e.time
+		}
+	}
+	return 0
+}
+
+// nextReady returns the position of the first entry at or after i that is
+// in flight for no consumer, or -1 (the bounds drop those first).
 func (l *laneIndex) nextReady(i int) int {
 	if i < l.head {
 		i = l.head
 	}
 	for ; i < len(l.ents); i++ {
 		if l.ents[i].state == ready {
+			return i
+		}
+	}
+	return -1
+}
+
+// nextFor returns the position of the first entry at or after i that
+// consumer c may be offered (live, pending for c, not in flight for c), or
+// -1.
+func (l *laneIndex) nextFor(i, c int) int {
+	if i < l.head {
+		i = l.head
+	}
+	bit := uint8(1) << c
+	for ; i < len(l.ents); i++ {
+		if e := &l.ents[i]; e.state != gone && e.pending&bit != 0 && e.flight&bit == 0 {
 			return i
 		}
 	}

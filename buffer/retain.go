@@ -140,7 +140,7 @@ func (b *Buffer) AckKeep(recs []ferry.Record, marks []uint64) error {
 	if len(marks) != len(recs) {
 		return fmt.Errorf("buffer: AckKeep: %d marks for %d records", len(marks), len(recs))
 	}
-	if b.cfg.RetainAcked <= 0 {
+	if b.RetainWindow() <= 0 {
 		return b.Ack(recs...)
 	}
 	now := b.now().UnixNano()
@@ -188,8 +188,14 @@ func (b *Buffer) AckKeep(recs []ferry.Record, marks []uint64) error {
 }
 
 // RetainWindow is how long acknowledged records are kept (retain_acked);
-// 0 when the retention is off.
-func (b *Buffer) RetainWindow() int64 { return int64(b.cfg.RetainAcked) }
+// 0 when the retention is off. The retention serves a buffer with one
+// consumer: with several (Options.Consumers) it is off, and AckKeep is Ack.
+func (b *Buffer) RetainWindow() int64 {
+	if len(b.consumers) > 1 {
+		return 0
+	}
+	return int64(b.cfg.RetainAcked)
+}
 
 // KeptChecked tells the retention that a check of the upstream that
 // started at t found every retained record there (or sent the missing

@@ -20,6 +20,11 @@ import (
 // A stored record that fails its checksum is dropped (counted as
 // reason="corrupt", logged) instead of being returned.
 func (b *Buffer) Next(ctx context.Context, max, maxBytes int) ([]ferry.Record, error) {
+	return b.next(ctx, 0, max, maxBytes)
+}
+
+// next is Next for consumer c.
+func (b *Buffer) next(ctx context.Context, c, max, maxBytes int) ([]ferry.Record, error) {
 	if max < 1 {
 		max = 1
 	}
@@ -29,11 +34,11 @@ func (b *Buffer) Next(ctx context.Context, max, maxBytes int) ([]ferry.Record, e
 			b.mu.Unlock()
 			return nil, ferry.ErrClosed
 		}
-		picks := b.pick(max, maxBytes)
+		picks := b.pick(c, max, maxBytes)
 		wait := b.avail
 		b.mu.Unlock()
 		if len(picks) > 0 {
-			recs, err := b.read(picks)
+			recs, err := b.read(c, picks)
 			if err != nil || len(recs) > 0 {
 				return recs, err
 			}
@@ -52,24 +57,25 @@ type pick struct {
 	seq  uint64
 }
 
-// pick marks up to max ready records in flight, alerts first. b.mu is held.
-func (b *Buffer) pick(max, maxBytes int) []pick {
+// pick marks up to max records ready for consumer c in flight for it,
+// alerts first. b.mu is held.
+func (b *Buffer) pick(c, max, maxBytes int) []pick {
 	var picks []pick
 	bytes := 0
 	for l := range b.lanes {
 		li := &b.lanes[l]
-		i := li.nextReady(li.hint)
+		i := li.nextFor(li.hints[c], c)
 		if i < 0 {
-			li.hint = len(li.ents)
+			li.hints[c] = len(li.ents)
 			continue
 		}
-		li.hint = i
-		for ; i >= 0 && len(picks) < max; i = li.nextReady(i + 1) {
+		li.hints[c] = i
+		for ; i >= 0 && len(picks) < max; i = li.nextFor(i+1, c) {
 			n := int(li.ents[i].size) - keySize - valueHeader - recordOverhead
 			if len(picks) > 0 && bytes+n > maxBytes {
 				return picks
 			}
-			li.take(i)
+			li.take(i, c)
 			picks = append(picks, pick{ferry.Lane(l), li.ents[i].seq})
 			bytes += n
 		}
@@ -81,8 +87,9 @@ func (b *Buffer) pick(max, maxBytes int) []pick {
 }
 
 // read copies the picked records out of the store. A record that is
-// missing or damaged is dropped; on a read error the picks are released.
-func (b *Buffer) read(picks []pick) ([]ferry.Record, error) {
+// missing or damaged is dropped (for every consumer); on a read error the
+// picks are released.
+func (b *Buffer) read(c int, picks []pick) ([]ferry.Record, error) {
 	recs := make([]ferry.Record, 0, len(picks))
 	var bad []pick
 	var badErr []error
@@ -139,7 +146,7 @@ func (b *Buffer) read(picks []pick) ([]ferry.Record, error) {
 		return nil
 	})
 	if err != nil {
-		b.Release(recordsOf(picks)...)
+		b.release(c, recordsOf(picks))
 		return nil, fmt.Errorf("buffer: read %s: %w", b.path, err)
 	}
 	if len(bad) > 0 {
@@ -176,25 +183,46 @@ func recordsOf(picks []pick) []ferry.Record {
 // JetStream's duplicate window drops them. Acking a record that is not
 // stored (already acked, or dropped by a bound) does nothing. Ack returns
 // ferry.ErrClosed after Close.
-func (b *Buffer) Ack(recs ...ferry.Record) error {
+//
+// With several consumers (Options.Consumers) Ack is the first consumer's
+// (see Cursor.Ack): a record is deleted once every consumer acknowledged it.
+func (b *Buffer) Ack(recs ...ferry.Record) error { return b.ack(0, recs) }
+
+// ack records consumer c's acknowledgement of recs: a record no consumer
+// has pending any more is queued for deletion; otherwise c's mark is
+// queued, so that a restart does not offer it to c again.
+func (b *Buffer) ack(c int, recs []ferry.Record) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ferry.ErrClosed
 	}
 	n := 0
+	var acked [ferry.NumLanes]int
 	for _, r := range recs {
 		if int(r.Lane) >= len(b.lanes) {
 			continue
 		}
 		li := &b.lanes[r.Lane]
-		if i := li.find(r.Seq); i >= 0 && li.remove(i) {
+		i := li.find(r.Seq)
+		if i < 0 {
+			continue
+		}
+		ok, last := li.ack(i, c)
+		if !ok {
+			continue
+		}
+		n++
+		acked[r.Lane]++
+		if last {
 			b.acks[r.Lane] = append(b.acks[r.Lane], r.Seq)
-			n++
+		} else {
+			b.marks = append(b.marks, markOp{lane: r.Lane, seq: r.Seq, name: b.consumers[c]})
 		}
 	}
 	b.mu.Unlock()
 	if n > 0 {
+		b.cm.ackedN(c, acked)
 		b.signal()
 	}
 	return nil
@@ -217,7 +245,10 @@ func (b *Buffer) Stored(lane ferry.Lane, seq uint64) bool {
 
 // Release puts records that were returned by Next, and not acknowledged,
 // back: Next offers them again, ahead of later records of their lane.
-func (b *Buffer) Release(recs ...ferry.Record) {
+func (b *Buffer) Release(recs ...ferry.Record) { b.release(0, recs) }
+
+// release is Release for consumer c.
+func (b *Buffer) release(c int, recs []ferry.Record) {
 	b.mu.Lock()
 	n := 0
 	for _, r := range recs {
@@ -225,7 +256,7 @@ func (b *Buffer) Release(recs ...ferry.Record) {
 			continue
 		}
 		li := &b.lanes[r.Lane]
-		if i := li.find(r.Seq); i >= 0 && li.release(i) {
+		if i := li.find(r.Seq); i >= 0 && li.release(i, c) {
 			n++
 		}
 	}

@@ -61,6 +61,8 @@ type writer struct {
 	flushes []chan error
 	acks    [ferry.NumLanes][]uint64
 	keptOps []keptOp
+	marks   []markOp // consumers' marks (cursor.go)
+	markBuf []byte
 	drops   []drop
 	keyBuf  []byte
 
@@ -113,7 +115,8 @@ type drop struct {
 	lane     ferry.Lane
 	seq      uint64
 	reason   string
-	inFlight bool // the record was in flight (restored so on a failed commit)
+	inFlight bool  // the record was in flight (restored so on a failed commit)
+	pending  uint8 // the consumers that had not acknowledged it
 }
 
 func newWriter(b *Buffer) *writer {
@@ -292,6 +295,7 @@ func (w *writer) cycle() (more, closing bool) {
 	w.keptOps = append(w.keptOps, b.kept.ops...)
 	clear(b.kept.ops)
 	b.kept.ops = b.kept.ops[:0]
+	w.takeMarks()
 	b.mu.Unlock()
 
 	if step := w.checkClock(now); step > 0 {
@@ -318,7 +322,7 @@ func (w *writer) cycle() (more, closing bool) {
 	w.newChunks = w.newChunks[:0]
 
 	// While failing, every attempt commits (if only to test the disk).
-	work := w.failing != nil || len(w.keptOps) > 0 || len(w.recs) > 0 || len(w.drops) > 0 || len(w.ops) > 0 || w.own.dirty || w.dd.expire > 0 || len(w.dd.added) > 0 || len(w.shifts) > 0
+	work := w.failing != nil || len(w.keptOps) > 0 || len(w.recs) > 0 || len(w.drops) > 0 || len(w.ops) > 0 || w.own.dirty || w.dd.expire > 0 || len(w.dd.added) > 0 || len(w.shifts) > 0 || len(w.marks) > 0
 	for l := range w.acks {
 		work = work || len(w.acks[l]) > 0
 	}
@@ -467,7 +471,7 @@ func (w *writer) planBounds(nowNs int64) (more bool) {
 		if r.lane == ferry.LaneTelemetry {
 			r.dropped = true
 			over -= int64(keySize + r.end - r.start + recordOverhead)
-			w.drops = append(w.drops, drop{ferry.LaneTelemetry, r.seq, reasonSize, false})
+			w.drops = append(w.drops, drop{ferry.LaneTelemetry, r.seq, reasonSize, false, tel.all})
 		}
 	}
 	// Telemetry in flight goes before any alert: the uplink may still
@@ -500,7 +504,7 @@ func (w *writer) dropEntry(lane ferry.Lane, i int, reason string) int64 {
 	l := &w.b.lanes[lane]
 	e := l.ents[i]
 	l.remove(i)
-	w.drops = append(w.drops, drop{lane, e.seq, reason, e.state == inFlight})
+	w.drops = append(w.drops, drop{lane, e.seq, reason, e.state == inFlight, e.pending})
 	return int64(e.size)
 }
 
@@ -625,6 +629,9 @@ func (w *writer) fill(tx *bolt.Tx, nowNs int64) error {
 			return err
 		}
 	}
+	if err := w.fillMarks(tx); err != nil {
+		return err
+	}
 	for i := range w.recs {
 		r := &w.recs[i]
 		if r.dropped {
@@ -745,6 +752,7 @@ func (w *writer) committed(now time.Time, samples, dups int, wrote bool, took ti
 	}
 	clear(w.keptOps)
 	w.keptOps = w.keptOps[:0]
+	w.committedMarks()
 	for l := range b.lanes {
 		b.lanes[l].pop()
 	}
@@ -757,6 +765,7 @@ func (w *writer) committed(now time.Time, samples, dups int, wrote bool, took ti
 
 	for _, d := range w.drops {
 		b.m.dropped(d.lane, d.reason, 1)
+		b.cm.dropped(d.lane, d.reason, d.pending)
 	}
 	for l := range appended {
 		b.m.appended[l].Add(float64(appended[l]))

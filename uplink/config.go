@@ -3,6 +3,7 @@ package uplink
 import (
 	"fmt"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -12,9 +13,20 @@ import (
 // Config is the `uplink:` section. An absent `nats:` block means no
 // uplink: the gateway keeps its local alerts and its buffer, and forwards
 // nothing.
+//
+// The section has two forms. The map form holds one block per kind
+// (`uplink: {nats: {...}}`); the list form holds several upstreams, each
+// named, with a filter (`uplink: [{name: cloud, nats: {...}}, ...]`),
+// decoded into List. Entries gives both as one list.
 type Config struct {
 	NATS *NATSConfig `yaml:"nats" doc:"NATS JetStream uplink; omit to run without one"`
+
+	// List is the list form; nil in the map form.
+	List []Entry `yaml:"-"`
 }
+
+// ListForm is where the loader decodes the section when it is a list.
+func (c *Config) ListForm() any { return &c.List }
 
 // NATSConfig is the `uplink.nats:` block.
 type NATSConfig struct {
@@ -125,14 +137,197 @@ func DefaultNATSConfig(urls ...string) NATSConfig {
 	return c
 }
 
-// Validate checks the section; paths are relative to it.
+// Validate checks the section; paths are relative to it ("nats.urls",
+// "[1].name").
 func (c *Config) Validate() error {
-	if c.NATS == nil {
-		return nil
-	}
 	var errs setting.Errors
-	errs.Merge("nats", c.NATS.Validate())
+	if c.List == nil {
+		if c.NATS != nil {
+			errs.Merge("nats", c.NATS.Validate())
+		}
+		return errs.Err()
+	}
+	if c.NATS != nil {
+		errs.Add("nats", "set the map form or the list form of uplink, not both")
+	}
+	if len(c.List) > MaxUpstreams {
+		errs.Add("", "%d upstreams; at most %d", len(c.List), MaxUpstreams)
+	}
+	names := map[string]int{}
+	for i := range c.List {
+		e := &c.List[i]
+		p := setting.Index("", i)
+		var kinds []string
+		if e.NATS != nil {
+			kinds = append(kinds, KindNATS)
+			errs.Merge(setting.Join(p, "nats"), e.NATS.Validate())
+		}
+		switch len(kinds) {
+		case 0:
+			errs.Add(p, "needs one upstream block (%s)", strings.Join(Kinds, ", "))
+		case 1:
+		default:
+			errs.Add(p, "holds %s: one upstream block per entry", strings.Join(kinds, " and "))
+		}
+		name := e.Name
+		if name == "" && len(kinds) == 1 {
+			name = kinds[0]
+		}
+		switch {
+		case e.Name != "" && !ValidName(e.Name):
+			errs.Add(setting.Join(p, "name"), "%q is not a valid name: 1 to 64 letters, digits, '_' or '-'", e.Name)
+		case name == "":
+		case names[name] > 0:
+			what := "name"
+			if e.Name == "" {
+				what = "default name"
+			}
+			errs.Add(setting.Join(p, "name"), "%s %q is already used by uplink[%d]; names must be unique", what, name, names[name]-1)
+		default:
+			names[name] = i + 1
+		}
+		errs.Merge(setting.Join(p, "filter"), e.Filter.Validate())
+	}
 	return errs.Err()
+}
+
+// Upstream kinds: the key of each kind's block, and an entry's default
+// name.
+const KindNATS = "nats"
+
+// Kinds lists the upstream kinds.
+var Kinds = []string{KindNATS}
+
+// MaxUpstreams is how many upstreams the list form may hold (the buffer
+// keeps a cursor per upstream, at most 8).
+const MaxUpstreams = 8
+
+// Entry is one upstream of the list form: a name, a filter, and the block
+// of its kind (exactly one).
+type Entry struct {
+	Name   string      `yaml:"name" doc:"the upstream's name (letters, digits, _ and -; unique): its buffer cursor, metrics label and status; default its kind (nats)"`
+	Filter Filter      `yaml:"filter" doc:"which records this upstream takes; default all"`
+	NATS   *NATSConfig `yaml:"nats" doc:"a NATS JetStream upstream"`
+}
+
+// Kind returns the kind of the entry's block ("" when it has none).
+func (e *Entry) Kind() string {
+	if e.NATS != nil {
+		return KindNATS
+	}
+	return ""
+}
+
+// Entries returns the upstreams of the section, in order, each with its
+// name (the kind's when the file gives none): the list form as it is, the
+// map form's nats block as the entry "nats". A new kind adds its map
+// form's block here.
+func (c *Config) Entries() []Entry {
+	if c.List != nil {
+		out := make([]Entry, len(c.List))
+		for i, e := range c.List {
+			if e.Name == "" {
+				e.Name = e.Kind()
+			}
+			out[i] = e
+		}
+		return out
+	}
+	var out []Entry
+	if c.NATS != nil {
+		out = append(out, Entry{Name: KindNATS, NATS: c.NATS})
+	}
+	return out
+}
+
+// Control returns the NATS connection of the control plane (commands,
+// fleet, ferry tail): the map form's nats block, or the first NATS
+// upstream of the list; nil when there is none.
+func (c *Config) Control() *NATSConfig {
+	for _, e := range c.Entries() {
+		if e.NATS != nil {
+			return e.NATS
+		}
+	}
+	return nil
+}
+
+// ValidName reports whether name may name an upstream: 1 to 64 letters,
+// digits, '_' or '-'.
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Filter is an upstream's `filter:` block: which records it takes. A
+// record the filter excludes counts as acknowledged by that upstream.
+// Devices filter whole records (a telemetry record holds one device's
+// scans); points filter the samples inside a telemetry record, which is
+// sent with only those (the same bytes at every send, so a replay keeps
+// its id and bytes). An alert passes when its device (if any) and its
+// point (if any) match.
+type Filter struct {
+	Devices   []string `yaml:"devices" doc:"globs (as path.Match: * ? [a-z]) of the device names whose records this upstream takes; empty: every device"`
+	Points    []string `yaml:"points" doc:"globs of the point names this upstream takes; a telemetry record is sent with only those points; empty: every point"`
+	Alerts    *bool    `yaml:"alerts" doc:"take alerts and audit events (default true)"`
+	Telemetry *bool    `yaml:"telemetry" doc:"take telemetry (default true)"`
+}
+
+// Validate checks the globs.
+func (f *Filter) Validate() error {
+	var errs setting.Errors
+	for _, g := range []struct {
+		path  string
+		globs []string
+	}{{"devices", f.Devices}, {"points", f.Points}} {
+		for i, p := range g.globs {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				errs.Add(setting.Index(g.path, i), "%q is not a glob (as path.Match: * ? [a-z])", p)
+			}
+		}
+	}
+	return errs.Err()
+}
+
+// All reports whether the filter takes every record whole.
+func (f *Filter) All() bool {
+	return len(f.Devices) == 0 && len(f.Points) == 0 && f.TakesAlerts() && f.TakesTelemetry()
+}
+
+// TakesAlerts reports whether alerts pass.
+func (f *Filter) TakesAlerts() bool { return f.Alerts == nil || *f.Alerts }
+
+// TakesTelemetry reports whether telemetry passes.
+func (f *Filter) TakesTelemetry() bool { return f.Telemetry == nil || *f.Telemetry }
+
+// Device reports whether device passes.
+func (f *Filter) Device(device string) bool { return matchAny(f.Devices, device) }
+
+// Point reports whether point passes.
+func (f *Filter) Point(point string) bool { return matchAny(f.Points, point) }
+
+// PointsAll reports whether every point passes.
+func (f *Filter) PointsAll() bool { return len(f.Points) == 0 }
+
+func matchAny(globs []string, s string) bool {
+	if len(globs) == 0 {
+		return true
+	}
+	for _, g := range globs {
+		if ok, _ := path.Match(g, s); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate checks the block; paths are relative to it ("urls[1]").
@@ -277,14 +472,27 @@ func (c *NATSConfig) Validate() error {
 // to the uplink section. The loader calls it with the gateway section,
 // which Validate does not see.
 func (c *Config) ValidateGateway(id, site string) error {
-	if c.NATS == nil {
-		return nil
+	var errs setting.Errors
+	if c.List == nil {
+		if c.NATS != nil {
+			errs.Merge("nats", c.NATS.validateGateway(id, site))
+		}
+		return errs.Err()
 	}
+	for i, e := range c.List {
+		if e.NATS != nil {
+			errs.Merge(setting.Join(setting.Index("", i), "nats"), e.NATS.validateGateway(id, site))
+		}
+	}
+	return errs.Err()
+}
+
+func (c *NATSConfig) validateGateway(id, site string) error {
 	var errs setting.Errors
 	for _, t := range []struct{ path, tmpl string }{
-		{"nats.telemetry_subject", c.NATS.TelemetrySubject},
-		{"nats.alert_subject", c.NATS.AlertSubject},
-		{"nats.catalog_subject", c.NATS.CatalogSubject},
+		{"telemetry_subject", c.TelemetrySubject},
+		{"alert_subject", c.AlertSubject},
+		{"catalog_subject", c.CatalogSubject},
 	} {
 		p, err := parseTemplate(t.tmpl, "site", "gateway", "device")
 		if err != nil {

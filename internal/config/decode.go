@@ -219,6 +219,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	switch t.Kind() {
 	case reflect.Struct:
+		if lf, ok := listForm(v); ok && n.Kind == yaml.SequenceNode {
+			d.decode(n, reflect.ValueOf(lf).Elem(), path)
+			return
+		}
 		d.decodeStruct(n, v, path)
 	case reflect.Slice:
 		if isNull(n) {
@@ -661,4 +665,23 @@ func typeWord(t reflect.Type) string {
 		return "size"
 	}
 	return "string"
+}
+
+// listFormer is implemented by a section that may also be written as a
+// list (`uplink: [...]`): ListForm returns a pointer to the slice the list
+// decodes into, with the list's paths (uplink[0].nats.urls).
+type listFormer interface {
+	ListForm() any
+}
+
+// listForm returns v's ListForm when v's type has one.
+func listForm(v reflect.Value) (any, bool) {
+	if !v.CanAddr() {
+		return nil, false
+	}
+	lf, ok := v.Addr().Interface().(listFormer)
+	if !ok {
+		return nil, false
+	}
+	return lf.ListForm(), true
 }

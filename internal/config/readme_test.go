@@ -17,6 +17,7 @@ func TestReadmeExamples(t *testing.T) {
 	others, _ := filepath.Glob("../../*/README.md")
 	readmes = append(readmes, others...)
 	readmes = append(readmes, "../../internal/reduce/README.md")
+	readmes = append(readmes, "../../docs/upstreams.md")
 	for _, r := range readmes {
 		data, err := os.ReadFile(r)
 		if err != nil {

@@ -78,6 +78,10 @@ func (g *schemaGen) base(t reflect.Type) map[string]any {
 	case reflect.Pointer:
 		return g.base(t.Elem())
 	case reflect.Struct:
+		// A section with a list form takes either form.
+		if lf, ok := reflect.New(t).Interface().(listFormer); ok {
+			return map[string]any{"anyOf": []any{g.ref(t), g.base(reflect.TypeOf(lf.ListForm()).Elem())}}
+		}
 		return g.ref(t)
 	case reflect.Slice:
 		return map[string]any{"type": "array", "items": g.base(t.Elem())}

@@ -77,6 +77,7 @@ type Gateway struct {
 	// API.
 	curCfg     atomic.Pointer[config.Config]
 	curUp      atomic.Pointer[uplink.Uplink]
+	curUps     atomic.Pointer[[]*upstream]
 	curDrivers atomic.Pointer[[]ferry.Driver]
 
 	// mu serialises Run's start and shutdown with Reload, and guards what
@@ -85,8 +86,9 @@ type Gateway struct {
 	cfg      *config.Config
 	groups   map[string]*group
 	sinksRun *runner
-	up       *uplink.Uplink
+	up       *uplink.Uplink // the first of ups
 	upRun    *runner
+	ups      []*upstream // upstreams.go
 	// runCtx is the parent of the drivers, the sinks and the uplink: set
 	// by Run once they start, nil again when its shutdown begins (a
 	// reload then does nothing).
@@ -121,6 +123,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Logger:        d.log.With("part", "buffer"),
 		Registerer:    d.reg,
 		Alert:         d.sendLocal,
+		Consumers:     bufferConsumers(cfg),
 	})
 	if err != nil {
 		return nil, err
@@ -161,13 +164,12 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		d.groups[key] = &group{key: key, spec: spec, drv: drv}
 	}
 	d.publishDrivers()
-	if cfg.Uplink.NATS != nil {
-		if d.up, err = d.newUplink(cfg); err != nil {
-			buf.Close()
-			return nil, err
-		}
-		d.curUp.Store(d.up)
+	ups, err := d.newUpstreams(cfg)
+	if err != nil {
+		buf.Close()
+		return nil, err
 	}
+	d.setUpstreams(ups)
 	if err := d.openHistory(cfg); err != nil {
 		buf.Close()
 		return nil, err
@@ -198,22 +200,6 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	return d, nil
 }
 
-func (d *Gateway) newUplink(cfg *config.Config) (*uplink.Uplink, error) {
-	up, err := uplink.New(*cfg.Uplink.NATS, d.buf, uplink.Options{
-		Gateway:    cfg.Gateway.ID,
-		Site:       cfg.Gateway.Site,
-		Version:    d.opts.Version,
-		Logger:     d.log.With("part", "uplink"),
-		Registerer: d.reg,
-		Alert:      d.alert,
-	})
-	if err != nil {
-		return nil, err
-	}
-	up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
-	return up, nil
-}
-
 // Run starts every part, serves until ctx ends, then shuts down in
 // pipeline order: drivers, pipeline (rules see the last scans), buffer
 // commit, uplink flush, sinks, buffer close, HTTP. The shutdown waits at
@@ -238,9 +224,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	d.mu.Lock()
 	cfg := d.cfg
 	d.sinksRun = start(partsCtx, d.sinks.Load().Run)
-	if d.up != nil {
-		d.upRun = start(partsCtx, d.up.Run)
-	}
+	d.startUpstreams(partsCtx)
 	for _, g := range d.groups {
 		d.startGroup(partsCtx, g)
 	}
@@ -313,10 +297,8 @@ func (d *Gateway) Run(ctx context.Context) error {
 		d.log.Error("buffer flush at shutdown", "err", err)
 	}
 	cancel()
-	// 4. The uplink flushes what is in flight (or releases it).
-	if !d.upRun.stop(left()) {
-		d.log.Error("uplink did not stop in time; its records in flight are sent again at the next start")
-	}
+	// 4. The upstreams flush what is in flight (or release it).
+	d.stopUpstreams(left())
 	// 5. Local sinks deliver what they hold, within the timeout.
 	if !d.sinksRun.stop(left()) {
 		d.log.Error("alert sinks did not stop in time")

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/daemon"
-	"github.com/ferry-edge/ferry/uplink"
 )
 
 // A reload is a table of stages, one per part that can change while
@@ -141,36 +140,10 @@ func (d *Gateway) prepareSinks(old, cfg *config.Config) (func(), error) {
 	}, nil
 }
 
-// prepareUplink builds the uplink when its section changed (or hands the
-// running one the new catalog); the commit stops the old one and starts
-// the new.
+// prepareUplink builds the upstreams when the uplink section changed
+// (upstreams.go).
 func (d *Gateway) prepareUplink(old, cfg *config.Config) (func(), error) {
-	if reflect.DeepEqual(old.Uplink, cfg.Uplink) {
-		return func() {
-			if d.up != nil {
-				d.up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
-			}
-		}, nil
-	}
-	var up *uplink.Uplink
-	if cfg.Uplink.NATS != nil {
-		var err error
-		if up, err = d.newUplink(cfg); err != nil {
-			return nil, err
-		}
-	}
-	return func() {
-		if d.upRun != nil {
-			d.upRun.stop(d.opts.ShutdownTimeout)
-			d.up, d.upRun = nil, nil
-			d.curUp.Store(nil)
-		}
-		if up != nil {
-			d.up, d.upRun = up, start(d.runCtx, up.Run)
-			d.curUp.Store(up)
-			d.log.Info("uplink restarted")
-		}
-	}, nil
+	return d.prepareUpstreams(old, cfg)
 }
 
 // prepareGroups builds the drivers of the device groups that are new or

@@ -133,7 +133,8 @@ func (d *Gateway) webStatus() web.Status {
 	if err := d.buf.Err(); err != nil {
 		st.Buffer.Error = err.Error()
 	}
-	st.Uplink.Configured = cfg.Uplink.NATS != nil
+	st.Upstreams = d.upstreamStatus()
+	st.Uplink.Configured = len(cfg.Uplink.Entries()) > 0
 	if st.Uplink.Configured {
 		err := d.uplinkErr()
 		st.Uplink.Connected = err == nil
@@ -149,12 +150,12 @@ func reloadError(err error) string { return strings.ReplaceAll(err.Error(), "\n"
 
 // uplinkErr is the uplink's readiness check.
 func (d *Gateway) uplinkErr() error {
-	up := d.curUp.Load()
-	if up == nil {
-		if d.curCfg.Load().Uplink.NATS != nil {
+	u := d.primary()
+	if u == nil {
+		if len(d.curCfg.Load().Uplink.Entries()) > 0 {
 			return errors.New("not running (see the log: the uplink could not be started)")
 		}
 		return nil
 	}
-	return up.Err()
+	return u.err()
 }

@@ -290,8 +290,10 @@ type apiStatus struct {
 	ConfigVersion string    `json:"config_version"`
 	Buffer        apiBuffer `json:"buffer"`
 	// Uplink is "connected", "not configured" or why it is not connected.
-	Uplink string       `json:"uplink"`
-	Fleet  *FleetStatus `json:"fleet,omitempty"`
+	Uplink string `json:"uplink"`
+	// Upstreams is each upstream, when there are several.
+	Upstreams []UpstreamStatus `json:"upstreams,omitempty"`
+	Fleet     *FleetStatus     `json:"fleet,omitempty"`
 }
 
 type apiBuffer struct {
@@ -312,7 +314,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := s.status()
 	out := apiStatus{
 		Version: st.Version, Gateway: st.Gateway, Site: st.Site,
-		ConfigFile: st.Config.File, ConfigVersion: st.Config.Version, Fleet: st.Fleet,
+		ConfigFile: st.Config.File, ConfigVersion: st.Config.Version, Fleet: st.Fleet, Upstreams: st.Upstreams,
 		Buffer: apiBuffer{Lanes: make([]apiLane, len(st.Buffer.Lanes)), FileBytes: st.Buffer.FileBytes, FreeBytes: st.Buffer.FreeBytes, QueueLength: st.Buffer.QueueLength},
 	}
 	for i, l := range st.Buffer.Lanes {

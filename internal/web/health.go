@@ -24,7 +24,10 @@ type Status struct {
 	Config        ConfigStatus `json:"config"`
 	Buffer        BufferStatus `json:"buffer"`
 	Uplink        UplinkStatus `json:"uplink"`
-	Fleet         *FleetStatus `json:"fleet,omitempty"`
+	// Upstreams is each upstream, when there are several (uplink as a
+	// list); Uplink is then the first one's.
+	Upstreams []UpstreamStatus `json:"upstreams,omitempty"`
+	Fleet     *FleetStatus     `json:"fleet,omitempty"`
 }
 
 // ConfigStatus is the running configuration and the last reload.
@@ -77,6 +80,19 @@ type UplinkStatus struct {
 	Configured bool   `json:"configured"`
 	Connected  bool   `json:"connected"`
 	Error      string `json:"error,omitempty"`
+}
+
+// UpstreamStatus is one of several upstreams: its link and what it has
+// not yet acknowledged of the buffer (its cursor).
+type UpstreamStatus struct {
+	Name             string  `json:"name"`
+	Kind             string  `json:"kind"`
+	Connected        bool    `json:"connected"`
+	Error            string  `json:"error,omitempty"`
+	Pending          int     `json:"pending"`
+	PendingBytes     int64   `json:"pending_bytes"`
+	InFlight         int     `json:"in_flight"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 }
 
 // Health is the answer of GET /api/health.

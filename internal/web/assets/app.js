@@ -527,6 +527,11 @@ function renderHealth() {
     ]),
     hl.durability && hl.durability.last_loss_message ? h('p', {class: 'problem'}, hl.durability.last_loss_message) : null,
     up.error && up.configured ? h('p', {class: 'problem'}, up.error) : null,
+    (hl.upstreams || []).length ? table('upstreams', ['Upstream', 'State', 'Pending', 'Oldest'], (hl.upstreams).map((u) => h('tr', {},
+      h('th', {scope: 'row'}, `${u.name} (${u.kind})`),
+      h('td', {}, u.connected ? pill('connected', 'connected') : pill('lost', u.error || 'not connected')),
+      h('td', {class: 'num'}, `${u.pending} (${fmtBytes(u.pending_bytes)})`),
+      h('td', {class: 'num'}, u.pending ? fmtAge(u.oldest_age_seconds) : '—')))) : null,
     tr.window_seconds ? h('p', {class: 'muted small'}, `rates over the last ${Math.round(tr.window_seconds)} s`) : h('p', {class: 'muted small'}, 'rates appear after a few seconds'));
 
   // One column per lane, one row per figure: narrow enough for a phone.
