@@ -65,10 +65,11 @@ func cmdTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintln(stderr, err)
 			return &exitError{code: 1, err: fmt.Errorf("%s is not valid", *cfgPath)}
 		}
-		if c.Uplink.NATS == nil {
-			return &exitError{code: 1, err: fmt.Errorf("%s has no uplink.nats section", *cfgPath)}
+		ctl := c.Uplink.Control() // the first NATS upstream
+		if ctl == nil {
+			return &exitError{code: 1, err: fmt.Errorf("%s has no NATS uplink", *cfgPath)}
 		}
-		nc = *c.Uplink.NATS
+		nc = *ctl
 		if len(subjects) == 0 {
 			s, err := nc.SubjectsFor(c.Gateway.Site, c.Gateway.ID)
 			if err != nil {

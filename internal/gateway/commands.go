@@ -157,13 +157,14 @@ func (d *Gateway) serveCommands(ctx context.Context, cfg *config.Config) {
 		case <-d.cmds.changed:
 		}
 	}
-	if cfg.Uplink.NATS == nil {
+	nc0 := cfg.Uplink.Control() // the first NATS upstream
+	if nc0 == nil {
 		wait()
 		return
 	}
 	subject := cfg.Commands.SubjectFor(cfg.Gateway.Site, cfg.Gateway.ID)
 	log := d.log.With("part", "commands", "subject", subject)
-	nc, err := uplink.Connect(*cfg.Uplink.NATS, "ferry "+cfg.Gateway.ID+" commands", nats.RetryOnFailedConnect(true),
+	nc, err := uplink.Connect(*nc0, "ferry "+cfg.Gateway.ID+" commands", nats.RetryOnFailedConnect(true),
 		nats.CustomInboxPrefix(uplink.InboxPrefix(cfg.Gateway.Site, cfg.Gateway.ID)))
 	if err != nil {
 		log.Error("commands: NATS connection", "err", err)
@@ -212,7 +213,7 @@ func (d *Gateway) serveCommands(ctx context.Context, cfg *config.Config) {
 // that the next session uses the new ones. Everything else of the command
 // settings is read live.
 func (d *Gateway) prepareCommands(old, cfg *config.Config) (func(), error) {
-	if reflect.DeepEqual(old.Uplink.NATS, cfg.Uplink.NATS) &&
+	if reflect.DeepEqual(old.Uplink.Control(), cfg.Uplink.Control()) &&
 		old.Commands.SubjectFor(old.Gateway.Site, old.Gateway.ID) == cfg.Commands.SubjectFor(cfg.Gateway.Site, cfg.Gateway.ID) {
 		return nil, nil
 	}
