@@ -77,6 +77,7 @@ function renderSearch(res) {
   if (!items.length) kids.push(h('li', {class: 'none'}, res.error || 'Nothing matches.'));
   else if (res.total > res.points.length) kids.push(h('li', {class: 'none'}, `${res.points.length} of ${res.total} points: type more to narrow`));
   list.replaceChildren(...kids);
+  list.dataset.q = res.q;
   search.items = items;
   search.active = -1;
   list.hidden = false;
@@ -499,7 +500,8 @@ function renderDevice(d, points, alerts) {
     plan ? [
       h('p', {class: 'sub'}, `every ${fmtMS(plan.interval_ms)}, timeout ${fmtMS(plan.timeout_ms)}, ${plan.requests.length} request${plan.requests.length === 1 ? '' : 's'} per poll`),
       h('ol', {class: 'plan mono small'}, plan.requests.map((r) => h('li', {}, r))),
-      plan.bad && plan.bad.length ? [h('p', {class: 'problem'}, 'Unreadable ranges (skipped):'), h('ul', {class: 'plan mono small'}, plan.bad.map((b) => h('li', {}, b)))] : null,
+      plan.bad && plan.bad.length ? h('p', {class: 'problem'}, 'Unreadable ranges (skipped):') : null,
+      plan.bad && plan.bad.length ? h('ul', {class: 'plan bad mono small'}, plan.bad.map((b) => h('li', {}, b))) : null,
     ] : h('p', {class: 'muted'}, `No request plan: ${d.protocol === 'opcua' ? 'OPC UA points are read by subscription' : d.protocol === 'mqtt' ? 'MQTT points arrive as messages' : 'the driver does not poll it'}.`));
   const rows = points.map((p) => h('tr', {'data-point': `${p.device}.${p.point}`},
     cell('Point', {class: 'head'}, h('a', {class: 'name', href: '#trend/24h/' + encodeURIComponent(p.device) + ':' + encodeURIComponent(p.point)}, p.point),
