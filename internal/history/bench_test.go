@@ -135,7 +135,7 @@ func BenchmarkAdd(b *testing.B) {
 			s.mu.Lock()
 			for _, id := range s.dirty {
 				a := s.acc[id]
-				a.raw, a.done, a.has = a.raw[:0], nil, false
+				a.raw, a.done, a.has, a.jn = a.raw[:0], nil, false, 0
 			}
 			s.dirty, s.pending = s.dirty[:0], 0
 			s.mu.Unlock()
