@@ -83,8 +83,8 @@ type Store struct {
 	// so that they see a fold's samples either in memory or on disk.
 	wmu        sync.RWMutex
 	lastFold   time.Time
-	jseq       uint64 // the last journal key
-	jBytes     int64  // key and value bytes in the journal
+	jseq       uint64          // the last journal key
+	jBytes     int64           // key and value bytes in the journal
 	rawBytes   map[int64]int64 // hour partition -> key+value bytes
 	rollBytes  map[int64]int64 // day partition -> key+value bytes
 	alertBytes int64
@@ -107,8 +107,8 @@ type newSeries struct {
 // they touched (most samples fall in the current minute: cur; a sample of
 // another minute closes it into done).
 type seriesAcc struct {
-	raw    []rawSample
-	jn     int
+	raw []rawSample
+	jn  int
 	// spare is the slice of the fold before last, for the next one.
 	spare  []rawSample
 	cur    rollup
