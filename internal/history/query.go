@@ -102,7 +102,10 @@ func (s *Store) Query(q Query) (Series, error) {
 	return out, err
 }
 
-func prefix(id uint32) []byte { return binary.BigEndian.AppendUint32(nil, id) }
+// rawKey is the key of series id's block in fold seq.
+func rawKey(seq uint64, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(make([]byte, 0, 12), seq), id)
+}
 
 func queryRaw(tx *bolt.Tx, id uint32, from, to int64, mem []rawSample) []Point {
 	rb := tx.Bucket(bktRaw)
@@ -114,7 +117,6 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64, mem []rawSample) []Point {
 		}
 		pts = append(pts, p)
 	}
-	pre := prefix(id)
 	c := rb.Cursor()
 	for k, _ := c.Seek(partKey(floorDiv(from, int64(time.Hour)) * 3600)); k != nil; k, _ = c.Next() {
 		if int64(binary.BigEndian.Uint64(k))*int64(time.Second) >= to {
@@ -124,9 +126,27 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64, mem []rawSample) []Point {
 		if hb == nil {
 			continue
 		}
+		// Keys are fold sequence + id: seek the id in each fold.
 		hc := hb.Cursor()
-		for bk, bv := hc.Seek(pre); len(bk) == 12 && binary.BigEndian.Uint32(bk) == id; bk, bv = hc.Next() {
-			decodeBlock(int64(binary.BigEndian.Uint64(bk[4:])), bv, func(ns int64, v float64, q ferry.Status) {
+		for bk, bv := hc.Seek(rawKey(0, id)); bk != nil; {
+			if len(bk) != 12 {
+				bk, bv = hc.Next()
+				continue
+			}
+			seq, kid := binary.BigEndian.Uint64(bk), binary.BigEndian.Uint32(bk[8:])
+			if kid != id {
+				if kid < id {
+					bk, bv = hc.Seek(rawKey(seq, id))
+				} else {
+					bk, bv = hc.Seek(rawKey(seq+1, id))
+				}
+				continue
+			}
+			if len(bv) < 8 {
+				bk, bv = hc.Seek(rawKey(seq+1, id))
+				continue
+			}
+			decodeBlock(int64(binary.BigEndian.Uint64(bv)), bv[8:], func(ns int64, v float64, q ferry.Status) {
 				if ns < from || ns >= to {
 					return
 				}
@@ -136,6 +156,7 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64, mem []rawSample) []Point {
 				}
 				pts = append(pts, p)
 			})
+			bk, bv = hc.Seek(rawKey(seq+1, id))
 		}
 	}
 	sort.SliceStable(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })

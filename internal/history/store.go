@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -40,7 +41,11 @@ var ErrLocked = errors.New("history file is in use by another process")
 
 var (
 	bktSeries = []byte("series")
-	bktRaw    = []byte("raw")
+	// bktRaw holds a bucket per hour of raw samples, keyed by fold
+	// sequence and series id (putRaw); bktRawV1 is the layout before
+	// (keyed by id and time), dropped at open.
+	bktRaw    = []byte("raw2")
+	bktRawV1  = []byte("raw")
 	bktRoll   = []byte("rollups")
 	bktAlerts = []byte("alerts")
 	// bktJournal holds, under a sequence number, the samples of each
@@ -84,6 +89,7 @@ type Store struct {
 	wmu        sync.RWMutex
 	lastFold   time.Time
 	jseq       uint64          // the last journal key
+	foldSeq    uint64          // the last fold's key prefix in raw hours
 	jBytes     int64           // key and value bytes in the journal
 	rawBytes   map[int64]int64 // hour partition -> key+value bytes
 	rollBytes  map[int64]int64 // day partition -> key+value bytes
@@ -310,6 +316,11 @@ func (s *Store) load(readOnly bool) error {
 				var n int64
 				_ = b.Bucket(k).ForEach(func(k, v []byte) error { n += int64(len(k) + len(v)); return nil })
 				p.sizes[int64(binary.BigEndian.Uint64(k))] = n
+				if bytes.Equal(p.name, bktRaw) {
+					if lk, _ := b.Bucket(k).Cursor().Last(); len(lk) == 12 {
+						s.foldSeq = max(s.foldSeq, binary.BigEndian.Uint64(lk))
+					}
+				}
 				return nil
 			})
 			if err != nil {
@@ -333,6 +344,9 @@ func (s *Store) load(readOnly bool) error {
 		return s.db.View(load)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bktRawV1); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return err
+		}
 		for _, n := range [][]byte{bktSeries, bktRaw, bktRoll, bktAlerts, bktJournal} {
 			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
 				return err
@@ -619,12 +633,26 @@ func (s *Store) commit(forceFold bool) error {
 
 func partKey(p int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(p)) }
 
-// putRaw writes each series' new samples as one block per hour:
-// key id+first ns, value repeated (zigzag varint delta ns, status, float64).
+// putRaw writes each series' samples of a fold as one block per hour:
+// key fold sequence (8 bytes) + series id (4), value the first sample's
+// ns (8 bytes) then, per sample, zigzag varint delta ns from it, status,
+// float64. A fold's keys all sort after the previous fold's: they are
+// appended to each hour's B+tree, in id order, and no earlier block is
+// read or written again (keyed by id first, each fold inserted a block
+// beside every series' last one and rewrote its page).
 func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]int64) error {
 	rb := tx.Bucket(bktRaw)
 	cutoff := s.now().Add(-s.cfg.Raw).UnixNano()
-	for id, smps := range raw {
+	s.foldSeq++
+	ids := make([]uint32, 0, len(raw))
+	for id := range raw {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	hourB := map[int64]*bolt.Bucket{}
+	var buf []byte
+	for _, id := range ids {
+		smps := raw[id]
 		if !slices.IsSortedFunc(smps, cmpRaw) {
 			slices.SortStableFunc(smps, cmpRaw)
 		}
@@ -639,32 +667,37 @@ func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]in
 			if block[len(block)-1].ns < cutoff {
 				continue // already past retention
 			}
-			hb, err := rb.CreateBucketIfNotExists(partKey(hour * 3600))
-			if err != nil {
-				return err
+			hb := hourB[hour]
+			if hb == nil {
+				var err error
+				if hb, err = rb.CreateBucketIfNotExists(partKey(hour * 3600)); err != nil {
+					return err
+				}
+				// Keys only grow: fill the pages.
+				hb.FillPercent = 1
+				hourB[hour] = hb
 			}
-			// Each series' blocks go after its last one: a split that
-			// left the page half empty would leave it so.
-			hb.FillPercent = 0.9
-			k := binary.BigEndian.AppendUint32(make([]byte, 0, 12), id)
-			k = binary.BigEndian.AppendUint64(k, uint64(block[0].ns))
-			v := hb.Get(k)
-			old := len(v)
+			k := binary.BigEndian.AppendUint64(make([]byte, 0, 12), s.foldSeq)
+			k = binary.BigEndian.AppendUint32(k, id)
 			base := block[0].ns
-			buf := make([]byte, 0, len(v)+len(block)*12)
-			buf = append(buf, v...)
+			// bbolt keeps the value until the transaction ends: a
+			// slice of one buffer per fold, grown as needed.
+			if cap(buf)-len(buf) < 8+len(block)*19 {
+				buf = make([]byte, 0, max(64<<10, 8+len(block)*19))
+			}
+			start := len(buf)
+			buf = binary.BigEndian.AppendUint64(buf, uint64(base))
 			for _, r := range block {
 				buf = binary.AppendVarint(buf, r.ns-base)
 				buf = append(buf, byte(r.q))
 				buf = binary.BigEndian.AppendUint64(buf, math.Float64bits(r.v))
 			}
-			if err := hb.Put(k, buf); err != nil {
+			v := buf[start:len(buf):len(buf)]
+			buf = buf[len(buf):]
+			if err := hb.Put(k, v); err != nil {
 				return err
 			}
-			if old == 0 {
-				add[hour*3600] += int64(len(k))
-			}
-			add[hour*3600] += int64(len(buf) - old)
+			add[hour*3600] += int64(len(k) + len(v))
 		}
 	}
 	return nil
