@@ -53,7 +53,9 @@ func (s *Store) commitJournal() error {
 	// journalChunk bytes, each under its own key: several fit in a page,
 	// so an append rewrites no earlier value (a value larger than a page
 	// is copied again when the next one splits its leaf).
-	size = n*12 + len(parts)*8
+	// Per sample: a delta of up to 5 bytes (up to 10 for the first), the
+	// status, 8 bytes of value.
+	size = n*14 + len(parts)*24
 	buf := make([]byte, 0, size)
 	var cuts []int
 	for _, p := range parts {

@@ -72,10 +72,11 @@ type Store struct {
 	now  func() time.Time
 	keep map[string]bool // nil: every device
 
-	mu     sync.Mutex
-	series map[string]map[string]uint32
-	nextID uint32
-	newSer []newSeries
+	mu      sync.Mutex
+	series  map[string]map[string]uint32
+	scanIDs map[string]*scanIDs
+	nextID  uint32
+	newSer  []newSeries
 	// acc holds, by series id, what waits for the next fold (journaled
 	// or not yet); dirty lists the ids that have something.
 	acc      []*seriesAcc
@@ -102,6 +103,15 @@ type Store struct {
 
 	m metrics
 }
+
+// scanIDs are the series ids of a device's last scan, by position.
+type scanIDs struct {
+	points []string
+	ids    []uint32
+}
+
+// maxScanIDs bounds the positions remembered per device.
+const maxScanIDs = 10_000
 
 type newSeries struct {
 	key string
@@ -248,6 +258,7 @@ func Open(dir string, cfg Config, opts Options) (*Store, error) {
 	s := &Store{
 		cfg: cfg, db: db, log: opts.Logger, now: opts.Now,
 		series:   map[string]map[string]uint32{},
+		scanIDs:  map[string]*scanIDs{},
 		rawBytes: map[int64]int64{}, rollBytes: map[int64]int64{}, ratio: 2,
 		lastFold: opts.Now(),
 	}
@@ -389,8 +400,8 @@ func (s *Store) Add(sc *ferry.Scan) {
 		return
 	}
 	var dropped, skipped int
-	var lastDev string
-	var pts map[string]uint32
+	lastDev := "\x00" // no device has this name: the first sample looks up
+	var ids *scanIDs
 	s.mu.Lock()
 	for i := range sc.Samples {
 		smp := &sc.Samples[i]
@@ -415,17 +426,32 @@ func (s *Store) Add(sc *ferry.Scan) {
 		if dev == "" {
 			dev = sc.Device
 		}
-		// A scan is nearly always one device: look it up once.
-		if dev != lastDev || pts == nil {
-			lastDev, pts = dev, s.series[dev]
+		// A device's scans list the same points in the same order, with
+		// the same strings: the ids of its last scan, by position, save
+		// the map lookups.
+		var id uint32
+		if dev != lastDev {
+			lastDev, ids = dev, s.scanIDs[dev]
+			if ids == nil {
+				ids = &scanIDs{}
+				s.scanIDs[dev] = ids
+			}
 		}
-		id := pts[smp.Point]
+		if i < len(ids.points) && ids.points[i] == smp.Point {
+			id = ids.ids[i]
+		} else {
+			id = s.series[dev][smp.Point]
+		}
 		if id == 0 {
-			pts = nil
 			s.nextID++
 			id = s.nextID
 			s.setID(dev, smp.Point, id)
 			s.newSer = append(s.newSer, newSeries{seriesKey(dev, smp.Point), id})
+		}
+		if i < len(ids.points) {
+			ids.points[i], ids.ids[i] = smp.Point, id
+		} else if i == len(ids.points) && i < maxScanIDs {
+			ids.points, ids.ids = append(ids.points, smp.Point), append(ids.ids, id)
 		}
 		s.accumulate(id, ns, v, smp.Quality.Status)
 	}
