@@ -259,6 +259,11 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	// Search finds a point by a word of its description and its device.
 	do(t, ctx, 30*time.Second, "open the console", chromedp.Navigate(ts.URL+"/#devices"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="press1"]`)))
+	// Every later visit is a navigation within this page: a violation of
+	// the console's Content-Security-Policy by what the new views do
+	// (an inline style, an eval) is recorded here.
+	do(t, ctx, 10*time.Second, "watch for CSP violations",
+		runJS(`window.cspViolations = []; document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI))`))
 	do(t, ctx, 20*time.Second, "search for press1's hydraulic pressure",
 		chromedp.SendKeys(chromedp.CSS(`#search`), "hydraulic press1"),
 		chromedp.WaitVisible(chromedp.CSS(`#search-results[data-q="hydraulic press1"] li[data-device="press1"][data-point="pressure_1"]`)))
@@ -393,6 +398,10 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	do(t, ctx, 20*time.Second, "recent alerts on the device page",
 		waitJS(`!!document.querySelector('#device-body tr[data-rule="oil_hot"][data-state="cleared"]')`))
 	shot(t, ctx, filepath.Join(shots, "device.png"))
+
+	if v := eval[string](t, ctx, `JSON.stringify(window.cspViolations)`); v != "[]" {
+		t.Errorf("Content-Security-Policy violations: %s", v)
+	}
 
 	// A 360 px phone: the new pages are no wider than the screen.
 	do(t, ctx, 10*time.Second, "360 px viewport", chromedp.EmulateViewport(360, 780))
