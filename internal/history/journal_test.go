@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/ferry-edge/ferry"
 )
 
@@ -79,5 +81,43 @@ func TestJournalFoldAcrossRestart(t *testing.T) {
 	check(s, "after restart, folded", 180)
 	if got := s.Bytes(); got <= 0 {
 		t.Errorf("bytes %d", got)
+	}
+}
+
+// TestReadOnlyOlderFile: the file of a ferry from before the raw2 layout,
+// opened read-only (ferry history on a stopped gateway), answers raw
+// queries with what it has (nothing raw) instead of failing.
+func TestReadOnlyOlderFile(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{t0.Add(time.Minute)}
+	s := open(t, dir, testConfig(), c)
+	s.Add(scan("d", t0, map[string]ferry.Value{"p": ferry.FloatValue(7)}))
+	if err := s.commit(true); err != nil {
+		t.Fatal(err)
+	}
+	// Make it look like the older layout: raw samples in "raw", none in
+	// "raw2".
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bktRaw); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bktRawV1)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	ro, err := Open(dir, testConfig(), Options{ReadOnly: true, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	raw, err := ro.Query(Query{Device: "d", Point: "p", From: t0, To: t0.Add(time.Minute), Step: time.Second})
+	if err != nil || len(raw.Points) != 0 {
+		t.Errorf("raw: %v, %+v", err, raw.Points)
+	}
+	roll, err := ro.Query(Query{Device: "d", Point: "p", From: t0, To: t0.Add(time.Minute), Step: time.Minute})
+	if err != nil || len(roll.Points) != 1 || roll.Points[0].Last != 7 {
+		t.Errorf("rollups: %v, %+v", err, roll.Points)
 	}
 }

@@ -117,6 +117,11 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64, mem []rawSample) []Point {
 		}
 		pts = append(pts, p)
 	}
+	if rb == nil {
+		// A file of an older ferry opened read-only: no raw2 bucket.
+		sort.SliceStable(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })
+		return pts
+	}
 	c := rb.Cursor()
 	for k, _ := c.Seek(partKey(floorDiv(from, int64(time.Hour)) * 3600)); k != nil; k, _ = c.Next() {
 		if int64(binary.BigEndian.Uint64(k))*int64(time.Second) >= to {
