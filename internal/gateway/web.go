@@ -47,6 +47,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Fleet:      d.webFleet,
 		Command:    d.command,
 		Historian:  d.historian(),
+		Plan:       d.devicePlan,
 		Checks: []web.Check{
 			{Name: "pipeline", Err: d.pipe.Err},
 			{Name: "buffer", Err: d.buf.Err},

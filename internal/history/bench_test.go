@@ -135,7 +135,7 @@ func BenchmarkAdd(b *testing.B) {
 			s.mu.Lock()
 			for _, id := range s.dirty {
 				a := s.acc[id]
-				a.raw, a.done, a.has = a.raw[:0], nil, false
+				a.raw, a.done, a.has, a.jn = a.raw[:0], nil, false, 0
 			}
 			s.dirty, s.pending = s.dirty[:0], 0
 			s.mu.Unlock()
@@ -146,8 +146,10 @@ func BenchmarkAdd(b *testing.B) {
 }
 
 // fillDays writes days of history for points points at one sample every
-// every, committing every simulated minute, with the clock following.
-func fillDays(b *testing.B, s *Store, c *clock, start time.Time, days, points int, every time.Duration) {
+// every, committing (and so folding) every commitMin simulated minutes,
+// with the clock following. Each commit is an fsync: on a busy machine a
+// week of one-minute commits takes a quarter of an hour.
+func fillDays(b *testing.B, s *Store, c *clock, start time.Time, days, points int, every time.Duration, commitMin int) {
 	b.Helper()
 	per := int(time.Minute / every)
 	sc := &ferry.Scan{Device: "line", Samples: make([]ferry.Sample, points)}
@@ -159,6 +161,9 @@ func fillDays(b *testing.B, s *Store, c *clock, start time.Time, days, points in
 				sc.Samples[p] = ferry.Sample{Device: "line", Point: "p" + strconv.Itoa(p), Value: ferry.FloatValue(float64(m%97) + float64(p)), Time: at}
 			}
 			s.Add(sc)
+		}
+		if (m+1)%commitMin != 0 {
+			continue
 		}
 		c.t = start.Add(time.Duration(m+1) * time.Minute)
 		if err := s.Commit(); err != nil {
@@ -221,8 +226,8 @@ func sevenDays(b *testing.B) (*Store, *clock, time.Time) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fillDays(b, s, c, start, 6, 20, time.Minute)
-	fillDays(b, s, c, start.Add(6*24*time.Hour), 1, 20, 10*time.Second)
+	fillDays(b, s, c, start, 6, 20, time.Minute, 10)
+	fillDays(b, s, c, start.Add(6*24*time.Hour), 1, 20, 10*time.Second, 10)
 	sevenDaysStore.s, sevenDaysStore.c, sevenDaysStore.start = s, c, start
 	return s, c, start
 }
@@ -240,7 +245,7 @@ func BenchmarkDiskPerPointDay(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		fillDays(b, s, c, start, 1, 100, time.Second)
+		fillDays(b, s, c, start, 1, 100, time.Second, 1)
 		s.wmu.Lock()
 		var raw, roll int64
 		for _, n := range s.rawBytes {

@@ -10,15 +10,20 @@
 // Promises:
 //
 //   - Add and Alert never block on the disk: they copy what they need
-//     into memory; Run writes it every commit_interval in one transaction
-//     (raw samples, the rollups they change, alerts). Pending data is
-//     bounded (maxPending samples, maxPendingAlerts alerts); beyond it
-//     Add drops and counts (ferry_history_dropped_samples_total).
-//   - A minute is never lost or counted twice across a restart: a commit
-//     merges what arrived for a minute into the stored rollup in the same
-//     transaction as the raw samples, so what is on disk is always every
-//     committed sample, once. A crash loses at most the last
-//     commit_interval, in raw and rollups alike.
+//     into memory; Run commits every commit_interval in one transaction:
+//     the samples since the last commit appended to a journal, and the
+//     alerts. About once a minute a commit folds instead: every sample
+//     since the last fold goes into the raw hours and the minute rollups
+//     it changes, and the journal is emptied, in the same transaction
+//     (journal.go). Open replays the journal into memory; queries merge
+//     memory and file. Pending data is bounded (maxPending samples until
+//     the fold, maxPendingAlerts alerts); beyond it Add drops and counts
+//     (ferry_history_dropped_samples_total).
+//   - A minute is never lost or counted twice across a restart: a
+//     committed sample is on disk exactly once, in the journal or folded,
+//     and a fold merges what arrived for a minute into the stored rollup.
+//     A crash loses at most the last commit_interval, in raw and rollups
+//     alike.
 //   - Bounded: raw samples live in one bucket per hour, rollups in one
 //     bucket per day; partitions older than their retention are dropped,
 //     and when the file's pages in use (estimated from the bytes stored

@@ -84,23 +84,44 @@ func (s *Store) Query(q Query) (Series, error) {
 	if id == 0 {
 		return out, nil
 	}
+	// What is not folded yet is in memory: read it and the file under
+	// wmu, so that a fold is seen whole or not at all.
+	s.wmu.RLock()
+	defer s.wmu.RUnlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if out.Step == 0 {
-			out.Points = queryRaw(tx, id, q.From.UnixNano(), q.To.UnixNano())
+			from, to := q.From.UnixNano(), q.To.UnixNano()
+			out.Points = queryRaw(tx, id, from, to, s.memRaw(id, from, to))
 			return nil
 		}
-		out.Points = queryRollups(tx, id, q.From.Unix(), q.To.Unix(), int64(out.Step/time.Second))
+		step := int64(out.Step / time.Second)
+		from := floorDiv(q.From.Unix(), 60) * 60
+		out.Points = queryRollups(tx, id, from, q.To.Unix(), step, s.memRollups(id, from, q.To.Unix()))
 		return nil
 	})
 	return out, err
 }
 
-func prefix(id uint32) []byte { return binary.BigEndian.AppendUint32(nil, id) }
+// rawKey is the key of series id's block in fold seq.
+func rawKey(seq uint64, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(make([]byte, 0, 12), seq), id)
+}
 
-func queryRaw(tx *bolt.Tx, id uint32, from, to int64) []Point {
+func queryRaw(tx *bolt.Tx, id uint32, from, to int64, mem []rawSample) []Point {
 	rb := tx.Bucket(bktRaw)
 	var pts []Point
-	pre := prefix(id)
+	for _, r := range mem {
+		p := Point{Time: time.Unix(0, r.ns).UTC(), Min: r.v, Max: r.v, Mean: r.v, Last: r.v, Quality: r.q}
+		if !math.IsNaN(r.v) {
+			p.Count = 1
+		}
+		pts = append(pts, p)
+	}
+	if rb == nil {
+		// A file of an older ferry opened read-only: no raw2 bucket.
+		sort.SliceStable(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })
+		return pts
+	}
 	c := rb.Cursor()
 	for k, _ := c.Seek(partKey(floorDiv(from, int64(time.Hour)) * 3600)); k != nil; k, _ = c.Next() {
 		if int64(binary.BigEndian.Uint64(k))*int64(time.Second) >= to {
@@ -110,9 +131,27 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64) []Point {
 		if hb == nil {
 			continue
 		}
+		// Keys are fold sequence + id: seek the id in each fold.
 		hc := hb.Cursor()
-		for bk, bv := hc.Seek(pre); len(bk) == 12 && binary.BigEndian.Uint32(bk) == id; bk, bv = hc.Next() {
-			decodeBlock(int64(binary.BigEndian.Uint64(bk[4:])), bv, func(ns int64, v float64, q ferry.Status) {
+		for bk, bv := hc.Seek(rawKey(0, id)); bk != nil; {
+			if len(bk) != 12 {
+				bk, bv = hc.Next()
+				continue
+			}
+			seq, kid := binary.BigEndian.Uint64(bk), binary.BigEndian.Uint32(bk[8:])
+			if kid != id {
+				if kid < id {
+					bk, bv = hc.Seek(rawKey(seq, id))
+				} else {
+					bk, bv = hc.Seek(rawKey(seq+1, id))
+				}
+				continue
+			}
+			if len(bv) < 8 {
+				bk, bv = hc.Seek(rawKey(seq+1, id))
+				continue
+			}
+			decodeBlock(int64(binary.BigEndian.Uint64(bv)), bv[8:], func(ns int64, v float64, q ferry.Status) {
 				if ns < from || ns >= to {
 					return
 				}
@@ -122,13 +161,16 @@ func queryRaw(tx *bolt.Tx, id uint32, from, to int64) []Point {
 				}
 				pts = append(pts, p)
 			})
+			bk, bv = hc.Seek(rawKey(seq+1, id))
 		}
 	}
 	sort.SliceStable(pts, func(i, j int) bool { return pts[i].Time.Before(pts[j].Time) })
 	return pts
 }
 
-func queryRollups(tx *bolt.Tx, id uint32, from, to, step int64) []Point {
+// queryRollups merges the stored minutes of series id in [from, to) with
+// mem (the minutes not folded yet, sorted) into buckets of step seconds.
+func queryRollups(tx *bolt.Tx, id uint32, from, to, step int64, mem []minRollup) []Point {
 	rb := tx.Bucket(bktRoll)
 	pts := make([]Point, 0, min((to-from)/step+1, MaxPoints*4))
 	var cur rollup
@@ -144,6 +186,14 @@ func queryRollups(tx *bolt.Tx, id uint32, from, to, step int64) []Point {
 			p.Min, p.Max, p.Mean, p.Last = cur.Min, cur.Max, cur.Sum/float64(cur.Count), cur.Last
 		}
 		pts = append(pts, p)
+	}
+	add := func(m int64, r *rollup) {
+		b := floorDiv(m, step) * step
+		if b != curB {
+			emit()
+			cur, curB = rollup{}, b
+		}
+		cur.merge(r)
 	}
 	// Buckets are aligned on the step from the Unix epoch, so that the
 	// same range asked twice gives the same buckets.
@@ -169,13 +219,19 @@ func queryRollups(tx *bolt.Tx, id uint32, from, to, step int64) []Point {
 			if !ok {
 				continue
 			}
-			b := floorDiv(m, step) * step
-			if b != curB {
-				emit()
-				cur, curB = rollup{}, b
+			for len(mem) > 0 && mem[0].min < m {
+				add(mem[0].min, &mem[0].r)
+				mem = mem[1:]
 			}
-			cur.merge(&r)
+			if len(mem) > 0 && mem[0].min == m {
+				r.merge(&mem[0].r)
+				mem = mem[1:]
+			}
+			add(m, &r)
 		}
+	}
+	for i := range mem {
+		add(mem[i].min, &mem[i].r)
 	}
 	emit()
 	return pts

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -24,9 +25,13 @@ import (
 // FileName is the history file in the data directory.
 const FileName = "history.db"
 
-// Bounds of what waits in memory for the next commit.
+// Bounds of what waits in memory. Samples stay in memory (and in the
+// journal on disk) until the next fold: maxPending bounds them; a commit
+// folds when foldAt wait, or foldEvery after the last fold.
 const (
-	maxPending       = 500_000
+	maxPending       = 1_000_000
+	foldAt           = 400_000
+	foldEvery        = time.Minute
 	maxPendingAlerts = 10_000
 )
 
@@ -36,9 +41,16 @@ var ErrLocked = errors.New("history file is in use by another process")
 
 var (
 	bktSeries = []byte("series")
-	bktRaw    = []byte("raw")
+	// bktRaw holds a bucket per hour of raw samples, keyed by fold
+	// sequence and series id (putRaw); bktRawV1 is the layout before
+	// (keyed by id and time), dropped at open.
+	bktRaw    = []byte("raw2")
+	bktRawV1  = []byte("raw")
 	bktRoll   = []byte("rollups")
 	bktAlerts = []byte("alerts")
+	// bktJournal holds, under a sequence number, the samples of each
+	// commit since the last fold (journal.go).
+	bktJournal = []byte("journal")
 )
 
 // Options are what the store takes besides its configuration.
@@ -60,20 +72,26 @@ type Store struct {
 	now  func() time.Time
 	keep map[string]bool // nil: every device
 
-	mu     sync.Mutex
-	series map[string]map[string]uint32
-	nextID uint32
-	newSer []newSeries
-	// acc holds, by series id, what waits for the next commit; dirty
-	// lists the ids that have something.
+	mu      sync.Mutex
+	series  map[string]map[string]uint32
+	scanIDs map[string]*scanIDs
+	nextID  uint32
+	newSer  []newSeries
+	// acc holds, by series id, what waits for the next fold (journaled
+	// or not yet); dirty lists the ids that have something.
 	acc      []*seriesAcc
 	dirty    []uint32
 	pending  int
 	alerts   []ferry.Alert
 	alertSeq uint64
 
-	// Touched only by commit (under wmu).
-	wmu        sync.Mutex
+	// Touched only by commit (under wmu); queries hold it for reading,
+	// so that they see a fold's samples either in memory or on disk.
+	wmu        sync.RWMutex
+	lastFold   time.Time
+	jseq       uint64          // the last journal key
+	foldSeq    uint64          // the last fold's key prefix in raw hours
+	jBytes     int64           // key and value bytes in the journal
 	rawBytes   map[int64]int64 // hour partition -> key+value bytes
 	rollBytes  map[int64]int64 // day partition -> key+value bytes
 	alertBytes int64
@@ -86,17 +104,29 @@ type Store struct {
 	m metrics
 }
 
+// scanIDs are the series ids of a device's last scan, by position.
+type scanIDs struct {
+	points []string
+	ids    []uint32
+}
+
+// maxScanIDs bounds the positions remembered per device.
+const maxScanIDs = 10_000
+
 type newSeries struct {
 	key string
 	id  uint32
 }
 
-// seriesAcc is what one series gathered since the last commit: its raw
-// samples and the rollup of each minute they touched (most samples fall
-// in the current minute: cur; a sample of another minute closes it into
-// done).
+// seriesAcc is what one series gathered since the last fold: its raw
+// samples (raw[:jn] are in the journal) and the rollup of each minute
+// they touched (most samples fall in the current minute: cur; a sample of
+// another minute closes it into done).
 type seriesAcc struct {
-	raw    []rawSample
+	raw []rawSample
+	jn  int
+	// spare is the slice of the fold before last, for the next one.
+	spare  []rawSample
 	cur    rollup
 	curMin int64
 	has    bool
@@ -228,7 +258,9 @@ func Open(dir string, cfg Config, opts Options) (*Store, error) {
 	s := &Store{
 		cfg: cfg, db: db, log: opts.Logger, now: opts.Now,
 		series:   map[string]map[string]uint32{},
+		scanIDs:  map[string]*scanIDs{},
 		rawBytes: map[int64]int64{}, rollBytes: map[int64]int64{}, ratio: 2,
+		lastFold: opts.Now(),
 	}
 	if len(cfg.Devices) > 0 {
 		s.keep = map[string]bool{}
@@ -295,12 +327,18 @@ func (s *Store) load(readOnly bool) error {
 				var n int64
 				_ = b.Bucket(k).ForEach(func(k, v []byte) error { n += int64(len(k) + len(v)); return nil })
 				p.sizes[int64(binary.BigEndian.Uint64(k))] = n
+				if bytes.Equal(p.name, bktRaw) {
+					if lk, _ := b.Bucket(k).Cursor().Last(); len(lk) == 12 {
+						s.foldSeq = max(s.foldSeq, binary.BigEndian.Uint64(lk))
+					}
+				}
 				return nil
 			})
 			if err != nil {
 				return err
 			}
 		}
+		s.replay(tx)
 		if b := tx.Bucket(bktAlerts); b != nil {
 			_ = b.ForEach(func(k, v []byte) error {
 				s.alertBytes += int64(len(k) + len(v))
@@ -317,7 +355,10 @@ func (s *Store) load(readOnly bool) error {
 		return s.db.View(load)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, n := range [][]byte{bktSeries, bktRaw, bktRoll, bktAlerts} {
+		if err := tx.DeleteBucket(bktRawV1); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return err
+		}
+		for _, n := range [][]byte{bktSeries, bktRaw, bktRoll, bktAlerts, bktJournal} {
 			if _, err := tx.CreateBucketIfNotExists(n); err != nil {
 				return err
 			}
@@ -359,6 +400,8 @@ func (s *Store) Add(sc *ferry.Scan) {
 		return
 	}
 	var dropped, skipped int
+	lastDev := "\x00" // no device has this name: the first sample looks up
+	var ids *scanIDs
 	s.mu.Lock()
 	for i := range sc.Samples {
 		smp := &sc.Samples[i]
@@ -383,35 +426,34 @@ func (s *Store) Add(sc *ferry.Scan) {
 		if dev == "" {
 			dev = sc.Device
 		}
-		id := s.series[dev][smp.Point]
+		// A device's scans list the same points in the same order, with
+		// the same strings: the ids of its last scan, by position, save
+		// the map lookups.
+		var id uint32
+		if dev != lastDev {
+			lastDev, ids = dev, s.scanIDs[dev]
+			if ids == nil {
+				ids = &scanIDs{}
+				s.scanIDs[dev] = ids
+			}
+		}
+		if i < len(ids.points) && ids.points[i] == smp.Point {
+			id = ids.ids[i]
+		} else {
+			id = s.series[dev][smp.Point]
+		}
 		if id == 0 {
 			s.nextID++
 			id = s.nextID
 			s.setID(dev, smp.Point, id)
 			s.newSer = append(s.newSer, newSeries{seriesKey(dev, smp.Point), id})
 		}
-		for int(id) >= len(s.acc) {
-			s.acc = append(s.acc, nil)
+		if i < len(ids.points) {
+			ids.points[i], ids.ids[i] = smp.Point, id
+		} else if i == len(ids.points) && i < maxScanIDs {
+			ids.points, ids.ids = append(ids.points, smp.Point), append(ids.ids, id)
 		}
-		a := s.acc[id]
-		if a == nil {
-			a = &seriesAcc{}
-			s.acc[id] = a
-		}
-		if len(a.raw) == 0 && !a.has {
-			s.dirty = append(s.dirty, id)
-		}
-		a.raw = append(a.raw, rawSample{ns, v, smp.Quality.Status})
-		m := floorDiv(ns, int64(time.Minute)) * 60
-		if a.has && m != a.curMin {
-			a.done = append(a.done, minRollup{a.curMin, a.cur})
-			a.has = false
-		}
-		if !a.has {
-			a.cur, a.curMin, a.has = rollup{}, m, true
-		}
-		a.cur.add(ns, v, smp.Quality.Status)
-		s.pending++
+		s.accumulate(id, ns, v, smp.Quality.Status)
 	}
 	s.mu.Unlock()
 	if dropped > 0 {
@@ -420,6 +462,33 @@ func (s *Store) Add(sc *ferry.Scan) {
 	if skipped > 0 {
 		s.m.skipped.Add(float64(skipped))
 	}
+}
+
+// accumulate keeps one sample of series id for the next fold. Call it
+// with s.mu held.
+func (s *Store) accumulate(id uint32, ns int64, v float64, q ferry.Status) {
+	for int(id) >= len(s.acc) {
+		s.acc = append(s.acc, nil)
+	}
+	a := s.acc[id]
+	if a == nil {
+		a = &seriesAcc{}
+		s.acc[id] = a
+	}
+	if len(a.raw) == 0 && !a.has {
+		s.dirty = append(s.dirty, id)
+	}
+	a.raw = append(a.raw, rawSample{ns, v, q})
+	m := floorDiv(ns, int64(time.Minute)) * 60
+	if a.has && m != a.curMin {
+		a.done = append(a.done, minRollup{a.curMin, a.cur})
+		a.has = false
+	}
+	if !a.has {
+		a.cur, a.curMin, a.has = rollup{}, m, true
+	}
+	a.cur.add(ns, v, q)
+	s.pending++
 }
 
 // Alert keeps an alert transition for the next commit.
@@ -451,7 +520,7 @@ func (s *Store) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			if err := s.Commit(); err != nil {
+			if err := s.commit(true); err != nil {
 				s.log.Error("history commit at shutdown", "err", err)
 			}
 			return nil
@@ -464,11 +533,27 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 // Commit writes what Add and Alert kept since the last commit, in one
-// transaction, then drops what is past its retention or the size bound.
-func (s *Store) Commit() error {
+// transaction: the samples to the journal, or, when foldEvery passed
+// since the last fold or foldAt samples wait, every sample since the last
+// fold into the raw hours and the minute rollups (a fold); then it drops
+// what is past its retention or the size bound.
+//
+// Why the journal: raw samples and rollups are kept by series (a query
+// reads one series), so writing them touches a page per series; written
+// every commit_interval that was about 8 pages written per page of data
+// at 1,000 points. The journal is one value appended per commit, in
+// arrival order, and a fold writes each series' page once a minute.
+func (s *Store) Commit() error { return s.commit(false) }
+
+func (s *Store) commit(forceFold bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	now := s.now()
 	s.mu.Lock()
+	if !forceFold && s.pending < foldAt && now.Sub(s.lastFold) < foldEvery {
+		return s.commitJournal() // unlocks s.mu
+	}
+	s.lastFold = now
 	raw, roll := make(map[uint32][]rawSample, len(s.dirty)), make(map[rollKey]*rollup, len(s.dirty))
 	for _, id := range s.dirty {
 		a := s.acc[id]
@@ -490,7 +575,11 @@ func (s *Store) Commit() error {
 			}
 		}
 		// A fresh slice: the commit reads the old one without the lock.
-		a.raw, a.done, a.has = make([]rawSample, 0, cap(a.raw)), nil, false
+		a.raw, a.spare = a.spare, nil
+		if a.raw == nil {
+			a.raw = make([]rawSample, 0, cap(raw[id]))
+		}
+		a.done, a.has, a.jn = nil, false, 0
 	}
 	newSer, alerts, n := s.newSer, s.alerts, s.pending
 	s.dirty, s.newSer, s.alerts, s.pending = s.dirty[:0], nil, nil, 0
@@ -499,15 +588,20 @@ func (s *Store) Commit() error {
 	rawAdd, rollAdd := map[int64]int64{}, map[int64]int64{}
 	var alertAdd int64
 	var alertN int
+	jBytes := s.jBytes
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		sb := tx.Bucket(bktSeries)
-		var idb [4]byte
-		for _, ns := range newSer {
-			binary.BigEndian.PutUint32(idb[:], ns.id)
-			if err := sb.Put([]byte(ns.key), idb[:]); err != nil {
-				return err
-			}
+		if err := putSeries(tx, newSer); err != nil {
+			return err
 		}
+		// What the journal held is in raw and roll: it goes, in the same
+		// transaction (so a sample is never in both, or in neither).
+		if err := tx.DeleteBucket(bktJournal); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return err
+		}
+		if _, err := tx.CreateBucket(bktJournal); err != nil {
+			return err
+		}
+		s.jBytes = 0
 		if s.cfg.Raw > 0 {
 			if err := s.putRaw(tx, raw, rawAdd); err != nil {
 				return err
@@ -516,20 +610,9 @@ func (s *Store) Commit() error {
 		if err := s.putRollups(tx, roll, rollAdd); err != nil {
 			return err
 		}
-		ab := tx.Bucket(bktAlerts)
-		for _, a := range alerts {
-			s.alertSeq++
-			k := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(a.Time.UnixNano()))
-			k = binary.BigEndian.AppendUint64(k, s.alertSeq)
-			v, err := encodeAlert(a)
-			if err != nil {
-				return err
-			}
-			if err := ab.Put(k, v); err != nil {
-				return err
-			}
-			alertAdd += int64(len(k) + len(v))
-			alertN++
+		var err error
+		if alertAdd, alertN, err = s.putAlerts(tx, alerts); err != nil {
+			return err
 		}
 		for p, n := range rawAdd {
 			s.rawBytes[p] += n
@@ -545,6 +628,15 @@ func (s *Store) Commit() error {
 		tx.OnCommit(func() { s.measure() })
 		return nil
 	})
+	// The transaction no longer reads the slices: keep them for the
+	// fold after next (no allocation, no clearing, no growing).
+	s.mu.Lock()
+	for id, old := range raw {
+		if a := s.acc[id]; a != nil && a.spare == nil {
+			a.spare = old[:0]
+		}
+	}
+	s.mu.Unlock()
 	if err != nil {
 		// The transaction rolled back: undo the counts it added.
 		for p, n := range rawAdd {
@@ -555,6 +647,7 @@ func (s *Store) Commit() error {
 		}
 		s.alertBytes -= alertAdd
 		s.alertCount -= alertN
+		s.jBytes = jBytes
 		s.m.commitErrors.Inc()
 		return fmt.Errorf("history commit: %w", err)
 	}
@@ -566,12 +659,26 @@ func (s *Store) Commit() error {
 
 func partKey(p int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(p)) }
 
-// putRaw writes each series' new samples as one block per hour:
-// key id+first ns, value repeated (zigzag varint delta ns, status, float64).
+// putRaw writes each series' samples of a fold as one block per hour:
+// key fold sequence (8 bytes) + series id (4), value the first sample's
+// ns (8 bytes) then, per sample, zigzag varint delta ns from it, status,
+// float64. A fold's keys all sort after the previous fold's: they are
+// appended to each hour's B+tree, in id order, and no earlier block is
+// read or written again (keyed by id first, each fold inserted a block
+// beside every series' last one and rewrote its page).
 func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]int64) error {
 	rb := tx.Bucket(bktRaw)
 	cutoff := s.now().Add(-s.cfg.Raw).UnixNano()
-	for id, smps := range raw {
+	s.foldSeq++
+	ids := make([]uint32, 0, len(raw))
+	for id := range raw {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	hourB := map[int64]*bolt.Bucket{}
+	var buf []byte
+	for _, id := range ids {
+		smps := raw[id]
 		if !slices.IsSortedFunc(smps, cmpRaw) {
 			slices.SortStableFunc(smps, cmpRaw)
 		}
@@ -586,32 +693,37 @@ func (s *Store) putRaw(tx *bolt.Tx, raw map[uint32][]rawSample, add map[int64]in
 			if block[len(block)-1].ns < cutoff {
 				continue // already past retention
 			}
-			hb, err := rb.CreateBucketIfNotExists(partKey(hour * 3600))
-			if err != nil {
-				return err
+			hb := hourB[hour]
+			if hb == nil {
+				var err error
+				if hb, err = rb.CreateBucketIfNotExists(partKey(hour * 3600)); err != nil {
+					return err
+				}
+				// Keys only grow: fill the pages.
+				hb.FillPercent = 1
+				hourB[hour] = hb
 			}
-			// Each series' blocks go after its last one: a split that
-			// left the page half empty would leave it so.
-			hb.FillPercent = 0.9
-			k := binary.BigEndian.AppendUint32(make([]byte, 0, 12), id)
-			k = binary.BigEndian.AppendUint64(k, uint64(block[0].ns))
-			v := hb.Get(k)
-			old := len(v)
+			k := binary.BigEndian.AppendUint64(make([]byte, 0, 12), s.foldSeq)
+			k = binary.BigEndian.AppendUint32(k, id)
 			base := block[0].ns
-			buf := make([]byte, 0, len(v)+len(block)*12)
-			buf = append(buf, v...)
+			// bbolt keeps the value until the transaction ends: a
+			// slice of one buffer per fold, grown as needed.
+			if cap(buf)-len(buf) < 8+len(block)*19 {
+				buf = make([]byte, 0, max(64<<10, 8+len(block)*19))
+			}
+			start := len(buf)
+			buf = binary.BigEndian.AppendUint64(buf, uint64(base))
 			for _, r := range block {
 				buf = binary.AppendVarint(buf, r.ns-base)
 				buf = append(buf, byte(r.q))
 				buf = binary.BigEndian.AppendUint64(buf, math.Float64bits(r.v))
 			}
-			if err := hb.Put(k, buf); err != nil {
+			v := buf[start:len(buf):len(buf)]
+			buf = buf[len(buf):]
+			if err := hb.Put(k, v); err != nil {
 				return err
 			}
-			if old == 0 {
-				add[hour*3600] += int64(len(k))
-			}
-			add[hour*3600] += int64(len(buf) - old)
+			add[hour*3600] += int64(len(k) + len(v))
 		}
 	}
 	return nil
@@ -691,7 +803,7 @@ func (s *Store) Bytes() int64 {
 }
 
 func (s *Store) bytesLocked() int64 {
-	n := s.alertBytes
+	n := s.alertBytes + s.jBytes
 	for _, b := range s.rawBytes {
 		n += b
 	}

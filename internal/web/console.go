@@ -72,7 +72,10 @@ func (s *Server) Observe(scan *ferry.Scan) { s.store.Observe(scan) }
 func (s *Server) Alert(a ferry.Alert) { s.history.Add(a) }
 
 // SetCatalog replaces the configured devices and points (a reload).
-func (s *Server) SetCatalog(cat Catalog) { s.store.SetCatalog(cat) }
+func (s *Server) SetCatalog(cat Catalog) {
+	s.store.SetCatalog(cat)
+	s.search.set(cat)
+}
 
 // csp lets the page load only its own scripts, styles and data; it may not
 // be framed (an Acknowledge button must not be clickjacked).

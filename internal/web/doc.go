@@ -13,6 +13,8 @@
 //	GET  /                        the web console (see README.md): one page, its files under /assets/
 //	GET  /api/devices             every device: state, last poll, errors by reason, points by quality
 //	GET  /api/points              current value, quality, source time and sparkline of every point (?device=NAME, ?spark=0)
+//	GET  /api/devices/{device}    one device, with its driver's request plan (Options.Plan; points_device.go)
+//	GET  /api/search              devices and points matching every word of ?q= (name, unit, description, source), best first (points_search.go)
 //	GET  /api/alerts/history      alert transitions, newest first: persisted and filtered with a Historian (historyapi.go), else the last since start
 //	GET  /api/history             one or more points' local history (?device=&point=&from=&to=&step=&format=csv; needs a Historian)
 //	GET  /api/health              buffer lanes, drops, uplink state, publish rate, ack latency, config, reload, version

@@ -81,6 +81,9 @@ type Options struct {
 	// Historian, when set, serves /api/history and the persisted
 	// /api/alerts/history (historyapi.go).
 	Historian Historian
+	// Plan returns how the driver reads a device (its request plan), for
+	// GET /api/devices/{device}; nil, or a nil result: it has none.
+	Plan func(device string) *DevicePlan
 
 	// Step is the sparklines' bucket (DefaultStep); Config.Sparklines
 	// says how long they are. History is how many alert transitions are
@@ -138,6 +141,7 @@ type Server struct {
 	history *History
 	meter   *meter
 	assets  map[string]asset
+	search  searchIndex
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -185,6 +189,7 @@ func New(o Options) (*Server, error) {
 		assets:   loadAssets(),
 		hosts:    newHostAllowList(cfg.Listen, cfg.AllowedHosts),
 	}
+	s.search.set(o.Catalog)
 	// The auth metrics are registered (at 0) without basic auth too, so
 	// that dashboards find them.
 	limit, err := newAuthLimiter(o.Now, o.Logger, o.Registerer)
@@ -229,6 +234,8 @@ func (s *Server) routes() {
 	s.handle("GET /{$}", http.HandlerFunc(s.serveIndex))
 	s.handle("GET /assets/{file}", http.HandlerFunc(s.serveAsset))
 	s.handle("GET /api/devices", http.HandlerFunc(s.serveDevices))
+	s.handle("GET /api/devices/{device}", http.HandlerFunc(s.serveDevice))
+	s.handle("GET /api/search", http.HandlerFunc(s.serveSearch))
 	s.handle("GET /api/points", http.HandlerFunc(s.servePoints))
 	s.handle("GET /api/alerts/history", http.HandlerFunc(s.serveAlertHistory))
 	s.handle("GET /api/history", http.HandlerFunc(s.serveSeries))

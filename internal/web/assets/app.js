@@ -7,7 +7,7 @@
 
 const POLL_MS = 2000;
 const HEALTH_MS = 5000;
-const VIEWS = ['devices', 'points', 'alerts', 'health'];
+const VIEWS = ['devices', 'points', 'trend', 'alerts', 'history', 'device', 'health'];
 
 const state = {
   view: 'devices',
@@ -165,6 +165,7 @@ function renderDevices() {
     return h('tr', {class: 'link', tabindex: 0, 'data-device': d.device, onclick: go,
       onkeydown: (e) => { if (e.key === 'Enter') go(); }},
       cell('Device', {class: 'head'}, h('a', {class: 'name', href: '#points/' + encodeURIComponent(d.device)}, d.device),
+        h('a', {class: 'details', href: '#device/' + encodeURIComponent(d.device), onclick: (e) => e.stopPropagation()}, 'details'),
         d.description ? h('span', {class: 'sub'}, d.description) : null),
       cell('Protocol', {}, d.protocol || '—'),
       cell('Endpoint', {class: 'mono small'}, d.endpoint || '—'),
@@ -602,6 +603,12 @@ function route() {
     else if (arg) state.device = decodeURIComponent(arg);
     else if (!state.device && state.devices.length) state.device = state.devices[0].device;
   }
+  if (state.view === 'trend') parseTrendHash(location.hash);
+  if (state.view === 'history' && arg) { fillDeviceSelect(); $('ah-device').value = decodeURIComponent(arg); alertHist.key = ''; }
+  if (state.view === 'device') {
+    if (arg) devPage.name = decodeURIComponent(arg);
+    if (!devPage.name) { location.hash = '#devices'; return; }
+  }
   const changed = $('view-' + state.view).hidden;
   for (const v of VIEWS) $('view-' + v).hidden = v !== state.view;
   if (changed) window.scrollTo(0, 0);
@@ -628,6 +635,9 @@ async function refresh() {
       if (!state.streamOpen || Date.now() - state.alertsDrawn > 10000) renderAlerts();
       break;
     case 'health': await loadHealth(); renderHealth(); break;
+    case 'trend': await loadTrend(false); break;
+    case 'history': await loadAlertHistory(false); break;
+    case 'device': await loadDevice(); break;
   }
   if (state.view !== 'health' && Date.now() - state.lastHealth > HEALTH_MS) await loadHealth();
 }
@@ -654,6 +664,7 @@ function start() {
   $('write-form').addEventListener('submit', submitWrite);
   $('write-cancel').addEventListener('click', () => { $('write-pass').value = ''; $('write-dialog').close(); });
   document.addEventListener('visibilitychange', () => { if (!document.hidden) tick(); });
+  setupConsole();
   connectStream();
   loadDevices().catch(() => {}).finally(route);
 }
