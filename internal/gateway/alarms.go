@@ -99,8 +99,8 @@ func (c *condition) alert() ferry.Alert {
 type machineAlarms struct {
 	log     *slog.Logger
 	store   alarmStore
-	local   func(ferry.Alert)        // the local sinks
-	drivers func() []ferry.Driver    // the running drivers, to acknowledge
+	local   func(ferry.Alert)     // the local sinks
+	drivers func() []ferry.Driver // the running drivers, to acknowledge
 	now     func() time.Time
 
 	mu    sync.Mutex
