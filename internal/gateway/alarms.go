@@ -159,6 +159,7 @@ func (m *machineAlarms) refreshEnd(device string) {
 	if seen == nil {
 		return
 	}
+	m.log.Info("machine alarms resynced", "device", device, "retained", len(seen))
 	for _, k := range slices.Sorted(maps.Keys(m.conds)) {
 		c := m.conds[k]
 		if c.Device != device || !c.Active || seen[c.ConditionID] {

@@ -137,6 +137,9 @@ async function main() {
       st.comment = comment && comment.text ? comment.text : String(comment || "");
     });
     alarms.set(a.name, st);
+    // An input that starts true (a restart in the middle of an alarm):
+    // the alarm is active from the start.
+    alarm.onInputDataValueChange(input.v.readValue());
   }
 
   await server.start();
