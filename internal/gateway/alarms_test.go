@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
 
@@ -205,6 +209,21 @@ func TestMachineAlarmsNodeOPCUA(t *testing.T) {
 		t.Fatalf("raised alert: %+v", a1)
 	}
 
+	// The console shows it (headless Chromium, when installed).
+	var console context.Context
+	if chrome := chromiumPath(); chrome != "" {
+		console = newBrowser(t, chrome)
+		row := `tr[data-alert-id="` + a1.ID + `"]`
+		browse(t, console, 30*time.Second, "the machine alarm on the console's alerts page",
+			chromedp.Navigate(r.h.url("/#alerts")),
+			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="raised"][data-rule="OverheatAlarm"].sev-critical`)))
+		if txt := textOf(t, console, row); !strings.Contains(txt, "oven over temperature") || !strings.Contains(txt, "oven") {
+			t.Fatalf("the console's row shows %q", txt)
+		}
+	} else {
+		t.Log("chromium is not installed: the console check is skipped")
+	}
+
 	// Acknowledge: refused without the operator, done with it.
 	if code, body := r.ack(a1.ID, "", "", ""); code != http.StatusUnauthorized {
 		t.Fatalf("ack without credentials: %d %s", code, body)
@@ -228,6 +247,14 @@ func TestMachineAlarmsNodeOPCUA(t *testing.T) {
 		t.Fatalf("server state after ack: %+v %v", st, err)
 	}
 	r.waitAlert("the alarm acknowledged", "acknowledged")
+	if console != nil {
+		row := `tr[data-alert-id="` + a1.ID + `"]`
+		browse(t, console, 30*time.Second, "the acknowledged state on the console",
+			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="acknowledged"]`)))
+		if txt := textOf(t, console, row+` .state`); !strings.Contains(txt, "by "+operator) {
+			t.Fatalf("the console's state cell shows %q", txt)
+		}
+	}
 
 	// Clear.
 	r.set(false)
@@ -299,4 +326,18 @@ func TestMachineAlarmsNodeOPCUA(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// chromiumPath is chromium's lookup without the skip: "" when there is no
+// browser (the alarm test then runs without its console check).
+func chromiumPath() string {
+	if p := os.Getenv("FERRY_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
 }
