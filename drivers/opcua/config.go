@@ -45,6 +45,8 @@ type Config struct {
 	Timeouts         Timeouts      `yaml:"timeouts"`
 	// Methods declares the methods commands may call (method.go).
 	Methods []Method `yaml:"methods" doc:"methods commands may call, each with its typed input and output arguments"`
+	// Events subscribes to the server's events and alarms (events.go).
+	Events *Events `yaml:"events" doc:"subscribe to events and Alarms & Conditions: notifiers, filter, severity table (docs/alarms.md)"`
 }
 
 // Auth selects the user identity: anonymous (nothing set), a user name
@@ -204,6 +206,7 @@ func (d *Device) Validate() error {
 		}
 	}
 	validateMethods(&errs, c.Methods, d.Points)
+	validateEvents(&errs, c.Events, c.Mode)
 	return errs.Err()
 }
 

@@ -44,6 +44,9 @@ type Driver struct {
 
 	idMu sync.Mutex
 	id   *Identity
+
+	// sink receives condition events (events.go); nil: none.
+	sink EventSink
 }
 
 // GroupKey returns the key cmd/ferry groups devices by: every OPC UA
@@ -190,6 +193,9 @@ type device struct {
 	// the declared methods (call.go).
 	live    liveSession
 	methods []*method
+	// eventsLogged is the event monitoring problem last logged
+	// (events_session.go).
+	eventsLogged string
 	// minWait is the publish wait a server's revised keep-alive period
 	// asked for in an earlier session (0: the configured request timeout).
 	minWait time.Duration

@@ -563,6 +563,11 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 	if len(bad) > 0 {
 		emit(ferry.Scan{Device: dv.cfg.Name, Time: now, Samples: bad})
 	}
+	// Events and alarms (events_session.go), after the values.
+	es, err := dv.monitorEvents(ctx, s, sub)
+	if err != nil {
+		return err
+	}
 
 	probe := time.NewTicker(c.Timeouts.Keepalive)
 	defer probe.Stop()
@@ -592,6 +597,8 @@ func (dv *device) subscribe(ctx context.Context, s *session, emit ferry.EmitFunc
 			switch v := n.Value.(type) {
 			case *ua.DataChangeNotification:
 				dv.dataChange(v, cur, emit)
+			case *ua.EventNotificationList:
+				dv.eventList(es, v, emit)
 			case *ua.StatusChangeNotification:
 				return fmt.Errorf("subscription status %s: %w", StatusName(v.Status), v.Status)
 			}

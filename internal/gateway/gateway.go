@@ -50,6 +50,8 @@ type Gateway struct {
 
 	buf    *buffer.Buffer
 	engine *rules.Engine
+	// alarms are the machines' own alarms (OPC UA conditions); alarms.go.
+	alarms *machineAlarms
 	red    *reduce.Reducer
 	pipe   *pipeline
 	http   *web.Server // nil when the listener is off
@@ -140,6 +142,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	d.engine = engine
+	if d.alarms, err = newMachineAlarms(d.log.With("part", "alarms"), buf, d.sendLocal, d.runningDrivers); err != nil {
+		buf.Close()
+		return nil, err
+	}
 	// Built even with no reduce section (it then reduces nothing), so
 	// that its metrics exist and a reload can turn reduction on.
 	red, err := reduce.New(cfg.Reduce, reduce.Options{Registerer: d.reg})

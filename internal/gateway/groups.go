@@ -199,7 +199,11 @@ func groupKey(protocol, key string) string {
 }
 
 func (d *Gateway) newDriver(key string, spec groupSpec) (ferry.Driver, error) {
-	return newGroupDriver(d.cfg, key, spec, d.log.With("driver", spec.protocol), d.drvM, false)
+	drv, err := newGroupDriver(d.cfg, key, spec, d.log.With("driver", spec.protocol), d.drvM, false)
+	if err == nil {
+		d.attachAlarms(drv) // OPC UA conditions: alarms.go
+	}
+	return drv, err
 }
 
 // newGroupDriver builds the Driver of one device group: the explicit

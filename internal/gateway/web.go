@@ -40,7 +40,7 @@ func (d *Gateway) newWeb(cfg *config.Config) (*web.Server, error) {
 		Gateway:    cfg.Gateway.ID,
 		Catalog:    webCatalog(cfg),
 		Devices:    d.deviceStatus,
-		Alerts:     d.engine,
+		Alerts:     gatewayAlerts{engine: d.engine, m: d.alarms},
 		Stream:     d.alertStream,
 		Status:     d.webStatus,
 		Durability: d.durability,

@@ -62,6 +62,12 @@ type NodeOPCUAConfig struct {
 	PKI   string         `json:"pki,omitempty"`
 	Nodes []NodeOPCUAVar `json:"nodes"`
 	Port  int            `json:"port,omitempty"`
+	// Alarms are the alarm conditions of the alarms script
+	// (nodeopcua_alarms.go); server.js ignores them.
+	Alarms []NodeOPCUAAlarm `json:"alarms,omitempty"`
+	// Script is the server script in testdata/nodeopcua (default
+	// server.js).
+	Script string `json:"-"`
 }
 
 // NodeOPCUAVar is one variable, node id ns=<namespace>;s=<Name>.
@@ -225,7 +231,11 @@ func (s *NodeOPCUA) start() error {
 	if err := os.WriteFile(s.file, b, 0o644); err != nil {
 		return err
 	}
-	cmd := exec.Command("node", filepath.Join(nodeOPCUASource(), "server.js"), s.file)
+	script := cfg.Script
+	if script == "" {
+		script = "server.js"
+	}
+	cmd := exec.Command("node", filepath.Join(nodeOPCUASource(), script), s.file)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(s.dir, "node_modules"))
 	cmd.Stderr = &lockedWriter{mu: &s.logMu, w: s.log}
 	stdin, err := cmd.StdinPipe()

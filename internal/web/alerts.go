@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,8 +20,11 @@ const maxAckBody = 4 << 10
 //
 //	GET  /api/alerts            the active alerts, oldest first (JSON array of ferry.AlertJSON)
 //	GET  /api/alerts/stream     Server-Sent Events: the active alerts ("active" events), then every transition ("alert")
-//	POST /api/alerts/{id}/ack   acknowledge; body (optional) {"by": "name"}; answers the acknowledged alert
+//	POST /api/alerts/{id}/ack   acknowledge; body (optional) {"by": "name", "comment": "text"}; answers the acknowledged alert
 //
+// A machine's own alarm (an OPC UA condition, see RemoteAcker) is
+// acknowledged on the machine: that needs the operator credential, and a
+// failure of the machine answers 502.
 // Errors are JSON {"error": "..."}: 404 for an unknown or cleared id, 400
 // for a bad body, 503 when the stream is unavailable.
 func (s *Server) alertsHandler() http.Handler {
@@ -52,9 +56,64 @@ func (s *Server) streamAlerts(w http.ResponseWriter, r *http.Request) {
 	st.Serve(w, r, s.opts.Alerts.Active)
 }
 
+// RemoteAcker is implemented by an Alerts some of whose alerts are a
+// machine's own alarms (OPC UA conditions): acknowledging one calls the
+// machine, so it needs the operator credential (http.operator), like a
+// command, and the reply is the state the machine reports.
+type RemoteAcker interface {
+	// Remote reports whether the active alert id is acknowledged on a
+	// machine.
+	Remote(id string) bool
+	// AckRemote acknowledges id on its machine with comment, on behalf
+	// of by, and returns the alert as the machine then reports it.
+	AckRemote(ctx context.Context, id, by, comment string) (ferry.Alert, error)
+}
+
+// isAckPath reports whether path is POST /api/alerts/{id}/ack's: it checks
+// its credentials itself (an operator's for a machine alarm).
+func isAckPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/api/alerts/")
+	return ok && strings.HasSuffix(rest, "/ack") && strings.Count(rest, "/") == 1
+}
+
+// ackAuth checks the credentials of an acknowledge: the operator's for a
+// machine alarm (remote), else those of basic auth, when set.
+func (s *Server) ackAuth(w http.ResponseWriter, r *http.Request, remote bool) (user string, ok bool) {
+	if !remote {
+		if s.auth != nil && !s.auth.check(w, r) {
+			return "", false
+		}
+		user, _, _ = r.BasicAuth()
+		return user, true
+	}
+	if s.operator == nil {
+		writeJSONIndent(w, http.StatusForbidden, errorBody{"this alert is a machine's alarm: acknowledging it calls the machine and needs an operator credential (http.operator)"})
+		return "", false
+	}
+	user, pass, hasAuth := r.BasicAuth()
+	switch {
+	case hasAuth && s.operator.verify(r, user, pass):
+		return user, true
+	case hasAuth && s.auth != nil && s.auth.verify(r, user, pass):
+		writeJSONIndent(w, http.StatusForbidden, errorBody{"this credential is read-only: acknowledging a machine's alarm needs the operator credential (http.operator)"})
+	default:
+		w.Header().Set("WWW-Authenticate", `Basic realm="ferry operator", charset="UTF-8"`)
+		writeJSONIndent(w, http.StatusUnauthorized, errorBody{"acknowledging a machine's alarm needs the operator credential (http.operator)"})
+	}
+	return "", false
+}
+
 func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	ra, _ := s.opts.Alerts.(RemoteAcker)
+	remote := ra != nil && ra.Remote(id)
+	user, ok := s.ackAuth(w, r, remote)
+	if !ok {
+		return
+	}
 	var body struct {
-		By string `json:"by"`
+		By      string `json:"by"`
+		Comment string `json:"comment"`
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAckBody))
 	if err != nil {
@@ -74,10 +133,24 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) {
 		writeJSONIndent(w, http.StatusBadRequest, errorBody{"by is longer than 256 bytes"})
 		return
 	}
-	a, err := s.opts.Alerts.Ack(r.PathValue("id"), body.By)
+	if len(body.Comment) > 1024 {
+		writeJSONIndent(w, http.StatusBadRequest, errorBody{"comment is longer than 1024 bytes"})
+		return
+	}
+	var a ferry.Alert
+	if remote {
+		if body.By == "" {
+			body.By = user
+		}
+		a, err = ra.AckRemote(r.Context(), id, body.By, body.Comment)
+	} else {
+		a, err = s.opts.Alerts.Ack(id, body.By)
+	}
 	switch {
 	case errors.Is(err, ferry.ErrAlertNotFound):
 		writeJSONIndent(w, http.StatusNotFound, errorBody{err.Error()})
+	case err != nil && remote:
+		writeJSONIndent(w, http.StatusBadGateway, errorBody{err.Error()})
 	case err != nil:
 		writeJSONIndent(w, http.StatusInternalServerError, errorBody{err.Error()})
 	default:
