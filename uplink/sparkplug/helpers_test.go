@@ -1,7 +1,6 @@
 package sparkplug
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -189,9 +188,3 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// runFor is a context for a helper goroutine bounded by the test.
-func runFor(t testing.TB) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	return ctx
-}
