@@ -187,4 +187,3 @@ func testLogger(t testing.TB) *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
-

@@ -24,7 +24,9 @@ func dcmd(metrics ...*sproto.Payload_Metric) []byte {
 	return b
 }
 
-func dcmdTopic(device string) string { return "spBv1.0/" + testGroup + "/DCMD/" + testNode + "/" + device }
+func dcmdTopic(device string) string {
+	return "spBv1.0/" + testGroup + "/DCMD/" + testNode + "/" + device
+}
 
 // TestDCMDWithoutCommandPath: a gateway without a command path refuses
 // every DCMD and counts it; nothing is written.
