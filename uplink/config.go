@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/setting"
+	"github.com/ferry-edge/ferry/uplink/sparkplug"
 )
 
 // Config is the `uplink:` section. An absent `nats:` block means no
@@ -14,6 +15,9 @@ import (
 // nothing.
 type Config struct {
 	NATS *NATSConfig `yaml:"nats" doc:"NATS JetStream uplink; omit to run without one"`
+	// Sparkplug publishes the buffer as a Sparkplug B edge node
+	// (uplink/sparkplug, docs/sparkplug.md).
+	Sparkplug *sparkplug.Config `yaml:"sparkplug" doc:"Sparkplug B 3.0 edge node over MQTT (docs/sparkplug.md); not yet together with nats"`
 }
 
 // NATSConfig is the `uplink.nats:` block.
@@ -127,11 +131,13 @@ func DefaultNATSConfig(urls ...string) NATSConfig {
 
 // Validate checks the section; paths are relative to it.
 func (c *Config) Validate() error {
-	if c.NATS == nil {
-		return nil
-	}
 	var errs setting.Errors
-	errs.Merge("nats", c.NATS.Validate())
+	if c.NATS != nil {
+		errs.Merge("nats", c.NATS.Validate())
+	}
+	if c.Sparkplug != nil {
+		errs.Merge("sparkplug", c.validateSparkplug())
+	}
 	return errs.Err()
 }
 
@@ -277,10 +283,13 @@ func (c *NATSConfig) Validate() error {
 // to the uplink section. The loader calls it with the gateway section,
 // which Validate does not see.
 func (c *Config) ValidateGateway(id, site string) error {
-	if c.NATS == nil {
-		return nil
-	}
 	var errs setting.Errors
+	if c.Sparkplug != nil {
+		errs.Merge("sparkplug", c.Sparkplug.ValidateGateway(id))
+	}
+	if c.NATS == nil {
+		return errs.Err()
+	}
 	for _, t := range []struct{ path, tmpl string }{
 		{"nats.telemetry_subject", c.NATS.TelemetrySubject},
 		{"nats.alert_subject", c.NATS.AlertSubject},

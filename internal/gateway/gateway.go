@@ -87,6 +87,7 @@ type Gateway struct {
 	sinksRun *runner
 	up       *uplink.Uplink
 	upRun    *runner
+	sp       sparkplugWiring // the Sparkplug B node; see sparkplug.go
 	// runCtx is the parent of the drivers, the sinks and the uplink: set
 	// by Run once they start, nil again when its shutdown begins (a
 	// reload then does nothing).
@@ -168,6 +169,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		d.curUp.Store(d.up)
 	}
+	if d.sp.node, err = d.newSparkplug(cfg); err != nil {
+		buf.Close()
+		return nil, err
+	}
 	if err := d.openHistory(cfg); err != nil {
 		buf.Close()
 		return nil, err
@@ -241,6 +246,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	if d.up != nil {
 		d.upRun = start(partsCtx, d.up.Run)
 	}
+	d.startSparkplug(partsCtx)
 	for _, g := range d.groups {
 		d.startGroup(partsCtx, g)
 	}
@@ -317,6 +323,7 @@ func (d *Gateway) Run(ctx context.Context) error {
 	if !d.upRun.stop(left()) {
 		d.log.Error("uplink did not stop in time; its records in flight are sent again at the next start")
 	}
+	d.stopSparkplug(left())
 	// 5. Local sinks deliver what they hold, within the timeout.
 	if !d.sinksRun.stop(left()) {
 		d.log.Error("alert sinks did not stop in time")

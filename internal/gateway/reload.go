@@ -29,6 +29,7 @@ type reloadStage struct {
 var reloadStages = []reloadStage{
 	{"alerts", (*Gateway).prepareSinks},
 	{"uplink", (*Gateway).prepareUplink},
+	{"sparkplug", (*Gateway).prepareSparkplug},
 	{"devices", (*Gateway).prepareGroups},
 	{"reduce", (*Gateway).prepareReduce},
 	// Last among the prepares: the engine swaps its rules in Update

@@ -22,7 +22,11 @@ type Config struct {
 	PrimaryHostID string `yaml:"primary_host_id" doc:"host application whose spBv1.0/STATE/<id> ferry waits for: nothing is published (the buffer keeps it) while that host is offline, and the backlog goes out with is_historical when it is back; empty: publish whenever connected"`
 
 	Devices []string `yaml:"devices" doc:"ferry devices published as Sparkplug devices; empty: every device"`
-	Alerts  bool     `yaml:"alerts" doc:"publish alerts as the node metric Alerts/Event (a JSON string); false: alerts are not sent to this upstream"`
+	// Commands lets DCMDs write: through the gateway's command path, with
+	// all of its checks (commands.enabled, write: blocks, limits,
+	// interlocks, ids, audit). Off: every DCMD is refused and counted.
+	Commands bool `yaml:"commands" doc:"take DCMD writes through the command path (docs/commands.md; commands.enabled and each point's write: block still apply); whoever may publish on the DCMD topics at the broker may then ask for writes; default false: DCMDs are refused and counted"`
+	Alerts   bool `yaml:"alerts" doc:"publish alerts as the node metric Alerts/Event (a JSON string); false: alerts are not sent to this upstream"`
 
 	MaxMetricName  int               `yaml:"max_metric_name" doc:"longest metric name, in bytes; longer points are left out of births and data (counted)"`
 	NodeProperties map[string]string `yaml:"node_properties" doc:"extra string metrics of the NBIRTH, as Properties/<key>"`
@@ -163,4 +167,17 @@ func checkID(s string) error {
 		}
 	}
 	return nil
+}
+
+// ValidateGateway checks what depends on the gateway section: without
+// edge_node_id the gateway id is the edge node id, and must be one.
+func (c *Config) ValidateGateway(gatewayID string) error {
+	if c.EdgeNodeID != "" {
+		return nil
+	}
+	var errs setting.Errors
+	if err := checkID(gatewayID); err != nil {
+		errs.Add("edge_node_id", "is not set, and gateway.id cannot stand for it: %v", err)
+	}
+	return errs.Err()
 }
