@@ -30,6 +30,7 @@ type Msg struct {
 	Node    string
 	Device  string
 	Payload *sproto.Payload
+	Raw     []byte // the payload as received
 	At      time.Time
 }
 
@@ -135,7 +136,7 @@ func (h *Host) receive(topic string, payload []byte) {
 	if len(parts) < 4 || parts[0] != "spBv1.0" || parts[1] == "STATE" {
 		return
 	}
-	m := Msg{Topic: topic, Group: parts[1], Type: parts[2], Node: parts[3], At: time.Now()}
+	m := Msg{Topic: topic, Group: parts[1], Type: parts[2], Node: parts[3], Raw: append([]byte(nil), payload...), At: time.Now()}
 	if len(parts) > 4 {
 		m.Device = strings.Join(parts[4:], "/")
 	}
