@@ -416,3 +416,10 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// Count returns how many DDATA/NDATA values the host has seen.
+func (h *Host) Count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.values)
+}
