@@ -84,10 +84,10 @@ type Node struct {
 	devices   map[string]*device
 	order     []string // devices in birth order
 	hostTS    int64    // timestamp of the last STATE accepted
+	online    bool     // the primary host's last STATE
 
-	mu     sync.Mutex
-	err    error
-	online bool
+	mu  sync.Mutex
+	err error
 }
 
 // target is a device's point ("" device: a node metric).
