@@ -143,3 +143,49 @@ func TestSparkplugWithNATSRefused(t *testing.T) {
 		t.Fatalf("LoadConfig = %v, want a refusal of uplink.sparkplug naming several upstreams", err)
 	}
 }
+
+// TestSparkplugReload: a reload that adds a point rebirths the running
+// node with it (same MQTT session: same bdSeq); one that changes the
+// sparkplug block restarts the node (next bdSeq).
+func TestSparkplugReload(t *testing.T) {
+	bank := &testpeer.RegBank{}
+	mb := testpeer.ModbusServer(t, bank)
+	bk := testpeer.Broker(t)
+	host := sphost.New(t, bk.URL(), "scada")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	text := spConfig(filepath.Join(dir, "data"), mb.Addr(), bk.URL(), false)
+	one := strings.Replace(text, "      - "+writablePoints[1]+"\n", "", 1)
+	testutil.WriteFile(t, path, one)
+	h := startDaemon(t, path)
+	testutil.WaitFor(t, 20*time.Second, "DBIRTH of press", func() bool { return host.DeviceBorn("plant", gatewayID, "press") })
+	birthNames := func() map[string]bool {
+		out := map[string]bool{}
+		for _, m := range host.Messages("DBIRTH") {
+			out = map[string]bool{}
+			for _, mt := range m.Payload.Metrics {
+				out[mt.GetName()] = true
+			}
+		}
+		return out
+	}
+	if n := birthNames(); n["setpoint"] || !n["line_speed"] {
+		t.Fatalf("first DBIRTH metrics %v, want line_speed only", n)
+	}
+	h.reload(text)
+	testutil.WaitFor(t, 20*time.Second, "a rebirth with setpoint", func() bool { return birthNames()["setpoint"] })
+	if bd, born := host.BdSeq("plant", gatewayID); !born || bd != 0 || len(host.Messages("NBIRTH")) != 2 {
+		t.Errorf("after the catalog reload: bdSeq %d born %v, %d NBIRTH; want bdSeq 0, 2 NBIRTH", bd, born, len(host.Messages("NBIRTH")))
+	}
+	h.reload(strings.Replace(text, "reconnect_max: 500ms", "reconnect_max: 400ms", 1))
+	testutil.WaitFor(t, 20*time.Second, "the restarted node born with bdSeq 1", func() bool {
+		bd, born := host.BdSeq("plant", gatewayID)
+		return born && bd == 1
+	})
+	if n := len(host.Messages("NDEATH")); n != 1 {
+		t.Errorf("%d NDEATH, want 1 (the old node's goodbye)", n)
+	}
+	for _, v := range host.Violations() {
+		t.Errorf("host: %s", v)
+	}
+}
