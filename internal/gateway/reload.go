@@ -29,9 +29,9 @@ type reloadStage struct {
 var reloadStages = []reloadStage{
 	{"alerts", (*Gateway).prepareSinks},
 	{"uplink", (*Gateway).prepareUplink},
-	{"sparkplug", (*Gateway).prepareSparkplug},
 	{"devices", (*Gateway).prepareGroups},
 	{"reduce", (*Gateway).prepareReduce},
+	{"sparkplug", (*Gateway).prepareSparkplug},
 	// Last among the prepares: the engine swaps its rules in Update
 	// itself, so nothing may refuse the reload after it.
 	{"rules", (*Gateway).prepareRules},
