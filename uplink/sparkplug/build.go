@@ -215,7 +215,9 @@ func (n *Node) buildTelemetry(out []outMsg, i int, rec ferry.Record, historical 
 		}
 		return out, "unchanged"
 	}
-	if !d.born || d.rebirth != "" || (d.dead && !historical) {
+	// A dead device is born again before any data, historical too: a
+	// host takes no DDATA of a device after its DDEATH.
+	if !d.born || d.rebirth != "" || d.dead {
 		reason := d.rebirth
 		if d.dead {
 			reason = "device_back"

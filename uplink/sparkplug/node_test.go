@@ -353,3 +353,28 @@ func TestDeviceDeath(t *testing.T) {
 	}
 	r.noViolations()
 }
+
+// TestHistoricalOfDeadDevice: a device that was down (DDEATH) when the
+// primary host went away, with good data in the backlog: the new
+// session's births declare it dead, and its historical data comes after
+// a DBIRTH, never as DDATA of a dead device.
+func TestHistoricalOfDeadDevice(t *testing.T) {
+	r := newRig(t, func(c *Config) { c.PrimaryHostID = testHost })
+	r.run()
+	r.host.State(true)
+	r.waitBorn(0)
+	t0 := time.Now()
+	r.add("press", t0, good("count", ferry.IntValue(1)))
+	r.add("press", t0.Add(time.Second), bad("count"))
+	testutil.WaitFor(t, 10*time.Second, "DDEATH", func() bool { return len(r.host.Messages("DDEATH")) == 1 })
+	r.host.State(false)
+	testutil.WaitFor(t, 10*time.Second, "NDEATH", func() bool { return len(r.host.Messages("NDEATH")) == 1 })
+	r.add("press", t0.Add(2*time.Second), good("count", ferry.IntValue(2)))
+	r.host.State(true)
+	r.waitBorn(1)
+	testutil.WaitFor(t, 10*time.Second, "the historical value", func() bool { return len(r.host.Values("press", "count")) == 2 })
+	if v := r.host.Values("press", "count")[1]; !v.Historical || v.Value != int64(2) {
+		t.Errorf("backlog value = %+v, want 2, historical", v)
+	}
+	r.noViolations()
+}
