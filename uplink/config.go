@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry/internal/setting"
+	"github.com/ferry-edge/ferry/uplink/sparkplug"
 )
 
 // Config is the `uplink:` section. An absent `nats:` block means no
@@ -20,6 +21,9 @@ import (
 // decoded into List. Entries gives both as one list.
 type Config struct {
 	NATS *NATSConfig `yaml:"nats" doc:"NATS JetStream uplink; omit to run without one"`
+	// Sparkplug publishes the buffer as a Sparkplug B edge node
+	// (uplink/sparkplug, docs/sparkplug.md).
+	Sparkplug *sparkplug.Config `yaml:"sparkplug" doc:"Sparkplug B 3.0 edge node over MQTT (docs/sparkplug.md)"`
 
 	// List is the list form; nil in the map form.
 	List []Entry `yaml:"-"`
@@ -145,10 +149,16 @@ func (c *Config) Validate() error {
 		if c.NATS != nil {
 			errs.Merge("nats", c.NATS.Validate())
 		}
+		if c.Sparkplug != nil {
+			errs.Merge("sparkplug", c.Sparkplug.Validate())
+		}
 		return errs.Err()
 	}
 	if c.NATS != nil {
 		errs.Add("nats", "set the map form or the list form of uplink, not both")
+	}
+	if c.Sparkplug != nil {
+		errs.Add("sparkplug", "set the map form or the list form of uplink, not both")
 	}
 	if len(c.List) > MaxUpstreams {
 		errs.Add("", "%d upstreams; at most %d", len(c.List), MaxUpstreams)
@@ -161,6 +171,10 @@ func (c *Config) Validate() error {
 		if e.NATS != nil {
 			kinds = append(kinds, KindNATS)
 			errs.Merge(setting.Join(p, "nats"), e.NATS.Validate())
+		}
+		if e.Sparkplug != nil {
+			kinds = append(kinds, KindSparkplug)
+			errs.Merge(setting.Join(p, "sparkplug"), e.Sparkplug.Validate())
 		}
 		switch len(kinds) {
 		case 0:
@@ -193,10 +207,13 @@ func (c *Config) Validate() error {
 
 // Upstream kinds: the key of each kind's block, and an entry's default
 // name.
-const KindNATS = "nats"
+const (
+	KindNATS      = "nats"
+	KindSparkplug = "sparkplug"
+)
 
 // Kinds lists the upstream kinds.
-var Kinds = []string{KindNATS}
+var Kinds = []string{KindNATS, KindSparkplug}
 
 // MaxUpstreams is how many upstreams the list form may hold (the buffer
 // keeps a cursor per upstream, at most 8).
@@ -208,12 +225,17 @@ type Entry struct {
 	Name   string      `yaml:"name" doc:"the upstream's name (letters, digits, _ and -; unique): its buffer cursor, metrics label and status; default its kind (nats)"`
 	Filter Filter      `yaml:"filter" doc:"which records this upstream takes; default all"`
 	NATS   *NATSConfig `yaml:"nats" doc:"a NATS JetStream upstream"`
+	// Sparkplug is a Sparkplug B edge node (docs/sparkplug.md).
+	Sparkplug *sparkplug.Config `yaml:"sparkplug" doc:"a Sparkplug B 3.0 edge node over MQTT (docs/sparkplug.md)"`
 }
 
 // Kind returns the kind of the entry's block ("" when it has none).
 func (e *Entry) Kind() string {
-	if e.NATS != nil {
+	switch {
+	case e.NATS != nil:
 		return KindNATS
+	case e.Sparkplug != nil:
+		return KindSparkplug
 	}
 	return ""
 }
@@ -236,6 +258,9 @@ func (c *Config) Entries() []Entry {
 	var out []Entry
 	if c.NATS != nil {
 		out = append(out, Entry{Name: KindNATS, NATS: c.NATS})
+	}
+	if c.Sparkplug != nil {
+		out = append(out, Entry{Name: KindSparkplug, Sparkplug: c.Sparkplug})
 	}
 	return out
 }
@@ -477,11 +502,17 @@ func (c *Config) ValidateGateway(id, site string) error {
 		if c.NATS != nil {
 			errs.Merge("nats", c.NATS.validateGateway(id, site))
 		}
+		if c.Sparkplug != nil {
+			errs.Merge("sparkplug", c.Sparkplug.ValidateGateway(id))
+		}
 		return errs.Err()
 	}
 	for i, e := range c.List {
 		if e.NATS != nil {
 			errs.Merge(setting.Join(setting.Index("", i), "nats"), e.NATS.validateGateway(id, site))
+		}
+		if e.Sparkplug != nil {
+			errs.Merge(setting.Join(setting.Index("", i), "sparkplug"), e.Sparkplug.ValidateGateway(id))
 		}
 	}
 	return errs.Err()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/web"
@@ -111,6 +112,23 @@ func (d *Gateway) newUpstreams(cfg *config.Config) ([]*upstream, error) {
 			u.part, u.up = up, up
 			u.catalog = func(cfg *config.Config) {
 				up.SetCatalog(uplink.Catalog{ConfigVersion: cfg.Version, Points: cfg.Points})
+			}
+		case e.Sparkplug != nil:
+			node, err := d.newSparkplug(cfg.Gateway.ID, *e.Sparkplug, from, src, log.With("kind", uplink.KindSparkplug), reg)
+			if err != nil {
+				if multi {
+					return nil, fmt.Errorf("upstream %s: %w", e.Name, err)
+				}
+				return nil, err
+			}
+			u.part = node
+			var last []ferry.PointInfo
+			u.catalog = func(cfg *config.Config) {
+				// A new catalog rebirths the node: only when the points changed.
+				if last == nil || !reflect.DeepEqual(last, cfg.Points) {
+					last = cfg.Points
+					node.SetCatalog(cfg.Points)
+				}
 			}
 		default:
 			return nil, fmt.Errorf("upstream %s: no upstream block", e.Name)
