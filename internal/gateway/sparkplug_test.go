@@ -170,7 +170,7 @@ func TestSparkplugAndNATS(t *testing.T) {
 	live := len(host.Values("press", "line_speed"))
 	n0 := streamMsgs()
 	for i := range 5 {
-		bank.Set(0, uint16(100+i)) // values the node must hold back
+		bank.Set(0, uint16(100+i))         // values the node must hold back
 		time.Sleep(150 * time.Millisecond) // pacing: each value lives over a poll or two (the thing under test)
 	}
 	testutil.WaitFor(t, 20*time.Second, "NATS shipping on while Sparkplug holds back", func() bool { return streamMsgs() >= n0+5 })
