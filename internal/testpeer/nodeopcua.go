@@ -62,6 +62,18 @@ type NodeOPCUAConfig struct {
 	PKI   string         `json:"pki,omitempty"`
 	Nodes []NodeOPCUAVar `json:"nodes"`
 	Port  int            `json:"port,omitempty"`
+	// Users are the user name logins the server accepts; any other user
+	// name or password is refused with BadUserAccessDenied. Nil: none
+	// declared (node-opcua's default user manager). SetUser changes them.
+	Users []NodeOPCUAUser `json:"users"`
+	// NoAnonymous refuses anonymous logins (default: accepted).
+	NoAnonymous bool `json:"no_anonymous,omitempty"`
+}
+
+// NodeOPCUAUser is one user name login.
+type NodeOPCUAUser struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }
 
 // NodeOPCUAVar is one variable, node id ns=<namespace>;s=<Name>.
@@ -336,7 +348,22 @@ func (s *NodeOPCUA) Node(name string) string {
 
 // Set changes a variable's value and waits for the server's answer.
 func (s *NodeOPCUA) Set(name string, v any) error {
-	b, err := json.Marshal(map[string]any{"set": name, "value": v})
+	return s.command(map[string]any{"set": name, "value": v})
+}
+
+// SetUser adds a user name login or changes its password, as an
+// administrator would on the server, and waits for the server's answer.
+// The server must have been started with Users (possibly empty).
+func (s *NodeOPCUA) SetUser(username, password string) error {
+	if s.cfg.Users == nil {
+		return errors.New("node-opcua server started without users: SetUser needs NodeOPCUAConfig.Users")
+	}
+	return s.command(map[string]any{"user": username, "password": password})
+}
+
+// command sends one command line and waits for its {"ok": …} answer.
+func (s *NodeOPCUA) command(cmd map[string]any) error {
+	b, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}
