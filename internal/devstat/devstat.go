@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 )
 
 // Metrics are the device series every driver reports, labelled by
@@ -51,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"protocol", "device"}),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ferry_device_errors_total", Help: "Failures reading a device, by reason.",
+			Name: "ferry_device_errors_total", Help: "Failures reading a device, by reason (a snake_case code: timeout, connection_refused, bad_user_access_denied, …).",
 		}, []string{"protocol", "device", "reason"}),
 		points: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ferry_device_points", Help: "Points of a device by the quality of their last sample.",
@@ -223,7 +224,9 @@ func (d *Device) count(reason string) {
 	d.mu.Lock()
 	c, ok := d.errors[reason]
 	if !ok {
-		c = d.m.errs.WithLabelValues(d.protocol, d.name, reason)
+		// The label is the reason's code ("connection_refused",
+		// "bad_user_access_denied"); Status().Errors keeps the reason.
+		c = d.m.errs.WithLabelValues(d.protocol, d.name, label.Code(reason))
 		d.errors[reason] = c
 	}
 	if d.st.Errors == nil {

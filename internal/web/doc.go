@@ -11,7 +11,7 @@
 //	GET  /readyz                  every readiness check passes (200), or which one fails and why (503); ?format=json, ?verbose
 //	GET  /metrics                 Prometheus text and OpenMetrics
 //	GET  /                        the web console (see README.md): one page, its files under /assets/
-//	GET  /api/devices             every device: state, last poll, errors by reason, points by quality
+//	GET  /api/devices             every device: state, current failure reason, last poll, errors by reason, points by quality
 //	GET  /api/points              current value, quality, source time and sparkline of every point (?device=NAME, ?spark=0)
 //	GET  /api/alerts/history      alert transitions, newest first: persisted and filtered with a Historian (historyapi.go), else the last since start
 //	GET  /api/history             one or more points' local history (?device=&point=&from=&to=&step=&format=csv; needs a Historian)
