@@ -57,23 +57,17 @@ type NodeOPCUAConfig struct {
 	// NamespaceURI is the namespace of the variables (default
 	// urn:ferry:test).
 	NamespaceURI string `json:"namespace_uri,omitempty"`
-	// PKI is the server's PKI folder (default: one beside the install,
-	// shared by every server). It accepts every client certificate.
-	PKI   string         `json:"pki,omitempty"`
-	Nodes []NodeOPCUAVar `json:"nodes"`
-	Port  int            `json:"port,omitempty"`
 	// Users are the user name logins the server accepts; any other user
 	// name or password is refused with BadUserAccessDenied. Nil: none
 	// declared (node-opcua's default user manager). SetUser changes them.
 	Users []NodeOPCUAUser `json:"users"`
 	// NoAnonymous refuses anonymous logins (default: accepted).
 	NoAnonymous bool `json:"no_anonymous,omitempty"`
-}
-
-// NodeOPCUAUser is one user name login.
-type NodeOPCUAUser struct {
-	Username string `json:"username"`
-	Password string `json:"password"`
+	// PKI is the server's PKI folder (default: one beside the install,
+	// shared by every server). It accepts every client certificate.
+	PKI   string         `json:"pki,omitempty"`
+	Nodes []NodeOPCUAVar `json:"nodes"`
+	Port  int            `json:"port,omitempty"`
 }
 
 // NodeOPCUAVar is one variable, node id ns=<namespace>;s=<Name>.
@@ -349,6 +343,12 @@ func (s *NodeOPCUA) Node(name string) string {
 // Set changes a variable's value and waits for the server's answer.
 func (s *NodeOPCUA) Set(name string, v any) error {
 	return s.command(map[string]any{"set": name, "value": v})
+}
+
+// NodeOPCUAUser is one user name login.
+type NodeOPCUAUser struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }
 
 // SetUser adds a user name login or changes its password, as an
