@@ -342,7 +342,7 @@ func (s *NodeOPCUA) Node(name string) string {
 
 // Set changes a variable's value and waits for the server's answer.
 func (s *NodeOPCUA) Set(name string, v any) error {
-	return s.command(map[string]any{"set": name, "value": v})
+	return s.sendCommand(map[string]any{"set": name, "value": v})
 }
 
 // NodeOPCUAUser is one user name login.
@@ -358,11 +358,11 @@ func (s *NodeOPCUA) SetUser(username, password string) error {
 	if s.cfg.Users == nil {
 		return errors.New("node-opcua server started without users: SetUser needs NodeOPCUAConfig.Users")
 	}
-	return s.command(map[string]any{"user": username, "password": password})
+	return s.sendCommand(map[string]any{"user": username, "password": password})
 }
 
-// command sends one command line and waits for its {"ok": …} answer.
-func (s *NodeOPCUA) command(cmd map[string]any) error {
+// sendCommand sends one command line and waits for its {"ok": …} answer.
+func (s *NodeOPCUA) sendCommand(cmd map[string]any) error {
 	b, err := json.Marshal(cmd)
 	if err != nil {
 		return err
