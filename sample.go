@@ -91,7 +91,11 @@ type DeviceStatus struct {
 	// Since is when Connected last changed.
 	Since time.Time `json:"since"`
 	// LastError is the most recent failure ("" when the last poll worked).
-	LastError    string        `json:"last_error,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// Reason is the reason of the current connection failure, in the
+	// short form Bad samples carry (an OPC UA status name such as
+	// BadUserAccessDenied, "timeout", …); "" while connected.
+	Reason       string        `json:"reason,omitempty"`
 	LastPoll     time.Time     `json:"last_poll"`
 	PollDuration time.Duration `json:"poll_duration"`
 	// Errors counts failures by reason since start.

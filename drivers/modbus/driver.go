@@ -109,7 +109,7 @@ func New(devices []Device, opts Options) (*Driver, error) {
 		}
 		l := byKey[key]
 		if l == nil {
-			l = newLink(lk, serial, opts)
+			l = newLink(lk, dev.Name, serial, opts)
 			byKey[key] = l
 			drv.links = append(drv.links, l)
 		} else if lk.scheme == schemeRTU && l.serial != serial {
@@ -170,7 +170,7 @@ func (d *Driver) Forget() {
 		d.metrics.forgetDevice(dev.name)
 	}
 	for _, l := range d.links {
-		d.metrics.forgetLink(l.addr.String())
+		d.metrics.forgetLink(l.name)
 	}
 }
 

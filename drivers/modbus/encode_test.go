@@ -301,6 +301,12 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			if p.Scale != 0 && errors.Is(err, ferry.ErrWriteRefused) && strings.Contains(err.Error(), "beyond") {
 				return // a count of 2^46 or more: refused by rule
 			}
+			if f, num := v.Number(); num && (math.IsNaN(f) || math.IsInf(f, 0)) && errors.Is(err, ferry.ErrWriteRefused) {
+				// Registers holding NaN or an infinity decode (to a Bad
+				// "out of range" sample), but a write of one is refused
+				// by rule (issue 21 item 8; seed acc69b75082944d3).
+				return
+			}
 			t.Fatalf("%s %s: % X decodes to %v, which encode refuses: %v", tn, p.Order, data[:2*dec.regs], v, err)
 		}
 		back, ok := dec.decode(e.data)

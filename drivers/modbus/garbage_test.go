@@ -167,7 +167,7 @@ func TestGarbageTCPFrames(t *testing.T) {
 			p.setMode("")
 			col.waitFor(t, "plc", "good again", allGood)
 			stop()
-			if v := testutil.ToFloat64(m.requests.WithLabelValues(drv.links[0].addr.String(), tt.result)); v < 1 {
+			if v := testutil.ToFloat64(m.requests.WithLabelValues(drv.links[0].name, tt.result)); v < 1 {
 				t.Errorf("ferry_modbus_requests_total{result=%q} = %v", tt.result, v)
 			}
 			if dp := drv.Plan()[0].Devices[0]; len(dp.Bad) != 0 {

@@ -26,7 +26,10 @@ const ReasonBadFrame = "bad frame"
 // link is one physical link — a TCP connection or a serial port — and the
 // devices on it. One goroutine (run) owns it and serialises every request.
 type link struct {
-	addr   linkAddr
+	addr linkAddr
+	// name labels the link's metric series: the name of its first device
+	// (configuration order), not its URL — see newLink.
+	name   string
 	serial Serial
 	log    *slog.Logger
 	m      linkMetrics
@@ -48,12 +51,18 @@ type link struct {
 	rr         int       // round-robin position among devices
 }
 
-func newLink(addr linkAddr, s Serial, opts Options) *link {
+// newLink returns the link at addr. name (its first device's name) is
+// the value of the link label of its series: a name from the
+// configuration, in the label style of every other series, where the
+// URL would put slashes (and a serial device path) into label values.
+// The log keeps the URL.
+func newLink(addr linkAddr, name string, s Serial, opts Options) *link {
 	return &link{
 		addr:   addr,
+		name:   name,
 		serial: s,
 		log:    opts.Logger.With("link", addr.String()),
-		m:      opts.Metrics.link(addr.String()),
+		m:      opts.Metrics.link(name),
 		now:    opts.Now,
 		boTmpl: opts.Backoff,
 		wq:     newWriteQueue(),

@@ -253,7 +253,7 @@ func TestGarbageRTUFrames(t *testing.T) {
 			r.setMode("")
 			col.waitFor(t, "meter", "good again", allGood)
 			stop()
-			lk := drv.links[0].addr.String()
+			lk := drv.links[0].name
 			if v := testutil.ToFloat64(m.requests.WithLabelValues(lk, tt.result)); v < 1 {
 				t.Errorf("ferry_modbus_requests_total{result=%q} = %v", tt.result, v)
 			}

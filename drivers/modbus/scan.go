@@ -40,7 +40,7 @@ func ScanUnits(ctx context.Context, rawURL string, s Serial, units []uint8, time
 	} else if s.Baud == 0 {
 		s.SetDefaults()
 	}
-	l := newLink(addr, s, Options{}.withDefaults())
+	l := newLink(addr, "scan", s, Options{}.withDefaults())
 	probe := &device{unit: 1, interval: timeout, timeout: timeout}
 	l.devs = []*device{probe}
 	l.newHandler()

@@ -39,7 +39,7 @@ func TestStaleTCPFrameDiscarded(t *testing.T) {
 		}
 	}
 	stop()
-	link := drv.links[0].addr.String()
+	link := drv.links[0].name
 	if v := testutil.ToFloat64(m.requests.WithLabelValues(link, resultBadFrame)); v != 0 {
 		t.Errorf("ferry_modbus_requests_total{result=bad_frame} = %v, want 0: discarding the stale frame keeps the stream in step", v)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 	"github.com/ferry-edge/ferry/internal/setting"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
@@ -64,11 +65,11 @@ func TestWildcardRouting(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.topic, func(t *testing.T) {
 			n := len(store.committed())
-			badTopics := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("lines", reasonBadTopic))
+			badTopics := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("lines", label.Code(reasonBadTopic)))
 			b.Publish(t, tt.topic, []byte(`{"temp":1,"rpm":2,"a":3,"b":4,"v":5}`), 1, false)
 			if tt.devices == nil {
 				waitFor(t, "bad topic counted", 5*time.Second, func() bool {
-					return testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("lines", reasonBadTopic)) == badTopics+1
+					return testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("lines", label.Code(reasonBadTopic))) == badTopics+1
 				})
 				waitFor(t, "acknowledged", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
 				if got := len(store.committed()); got != n {

@@ -1,6 +1,10 @@
 package mqtt
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry/internal/label"
+)
 
 // Metrics are the MQTT driver's own series. Create them once (NewMetrics)
 // and share them between every Driver, so that a driver restarted on
@@ -28,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device", "result"}),
 		payloadErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_mqtt_payload_errors_total",
-			Help: "Payload problems per device and reason (not json, missing path, wrong type, bad protobuf, unknown alias, seq gap, …).",
+			Help: "Payload problems per device and reason (not_json, missing_path, wrong_type, bad_protobuf, unknown_alias, seq_gap, …).",
 		}, []string{"device", "reason"}),
 		redeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_mqtt_redeliveries_total",
@@ -119,5 +123,5 @@ func (m *Metrics) device(name string) *deviceMetrics {
 }
 
 func (m *deviceMetrics) payloadError(reason string) {
-	m.errs.WithLabelValues(m.name, reason).Inc()
+	m.errs.WithLabelValues(m.name, label.Code(reason)).Inc()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
@@ -159,7 +160,7 @@ func TestJSONPayloads(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := map[string]float64{}
 			for r := range tt.errs {
-				before[r] = testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues(tt.device, r))
+				before[r] = testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues(tt.device, label.Code(r)))
 			}
 			n := len(store.committed())
 			b.Publish(t, tt.topic, []byte(tt.payload), 1, false)
@@ -170,7 +171,7 @@ func TestJSONPayloads(t *testing.T) {
 				t.Errorf("QoS 1 scan: key %q redelivered %v", sc.Key, sc.Redelivered)
 			}
 			for r, w := range tt.errs {
-				if got := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues(tt.device, r)) - before[r]; got != w {
+				if got := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues(tt.device, label.Code(r))) - before[r]; got != w {
 					t.Errorf("payload_errors_total{reason=%q} grew by %v, want %v", r, got, w)
 				}
 			}

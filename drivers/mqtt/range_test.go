@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
@@ -63,7 +64,7 @@ func TestOutOfRangeNumbers(t *testing.T) {
 	for _, s := range store.committed()[n].Samples {
 		check(s)
 	}
-	if got := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("env", reasonOutOfRange)); got != 5 {
+	if got := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("env", label.Code(reasonOutOfRange))); got != 5 {
 		t.Errorf("payload_errors_total{env, out of range} = %v, want 5", got)
 	}
 
@@ -74,7 +75,7 @@ func TestOutOfRangeNumbers(t *testing.T) {
 		waitFor(t, "scan", 5*time.Second, func() bool { return len(store.committed()) > n })
 		check(store.committed()[n].Samples[0])
 	}
-	if got := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("level", reasonOutOfRange)); got != 2 {
+	if got := testutil.ToFloat64(opts.Metrics.payloadErrs.WithLabelValues("level", label.Code(reasonOutOfRange))); got != 2 {
 		t.Errorf("payload_errors_total{level, out of range} = %v, want 2", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	ftest "github.com/ferry-edge/ferry/internal/testutil"
 )
@@ -190,7 +191,7 @@ func rebirthSetup(t *testing.T, rebirth, answer bool, edit func(*Options)) (*edg
 }
 
 func unknownAliases(o Options) float64 {
-	return testutil.ToFloat64(o.Metrics.payloadErrs.WithLabelValues("press", reasonUnknownAlias))
+	return testutil.ToFloat64(o.Metrics.payloadErrs.WithLabelValues("press", label.Code(reasonUnknownAlias)))
 }
 
 // TestSparkplugRebirth: ferry starts after the edge node's births and gets

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 )
 
@@ -337,16 +338,16 @@ func TestSparkplugSession(t *testing.T) {
 	})
 
 	// DDATA with seq 6: 5 was lost. Also an alias no BIRTH declared.
-	gaps := testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", reasonSeqGap))
+	gaps := testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", label.Code(reasonSeqGap)))
 	sc = step("DDATA gap", base+"DDATA/E1/press1", encPayload(ts+3000, 6,
 		tMetric{alias: 10, hasAlias: true, floatV: f32(5)},
 		tMetric{alias: 99, hasAlias: true, floatV: f32(5)},
 	), 0, 1)
 	checkSamples(t, sc[0].Samples, "press", time.Time{}, map[string]want{"pressure": {v: ferry.FloatValue(5)}})
-	if got := testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", reasonSeqGap)) - gaps; got != 1 {
+	if got := testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", label.Code(reasonSeqGap))) - gaps; got != 1 {
 		t.Errorf("seq gap counted %v times, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", reasonUnknownAlias)); got != 1 {
+	if got := testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", label.Code(reasonUnknownAlias))); got != 1 {
 		t.Errorf("unknown alias counted %v times, want 1", got)
 	}
 
@@ -354,8 +355,8 @@ func TestSparkplugSession(t *testing.T) {
 	full := encPayload(ts, 7, tMetric{alias: 10, hasAlias: true, floatV: f32(6)})
 	b.Publish(t, base+"DDATA/E1/press1", full[:len(full)-3], 1, false)
 	waitFor(t, "bad protobuf counted", 5*time.Second, func() bool {
-		return testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", reasonBadProtobuf)) == 1 &&
-			testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", reasonBadProtobuf)) == 1
+		return testutil.ToFloat64(m.payloadErrs.WithLabelValues("press", label.Code(reasonBadProtobuf))) == 1 &&
+			testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", label.Code(reasonBadProtobuf))) == 1
 	})
 	// Poison: acknowledged anyway.
 	waitFor(t, "bad protobuf acknowledged", 5*time.Second, func() bool { return b.Inflight(r.d.ClientID()) == 0 })
@@ -371,10 +372,10 @@ func TestSparkplugSession(t *testing.T) {
 	}
 
 	// A stale NDEATH (bdSeq 0, from an earlier session): ignored.
-	stale := testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", reasonStaleDeath))
+	stale := testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", label.Code(reasonStaleDeath)))
 	b.Publish(t, base+"NDEATH/E1", encPayload(0, -1, tMetric{name: "bdSeq", dt: spInt64, longV: u64(0)}), 1, false)
 	waitFor(t, "stale death counted", 5*time.Second, func() bool {
-		return testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", reasonStaleDeath)) == stale+1
+		return testutil.ToFloat64(m.payloadErrs.WithLabelValues("node", label.Code(reasonStaleDeath))) == stale+1
 	})
 	if !r.d.devices[0].stat.IsConnected() {
 		t.Error("a stale NDEATH took the node down")
@@ -407,7 +408,7 @@ func TestSparkplugSession(t *testing.T) {
 	// Sequence numbers are the edge node's: both devices saw the two gaps
 	// (seq 5 missing, seq 7 undecodable), and the rebirth made none.
 	for _, dev := range []string{"node", "press"} {
-		if got := testutil.ToFloat64(m.payloadErrs.WithLabelValues(dev, reasonSeqGap)); got != 2 {
+		if got := testutil.ToFloat64(m.payloadErrs.WithLabelValues(dev, label.Code(reasonSeqGap))); got != 2 {
 			t.Errorf("%s: %v seq gaps, want 2", dev, got)
 		}
 	}

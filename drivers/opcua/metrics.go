@@ -2,6 +2,8 @@ package opcua
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-edge/ferry/internal/label"
 )
 
 // Metrics are the OPC UA driver's own series, labelled by device. The
@@ -43,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device"}),
 		sessionErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_opcua_session_errors_total",
-			Help: "Failed connects and lost sessions, by reason (a status name such as BadCertificateUntrusted, or timeout, connection refused, disconnected).",
+			Help: "Failed connects and lost sessions, by reason (a status name as a snake_case code such as bad_certificate_untrusted, or timeout, connection_refused, disconnected).",
 		}, []string{"device", "reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_opcua_certificates_rejected_total",
@@ -63,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device"}),
 		writeErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_opcua_write_errors_total",
-			Help: "Writes and calls sent that did not succeed, by reason (a status name such as BadUserAccessDenied, timeout, mismatch, read back).",
+			Help: "Writes and calls sent that did not succeed, by reason (a status name as a snake_case code such as bad_user_access_denied, timeout, mismatch, read_back).",
 		}, []string{"device", "reason"}),
 	}
 	if reg != nil {
@@ -116,9 +118,9 @@ func (m *Metrics) device(name string) *deviceMetrics {
 }
 
 func (dm *deviceMetrics) sessionError(reason string) {
-	dm.m.sessionErrs.WithLabelValues(dm.device, reason).Inc()
+	dm.m.sessionErrs.WithLabelValues(dm.device, label.Code(reason)).Inc()
 }
 
 func (dm *deviceMetrics) writeError(reason string) {
-	dm.m.writeErrs.WithLabelValues(dm.device, reason).Inc()
+	dm.m.writeErrs.WithLabelValues(dm.device, label.Code(reason)).Inc()
 }

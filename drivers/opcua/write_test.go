@@ -289,7 +289,7 @@ func TestWriteBadStatus(t *testing.T) {
 	if got := r.serverValue(t, "ro"); got != int32(5) {
 		t.Fatalf("server holds %v, want 5", got)
 	}
-	if n := promtest.ToFloat64(r.m.writeErrs.WithLabelValues("plc", "BadUserAccessDenied")); n != 1 {
+	if n := promtest.ToFloat64(r.m.writeErrs.WithLabelValues("plc", "bad_user_access_denied")); n != 1 {
 		t.Fatalf("write errors BadUserAccessDenied = %v, want 1", n)
 	}
 }

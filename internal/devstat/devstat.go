@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/label"
 )
 
 // Metrics are the device series every driver reports, labelled by
@@ -51,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"protocol", "device"}),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ferry_device_errors_total", Help: "Failures reading a device, by reason.",
+			Name: "ferry_device_errors_total", Help: "Failures reading a device, by reason (a snake_case code: timeout, connection_refused, bad_user_access_denied, …).",
 		}, []string{"protocol", "device", "reason"}),
 		points: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ferry_device_points", Help: "Points of a device by the quality of their last sample.",
@@ -88,7 +89,14 @@ type Device struct {
 	known  bool // a first state has been seen
 	ever   bool // the device has answered at least once
 	errors map[string]prometheus.Counter
+	// logged are the failure reasons logged during the current outage:
+	// each is logged once, however often the reasons alternate.
+	logged map[string]bool
 }
+
+// maxLoggedReasons bounds the reasons remembered for one outage; past it,
+// a new reason is logged at Debug only.
+const maxLoggedReasons = 32
 
 // Device returns the tracker of one device. log should already carry the
 // device's attributes (log.With("device", name)); now may be nil.
@@ -141,6 +149,7 @@ func (d *Device) Connected() {
 	defer d.mu.Unlock()
 	if d.known && d.st.Connected {
 		d.st.LastError = ""
+		d.st.Reason = ""
 		return
 	}
 	wasUp := d.ever
@@ -148,6 +157,8 @@ func (d *Device) Connected() {
 	d.st.Connected = true
 	d.st.Since = d.now()
 	d.st.LastError = ""
+	d.st.Reason = ""
+	clear(d.logged)
 	d.connected.Set(1)
 	if wasUp {
 		d.log.Info("connection back", "endpoint", d.st.Endpoint)
@@ -158,18 +169,34 @@ func (d *Device) Connected() {
 
 // Lost records that the device stopped answering (or could not be reached
 // at all): it counts the failure under its reason and logs once at Warn per
-// change of state; repeats go to Debug. It returns the reason, for the Bad
-// samples the driver emits.
+// change of state. While the device stays unreachable, a failure with a
+// reason not yet logged in this outage is a change of state too (the
+// server certificate is trusted now, but the password is wrong): it is
+// logged once at Warn; repeats go to Debug. Status().Reason is always the
+// latest reason. It returns the reason, for the Bad samples the driver
+// emits.
 func (d *Device) Lost(err error) string {
 	reason := Reason(err)
 	d.count(reason)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.st.LastError = errString(err)
+	changed := reason != d.st.Reason
+	d.st.Reason = reason
 	if d.known && !d.st.Connected {
-		d.log.Debug("still not connected", "reason", reason, "err", err)
+		if !changed || d.logged[reason] || len(d.logged) >= maxLoggedReasons {
+			d.log.Debug("still not connected", "reason", reason, "err", err)
+			return reason
+		}
+		d.logged[reason] = true
+		d.log.Warn("still not connected, for another reason", "endpoint", d.st.Endpoint, "reason", reason, "err", err)
 		return reason
 	}
+	if d.logged == nil {
+		d.logged = map[string]bool{}
+	}
+	clear(d.logged)
+	d.logged[reason] = true
 	d.known = true
 	d.st.Connected = false
 	d.st.Since = d.now()
@@ -197,7 +224,9 @@ func (d *Device) count(reason string) {
 	d.mu.Lock()
 	c, ok := d.errors[reason]
 	if !ok {
-		c = d.m.errs.WithLabelValues(d.protocol, d.name, reason)
+		// The label is the reason's code ("connection_refused",
+		// "bad_user_access_denied"); Status().Errors keeps the reason.
+		c = d.m.errs.WithLabelValues(d.protocol, d.name, label.Code(reason))
 		d.errors[reason] = c
 	}
 	if d.st.Errors == nil {

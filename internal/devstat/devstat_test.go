@@ -51,7 +51,7 @@ func TestStateChangesLoggedOnce(t *testing.T) {
 	if !st.Connected || st.Errors[ferry.ReasonConnRefused] != 3 || st.Errors[ferry.ReasonDisconnected] != 2 {
 		t.Fatalf("status %+v", st)
 	}
-	if got := testutil.ToFloat64(m.errs.WithLabelValues("modbus", "press1", ferry.ReasonConnRefused)); got != 3 {
+	if got := testutil.ToFloat64(m.errs.WithLabelValues("modbus", "press1", "connection_refused")); got != 3 {
 		t.Fatalf("errors counter %v", got)
 	}
 	if got := testutil.ToFloat64(m.connected.WithLabelValues("modbus", "press1")); got != 1 {

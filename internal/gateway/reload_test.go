@@ -63,7 +63,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	for _, dev := range unchanged {
 		since[dev] = h.status(dev).Since
 	}
-	link := func(pr int) string { return "link=tcp://" + p.Presses[pr].Addr }
+	// A link's series are labelled with its first device's name.
+	link := func(pr int) string { return "link=" + p.Presses[pr].Name }
 	connects := func(pr int) float64 {
 		v, _ := h.metric("ferry_modbus_connects_total", link(pr), "result=ok")
 		return v
@@ -356,7 +357,7 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 			t.Errorf("%s{device=press2} still exported after press2 was removed", name)
 		}
 	}
-	if _, ok := h.metric("ferry_modbus_requests_total", "link=tcp://"+p.Presses[1].Addr); ok {
+	if _, ok := h.metric("ferry_modbus_requests_total", "link="+p.Presses[1].Name); ok {
 		t.Error("ferry_modbus_requests_total of press2's link still exported after press2 was removed")
 	}
 	for _, st := range h.d.deviceStatus() {

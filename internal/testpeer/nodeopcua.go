@@ -57,6 +57,12 @@ type NodeOPCUAConfig struct {
 	// NamespaceURI is the namespace of the variables (default
 	// urn:ferry:test).
 	NamespaceURI string `json:"namespace_uri,omitempty"`
+	// Users are the user name logins the server accepts; any other user
+	// name or password is refused with BadUserAccessDenied. Nil: none
+	// declared (node-opcua's default user manager). SetUser changes them.
+	Users []NodeOPCUAUser `json:"users"`
+	// NoAnonymous refuses anonymous logins (default: accepted).
+	NoAnonymous bool `json:"no_anonymous,omitempty"`
 	// PKI is the server's PKI folder (default: one beside the install,
 	// shared by every server). It accepts every client certificate.
 	PKI   string         `json:"pki,omitempty"`
@@ -346,7 +352,28 @@ func (s *NodeOPCUA) Node(name string) string {
 
 // Set changes a variable's value and waits for the server's answer.
 func (s *NodeOPCUA) Set(name string, v any) error {
-	b, err := json.Marshal(map[string]any{"set": name, "value": v})
+	return s.sendCommand(map[string]any{"set": name, "value": v})
+}
+
+// NodeOPCUAUser is one user name login.
+type NodeOPCUAUser struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// SetUser adds a user name login or changes its password, as an
+// administrator would on the server, and waits for the server's answer.
+// The server must have been started with Users (possibly empty).
+func (s *NodeOPCUA) SetUser(username, password string) error {
+	if s.cfg.Users == nil {
+		return errors.New("node-opcua server started without users: SetUser needs NodeOPCUAConfig.Users")
+	}
+	return s.sendCommand(map[string]any{"user": username, "password": password})
+}
+
+// sendCommand sends one command line and waits for its {"ok": …} answer.
+func (s *NodeOPCUA) sendCommand(cmd map[string]any) error {
+	b, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@
 //	GET  /readyz                  every readiness check passes (200), or which one fails and why (503); ?format=json, ?verbose
 //	GET  /metrics                 Prometheus text and OpenMetrics
 //	GET  /                        the web console (see README.md): one page, its files under /assets/
-//	GET  /api/devices             every device: state, last poll, errors by reason, points by quality
+//	GET  /api/devices             every device: state, current failure reason, last poll, errors by reason, points by quality
 //	GET  /api/points              current value, quality, source time and sparkline of every point (?device=NAME, ?spark=0)
 //	GET  /api/devices/{device}    one device, with its driver's request plan (Options.Plan; points_device.go)
 //	GET  /api/search              devices and points matching every word of ?q= (name, unit, description, source), best first (points_search.go)

@@ -205,7 +205,7 @@ func New(o Options) (*Server, error) {
 	if o.Registerer != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_http_requests_total",
-			Help: "HTTP requests served by the local listener, by route pattern and status code.",
+			Help: "HTTP requests served by the local listener, by route (api_devices, metrics, …) and status code.",
 		}, []string{"handler", "code"})
 		if err := o.Registerer.Register(s.requests); err != nil {
 			return nil, fmt.Errorf("http: register metrics: %w", err)
@@ -261,10 +261,10 @@ func (s *Server) routes() {
 }
 
 // handle mounts h at pattern, counted in ferry_http_requests_total by
-// its pattern.
+// its route name (route.go).
 func (s *Server) handle(pattern string, h http.Handler) {
 	if s.requests != nil {
-		h = promhttp.InstrumentHandlerCounter(s.requests.MustCurryWith(prometheus.Labels{"handler": pattern}), h)
+		h = promhttp.InstrumentHandlerCounter(s.requests.MustCurryWith(prometheus.Labels{"handler": routeName(pattern)}), h)
 	}
 	s.mux.Handle(pattern, h)
 }

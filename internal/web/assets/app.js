@@ -153,6 +153,7 @@ function stateCell(d) {
   const since = d.state !== 'not running' && !zero(d.since);
   return cell('State', {class: 'state'}, p,
     since ? h('span', {class: 'reason'}, 'since ', fmtTime(d.since), ' (', ago(d.since), ')') : null,
+    d.reason ? h('span', {class: 'reason', 'data-reason': d.reason}, 'reason: ', d.reason) : null,
     d.last_error ? h('span', {class: 'reason', title: d.last_error}, d.last_error) : null);
 }
 

@@ -5,6 +5,7 @@
 //   {"port": 4840, "endpoint": "opc.tcp://127.0.0.1:4840", "namespace_uri": "...", "namespace": 2}
 // Then it reads commands from stdin, one JSON object a line:
 //   {"set": "Name", "value": 12}   set a variable's value (answers {"ok": "Name"})
+//   {"user": "op", "password": "pw"}  add a user or change its password (answers {"ok": "op"}; needs "users")
 // It exits when stdin closes, on SIGTERM, or on SIGINT.
 //
 // The description:
@@ -14,6 +15,8 @@
 //     "security": ["None", "Basic256Sha256"], // policies offered (Sign and SignAndEncrypt for the secure ones)
 //     "pki": "/abs/dir",                // server PKI folder (own certificate, trusted clients); default: a temp dir
 //     "trust_all": true,                // accept any client certificate (default true)
+//     "users": [{"username": "op", "password": "pw"}], // user name logins accepted (absent or null: node-opcua's default user manager)
+//     "no_anonymous": true,             // refuse anonymous logins (default false: accepted)
 //     "nodes": [
 //       {"name": "Quiet", "type": "Double", "value": 1},
 //       {"name": "Fast", "type": "Double", "value": 0, "every_ms": 100, "step": 1},
@@ -80,13 +83,22 @@ async function main() {
   });
   await userCertificateManager.initialize();
 
+  // User name logins: a wrong password or an unknown user is refused
+  // with BadUserAccessDenied. The map changes with the "user" command.
+  const users = new Map();
+  for (const u of desc.users || []) users.set(u.username, u.password);
+
   const server = new opcua.OPCUAServer({
     port: desc.port || 0,
     hostname: "127.0.0.1",
     alternateHostname: ["127.0.0.1"],
     securityPolicies,
     securityModes: [...securityModes],
-    allowAnonymous: true,
+    allowAnonymous: desc.no_anonymous !== true,
+    // Without "users", node-opcua's own default (as before).
+    userManager: desc.users == null ? undefined : {
+      isValidUser: (username, password) => users.has(username) && users.get(username) === password,
+    },
     serverCertificateManager,
     userCertificateManager,
     buildInfo: { productName: "ferry-nodeopcua-testpeer" },
@@ -160,6 +172,15 @@ async function main() {
       e.state.value = cmd.value;
       e.v.setValueFromSource(variant(e.state.type, cmd.value), opcua.StatusCodes.Good);
       process.stdout.write(JSON.stringify({ ok: cmd.set }) + "\n");
+      return;
+    }
+    if (cmd.user !== undefined) {
+      if (desc.users == null) {
+        process.stdout.write(JSON.stringify({ error: "no users: start the server with \"users\"" }) + "\n");
+        return;
+      }
+      users.set(cmd.user, cmd.password);
+      process.stdout.write(JSON.stringify({ ok: cmd.user }) + "\n");
       return;
     }
     process.stdout.write(JSON.stringify({ error: "unknown command" }) + "\n");
