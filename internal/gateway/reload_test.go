@@ -105,20 +105,25 @@ func TestReloadUnderLoad(t *testing.T) {
 	before = h.scans("press1")
 	waitFor(t, 30*time.Second, "press1 scanning after the second reload", func() bool { return h.scans("press1") >= before+5 })
 
+	// A loaded machine may time a request out and the driver reconnect
+	// (logged "connection lost"): a reconnect the reload did not cause.
+	// Without such a loss, an unchanged device keeps its connection.
 	for _, dev := range unchanged {
-		if got := h.status(dev).Since; !got.Equal(since[dev]) || !h.status(dev).Connected {
-			t.Errorf("%s: connected since %v, was %v before the reloads (connected %v): reconnected although its configuration did not change",
-				dev, got, since[dev], h.status(dev).Connected)
+		waitFor(t, 30*time.Second, dev+" connected", func() bool { return h.status(dev).Connected })
+		if got := h.status(dev).Since; !got.Equal(since[dev]) && h.lost(dev) == 0 {
+			t.Errorf("%s: connected since %v, was %v before the reloads, with no connection lost: reconnected although its configuration did not change",
+				dev, got, since[dev])
 		}
 	}
-	if c := connects(1); c != 1 {
-		t.Errorf("press2 (unchanged) connected %v times, want 1", c)
+	// Each group start connects once; a lost connection may add one.
+	if c, lost := connects(1), h.lost("press2"); c < 1 || c > 1+float64(lost) {
+		t.Errorf("press2 (unchanged) connected %v times with %d connections lost, want 1 (and one more per loss)", c, lost)
 	}
-	if c := connects(0); c != 2 {
-		t.Errorf("press1 (interval changed once) connected %v times, want 2", c)
+	if c, lost := connects(0), h.lost("press1"); c < 2 || c > 2+float64(lost) {
+		t.Errorf("press1 (interval changed once) connected %v times with %d connections lost, want 2 (and one more per loss)", c, lost)
 	}
-	if v, _ := h.metric("ferry_opcua_session_reconnects_total"); v != opcuaSessions {
-		t.Errorf("OPC UA session reconnects went from %v to %v across the reloads", opcuaSessions, v)
+	if v, _ := h.metric("ferry_opcua_session_reconnects_total"); v != opcuaSessions && h.lost("boiler") == 0 {
+		t.Errorf("OPC UA session reconnects went from %v to %v across the reloads, with no connection lost", opcuaSessions, v)
 	}
 	if n := len(h.logs.lines("uplink connected")); n != uplinkConnects {
 		t.Errorf("the uplink connected %d times across the reloads, want no new connection (%d before)", n-uplinkConnects, uplinkConnects)
@@ -374,9 +379,23 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 		v, _ := h.metric("ferry_device_connected", "device=press2")
 		return v == 1 && h.scans("press2") >= 1
 	})
-	if got := h.status("press1").Since; !got.Equal(since) {
-		t.Errorf("press1 reconnected (since %v, was %v) when only press2 changed", got, since)
+	// press1's group is left alone by both reloads. Its connection too,
+	// unless a request timed out on a loaded machine ("connection lost"):
+	// a reconnect no reload caused.
+	press1 := "tcp://" + p.Presses[0].Addr
+	for _, l := range h.logs.lines("device groups changed") {
+		if strings.Contains(l, press1) {
+			t.Errorf("a reload touched press1's link: %s", l)
+		}
 	}
+	if got := h.status("press1").Since; !got.Equal(since) && h.lost("press1") == 0 {
+		t.Errorf("press1 reconnected (since %v, was %v) with no connection lost, when only press2 changed", got, since)
+	}
+}
+
+// lost counts the times the daemon logged device's connection lost.
+func (h *harness) lost(device string) int {
+	return len(h.logs.lines(`msg="connection lost"`, "device="+device+" "))
 }
 
 // TestReloadKeepsAPIResponsive reloads while a device group takes seconds
