@@ -45,11 +45,19 @@ func TestReloadUnderLoad(t *testing.T) {
 	testutil.WriteFile(t, path, base.yaml(p))
 	h := startDaemon(t, path)
 
-	waitFor(t, 30*time.Second, "every device connected, the uplink up and press1 scanned", func() bool {
+	// One run of 40 on a loaded machine (load ~40) timed this out at 30 s
+	// with every device connected within a second: the error says which
+	// part was missing.
+	testutil.Eventually(t, 60*time.Second, "every device connected, the uplink up and press1 scanned", func() error {
 		up, _ := h.metric("ferry_uplink_connected")
-		return up == 1 && h.status("press1").Connected && h.status("press2").Connected &&
+		if up == 1 && h.status("press1").Connected && h.status("press2").Connected &&
 			h.status("boiler").Connected && h.status("env").Connected &&
-			h.scans("press1") >= 10 && h.scans("boiler") >= 3 && h.scans("env") >= 3 && h.active("p2_running")
+			h.scans("press1") >= 10 && h.scans("boiler") >= 3 && h.scans("env") >= 3 && h.active("p2_running") {
+			return nil
+		}
+		return fmt.Errorf("uplink connected %v; connected press1 %v press2 %v boiler %v env %v; scans press1 %v (want 10) boiler %v (3) env %v (3); p2_running active %v",
+			up, h.status("press1").Connected, h.status("press2").Connected, h.status("boiler").Connected, h.status("env").Connected,
+			h.scans("press1"), h.scans("boiler"), h.scans("env"), h.active("p2_running"))
 	})
 	if h.active("speed_high") {
 		t.Fatal("speed_high is active with threshold 100 (press speed is 30)")
@@ -60,18 +68,19 @@ func TestReloadUnderLoad(t *testing.T) {
 	waitFor(t, 20*time.Second, "ten press1 poll slots", func() bool { return h.slots("press1") >= s0+10 })
 
 	unchanged := []string{"press2", "boiler", "env"}
-	since := map[string]time.Time{}
+	since, lostBefore := map[string]time.Time{}, map[string]int{}
 	for _, dev := range unchanged {
-		since[dev] = h.status(dev).Since
+		since[dev], lostBefore[dev] = h.status(dev).Since, h.lost(dev)
 	}
 	link := func(pr int) string { return "link=tcp://" + p.Presses[pr].Addr }
 	connects := func(pr int) float64 {
 		v, _ := h.metric("ferry_modbus_connects_total", link(pr), "result=ok")
 		return v
 	}
-	if c := connects(1); c != 1 {
-		t.Fatalf("press2 connected %v times before the reload, want 1", c)
-	}
+	// A loaded machine may have timed a request out already: the counts
+	// from here on are what the reloads may change.
+	connects0 := [2]float64{connects(0), connects(1)}
+	lost0 := [2]int{h.lost("press1"), h.lost("press2")}
 	opcuaSessions, _ := h.metric("ferry_opcua_session_reconnects_total")
 	uplinkConnects := len(h.logs.lines("uplink connected"))
 
@@ -112,19 +121,19 @@ func TestReloadUnderLoad(t *testing.T) {
 	// Without such a loss, an unchanged device keeps its connection.
 	for _, dev := range unchanged {
 		waitFor(t, 30*time.Second, dev+" connected", func() bool { return h.status(dev).Connected })
-		if got := h.status(dev).Since; !got.Equal(since[dev]) && h.lost(dev) == 0 {
+		if got := h.status(dev).Since; !got.Equal(since[dev]) && h.lost(dev) == lostBefore[dev] {
 			t.Errorf("%s: connected since %v, was %v before the reloads, with no connection lost: reconnected although its configuration did not change",
 				dev, got, since[dev])
 		}
 	}
 	// Each group start connects once; a lost connection may add one.
-	if c, lost := connects(1), h.lost("press2"); c < 1 || c > 1+float64(lost) {
-		t.Errorf("press2 (unchanged) connected %v times with %d connections lost, want 1 (and one more per loss)", c, lost)
+	if c, lost := connects(1)-connects0[1], h.lost("press2")-lost0[1]; c > float64(lost) {
+		t.Errorf("press2 (unchanged) connected %v times during the reloads with %d connections lost, want none (but one per loss)", c, lost)
 	}
-	if c, lost := connects(0), h.lost("press1"); c < 2 || c > 2+float64(lost) {
-		t.Errorf("press1 (interval changed once) connected %v times with %d connections lost, want 2 (and one more per loss)", c, lost)
+	if c, lost := connects(0)-connects0[0], h.lost("press1")-lost0[0]; c < 1 || c > 1+float64(lost) {
+		t.Errorf("press1 (interval changed once) connected %v times during the reloads with %d connections lost, want 1 (and one more per loss)", c, lost)
 	}
-	if v, _ := h.metric("ferry_opcua_session_reconnects_total"); v != opcuaSessions && h.lost("boiler") == 0 {
+	if v, _ := h.metric("ferry_opcua_session_reconnects_total"); v != opcuaSessions && h.lost("boiler") == lostBefore["boiler"] {
 		t.Errorf("OPC UA session reconnects went from %v to %v across the reloads, with no connection lost", opcuaSessions, v)
 	}
 	if n := len(h.logs.lines("uplink connected")); n != uplinkConnects {
