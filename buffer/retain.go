@@ -37,10 +37,10 @@ const keptBucket = "buffer-acked"
 const (
 	keptKeySize = 1 + keySize
 	keptHeader  = 16
-	// expiredRing is how many expired entries are remembered (in memory)
+	// expiredMax is how many expired records are remembered (in memory)
 	// so that a loss reaching past the retention can be reported with
 	// its ids.
-	expiredRing = 1 << 16
+	expiredMax = 1 << 16
 	// keptExpirePerCycle bounds the expiry work of one commit.
 	keptExpirePerCycle = 1 << 14
 )
@@ -114,10 +114,67 @@ const (
 	opDelete
 )
 
-type expiredEnt struct {
-	lane ferry.Lane
-	seq  uint64
+// expiredList is the last expiredMax records that left the retention,
+// oldest first, as runs: the records of one upstream message have
+// consecutive sequences and the same mark, and leave together, so a run
+// of them is one entry (24 bytes) instead of one each. A list of 65,536
+// records one entry each was 1.5 MiB, a quarter of the live heap in the
+// soak (issue 27), and grew for the first hour of a run; as runs of the
+// soak's ~17 records a message it is under 100 KiB. Worst case (one
+// record a message) it is what it was.
+type expiredList struct {
+	runs    []expiredRun // runs[head:] are live
+	head    int
+	records int
+}
+
+type expiredRun struct {
+	seq  uint64 // the first
 	mark uint64
+	n    uint32
+	lane ferry.Lane
+}
+
+// add appends a record that left the retention and forgets the oldest
+// beyond expiredMax.
+func (x *expiredList) add(lane ferry.Lane, seq, mark uint64) {
+	if k := len(x.runs); k > x.head {
+		if r := &x.runs[k-1]; r.lane == lane && r.mark == mark && r.seq+uint64(r.n) == seq {
+			r.n++
+			x.records++
+			x.trim()
+			return
+		}
+	}
+	x.runs = append(x.runs, expiredRun{seq: seq, mark: mark, n: 1, lane: lane})
+	x.records++
+	x.trim()
+}
+
+func (x *expiredList) trim() {
+	for x.records > expiredMax {
+		r := &x.runs[x.head]
+		r.seq++
+		r.n--
+		x.records--
+		if r.n == 0 {
+			x.head++
+		}
+	}
+	// Give back the room of forgotten runs once they are a quarter.
+	if x.head >= 256 && x.head*4 >= len(x.runs) {
+		x.runs = append(x.runs[:0], x.runs[x.head:]...)
+		x.head = 0
+	}
+}
+
+// each calls fn for every record, oldest first.
+func (x *expiredList) each(fn func(lane ferry.Lane, seq, mark uint64)) {
+	for _, r := range x.runs[x.head:] {
+		for i := range uint64(r.n) {
+			fn(r.lane, r.seq+i, r.mark)
+		}
+	}
 }
 
 // retention is the Buffer's retention state, guarded by Buffer.mu.
@@ -126,8 +183,7 @@ type retention struct {
 	bytes   int64
 	records int
 	ops     []keptOp // for the writer
-	expired []expiredEnt
-	expNext int // ring position
+	expired expiredList
 }
 
 // AckKeep is Ack for records the upstream stored: each record is deleted
@@ -243,18 +299,10 @@ func (b *Buffer) EachKept(fn func(lane ferry.Lane, seq, mark uint64)) {
 // uplink reports when a loss reaches past the retention.
 func (b *Buffer) EachExpired(fn func(lane ferry.Lane, seq, mark uint64)) {
 	b.mu.Lock()
-	rt := &b.kept
-	out := make([]expiredEnt, 0, len(rt.expired))
-	if len(rt.expired) == expiredRing {
-		out = append(out, rt.expired[rt.expNext:]...)
-		out = append(out, rt.expired[:rt.expNext]...)
-	} else {
-		out = append(out, rt.expired...)
-	}
+	x := &b.kept.expired
+	out := expiredList{runs: append([]expiredRun(nil), x.runs[x.head:]...), records: x.records}
 	b.mu.Unlock()
-	for _, e := range out {
-		fn(e.lane, e.seq, e.mark)
-	}
+	out.each(fn)
 }
 
 // KeptStats is what the retention holds now.
@@ -424,13 +472,7 @@ func (b *Buffer) expireEnt(lane ferry.Lane, e *keptEnt) {
 	rt.bytes -= int64(e.size)
 	rt.records--
 	rt.ops = append(rt.ops, keptOp{lane: lane, seq: e.seq, kind: opDelete})
-	x := expiredEnt{lane: lane, seq: e.seq, mark: e.mark}
-	if len(rt.expired) < expiredRing {
-		rt.expired = append(rt.expired, x)
-	} else {
-		rt.expired[rt.expNext] = x
-		rt.expNext = (rt.expNext + 1) % expiredRing
-	}
+	rt.expired.add(lane, e.seq, e.mark)
 	e.mark = 0
 }
 

@@ -8,6 +8,10 @@
 # Installs the Debian packages when missing (apt-get; root or sudo);
 # node-opcua is installed by the test itself (npm ci into the user cache,
 # once). FERRY_SOAK_REPORT=FILE appends the table to FILE.
+# FERRY_SOAK_ARTIFACTS=DIR (default: a new directory under ${TMPDIR:-/tmp})
+# keeps the memory series (one sample a minute: RSS, anonymous and
+# file-backed, Go heap in use, goroutines), the table and ferry's heap
+# profiles after the warm-up and at the end, with their difference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH:/usr/sbin:/sbin"
@@ -44,5 +48,8 @@ secs() {
 	echo "$total"
 }
 limit=$(( $(secs "$SOAK") + 1200 ))s
+
+export FERRY_SOAK_ARTIFACTS="${FERRY_SOAK_ARTIFACTS:-$(mktemp -d "${TMPDIR:-/tmp}/ferry-soak.XXXXXX")}"
+echo "soak: artifacts in $FERRY_SOAK_ARTIFACTS"
 
 SOAK="$SOAK" go test -tags soak -v -count=1 -timeout "$limit" -run '^TestSoak$' ./internal/soak

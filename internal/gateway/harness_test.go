@@ -263,17 +263,6 @@ func (h *harness) slots(device string) float64 {
 	return h.scans(device) + overruns
 }
 
-// checkInterval checks that the slots of device counted from s0 at t0 to
-// now match interval: the interval in effect.
-func (h *harness) checkInterval(device string, s0 float64, t0 time.Time, interval time.Duration) {
-	h.t.Helper()
-	got := h.slots(device) - s0
-	want := float64(time.Since(t0)) / float64(interval)
-	if got < want*0.8-2 || got > want*1.2+2 {
-		h.t.Errorf("%s: %v poll slots in %v, want about %.0f (interval %v)", device, got, time.Since(t0).Round(time.Millisecond), want, interval)
-	}
-}
-
 // status returns the status of device.
 func (h *harness) status(device string) ferry.DeviceStatus {
 	for _, st := range h.d.deviceStatus() {

@@ -16,10 +16,16 @@ import (
 // TestReduceDeadband runs a daemon whose reduce section suppresses
 // press1.cycles upstream (a deadband no change reaches) and every sample
 // of the MQTT sensor after its first: upstream gets the first cycles
-// value only, while a rule on a later value of the same point raises its
-// alert — the rules see every sample. The sensor's QoS 1 messages keep
+// value only (and a Good value after a Bad one, a quality change), while
+// a rate rule on the same point raises its alert — a rate is judged only
+// once its samples span half its window, so it needs samples after the
+// first: the rules see every sample. The sensor's QoS 1 messages keep
 // being acknowledged although their scans are never stored (a scan
 // reduced to nothing is finished at once).
+//
+// The rule does not depend on when the first read happens (it used to be
+// "press1.cycles >= 4", which assumed a first read within 8 s of the
+// plant's start and failed on a loaded machine).
 func TestReduceDeadband(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a plant and a daemon")
@@ -32,8 +38,10 @@ func TestReduceDeadband(t *testing.T) {
 		Interval: map[string]string{"press1": "20ms"},
 		Env:      true, Uplink: true,
 		// press1.cycles counts half a stroke a second from the plant's
-		// start: 0 at the first read, 4 some 8 s later.
-		Rules: []string{`{name: cycles_4, when: "press1.cycles >= 4", severity: info}`},
+		// start, whatever it is at the first read: a rate over 4 s of
+		// samples 20 ms apart is judged from the sample 2 s after the
+		// first on.
+		Rules: []string{`{name: cycles_rising, point: press1.cycles, rate: {window: 4s, per: second, above: 0.2}, severity: info}`},
 		Extra: `reduce:
   points:
     - {match: press1.cycles, deadband: 1000, gap: 0}
@@ -42,7 +50,7 @@ func TestReduceDeadband(t *testing.T) {
 	}
 	testutil.WriteFile(t, path, cfg.yaml(p))
 	h := startDaemon(t, path)
-	waitFor(t, 30*time.Second, "the rule on press1.cycles to raise its alert", func() bool { return h.active("cycles_4") })
+	waitFor(t, 30*time.Second, "the rule on press1.cycles to raise its alert", func() bool { return h.active("cycles_rising") })
 	waitFor(t, 30*time.Second, "the sensor's messages to be acknowledged", func() bool {
 		v, _ := h.metric("ferry_mqtt_acks_total", "result=sent")
 		return v >= 40 // beyond any broker's in-flight window
@@ -53,14 +61,18 @@ func TestReduceDeadband(t *testing.T) {
 	dl := collect(t, p.NATS.URL, cfg.DataDir)
 
 	var cycles, oil int
+	var prev *ferry.Sample
 	for _, sc := range dl.allScans("press1") {
 		for _, s := range sc.Samples {
 			switch s.Point {
 			case "cycles":
 				cycles++
-				if s.Quality.IsGood() && s.Value.Uint64() >= 4 {
-					t.Errorf("press1.cycles = %v went upstream at %v: its deadband should hold it back", s.Value, s.Time)
+				// Only the first sample and a quality change pass the
+				// deadband.
+				if prev != nil && s.Quality.IsGood() && prev.Quality.IsGood() {
+					t.Errorf("press1.cycles = %v went upstream at %v after %v at %v: its deadband should hold it back", s.Value, s.Time, prev.Value, prev.Time)
 				}
+				prev = &s
 			case "oil_temp":
 				oil++
 			}
@@ -76,8 +88,8 @@ func TestReduceDeadband(t *testing.T) {
 	if float64(oil) != pressScans {
 		t.Errorf("press1.oil_temp (not reduced): %d samples upstream, want one per scan (%v)", oil, pressScans)
 	}
-	if n := dl.transitions("cycles_4", ferry.AlertRaised); n != 1 {
-		t.Errorf("cycles_4 raised %d times upstream, want 1", n)
+	if n := dl.transitions("cycles_rising", ferry.AlertRaised); n != 1 {
+		t.Errorf("cycles_rising raised %d times upstream, want 1", n)
 	}
 
 	envUp := 0

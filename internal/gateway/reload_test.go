@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,24 +45,32 @@ func TestReloadUnderLoad(t *testing.T) {
 	testutil.WriteFile(t, path, base.yaml(p))
 	h := startDaemon(t, path)
 
-	waitFor(t, 30*time.Second, "every device connected, the uplink up and press1 scanned", func() bool {
+	// One run of 40 on a loaded machine (load ~40) timed this out at 30 s
+	// with every device connected within a second: the error says which
+	// part was missing.
+	testutil.Eventually(t, 60*time.Second, "every device connected, the uplink up and press1 scanned", func() error {
 		up, _ := h.metric("ferry_uplink_connected")
-		return up == 1 && h.status("press1").Connected && h.status("press2").Connected &&
+		if up == 1 && h.status("press1").Connected && h.status("press2").Connected &&
 			h.status("boiler").Connected && h.status("env").Connected &&
-			h.scans("press1") >= 10 && h.scans("boiler") >= 3 && h.scans("env") >= 3 && h.active("p2_running")
+			h.scans("press1") >= 10 && h.scans("boiler") >= 3 && h.scans("env") >= 3 && h.active("p2_running") {
+			return nil
+		}
+		return fmt.Errorf("uplink connected %v; connected press1 %v press2 %v boiler %v env %v; scans press1 %v (want 10) boiler %v (3) env %v (3); p2_running active %v",
+			up, h.status("press1").Connected, h.status("press2").Connected, h.status("boiler").Connected, h.status("env").Connected,
+			h.scans("press1"), h.scans("boiler"), h.scans("env"), h.active("p2_running"))
 	})
 	if h.active("speed_high") {
 		t.Fatal("speed_high is active with threshold 100 (press speed is 30)")
 	}
-	// press1 polls every 200 ms.
-	s0, t0 := h.slots("press1"), time.Now()
+	// press1 polls every 200 ms (checked at the end from the times the
+	// driver took its scans).
+	s0 := h.slots("press1")
 	waitFor(t, 20*time.Second, "ten press1 poll slots", func() bool { return h.slots("press1") >= s0+10 })
-	h.checkInterval("press1", s0, t0, 200*time.Millisecond)
 
 	unchanged := []string{"press2", "boiler", "env"}
-	since := map[string]time.Time{}
+	since, lostBefore := map[string]time.Time{}, map[string]int{}
 	for _, dev := range unchanged {
-		since[dev] = h.status(dev).Since
+		since[dev], lostBefore[dev] = h.status(dev).Since, h.lost(dev)
 	}
 	// A link's series are labelled with its first device's name.
 	link := func(pr int) string { return "link=" + p.Presses[pr].Name }
@@ -69,9 +78,10 @@ func TestReloadUnderLoad(t *testing.T) {
 		v, _ := h.metric("ferry_modbus_connects_total", link(pr), "result=ok")
 		return v
 	}
-	if c := connects(1); c != 1 {
-		t.Fatalf("press2 connected %v times before the reload, want 1", c)
-	}
+	// A loaded machine may have timed a request out already: the counts
+	// from here on are what the reloads may change.
+	connects0 := [2]float64{connects(0), connects(1)}
+	lost0 := [2]int{h.lost("press1"), h.lost("press2")}
 	opcuaSessions, _ := h.metric("ferry_opcua_session_reconnects_total")
 	uplinkConnects := len(h.logs.lines("uplink connected"))
 
@@ -83,19 +93,20 @@ func TestReloadUnderLoad(t *testing.T) {
 		`{name: speed_high, when: "press1.speed > 20", severity: warning}`,
 		base.Rules[1],
 	}
+	reload1 := time.Now()
 	h.reload(v2.yaml(p))
-	s1, t1 := h.slots("press1"), time.Now()
+	reloaded1 := time.Now()
 	if v, _ := h.metric("ferry_config_reload_success"); v != 1 {
 		t.Fatalf("ferry_config_reload_success = %v after a good reload", v)
 	}
 	waitFor(t, 10*time.Second, "speed_high raised under its new threshold", func() bool { return h.active("speed_high") })
 	before := h.scans("press1")
 	waitFor(t, 30*time.Second, "press1 scanning at its new interval", func() bool { return h.scans("press1") >= before+20 })
-	h.checkInterval("press1", s1, t1, 100*time.Millisecond)
 
 	// Reload 2: the threshold goes back up; the changed rule's alert clears.
 	v3 := v2
 	v3.Rules = base.Rules
+	reload2 := time.Now()
 	h.reload(v3.yaml(p))
 	if h.active("speed_high") {
 		t.Error("speed_high still active after its threshold went back to 100")
@@ -106,20 +117,25 @@ func TestReloadUnderLoad(t *testing.T) {
 	before = h.scans("press1")
 	waitFor(t, 30*time.Second, "press1 scanning after the second reload", func() bool { return h.scans("press1") >= before+5 })
 
+	// A loaded machine may time a request out and the driver reconnect
+	// (logged "connection lost"): a reconnect the reload did not cause.
+	// Without such a loss, an unchanged device keeps its connection.
 	for _, dev := range unchanged {
-		if got := h.status(dev).Since; !got.Equal(since[dev]) || !h.status(dev).Connected {
-			t.Errorf("%s: connected since %v, was %v before the reloads (connected %v): reconnected although its configuration did not change",
-				dev, got, since[dev], h.status(dev).Connected)
+		waitFor(t, 30*time.Second, dev+" connected", func() bool { return h.status(dev).Connected })
+		if got := h.status(dev).Since; !got.Equal(since[dev]) && h.lost(dev) == lostBefore[dev] {
+			t.Errorf("%s: connected since %v, was %v before the reloads, with no connection lost: reconnected although its configuration did not change",
+				dev, got, since[dev])
 		}
 	}
-	if c := connects(1); c != 1 {
-		t.Errorf("press2 (unchanged) connected %v times, want 1", c)
+	// Each group start connects once; a lost connection may add one.
+	if c, lost := connects(1)-connects0[1], h.lost("press2")-lost0[1]; c > float64(lost) {
+		t.Errorf("press2 (unchanged) connected %v times during the reloads with %d connections lost, want none (but one per loss)", c, lost)
 	}
-	if c := connects(0); c != 2 {
-		t.Errorf("press1 (interval changed once) connected %v times, want 2", c)
+	if c, lost := connects(0)-connects0[0], h.lost("press1")-lost0[0]; c < 1 || c > 1+float64(lost) {
+		t.Errorf("press1 (interval changed once) connected %v times during the reloads with %d connections lost, want 1 (and one more per loss)", c, lost)
 	}
-	if v, _ := h.metric("ferry_opcua_session_reconnects_total"); v != opcuaSessions {
-		t.Errorf("OPC UA session reconnects went from %v to %v across the reloads", opcuaSessions, v)
+	if v, _ := h.metric("ferry_opcua_session_reconnects_total"); v != opcuaSessions && h.lost("boiler") == lostBefore["boiler"] {
+		t.Errorf("OPC UA session reconnects went from %v to %v across the reloads, with no connection lost", opcuaSessions, v)
 	}
 	if n := len(h.logs.lines("uplink connected")); n != uplinkConnects {
 		t.Errorf("the uplink connected %d times across the reloads, want no new connection (%d before)", n-uplinkConnects, uplinkConnects)
@@ -142,6 +158,20 @@ func TestReloadUnderLoad(t *testing.T) {
 	checkNothingLost(t, h, dl, "press1", "press2", "boiler", "env")
 	if dl.duplicates != 0 {
 		t.Errorf("%d records stored twice in the stream", dl.duplicates)
+	}
+	// The interval in effect before and after the first reload, from the
+	// times the driver took its scans: the median gap is what the poll
+	// loop keeps to; a count of scans over a wall-clock window is not,
+	// on a loaded machine (the reload held the pipeline for 1.8 s, and
+	// the scans it had queued were counted after it: 30 in 2 s at 100 ms).
+	for _, c := range []struct {
+		from, to time.Time
+		want     time.Duration
+	}{{time.Time{}, reload1, 200 * time.Millisecond}, {reloaded1, reload2, 100 * time.Millisecond}} {
+		got, n := medianGap(dl.allScans("press1"), c.from, c.to)
+		if n < 10 || got < c.want*3/4 || got > c.want*5/4 {
+			t.Errorf("press1 from %v to %v: median gap %v between %d scans, want about %v", c.from.Format("15:04:05.000"), c.to.Format("15:04:05.000"), got, n, c.want)
+		}
 	}
 
 	// The alerts: speed_high raised once and cleared once, p2_running
@@ -375,9 +405,43 @@ func TestReloadAddsAndRemovesDevices(t *testing.T) {
 		v, _ := h.metric("ferry_device_connected", "device=press2")
 		return v == 1 && h.scans("press2") >= 1
 	})
-	if got := h.status("press1").Since; !got.Equal(since) {
-		t.Errorf("press1 reconnected (since %v, was %v) when only press2 changed", got, since)
+	// press1's group is left alone by both reloads. Its connection too,
+	// unless a request timed out on a loaded machine ("connection lost"):
+	// a reconnect no reload caused.
+	press1 := "tcp://" + p.Presses[0].Addr
+	for _, l := range h.logs.lines("device groups changed") {
+		if strings.Contains(l, press1) {
+			t.Errorf("a reload touched press1's link: %s", l)
+		}
 	}
+	if got := h.status("press1").Since; !got.Equal(since) && h.lost("press1") == 0 {
+		t.Errorf("press1 reconnected (since %v, was %v) with no connection lost, when only press2 changed", got, since)
+	}
+}
+
+// medianGap is the median time between consecutive scans taken in
+// (from, to), and how many scans that is.
+func medianGap(scans []ferry.Scan, from, to time.Time) (time.Duration, int) {
+	var in []time.Time
+	for _, sc := range scans {
+		if sc.Time.After(from) && sc.Time.Before(to) {
+			in = append(in, sc.Time)
+		}
+	}
+	if len(in) < 2 {
+		return 0, len(in)
+	}
+	gaps := make([]time.Duration, 0, len(in)-1)
+	for i := 1; i < len(in); i++ {
+		gaps = append(gaps, in[i].Sub(in[i-1]))
+	}
+	slices.Sort(gaps)
+	return gaps[len(gaps)/2], len(in)
+}
+
+// lost counts the times the daemon logged device's connection lost.
+func (h *harness) lost(device string) int {
+	return len(h.logs.lines(`msg="connection lost"`, "device="+device+" "))
 }
 
 // TestReloadKeepsAPIResponsive reloads while a device group takes seconds

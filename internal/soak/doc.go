@@ -18,6 +18,19 @@
 // and goroutines at the start and the end, and log lines per hour. The
 // test prints a table and fails when a goal is missed.
 //
+// Memory is sampled once a minute: RSS from /proc/PID/smaps_rollup split
+// into anonymous memory (the Go heap, stacks, the runtime) and file-backed
+// pages (the mapped binary, buffer.db), the Go heap in use and the
+// goroutines from /metrics, and the size of the mapped files. The series
+// is printed at the end with a verdict: flat when, after the first third
+// of the run (the warm-up that fills the bounded structures), every
+// sample of RSS lies within ±3 MiB of their median, RSS's least-squares
+// slope is under 2 MiB an hour, and the file-backed part never exceeds
+// the mapped files' size (runs of 30 minutes or more; a run found not
+// flat fails). FERRY_SOAK_ARTIFACTS=DIR keeps the series, the table and
+// ferry's heap profiles after the warm-up and at the end with their
+// difference (http.pprof is on in the soak's configuration).
+//
 // The soak has no code of its own outside its test, which is built only
 // with the soak build tag:
 //

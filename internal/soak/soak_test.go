@@ -136,8 +136,30 @@ func TestSoak(t *testing.T) {
 		rssStart, rssMax, rssEnd float64
 		grStart, grEnd           float64
 		lastScrape               time.Time
+		series                   []memSample
+		heapStart                bool
 	)
 	pid := f.Pid()
+	art := artifacts(t)
+	sample := func() {
+		m := memSample{at: time.Since(start), mapped: mappedSize(bin, data), load: loadAvg()}
+		var err error
+		var shmem float64
+		if m.rss, m.anon, shmem, err = smapsRollup(pid); err != nil {
+			t.Logf("memory sample: %v", err)
+			return
+		}
+		m.file = m.rss - m.anon - shmem
+		if mt, err := metrics(base); err == nil {
+			m.heapInuse, m.goroutines = mt.Sum("go_memstats_heap_inuse_bytes"), mt.Sum("go_goroutines")
+		}
+		series = append(series, m)
+		t.Logf("memory at %v: RSS %.1f MiB (anon %.1f, file %.1f), Go heap in use %.1f MiB, %0.f goroutines, binary + bbolt files %.1f MiB; load %.1f",
+			m.at.Round(time.Second), m.rss/mib, m.anon/mib, m.file/mib, m.heapInuse/mib, m.goroutines, m.mapped/mib, m.load)
+		art.write("memory.tsv", fmt.Sprintf("%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\n", m.at.Seconds(), m.rss, m.anon, m.file, m.heapInuse, m.goroutines, m.mapped, m.load))
+	}
+	art.write("memory.tsv", "seconds\trss\tanon\tfile\theap_inuse\tgoroutines\tmapped_files\tload1\n")
+	sample()
 	for time.Since(start) < dur {
 		time.Sleep(time.Second) // the soak's clock: its length is the test, not a wait
 		if !f.Running() {
@@ -162,6 +184,9 @@ func TestSoak(t *testing.T) {
 			t.Logf("%v: %s restarted; its devices reconnected %v after it was back", el.Round(time.Second), p.name, w.connected.Sub(w.backAt).Round(10*time.Millisecond))
 			continue
 		}
+		if el := time.Since(start); el >= time.Duration(len(series))*time.Minute {
+			sample()
+		}
 		if time.Since(lastScrape) < 10*time.Second {
 			continue
 		}
@@ -171,7 +196,13 @@ func TestSoak(t *testing.T) {
 		if rssStart == 0 && el >= warm {
 			rssStart, grStart = rss, goroutines(t, base)
 		}
+		if !heapStart && el >= dur/3 {
+			heapStart = true
+			art.heapProfile(t, base, "heap-warm.pb.gz")
+		}
 	}
+	sample()
+	art.heapProfile(t, base, "heap-end.pb.gz")
 	q1.Stop()
 	q0.Stop()
 	waitDrained(t, base, 3*time.Minute)
@@ -270,6 +301,17 @@ func TestSoak(t *testing.T) {
 	row("goroutines at start / end", fmt.Sprintf("%.0f / %.0f", grStart, grEnd), "flat")
 	row("log lines per hour after start-up (all / outside restart windows)", fmt.Sprintf("%.0f / %.0f", float64(during)/hours, float64(during-inWin)/hours), "bounded")
 	row("warnings and errors outside restart windows", strconv.Itoa(len(outside)), "0")
+	judged, flat, verdict := flatVerdict(series, end.Sub(start))
+	row("memory after the warm-up (first third): "+verdictShort(judged, flat), verdict, "flat (README)")
+	mem := seriesTable(series)
+	t.Logf("memory, one sample a minute:\n%s", mem)
+	fmt.Println(mem)
+	art.write("memory.md", mem)
+	art.write("table.md", tb.String())
+	art.heapDiff(t, "heap-warm.pb.gz", "heap-end.pb.gz")
+	if art.dir != "" {
+		t.Logf("artifacts in %s", art.dir)
+	}
 	t.Logf("soak table:\n%s", tb.String())
 	fmt.Println(tb.String())
 	if path := os.Getenv("FERRY_SOAK_REPORT"); path != "" {
@@ -310,6 +352,9 @@ func TestSoak(t *testing.T) {
 	if grEnd > grStart+20 {
 		t.Errorf("goroutines grew from %.0f to %.0f", grStart, grEnd)
 	}
+	if judged && !flat {
+		t.Errorf("RSS not flat after the warm-up: %s", verdict)
+	}
 	if rssEnd > rssStart*1.5 && rssEnd-rssStart > 32<<20 {
 		t.Errorf("RSS grew from %.1f to %.1f MiB", rssStart/(1<<20), rssEnd/(1<<20))
 	}
@@ -336,7 +381,7 @@ func ferryConfig(data, uaEndpoint, mbAddr, mqAddr, natsAddr string) string {
 	fmt.Fprintf(&b, `gateway: {id: %s, site: field}
 data_dir: %s
 log: {level: info, format: text}
-http: {listen: "127.0.0.1:0"}
+http: {listen: "127.0.0.1:0", pprof: true}
 devices:
 `, gateway, data)
 	uaPoints := ""

@@ -239,7 +239,8 @@ func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstre
 
 // NATSCluster starts n JetStream servers clustered with each other (named
 // S1…Sn, each mod applied to each) and waits until they have elected the
-// JetStream meta leader.
+// JetStream meta leader and it counts every node as a peer (an R3 stream
+// can be placed).
 //
 // Every node binds its own ports (Port: -1), so that no port is picked by
 // opening and closing a listener: S1 starts first, the others route to
@@ -281,6 +282,7 @@ func NATSCluster(t testing.TB, n int, mods ...func(*server.Options)) []*NATSServ
 		s.opts.Routes = routes
 	}
 	WaitMetaLeader(t, servers, 30*time.Second)
+	WaitClusterPeers(t, servers, 30*time.Second)
 	return servers
 }
 
