@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
+	"github.com/ferry-edge/ferry/uplink"
 	"github.com/ferry-edge/ferry/uplink/sparkplug/sphost"
 	"github.com/ferry-edge/ferry/uplink/sparkplug/sproto"
 )
@@ -169,14 +171,38 @@ func TestSparkplugAndNATS(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the node offline (NDEATH)", func() bool { return len(host.Messages("NDEATH")) > 0 })
 	live := len(host.Values("press", "line_speed"))
 	n0 := streamMsgs()
-	for i := range 5 {
-		bank.Set(0, uint16(100+i))         // values the node must hold back
-		time.Sleep(150 * time.Millisecond) // pacing: each value lives over a poll or two (the thing under test)
+	held := []uint16{100, 101, 102, 103, 104}
+	for _, v := range held {
+		bank.Set(0, v)                     // values the node must hold back
+		time.Sleep(300 * time.Millisecond) // pacing: each value lives over a few 100 ms polls (the thing under test)
 	}
+	bank.Set(0, 200) // ends the last held value's samples
 	testutil.WaitFor(t, 20*time.Second, "NATS shipping on while Sparkplug holds back", func() bool { return streamMsgs() >= n0+5 })
 	if got := len(host.Values("press", "line_speed")); got != live {
 		t.Fatalf("the node published %d values while its host was offline", got-live)
 	}
+	// The buffer keeps for the node what it has not taken; the NATS
+	// cursor has shipped (almost) everything.
+	testutil.Eventually(t, 20*time.Second, "the buffer holding the node's records only", func() error {
+		_, body := h.get("/api/status")
+		var st struct {
+			Upstreams []struct {
+				Name    string `json:"name"`
+				Pending int    `json:"pending"`
+			} `json:"upstreams"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return err
+		}
+		pend := map[string]int{}
+		for _, u := range st.Upstreams {
+			pend[u.Name] = u.Pending
+		}
+		if pend["sparkplug"] < 10 || pend["nats"] > 5 {
+			return fmt.Errorf("pending by upstream %v: want the node's backlog and next to nothing for nats", pend)
+		}
+		return nil
+	})
 	host.State(true)
 	testutil.WaitFor(t, 20*time.Second, "the held values, historical", func() bool {
 		seen := map[any]bool{}
@@ -186,6 +212,50 @@ func TestSparkplugAndNATS(t *testing.T) {
 			}
 		}
 		return seen["104"]
+	})
+	// Both upstreams end with everything once: every NATS record id once,
+	// and each sample of a held value (the node replays the records it
+	// held whole, with is_historical) as often at the host as in the
+	// stream.
+	testutil.Eventually(t, 20*time.Second, "every record once in the stream, every held sample at both", func() error {
+		ids := map[string]int{}
+		inStream := map[string]int{}
+		var bad error
+		testpeer.ReadStream(t, srv.URL(), "SPNATS", func(m jetstream.Msg) {
+			all, err := uplink.DecodeAll(m.Subject(), m.Headers(), m.Data())
+			if err != nil {
+				t.Fatalf("stream message on %s: %v", m.Subject(), err)
+			}
+			for _, msg := range all {
+				if msg.Telemetry == nil {
+					continue
+				}
+				ids[msg.ID]++
+				for _, sc := range msg.Telemetry.Scans {
+					for _, p := range sc.Points {
+						if p.Name == "line_speed" {
+							inStream[fmt.Sprint(p.Value.Any())]++
+						}
+					}
+				}
+			}
+		})
+		for id, n := range ids {
+			if n != 1 {
+				t.Fatalf("record %s in the stream %d times", id, n) // never fixed by waiting
+			}
+		}
+		atHost := map[string]int{}
+		for _, v := range host.Values("press", "line_speed") {
+			atHost[fmt.Sprint(v.Value)]++
+		}
+		for _, v := range held {
+			k := fmt.Sprint(v)
+			if atHost[k] == 0 || atHost[k] != inStream[k] {
+				bad = fmt.Errorf("line_speed %s: %d samples at the Sparkplug host, %d in the NATS stream", k, atHost[k], inStream[k])
+			}
+		}
+		return bad
 	})
 	if v, ok := h.metric("ferry_buffer_consumer_dropped_total"); ok && v > 0 {
 		t.Errorf("%v records dropped for a consumer", v)
