@@ -177,6 +177,36 @@ func TestSparkplugAndNATS(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // pacing: each value lives over a few 100 ms polls (the thing under test)
 	}
 	bank.Set(0, 200) // ends the last held value's samples
+	// readStream counts the stream's telemetry records by id and its
+	// line_speed samples by value.
+	readStream := func() (ids, inStream map[string]int) {
+		ids, inStream = map[string]int{}, map[string]int{}
+		testpeer.ReadStream(t, srv.URL(), "SPNATS", func(m jetstream.Msg) {
+			all, err := uplink.DecodeAll(m.Subject(), m.Headers(), m.Data())
+			if err != nil {
+				t.Fatalf("stream message on %s: %v", m.Subject(), err)
+			}
+			for _, msg := range all {
+				if msg.Telemetry == nil {
+					continue
+				}
+				ids[msg.ID]++
+				for _, sc := range msg.Telemetry.Scans {
+					for _, p := range sc.Points {
+						if p.Name == "line_speed" {
+							inStream[fmt.Sprint(p.Value.Any())]++
+						}
+					}
+				}
+			}
+		})
+		return ids, inStream
+	}
+	// Every held sample is stored (the records after it are in the
+	// stream) before the host returns: they are all historical then, sent
+	// whole; a sample stored after the node's new birth would be live, and
+	// sent by exception.
+	testutil.WaitFor(t, 20*time.Second, "200 in the stream", func() bool { _, in := readStream(); return in["200"] > 0 })
 	testutil.WaitFor(t, 20*time.Second, "NATS shipping on while Sparkplug holds back", func() bool { return streamMsgs() >= n0+5 })
 	if got := len(host.Values("press", "line_speed")); got != live {
 		t.Fatalf("the node published %d values while its host was offline", got-live)
@@ -218,28 +248,8 @@ func TestSparkplugAndNATS(t *testing.T) {
 	// held whole, with is_historical) as often at the host as in the
 	// stream.
 	testutil.Eventually(t, 20*time.Second, "every record once in the stream, every held sample at both", func() error {
-		ids := map[string]int{}
-		inStream := map[string]int{}
+		ids, inStream := readStream()
 		var bad error
-		testpeer.ReadStream(t, srv.URL(), "SPNATS", func(m jetstream.Msg) {
-			all, err := uplink.DecodeAll(m.Subject(), m.Headers(), m.Data())
-			if err != nil {
-				t.Fatalf("stream message on %s: %v", m.Subject(), err)
-			}
-			for _, msg := range all {
-				if msg.Telemetry == nil {
-					continue
-				}
-				ids[msg.ID]++
-				for _, sc := range msg.Telemetry.Scans {
-					for _, p := range sc.Points {
-						if p.Name == "line_speed" {
-							inStream[fmt.Sprint(p.Value.Any())]++
-						}
-					}
-				}
-			}
-		})
 		for id, n := range ids {
 			if n != 1 {
 				t.Fatalf("record %s in the stream %d times", id, n) // never fixed by waiting
