@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferry-edge/ferry/internal/tlsfile"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -122,29 +123,12 @@ func usesTLS(urls []string) bool {
 }
 
 func tlsConfig(t *TLSConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t == nil {
-		return tc, nil
+		return tlsfile.Client(tlsfile.Files{})
 	}
-	tc.ServerName = t.ServerName
-	tc.InsecureSkipVerify = t.InsecureSkipVerify
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tls ca: %v", errCredentials, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: tls ca %s holds no PEM certificate", errCredentials, t.CA)
-		}
-		tc.RootCAs = pool
-	}
-	if t.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tls cert %s / key %s: %v", errCredentials, t.Cert, t.Key, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := tlsfile.Client(tlsfile.Files{CA: t.CA, Cert: t.Cert, Key: t.Key, ServerName: t.ServerName, Insecure: t.InsecureSkipVerify})
+	if err != nil {
+		return nil, fmt.Errorf("%w: tls %v", errCredentials, err)
 	}
 	return tc, nil
 }

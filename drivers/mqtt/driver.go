@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferry-edge/ferry/internal/tlsfile"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
@@ -832,31 +833,12 @@ func (d *Driver) tlsConfig() (*tls.Config, error) {
 		return nil, nil
 	}
 	u, _ := url.Parse(c.Broker)
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.TLS.ServerName,
-		InsecureSkipVerify: c.TLS.InsecureSkipVerify, //nolint:gosec // documented, for tests only
+	tc, err := tlsfile.Client(tlsfile.Files{CA: c.TLS.CA, Cert: c.TLS.Cert, Key: c.TLS.Key, ServerName: c.TLS.ServerName, Insecure: c.TLS.InsecureSkipVerify})
+	if err != nil {
+		return nil, fmt.Errorf("mqtt.tls: %w", err)
 	}
 	if tc.ServerName == "" {
 		tc.ServerName = u.Hostname()
-	}
-	if c.TLS.CA != "" {
-		pem, err := os.ReadFile(c.TLS.CA)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt.tls.ca %s: no PEM certificate in it", c.TLS.CA)
-		}
-		tc.RootCAs = pool
-	}
-	if c.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.cert %s, key %s: %w", c.TLS.Cert, c.TLS.Key, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
 }

@@ -3,17 +3,17 @@ package sinks
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferry-edge/ferry/internal/tlsfile"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
@@ -371,29 +371,12 @@ func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
 // tlsConfig builds the TLS configuration for the broker; files are read
 // here, at connect time.
 func tlsConfig(c *TLSConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c == nil {
-		return tc, nil
+		return tlsfile.Client(tlsfile.Files{})
 	}
-	tc.ServerName = c.ServerName
-	tc.InsecureSkipVerify = c.InsecureSkipVerify //nolint:gosec // the operator asked for it
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := tlsfile.Client(tlsfile.Files{CA: c.CAFile, Cert: c.CertFile, Key: c.KeyFile, ServerName: c.ServerName, Insecure: c.InsecureSkipVerify})
+	if err != nil {
+		return nil, fmt.Errorf("tls %w", err)
 	}
 	return tc, nil
 }

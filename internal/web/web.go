@@ -11,10 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferry-edge/ferry/internal/tlsfile"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -302,13 +303,9 @@ func (s *Server) Listen() error {
 		}
 		s.certs = cl
 		if t.ClientCA != "" {
-			pem, err := os.ReadFile(t.ClientCA)
+			pool, err := tlsfile.Pool(t.ClientCA)
 			if err != nil {
-				return fmt.Errorf("http: read tls.client_ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("http: tls.client_ca %s holds no PEM certificate", t.ClientCA)
+				return fmt.Errorf("http: tls.client_%w", err)
 			}
 			s.clientCA = pool
 		}

@@ -3,16 +3,16 @@ package sparkplug
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferry-edge/ferry/internal/tlsfile"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
@@ -521,30 +521,13 @@ func (n *Node) tlsConfig() (*tls.Config, error) {
 	default:
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	t := n.cfg.TLS
 	if t == nil {
-		return tc, nil
+		return tlsfile.Client(tlsfile.Files{})
 	}
-	tc.ServerName = t.ServerName
-	tc.InsecureSkipVerify = t.InsecureSkipVerify //nolint:gosec // documented, for tests only
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("sparkplug.tls.ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("sparkplug.tls.ca %s: no PEM certificate in it", t.CA)
-		}
-		tc.RootCAs = pool
-	}
-	if t.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-		if err != nil {
-			return nil, fmt.Errorf("sparkplug.tls.cert %s, key %s: %w", t.Cert, t.Key, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := tlsfile.Client(tlsfile.Files{CA: t.CA, Cert: t.Cert, Key: t.Key, ServerName: t.ServerName, Insecure: t.InsecureSkipVerify})
+	if err != nil {
+		return nil, fmt.Errorf("sparkplug.tls: %w", err)
 	}
 	return tc, nil
 }
