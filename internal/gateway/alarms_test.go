@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -211,10 +209,10 @@ func TestMachineAlarmsNodeOPCUA(t *testing.T) {
 
 	// The console shows it (headless Chromium, when installed).
 	var console context.Context
-	if chrome := chromiumPath(); chrome != "" {
-		console = newBrowser(t, chrome)
+	if chrome := testutil.ChromiumPath(); chrome != "" {
+		console = testutil.Browser(t, chrome)
 		row := `tr[data-alert-id="` + a1.ID + `"]`
-		browse(t, console, 30*time.Second, "the machine alarm on the console's alerts page",
+		testutil.Browse(t, console, 30*time.Second, "the machine alarm on the console's alerts page",
 			chromedp.Navigate(r.h.url("/#alerts")),
 			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="raised"][data-rule="OverheatAlarm"].sev-critical`)))
 		if txt := textOf(t, console, row); !strings.Contains(txt, "oven over temperature") || !strings.Contains(txt, "oven") {
@@ -249,7 +247,7 @@ func TestMachineAlarmsNodeOPCUA(t *testing.T) {
 	r.waitAlert("the alarm acknowledged", "acknowledged")
 	if console != nil {
 		row := `tr[data-alert-id="` + a1.ID + `"]`
-		browse(t, console, 30*time.Second, "the acknowledged state on the console",
+		testutil.Browse(t, console, 30*time.Second, "the acknowledged state on the console",
 			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="acknowledged"]`)))
 		if txt := textOf(t, console, row+` .state`); !strings.Contains(txt, "by "+operator) {
 			t.Fatalf("the console's state cell shows %q", txt)
@@ -326,18 +324,4 @@ func TestMachineAlarmsNodeOPCUA(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// chromiumPath is chromium's lookup without the skip: "" when there is no
-// browser (the alarm test then runs without its console check).
-func chromiumPath() string {
-	if p := os.Getenv("FERRY_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestConsoleWrite drives the console's Write control in a real headless
@@ -16,10 +17,10 @@ import (
 // written, and the operator's write lands in the server's registers with
 // its read back shown.
 func TestConsoleWrite(t *testing.T) {
-	chrome := chromium(t)
+	chrome := testutil.Chromium(t)
 	r := newCmdRig(t, true, writablePoints...)
-	ctx := newBrowser(t, chrome)
-	browse(t, ctx, 30*time.Second, "open press's points",
+	ctx := testutil.Browser(t, chrome)
+	testutil.Browse(t, ctx, 30*time.Second, "open press's points",
 		chromedp.Navigate(r.h.url("/#points/press")),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-point="press.setpoint"] button.write`)))
 	if n := mustRun(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-point="press.line_speed"] button.write').length`)); n != 0 {
@@ -28,7 +29,7 @@ func TestConsoleWrite(t *testing.T) {
 
 	write := func(value, pass, status string) string {
 		t.Helper()
-		browse(t, ctx, 20*time.Second, "write "+value,
+		testutil.Browse(t, ctx, 20*time.Second, "write "+value,
 			chromedp.Click(chromedp.CSS(`tr[data-point="press.setpoint"] button.write`)),
 			chromedp.WaitVisible(chromedp.CSS(`#write-dialog[open]`)),
 			chromedp.SetValue(chromedp.CSS(`#write-value`), value),
@@ -37,7 +38,7 @@ func TestConsoleWrite(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`#write-submit`)),
 			chromedp.WaitVisible(chromedp.CSS(`#write-result[data-status="`+status+`"]`)))
 		text := textOf(t, ctx, `#write-result`)
-		browse(t, ctx, 10*time.Second, "close the dialog",
+		testutil.Browse(t, ctx, 10*time.Second, "close the dialog",
 			chromedp.Click(chromedp.CSS(`#write-cancel`)),
 			chromedp.WaitNotPresent(chromedp.CSS(`#write-dialog[open]`)))
 		return text

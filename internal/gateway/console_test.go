@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -253,74 +252,6 @@ http:
 	}
 }
 
-// chromium returns the path of a Chromium or Chrome binary, or skips the
-// test when there is none. FERRY_CHROMIUM names one explicitly.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("FERRY_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "no Chromium installed: the browser test of the console needs one (Debian: apt-get install chromium, or set FERRY_CHROMIUM)"
-	if os.Getenv("FERRY_SCREENSHOTS") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// newBrowser starts a headless Chromium with a fresh profile and returns
-// a context for one tab. It is closed when the test ends.
-func newBrowser(t *testing.T, path string) context.Context {
-	t.Helper()
-	profile := t.TempDir() // removed after the browser is gone (cleanups run last-in first-out)
-	var out testutil.SyncBuffer
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(1280, 900),
-		chromedp.CombinedOutput(&out),
-	)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out.String())
-		}
-	})
-	// Start the browser now, without a deadline on this first Run.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start %s: %v", path, err)
-	}
-	return ctx
-}
-
-// browse runs actions with a timeout.
-func browse(t *testing.T, ctx context.Context, timeout time.Duration, what string, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
 func textOf(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -362,7 +293,7 @@ func (c *plantClock) Now() time.Time { return time.Now().Add(time.Duration(c.shi
 // With FERRY_SCREENSHOTS=DIR it then writes the documentation's
 // screenshots of every page, at 1280 and 360 px wide, to DIR.
 func TestConsoleInBrowser(t *testing.T) {
-	chrome := chromium(t)
+	chrome := testutil.Chromium(t)
 	shotsDir := os.Getenv("FERRY_SCREENSHOTS")
 	started := time.Now()
 
@@ -389,9 +320,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	gw := startGateway(t, strings.TrimSpace(yaml), "operator", "s3cret")
 
-	ctx := newBrowser(t, chrome)
+	ctx := testutil.Browser(t, chrome)
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(gw.user+":"+gw.pass))
-	browse(t, ctx, 30*time.Second, "open the console",
+	testutil.Browse(t, ctx, 30*time.Second, "open the console",
 		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
 				return err
@@ -403,11 +334,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	)
 
 	// Devices: press1 connected.
-	browse(t, ctx, 30*time.Second, "press1 connected on the devices page",
+	testutil.Browse(t, ctx, 30*time.Second, "press1 connected on the devices page",
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="press1"] .state .pill.connected`)))
 
 	// Click the device: its points, and a value that changes.
-	browse(t, ctx, 20*time.Second, "open press1's points",
+	testutil.Browse(t, ctx, 20*time.Second, "open press1's points",
 		chromedp.Click(chromedp.CSS(`tr[data-device="press1"] td[data-label="Protocol"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-point="press1.oil_temp"][data-quality="good"] .v`)))
 	if loc := mustRun(t, ctx, chromedp.Location()); !strings.HasSuffix(loc, "#points/press1") {
@@ -417,22 +348,22 @@ func TestConsoleInBrowser(t *testing.T) {
 	if _, err := strconv.ParseFloat(strings.ReplaceAll(first, ",", ""), 64); err != nil {
 		t.Fatalf("press1.oil_temp shows %q, want a number", first)
 	}
-	browse(t, ctx, 30*time.Second, "press1.oil_temp changes",
+	testutil.Browse(t, ctx, 30*time.Second, "press1.oil_temp changes",
 		pollTrue(fmt.Sprintf(`(() => { const el = document.querySelector('tr[data-point="press1.oil_temp"] .v'); return !!el && el.textContent !== %q && el.textContent !== '—'; })()`, first)))
 
 	// The plant overheats: oil_hot appears live on the alerts page.
-	browse(t, ctx, 10*time.Second, "open the alerts page",
+	testutil.Browse(t, ctx, 10*time.Second, "open the alerts page",
 		chromedp.Click(chromedp.CSS(`nav a[data-view="alerts"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#stream-state.on`)))
 	clock.shift.Store(int64(cycle * 23 / 100))
-	browse(t, ctx, 45*time.Second, "oil_hot raised on the alerts page",
+	testutil.Browse(t, ctx, 45*time.Second, "oil_hot raised on the alerts page",
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-rule="oil_hot"][data-state="raised"] button.ack`)))
 	if badge := textOf(t, ctx, `#alert-count`); badge == "" || badge == "0" {
 		t.Errorf("alert badge %q, want a count", badge)
 	}
 
 	// Acknowledge it.
-	browse(t, ctx, 20*time.Second, "acknowledge oil_hot",
+	testutil.Browse(t, ctx, 20*time.Second, "acknowledge oil_hot",
 		chromedp.SetValue(chromedp.CSS(`#ack-by`), "line tech"),
 		chromedp.Click(chromedp.CSS(`tr[data-rule="oil_hot"] button.ack`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-rule="oil_hot"][data-state="acknowledged"]`)))
@@ -442,13 +373,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	if a, ok := activeAlert(gw.d, "oil_hot"); !ok || a.State != ferry.AlertAcknowledged || a.Labels[rules.AckLabel] != "line tech" {
 		t.Errorf("rule engine: oil_hot %+v (active %v), want acknowledged by line tech", a, ok)
 	}
-	browse(t, ctx, 20*time.Second, "the history shows the acknowledgement",
+	testutil.Browse(t, ctx, 20*time.Second, "the history shows the acknowledgement",
 		pollTrue(`[...document.querySelectorAll('#alerts-history tr')].some(tr => tr.textContent.includes('oil_hot') && tr.textContent.includes('acknowledged'))`))
 	dir := t.ArtifactDir()
 	screenshot(t, ctx, filepath.Join(dir, "console-alerts.png"))
 
 	// Health: the uplink is connected and publishing.
-	browse(t, ctx, 30*time.Second, "health page with the uplink's rate",
+	testutil.Browse(t, ctx, 30*time.Second, "health page with the uplink's rate",
 		chromedp.Click(chromedp.CSS(`nav a[data-view="health"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#card-uplink .pill.connected`)),
 		pollTrue(`/[0-9.]+ msg\/s/.test(document.querySelector('#card-uplink').textContent)`))
@@ -458,9 +389,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	screenshot(t, ctx, filepath.Join(dir, "console-health.png"))
 
 	// A 360 px phone: no page is wider than the screen.
-	browse(t, ctx, 10*time.Second, "360 px viewport", chromedp.EmulateViewport(360, 780))
+	testutil.Browse(t, ctx, 10*time.Second, "360 px viewport", chromedp.EmulateViewport(360, 780))
 	for _, p := range consolePages {
-		browse(t, ctx, 30*time.Second, "page "+p.name+" at 360 px",
+		testutil.Browse(t, ctx, 30*time.Second, "page "+p.name+" at 360 px",
 			chromedp.Navigate(gw.base+"/"+p.hash),
 			chromedp.WaitVisible(chromedp.CSS(p.ready)))
 		w := mustRun(t, ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
@@ -469,7 +400,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 	screenshot(t, ctx, filepath.Join(dir, "console-health-360.png"))
-	browse(t, ctx, 10*time.Second, "reset the viewport", chromedp.ResetViewport())
+	testutil.Browse(t, ctx, 10*time.Second, "reset the viewport", chromedp.ResetViewport())
 	t.Logf("browser checks took %v", time.Since(started).Round(time.Millisecond))
 
 	if shotsDir != "" {
@@ -509,12 +440,12 @@ func docScreenshots(t *testing.T, ctx context.Context, gw *testGateway, clock *p
 	}
 	for _, mobile := range []bool{false, true} {
 		if mobile {
-			browse(t, ctx, 10*time.Second, "viewport", chromedp.EmulateViewport(360, 780, chromedp.EmulateMobile))
+			testutil.Browse(t, ctx, 10*time.Second, "viewport", chromedp.EmulateViewport(360, 780, chromedp.EmulateMobile))
 		} else {
-			browse(t, ctx, 10*time.Second, "viewport", chromedp.EmulateViewport(1280, 800))
+			testutil.Browse(t, ctx, 10*time.Second, "viewport", chromedp.EmulateViewport(1280, 800))
 		}
 		for _, p := range consolePages {
-			browse(t, ctx, 30*time.Second, "page "+p.name,
+			testutil.Browse(t, ctx, 30*time.Second, "page "+p.name,
 				chromedp.Navigate(gw.base+"/"+p.hash),
 				chromedp.WaitVisible(chromedp.CSS(p.ready)),
 				// Let one more poll (2 s) fill in the rates and the ages.

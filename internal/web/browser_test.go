@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,68 +18,6 @@ import (
 	"github.com/ferry-edge/ferry/internal/history"
 	"github.com/ferry-edge/ferry/internal/testutil"
 )
-
-// findChromium returns the path of a Chromium or Chrome binary, or skips
-// the test when there is none. FERRY_CHROMIUM names one explicitly.
-func findChromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("FERRY_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no Chromium installed: the browser test of the console needs one (Debian: apt-get install chromium, or set FERRY_CHROMIUM)")
-	return ""
-}
-
-// startChromium starts a headless Chromium with a fresh profile and
-// returns a context for one tab, closed when the test ends.
-func startChromium(t *testing.T, path string) context.Context {
-	t.Helper()
-	profile := t.TempDir()
-	var out testutil.SyncBuffer
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(1280, 900),
-		chromedp.CombinedOutput(&out),
-	)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out.String())
-		}
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start %s: %v", path, err)
-	}
-	return ctx
-}
-
-// do runs actions with a timeout; what names the step in the failure.
-func do(t *testing.T, ctx context.Context, timeout time.Duration, what string, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
 
 // eval evaluates a JavaScript expression in the page.
 func eval[T any](t *testing.T, ctx context.Context, expr string) T {
@@ -229,7 +166,7 @@ func seedHistory(t *testing.T, dir string, now time.Time) *history.Store {
 // 26 hours of two points and an alert that was raised, acknowledged and
 // cleared.
 func TestConsoleHistoryInBrowser(t *testing.T) {
-	chrome := findChromium(t)
+	chrome := testutil.Chromium(t)
 	shots := artifactDir(t)
 	now := time.Now()
 	st := seedHistory(t, t.TempDir(), now)
@@ -254,17 +191,17 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	})
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
-	ctx := startChromium(t, chrome)
+	ctx := testutil.Browser(t, chrome)
 
 	// Search finds a point by a word of its description and its device.
-	do(t, ctx, 30*time.Second, "open the console", chromedp.Navigate(ts.URL+"/#devices"),
+	testutil.Browse(t, ctx, 30*time.Second, "open the console", chromedp.Navigate(ts.URL+"/#devices"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="press1"]`)))
 	// Every later visit is a navigation within this page: a violation of
 	// the console's Content-Security-Policy by what the new views do
 	// (an inline style, an eval) is recorded here.
-	do(t, ctx, 10*time.Second, "watch for CSP violations",
+	testutil.Browse(t, ctx, 10*time.Second, "watch for CSP violations",
 		runJS(`window.cspViolations = []; document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI))`))
-	do(t, ctx, 20*time.Second, "search for press1's hydraulic pressure",
+	testutil.Browse(t, ctx, 20*time.Second, "search for press1's hydraulic pressure",
 		chromedp.SendKeys(chromedp.CSS(`#search`), "hydraulic press1"),
 		chromedp.WaitVisible(chromedp.CSS(`#search-results[data-q="hydraulic press1"] li[data-device="press1"][data-point="pressure_1"]`)))
 	if n := eval[int](t, ctx, `document.querySelectorAll('#search-results li[data-point]').length`); n != 2 {
@@ -273,7 +210,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	shot(t, ctx, filepath.Join(shots, "search.png"))
 
 	// Picking it opens its 24 h trend, drawn from the seeded history.
-	do(t, ctx, 30*time.Second, "open the trend of press1.pressure_1",
+	testutil.Browse(t, ctx, 30*time.Second, "open the trend of press1.pressure_1",
 		chromedp.Click(chromedp.CSS(`#search-results li[data-point="pressure_1"][data-device="press1"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`svg.trend path.line[data-series="press1.pressure_1"]`)))
 	if loc := eval[string](t, ctx, `location.hash`); loc != "#trend/24h/press1:pressure_1" {
@@ -307,7 +244,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	}
 
 	// A second point on the same chart.
-	do(t, ctx, 30*time.Second, "add press0.temp_0",
+	testutil.Browse(t, ctx, 30*time.Second, "add press0.temp_0",
 		runJS(`document.querySelector('#search').value = ''`),
 		chromedp.SendKeys(chromedp.CSS(`#search`), "press0.temp_0"),
 		chromedp.WaitVisible(chromedp.CSS(`#search-results[data-q="press0.temp_0"] li[data-device="press0"][data-point="temp_0"]`)),
@@ -322,7 +259,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	shot(t, ctx, filepath.Join(shots, "trend-24h.png"))
 
 	// 1 h: raw samples; 7 d: the whole seeded 26 h in rollups.
-	do(t, ctx, 30*time.Second, "1 h range",
+	testutil.Browse(t, ctx, 30*time.Second, "1 h range",
 		chromedp.Click(chromedp.CSS(`#trend-ranges button[data-range="1h"]`)),
 		waitJS(line+`?.getAttribute('data-resolution') === 'raw'`))
 	// One a minute; the last at the minute before the test started, and
@@ -330,12 +267,12 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	if v, _ := strconv.Atoi(attr("data-vertices")); v < 57 || v > 60 {
 		t.Errorf("1 h: %d raw samples drawn, want about 59", v)
 	}
-	do(t, ctx, 30*time.Second, "7 d range",
+	testutil.Browse(t, ctx, 30*time.Second, "7 d range",
 		chromedp.Click(chromedp.CSS(`#trend-ranges button[data-range="7d"]`)),
 		waitJS(line+`?.getAttribute('data-resolution') === '6m'`))
 	// Zoom: a drag across the chart's middle asks for that window.
 	before := eval[string](t, ctx, `document.querySelector('svg.trend').getAttribute('data-from')`)
-	do(t, ctx, 30*time.Second, "drag to zoom",
+	testutil.Browse(t, ctx, 30*time.Second, "drag to zoom",
 		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			_, err := chromedp.Evaluate[bool](`(() => {
 				const el = document.querySelector('svg.trend'); const r = el.getBoundingClientRect();
@@ -353,7 +290,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 
 	// Alert history: the raise, the acknowledgement (with who) and the
 	// clear, then filtered.
-	do(t, ctx, 30*time.Second, "alert history",
+	testutil.Browse(t, ctx, 30*time.Second, "alert history",
 		chromedp.Navigate(ts.URL+"/#history"),
 		chromedp.WaitVisible(chromedp.CSS(`#ah-list tr[data-rule="oil_hot"][data-state="raised"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#ah-list tr[data-rule="oil_hot"][data-state="acknowledged"]`)),
@@ -365,18 +302,18 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 		t.Errorf("%d transitions listed, want 4", n)
 	}
 	shot(t, ctx, filepath.Join(shots, "alert-history.png"))
-	do(t, ctx, 20*time.Second, "filter: cleared on press1",
+	testutil.Browse(t, ctx, 20*time.Second, "filter: cleared on press1",
 		chromedp.SetValue(chromedp.CSS(`#ah-state`), "cleared"),
 		runJS(`document.querySelector('#ah-state').dispatchEvent(new Event('change'))`),
 		waitJS(`document.querySelectorAll('#ah-list tbody tr').length === 1 && !!document.querySelector('#ah-list tr[data-state="cleared"]')`))
-	do(t, ctx, 20*time.Second, "filter: device press0, any state",
+	testutil.Browse(t, ctx, 20*time.Second, "filter: device press0, any state",
 		chromedp.SetValue(chromedp.CSS(`#ah-state`), ""),
 		chromedp.SetValue(chromedp.CSS(`#ah-device`), "press0"),
 		runJS(`document.querySelector('#ah-device').dispatchEvent(new Event('change'))`),
 		waitJS(`document.querySelectorAll('#ah-list tbody tr').length === 1 && !!document.querySelector('#ah-list tr[data-rule="temp_high"]')`))
 
 	// The device page: last error, poll latency, request plan.
-	do(t, ctx, 30*time.Second, "device page of press1",
+	testutil.Browse(t, ctx, 30*time.Second, "device page of press1",
 		chromedp.Navigate(ts.URL+"/#devices"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="press1"] a.details`)),
 		chromedp.Click(chromedp.CSS(`tr[data-device="press1"] a.details`)),
@@ -395,7 +332,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	if n := eval[int](t, ctx, `document.querySelectorAll('#device-body tr[data-point]').length`); n != 8 {
 		t.Errorf("device page lists %d points, want press1's 8", n)
 	}
-	do(t, ctx, 20*time.Second, "recent alerts on the device page",
+	testutil.Browse(t, ctx, 20*time.Second, "recent alerts on the device page",
 		waitJS(`!!document.querySelector('#device-body tr[data-rule="oil_hot"][data-state="cleared"]')`))
 	shot(t, ctx, filepath.Join(shots, "device.png"))
 
@@ -404,13 +341,13 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	}
 
 	// A 360 px phone: the new pages are no wider than the screen.
-	do(t, ctx, 10*time.Second, "360 px viewport", chromedp.EmulateViewport(360, 780))
+	testutil.Browse(t, ctx, 10*time.Second, "360 px viewport", chromedp.EmulateViewport(360, 780))
 	for hash, ready := range map[string]string{
 		"#trend/24h/press1:pressure_1": `svg.trend path.line`,
 		"#history/press1":              `#ah-list tr[data-rule="oil_hot"]`,
 		"#device/press1":               `#device-plan ol.plan li`,
 	} {
-		do(t, ctx, 30*time.Second, hash+" at 360 px", chromedp.Navigate(ts.URL+"/"+hash), chromedp.WaitVisible(chromedp.CSS(ready)))
+		testutil.Browse(t, ctx, 30*time.Second, hash+" at 360 px", chromedp.Navigate(ts.URL+"/"+hash), chromedp.WaitVisible(chromedp.CSS(ready)))
 		if w := eval[int](t, ctx, `document.documentElement.scrollWidth`); w > 360 {
 			t.Errorf("%s at 360 px is %d px wide", hash, w)
 		}
