@@ -72,6 +72,14 @@ func bufferConsumers(cfg *config.Config) []string {
 func (d *Gateway) newUpstreams(cfg *config.Config) ([]*upstream, error) {
 	es := cfg.Uplink.Entries()
 	multi := len(es) > 1
+	// named puts the upstream's name on a build error when there are
+	// several.
+	named := func(name string, err error) error {
+		if multi {
+			return fmt.Errorf("upstream %s: %w", name, err)
+		}
+		return err
+	}
 	var ups []*upstream
 	for _, e := range es {
 		u := &upstream{name: e.Name, kind: e.Kind()}
@@ -104,10 +112,7 @@ func (d *Gateway) newUpstreams(cfg *config.Config) ([]*upstream, error) {
 				Alert:      d.alert,
 			})
 			if err != nil {
-				if multi {
-					return nil, fmt.Errorf("upstream %s: %w", e.Name, err)
-				}
-				return nil, err
+				return nil, named(e.Name, err)
 			}
 			u.part, u.up = up, up
 			u.catalog = func(cfg *config.Config) {
@@ -116,10 +121,7 @@ func (d *Gateway) newUpstreams(cfg *config.Config) ([]*upstream, error) {
 		case e.Sparkplug != nil:
 			node, err := d.newSparkplug(cfg.Gateway.ID, *e.Sparkplug, from, src, log.With("kind", uplink.KindSparkplug), reg)
 			if err != nil {
-				if multi {
-					return nil, fmt.Errorf("upstream %s: %w", e.Name, err)
-				}
-				return nil, err
+				return nil, named(e.Name, err)
 			}
 			u.part = node
 			var last []ferry.PointInfo
