@@ -26,6 +26,11 @@
 #                (scripts/soak.sh, internal/soak)
 
 GO       ?= go
+# go.mod's toolchain line (go1.26.10: the standard-library fixes govulncheck
+# asks for, docs/security.md) is honoured only with GOTOOLCHAIN=auto; Debian's
+# and this project's machines set local in go.env. An offline build box that
+# cannot download it sets GOTOOLCHAIN=local and builds with its own Go.
+export GOTOOLCHAIN ?= auto
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)

@@ -21,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" # go.mod names the toolchain (docs/security.md)
 
 # scripts/bench.sh retention: the cost of keeping acknowledged records
 # (buffer.retain_acked, issue 28) at 10k samples/s, on and off, and what

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" # go.mod names the toolchain (docs/security.md)
 
 DIR=${FERRY_DEMO_DIR:-.ferry-demo}
 HTTP=${FERRY_DEMO_HTTP:-127.0.0.1:9440}
