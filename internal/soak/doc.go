@@ -23,7 +23,8 @@
 // pages (the mapped binary, buffer.db), the Go heap in use and the
 // goroutines from /metrics, and the size of the mapped files. The series
 // is printed at the end with a verdict: flat when, after the first third
-// of the run (the warm-up that fills the bounded structures), every
+// of the run and at least 15 minutes (the warm-up that fills the bounded
+// structures: the 10-minute dedupe window is the longest), every
 // sample of RSS lies within ±3 MiB of their median, RSS's least-squares
 // slope is under 2 MiB an hour, and the file-backed part never exceeds
 // the mapped files' size (runs of 30 minutes or more; a run found not

@@ -74,6 +74,15 @@ func TestFlatVerdict(t *testing.T) {
 		}, 20), 90 * time.Minute, true, false, "NOT FLAT"},
 		{"file-backed above the files", series(90*time.Minute, warm, 31), 90 * time.Minute, true, false, "in 61 samples"},
 		{"short run", series(3*time.Minute, warm, 20), 3 * time.Minute, false, false, "not judged"},
+		// A 30-minute run is judged from minute 15 (flatWarmMin), not
+		// from its third: the dedupe keys fill for 10 minutes.
+		{"30 minutes, filling until minute 14", series(30*time.Minute, func(m float64) float64 {
+			if m < 14 {
+				return 32 + m*0.65
+			}
+			return 41 + float64(int(m)%3-1)
+		}, 20), 30 * time.Minute, true, true, "from minute 15 to 30"},
+		{"30 minutes, a leak", series(30*time.Minute, func(m float64) float64 { return 34 + m*4.0/60 }, 20), 30 * time.Minute, true, false, "slope +4.00"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			judged, flat, why := flatVerdict(c.s, c.dur)

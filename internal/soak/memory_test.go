@@ -76,9 +76,11 @@ func seriesTable(s []memSample) string {
 }
 
 // Flat, the soak's definition (README, "Soak"): after the warm-up — the
-// first third of the run (30 minutes of a 90-minute run), which fills the
-// bounded structures (the 5-minute retention of acknowledged records,
-// the console's 5-minute sparklines, the heap to its GC goal) — every
+// first third of the run (30 minutes of a 90-minute run), and never less
+// than flatWarmMin, which fills the bounded structures (the buffer's
+// 10-minute dedupe_window of MQTT keys, the 5-minute retention of
+// acknowledged records, the console's 5-minute sparklines, the heap to its
+// GC goal) — every
 // one-minute sample of RSS lies within ±flatBand of the median of those
 // samples, RSS's least-squares slope over them is under flatSlope per
 // hour, and the file-backed part never exceeds the size of the files
@@ -88,6 +90,12 @@ const (
 	flatBand   = 3 * mib
 	flatSlope  = 2 * mib // per hour
 	flatMinRun = 30 * time.Minute
+	// flatWarmMin is the longest bounded window (dedupe_window's default
+	// of 10 minutes: its map of keys grows until then) and 5 minutes for
+	// the GC's goal to settle on the full live heap. A third of a
+	// 30-minute run (10 minutes) ended before the dedupe keys were full,
+	// and judged their filling as growth.
+	flatWarmMin = 15 * time.Minute
 )
 
 // flatVerdict judges the series of a run of length dur: ok, and a line
@@ -96,14 +104,15 @@ func flatVerdict(s []memSample, dur time.Duration) (judged, ok bool, why string)
 	if dur < flatMinRun {
 		return false, false, fmt.Sprintf("not judged: a run of %v is shorter than %v", dur, flatMinRun)
 	}
+	warm := max(dur/3, flatWarmMin)
 	var w []memSample
 	for _, m := range s {
-		if m.at >= dur/3 {
+		if m.at >= warm {
 			w = append(w, m)
 		}
 	}
 	if len(w) < 10 {
-		return false, false, fmt.Sprintf("not judged: %d samples after the warm-up (%v)", len(w), dur/3)
+		return false, false, fmt.Sprintf("not judged: %d samples after the warm-up (%v)", len(w), warm)
 	}
 	rss := make([]float64, len(w))
 	for i, m := range w {

@@ -302,7 +302,7 @@ func TestSoak(t *testing.T) {
 	row("log lines per hour after start-up (all / outside restart windows)", fmt.Sprintf("%.0f / %.0f", float64(during)/hours, float64(during-inWin)/hours), "bounded")
 	row("warnings and errors outside restart windows", strconv.Itoa(len(outside)), "0")
 	judged, flat, verdict := flatVerdict(series, end.Sub(start))
-	row("memory after the warm-up (first third): "+verdictShort(judged, flat), verdict, "flat (README)")
+	row("memory after the warm-up (first third, at least 15 min): "+verdictShort(judged, flat), verdict, "flat (README)")
 	mem := seriesTable(series)
 	t.Logf("memory, one sample a minute:\n%s", mem)
 	fmt.Println(mem)
