@@ -493,10 +493,14 @@ func (w *writer) fillKept(tx *bolt.Tx, lanes [ferry.NumLanes]*bolt.Bucket) error
 	// Values must stay valid until the commit: one arena per cycle, never
 	// reused within it (a grown arena leaves the old one to the values
 	// that point into it).
+	// Sized by what is left to copy (a value's size times the operations
+	// left, at most 256 KiB): an ack of one small record used to allocate
+	// and clear 256 KiB.
 	var arena []byte
+	left := len(w.keptOps)
 	hold := func(n int) []byte {
 		if cap(arena)-len(arena) < n {
-			arena = make([]byte, 0, max(n, 256<<10))
+			arena = make([]byte, 0, max(n, min(n*left, 256<<10)))
 		}
 		off := len(arena)
 		arena = arena[:off+n]
@@ -504,7 +508,8 @@ func (w *writer) fillKept(tx *bolt.Tx, lanes [ferry.NumLanes]*bolt.Bucket) error
 	}
 	var key [keptKeySize]byte
 	var lkey [keySize]byte
-	for _, op := range w.keptOps {
+	for i, op := range w.keptOps {
+		left = len(w.keptOps) - i
 		keptKey(key[:0], op.lane, op.seq)
 		switch op.kind {
 		case opDelete:

@@ -99,9 +99,11 @@ func (b *Buffer) read(c int, picks []pick) ([]ferry.Record, error) {
 		lane := ferry.Lane(255)
 		var key [keySize]byte
 		var k, v []byte
-		// One copy for all the data: size it first.
+		// One copy for all the data, in arenas sized by what is left to
+		// read (a record's size times the picks left, at most 64 KiB): a
+		// read of one small record used to allocate and clear 64 KiB.
 		var arena []byte
-		for _, p := range picks {
+		for i, p := range picks {
 			if p.lane != lane {
 				lane = p.lane
 				if bk = tx.Bucket(laneBuckets[lane]); bk == nil {
@@ -131,7 +133,7 @@ func (b *Buffer) read(c int, picks []pick) ([]ferry.Record, error) {
 				continue
 			}
 			if cap(arena)-len(arena) < len(data) {
-				arena = make([]byte, 0, max(len(data), 64<<10))
+				arena = make([]byte, 0, max(len(data), min(len(data)*(len(picks)-i), 64<<10)))
 			}
 			off := len(arena)
 			arena = append(arena, data...)

@@ -94,6 +94,12 @@ func (d *drain) offer(ctx context.Context, rec ferry.Record) bool {
 	}
 	limit := d.msgs.batchLimit()
 	if len(b.recs) == 0 {
+		if cap(b.body) == 0 {
+			// Room for as much as the last batch held: a body grown
+			// from nothing by append copied itself a dozen times on
+			// its way to 256 KiB (a fifth of the drain's garbage).
+			b.body = make([]byte, 0, min(max(d.lastBody+d.lastBody/8, 4<<10), limit+limit/8))
+		}
 		b.body = d.msgs.batchHead(b.body[:0])
 		b.seal = s
 		b.since = time.Now()
@@ -155,6 +161,7 @@ func (d *drain) cut() {
 		return
 	}
 	d.ready = append(d.ready, batch{recs: b.recs, body: b.body, samples: b.samples, seal: b.seal})
+	d.lastBody = len(b.body)
 	*b = batch{}
 }
 

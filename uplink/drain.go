@@ -60,9 +60,10 @@ type drain struct {
 	// (see reconcile). The pump's; bounded by maxStoredParts.
 	stored map[string]map[string]bool
 
-	bat   batch            // telemetry records gathering into a batch (the pump's)
-	ready []batch          // batches cut, to seal and send (the pump's)
-	bo    *backoff.Backoff // the pump's
+	bat      batch            // telemetry records gathering into a batch (the pump's)
+	lastBody int              // bytes of the last batch cut, to size the next one
+	ready    []batch          // batches cut, to seal and send (the pump's)
+	bo       *backoff.Backoff // the pump's
 }
 
 // part is one published message; a record is one message, or several when
