@@ -314,9 +314,13 @@ func saveProfiles(t *testing.T, base, dir string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	secs := "10"
+	if v := os.Getenv("FERRY_BENCH_PROFILE_SECONDS"); v != "" {
+		secs = v // a longer CPU profile: more samples at a low rate
+	}
 	for name, path := range map[string]string{
 		"heap.pb.gz": "/debug/pprof/heap?gc=1",
-		"cpu.pb.gz":  "/debug/pprof/profile?seconds=10",
+		"cpu.pb.gz":  "/debug/pprof/profile?seconds=" + secs,
 	} {
 		c := http.Client{Timeout: time.Minute}
 		resp, err := c.Get(base + path)
