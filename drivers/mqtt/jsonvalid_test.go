@@ -114,3 +114,23 @@ func FuzzValidJSON(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkValidJSON50 checks the cost bench's message (seq and 50
+// numeric fields) with json.Valid and with validJSON.
+func BenchmarkValidJSON50(b *testing.B) {
+	p := costLikePayload(12345)
+	for _, c := range []struct {
+		name  string
+		valid func([]byte) bool
+	}{{"json.Valid", json.Valid}, {"validJSON", validJSON}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(p)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if !c.valid(p) {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
