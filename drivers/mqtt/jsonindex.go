@@ -12,9 +12,10 @@ import "encoding/json"
 // lookup goes on from there with the rest of its path (lookupAt).
 //
 // The result is the same as lookup's on every document json.Valid accepts
-// (decodeJSON checks that first): the first of duplicate keys wins, a key
-// with escapes is compared unescaped, a document that is not an object has
-// no field. FuzzTopIndex checks it against lookup.
+// (decodeJSON checks that first, with validJSON (the same as json.Valid)):
+// the first of duplicate keys wins, a key with escapes is compared
+// unescaped, a document that is not an object has no field. FuzzTopIndex
+// checks it against lookup.
 
 // topIndex maps the first key of the points' paths to a slot.
 type topIndex struct {

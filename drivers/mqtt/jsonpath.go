@@ -142,8 +142,9 @@ var (
 // lookup finds the value at path p in doc and returns its raw bytes
 // (a string value with its quotes). It reads only what it needs: damage on
 // its way gives errNotJSON, damage after the value goes unseen (the driver
-// checks each payload with json.Valid first). It never panics on any input,
-// and does not allocate, except to unescape an object key with escapes.
+// checks each payload with validJSON (the same as json.Valid) first). It
+// never panics on any input, and does not allocate, except to unescape an
+// object key with escapes.
 func lookup(doc []byte, p jsonPath) ([]byte, error) {
 	return lookupAt(doc, skipWS(doc, 0), p)
 }

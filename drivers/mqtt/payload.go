@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math"
 	"strconv"
@@ -282,7 +281,7 @@ func unixNanos(raw []byte, unit int64) (int64, error) {
 // caller from message to message.
 func (dv *device) decodeJSON(payload []byte, name string, now time.Time, dst []ferry.Sample, starts *[]int) ([]ferry.Sample, []problem) {
 	var probs []problem
-	if !json.Valid(payload) {
+	if !validJSON(payload) {
 		return badAll(dst, dv, name, reasonNotJSON, now), append(probs, problem{reason: reasonNotJSON})
 	}
 	t := now
