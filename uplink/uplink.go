@@ -168,9 +168,11 @@ func (u *Uplink) Err() error {
 }
 
 // SetCatalog sets the catalog; it is published now (when connected) and
-// again after every reconnect.
+// again after every reconnect. The uplink keeps c.Points, it does not copy
+// them (136 bytes a point, 1.4 MB at 10k points: issue 20): the caller
+// must not change them afterwards (the gateway hands over the loaded
+// configuration's points, which nothing changes).
 func (u *Uplink) SetCatalog(c Catalog) {
-	c.Points = append([]ferry.PointInfo(nil), c.Points...)
 	u.catMu.Lock()
 	u.catalog = &c
 	u.catGen++

@@ -73,6 +73,42 @@ func newDecoder(p *Point, t table) *decoder {
 	return d
 }
 
+// decoderSet hands out the decoders of one device's points. A number's
+// decoder holds no state, only its layout (type, byte order, bit, field,
+// scale): points with the same layout share one, which is read by the
+// link's goroutine and by writes alike. A string's decoder keeps its
+// scratch bytes and last text, so each string point has its own. Issue 20:
+// 96 bytes a point before; a device of 500 points has a handful now.
+type decoderSet map[decoderKey]*decoder
+
+// decoderKey is a number decoder's layout (scale and offset as their bits,
+// so that each distinct float is its own key).
+type decoderKey struct {
+	kind          valueKind
+	order         byteOrder
+	bit           int8
+	regs          int
+	field         bool
+	bits          bitRange
+	scaled        bool
+	scale, offset uint64
+}
+
+// get returns the decoder of the validated point p of table t.
+func (s decoderSet) get(p *Point, t table) *decoder {
+	d := newDecoder(p, t)
+	if d.kind == kindString {
+		return d
+	}
+	k := decoderKey{kind: d.kind, order: d.order, bit: d.bit, regs: d.regs, field: d.field, bits: d.bits,
+		scaled: d.scaled, scale: math.Float64bits(d.scale), offset: math.Float64bits(d.offset)}
+	if shared, ok := s[k]; ok {
+		return shared
+	}
+	s[k] = d
+	return d
+}
+
 // decodeBit returns bit i of a coil or discrete input response (packed
 // eight to a byte, least significant bit first).
 func decodeBit(b []byte, i int) (ferry.Value, bool) {

@@ -53,10 +53,11 @@ func newDevice(dev Device, l *link, opts Options) *device {
 	}
 	d.stat = opts.Devices.Device("modbus", dev.Name, l.addr.String(), d.log, opts.Now)
 	d.points = make([]pointDef, len(dev.Points))
+	decs := decoderSet{}
 	for i := range dev.Points {
 		p := &dev.Points[i]
 		t, addr, _ := p.location()
-		dec := newDecoder(p, t)
+		dec := decs.get(p, t)
 		n := dec.regs
 		if t.bits() {
 			n = 1

@@ -120,15 +120,24 @@ func (l limits) gap(t table) int {
 func planRequests(points []pointDef, lim limits, k *knowledge) ([]*request, []badPoint) {
 	var reqs []*request
 	var bad []badPoint
+	// A plan lives as long as its device (until the next replan): its
+	// atoms are one slice per table, their points sub-slices of one index
+	// slice and each request's atoms a sub-slice of one slice of pointers,
+	// instead of an allocation per atom and per request (issue 20: about
+	// 150 bytes a point before, 56 now).
+	var count [numTables]int
+	for i := range points {
+		count[points[i].table]++
+	}
 	for t := table(0); t < numTables; t++ {
-		idx := make([]int, 0, len(points))
+		if count[t] == 0 {
+			continue
+		}
+		idx := make([]int, 0, count[t])
 		for i := range points {
 			if points[i].table == t {
 				idx = append(idx, i)
 			}
-		}
-		if len(idx) == 0 {
-			continue
 		}
 		slices.SortStableFunc(idx, func(a, b int) int {
 			if c := points[a].addr - points[b].addr; c != 0 {
@@ -137,21 +146,30 @@ func planRequests(points []pointDef, lim limits, k *knowledge) ([]*request, []ba
 			return points[a].n - points[b].n
 		})
 		maxN := lim.max(t, k)
-		var atoms []*atom
-		var cur *atom
-		for _, i := range idx {
+		var atoms []atom
+		for j, i := range idx {
 			p := &points[i]
 			end := p.addr + p.n
-			if cur != nil && p.addr < cur.end && max(cur.end, end)-cur.start <= maxN {
-				cur.end = max(cur.end, end)
-				cur.points = append(cur.points, i)
-				continue
+			if n := len(atoms); n > 0 {
+				cur := &atoms[n-1]
+				if p.addr < cur.end && max(cur.end, end)-cur.start <= maxN {
+					cur.end = max(cur.end, end)
+					cur.points = cur.points[:len(cur.points)+1] // idx[j]: the atom's points are consecutive in idx
+					continue
+				}
 			}
-			cur = &atom{span: span{p.addr, end}, points: []int{i}}
-			atoms = append(atoms, cur)
+			atoms = append(atoms, atom{span: span{p.addr, end}, points: idx[j : j+1]})
 		}
+		// The atoms' points were grown within idx: give each its full length
+		// again as a capped slice, so that no append runs into a neighbour.
+		for i := range atoms {
+			atoms[i].points = slices.Clip(atoms[i].points)
+		}
+		good := make([]*atom, 0, len(atoms))
 		var r *request
-		for _, a := range atoms {
+		first := 0 // of r's atoms in good
+		for i := range atoms {
+			a := &atoms[i]
 			if b, ok := k.badFor(t, a.span); ok {
 				for _, i := range a.points {
 					bad = append(bad, badPoint{i, b.reason})
@@ -161,10 +179,13 @@ func planRequests(points []pointDef, lim limits, k *knowledge) ([]*request, []ba
 			if r != nil && max(r.end, a.end)-r.start <= maxN && a.start-r.end <= lim.gap(t) &&
 				!k.blocks(t, span{min(r.end, a.start), max(r.end, a.start)}) {
 				r.end = max(r.end, a.end)
-				r.atoms = append(r.atoms, a)
+				good = append(good, a)
+				r.atoms = good[first:len(good):len(good)]
 				continue
 			}
-			r = &request{table: t, span: a.span, atoms: []*atom{a}}
+			first = len(good)
+			good = append(good, a)
+			r = &request{table: t, span: a.span, atoms: good[first:len(good):len(good)]}
 			reqs = append(reqs, r)
 		}
 	}

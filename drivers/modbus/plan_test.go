@@ -89,3 +89,62 @@ func TestPlanRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanRequestsLayout: each point is in exactly one atom of one request
+// (or bad), inside its atom's and request's span, and an atom's points do
+// not run into the next one's when appended to (they share one index
+// slice). Planning a device allocates per table and per request, not per
+// point (issue 20).
+func TestPlanRequestsLayout(t *testing.T) {
+	def := limits{maxRegs: 125, maxBits: 2000, maxGap: 8}
+	var spec []string
+	for a := 0; a < 1000; a += 2 {
+		spec = append(spec, fmt.Sprintf("holding %d 2", a))
+	}
+	for a := 0; a < 300; a += 3 {
+		spec = append(spec, fmt.Sprintf("input %d 1", a), fmt.Sprintf("input %d 2", a)) // overlapping pairs: one atom each
+	}
+	spec = append(spec, "coil 0 1", "coil 5 1", "coil 700 1")
+	points := pts(spec...)
+	know := knowledge{bad: []badRange{{table: tableHolding, span: span{500, 502}, reason: "illegal data address"}}}
+	reqs, bad := planRequests(points, def, &know)
+	seen := make([]int, len(points))
+	for _, b := range bad {
+		seen[b.idx]++
+	}
+	for _, r := range reqs {
+		for _, a := range r.atoms {
+			if a.start < r.start || a.end > r.end {
+				t.Errorf("atom %v outside its request %v", a.span, r.span)
+			}
+			for _, i := range a.points {
+				seen[i]++
+				p := points[i]
+				if p.table != r.table || p.addr < a.start || p.addr+p.n > a.end {
+					t.Errorf("point %s (%s %d+%d) in atom %s %v", p.name, p.table, p.addr, p.n, r.table, a.span)
+				}
+			}
+		}
+		// An append to the first atom's points must not change the next
+		// atom's (link.go splits requests by their atoms).
+		if len(r.atoms) > 1 {
+			next := r.atoms[1].points[0]
+			_ = append(r.atoms[0].points, -1)
+			if r.atoms[1].points[0] != next {
+				t.Fatalf("appending to an atom's points overwrote the next atom's")
+			}
+		}
+	}
+	for i, n := range seen {
+		if n != 1 {
+			t.Errorf("point %s is planned %d times, want once", points[i].name, n)
+		}
+	}
+	if len(bad) != 1 {
+		t.Errorf("%d bad points, want 1", len(bad))
+	}
+	allocs := testing.AllocsPerRun(20, func() { planRequests(points, def, &know) })
+	if allocs > 60 {
+		t.Errorf("planning %d points takes %v allocations, want at most 60 (not one per point)", len(points), allocs)
+	}
+}

@@ -2,7 +2,9 @@ package web
 
 import (
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +48,15 @@ type Catalog struct {
 // its Step (float32), so a sparkline shows spikes that a plain "last value"
 // would hide. Strings and Bad samples have no sparkline value: a device
 // that stops answering shows as a gap.
+//
+// Layout (issue 20, memory): a device's points are one slice of value
+// slots in configuration order, each pointing at its catalog entry (the
+// configuration's, not a copy), with times as seconds and nanoseconds
+// instead of time.Time; a point is found by name through the scan's order
+// (a driver emits its points in configuration order: the slot after the
+// last one found is tried first) and else by binary search in a sorted
+// index, not a map. About 140 bytes per point instead of 344 plus a map
+// entry.
 type Store struct {
 	step  int64 // nanoseconds
 	slots int
@@ -58,28 +69,71 @@ type Store struct {
 }
 
 type devSlot struct {
-	info     DeviceInfo
-	points   map[string]*pointSlot
-	order    []*pointSlot
+	info   DeviceInfo
+	points []pointSlot // configuration order
+	byName []int32     // indices into points, sorted by point name
+	next   int         // the slot tried first for the next sample: after the last one found
+	// lastScan is when its last scan was taken.
 	lastScan time.Time
 	scans    uint64
 	viewed   bool // its sparklines were asked for: its points keep rings
 }
 
+// pointSlot is one point's state. Times are packed (stamp): Unix seconds
+// and nanoseconds with flags.
 type pointSlot struct {
-	info    ferry.PointInfo
-	seen    bool
-	value   ferry.Value
-	quality ferry.Quality
-	time    time.Time // the sample's (source) time
-	updated time.Time // when the scan was taken
-	// The last Good value, kept while the point is Bad.
-	lastGood     ferry.Value
-	lastGoodTime time.Time
+	info     *ferry.PointInfo // the catalog's entry; never nil
+	value    ferry.Value
+	lastGood ferry.Value // the last Good value, kept while the point is Bad
+	reason   string      // of the quality
+	ring     *ring       // nil until the first numeric sample of a viewed device
 
-	ring    []bucket // nil until the first numeric sample
-	head    int      // index of the newest bucket
-	headSeq int64    // its bucket number (time / step)
+	timeSec, updatedSec, lastGoodSec int64     // the sample's (source) time, when the scan was taken, the last Good value's time
+	timeNs, updatedNs, lastGoodNs    stampNsec // and their nanoseconds and flags
+	status                           ferry.Status
+	seen                             bool
+}
+
+// stampNsec holds the nanoseconds of a packed time (below 1e9 < 2^30) and,
+// in its top bits, whether the time is set (non-zero) and whether it was
+// in UTC (else it reads back in time.Local). Any other location reads back
+// as the same instant in time.Local.
+type stampNsec uint32
+
+const (
+	stampSet stampNsec = 1 << 31
+	stampUTC stampNsec = 1 << 30
+)
+
+// pack splits t for a pointSlot; the zero time packs as (0, 0).
+func pack(t time.Time) (int64, stampNsec) {
+	if t.IsZero() {
+		return 0, 0
+	}
+	ns := stampNsec(t.Nanosecond()) | stampSet
+	if t.Location() == time.UTC {
+		ns |= stampUTC
+	}
+	return t.Unix(), ns
+}
+
+// unpack is the inverse of pack (without t's monotonic reading).
+func unpack(sec int64, ns stampNsec) time.Time {
+	if ns&stampSet == 0 {
+		return time.Time{}
+	}
+	t := time.Unix(sec, int64(ns&^(stampSet|stampUTC)))
+	if ns&stampUTC != 0 {
+		t = t.UTC()
+	}
+	return t
+}
+
+// ring is a point's sparkline: slots buckets, the newest at head.
+type ring struct {
+	buckets []bucket
+	head    int   // index of the newest bucket
+	headSeq int64 // its bucket number (time / step)
 }
 
 // bucket is one step of a sparkline; an empty bucket has NaN in last.
@@ -91,7 +145,8 @@ func (b *bucket) empty() bool { return b.last != b.last }
 
 // NewStore returns a store for cat. step and slots give the sparkline's
 // resolution and length (zero: DefaultStep, DefaultSlots; slots below zero:
-// no sparklines, and no memory for them); now may be nil.
+// no sparklines, and no memory for them); now may be nil. The store keeps
+// references into cat.Points: the caller must not change them afterwards.
 func NewStore(cat Catalog, step time.Duration, slots int, now func() time.Time) *Store {
 	if step <= 0 {
 		step = DefaultStep
@@ -118,6 +173,8 @@ func (s *Store) Slots() int { return s.slots }
 
 // SetCatalog replaces the configured devices and points (a reload). Points
 // that remain keep their value and their sparkline; others are forgotten.
+// The store keeps references into cat.Points (the configuration's, which
+// no one changes once loaded): the caller must not change them afterwards.
 func (s *Store) SetCatalog(cat Catalog) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,7 +182,7 @@ func (s *Store) SetCatalog(cat Catalog) {
 	devs := make(map[string]*devSlot, len(cat.Devices))
 	order := make([]*devSlot, 0, len(cat.Devices))
 	add := func(info DeviceInfo) *devSlot {
-		d := &devSlot{info: info, points: map[string]*pointSlot{}}
+		d := &devSlot{info: info}
 		if od := old[info.Name]; od != nil {
 			d.lastScan, d.scans, d.viewed = od.lastScan, od.scans, od.viewed
 		}
@@ -138,25 +195,96 @@ func (s *Store) SetCatalog(cat Catalog) {
 			add(info)
 		}
 	}
-	for _, pi := range cat.Points {
-		d := devs[pi.Device]
-		if d == nil {
-			d = add(DeviceInfo{Name: pi.Device, Protocol: pi.Protocol})
+	// Count first, so that each device's slots are one allocation.
+	counts := make(map[string]int, len(cat.Devices))
+	for i := range cat.Points {
+		pi := &cat.Points[i]
+		if devs[pi.Device] == nil {
+			add(DeviceInfo{Name: pi.Device, Protocol: pi.Protocol})
 		}
-		if d.points[pi.Point] != nil {
+		counts[pi.Device]++
+	}
+	for _, d := range order {
+		d.points = make([]pointSlot, 0, counts[d.info.Name])
+	}
+	for i := range cat.Points {
+		pi := &cat.Points[i]
+		d := devs[pi.Device]
+		d.points = append(d.points, pointSlot{info: pi})
+	}
+	for _, d := range order {
+		d.index()
+		od := old[d.info.Name]
+		if od == nil {
 			continue
 		}
-		p := &pointSlot{info: pi}
-		if od := old[pi.Device]; od != nil {
-			if op := od.points[pi.Point]; op != nil {
-				p = op
-				p.info = pi
+		for i := range d.points {
+			if op := od.find(d.points[i].info.Point); op != nil {
+				info := d.points[i].info
+				d.points[i] = *op
+				d.points[i].info = info
 			}
 		}
-		d.points[pi.Point] = p
-		d.order = append(d.order, p)
 	}
 	s.devs, s.order = devs, order
+}
+
+// index sorts the points' names into byName and drops a point whose name
+// came before (the configuration refuses duplicates; the first one wins).
+func (d *devSlot) index() {
+	d.byName = make([]int32, len(d.points))
+	for i := range d.byName {
+		d.byName[i] = int32(i)
+	}
+	slices.SortStableFunc(d.byName, func(a, b int32) int {
+		return strings.Compare(d.points[a].info.Point, d.points[b].info.Point)
+	})
+	dup := false
+	for i := 1; i < len(d.byName); i++ {
+		if d.points[d.byName[i]].info.Point == d.points[d.byName[i-1]].info.Point {
+			dup = true
+			break
+		}
+	}
+	if !dup {
+		return
+	}
+	seen := make(map[string]bool, len(d.points))
+	kept := d.points[:0]
+	for _, p := range d.points {
+		if !seen[p.info.Point] {
+			seen[p.info.Point] = true
+			kept = append(kept, p)
+		}
+	}
+	clear(d.points[len(kept):])
+	d.points = kept
+	d.index()
+}
+
+// find returns the slot of the point named name, or nil. It tries the slot
+// after the last one found first: a scan's samples come in configuration
+// order.
+func (d *devSlot) find(name string) *pointSlot {
+	if i := d.next; i < len(d.points) && d.points[i].info.Point == name {
+		d.next = i + 1
+		return &d.points[i]
+	}
+	lo, hi := 0, len(d.byName)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if d.points[d.byName[m]].info.Point < name {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == len(d.byName) || d.points[d.byName[lo]].info.Point != name {
+		return nil
+	}
+	i := int(d.byName[lo])
+	d.next = i + 1
+	return &d.points[i]
 }
 
 // Observe records the samples of one scan. Samples of points that are not
@@ -167,6 +295,7 @@ func (s *Store) Observe(scan *ferry.Scan) {
 		t = s.now()
 	}
 	seq := t.UnixNano() / s.step
+	tSec, tNs := pack(t)
 	s.mu.Lock()
 	d := s.devs[scan.Device]
 	if d != nil {
@@ -181,16 +310,18 @@ func (s *Store) Observe(scan *ferry.Scan) {
 		}
 		var p *pointSlot
 		if dd != nil {
-			p = dd.points[smp.Point]
+			p = dd.find(smp.Point)
 		}
 		if p == nil {
 			s.unknown++
 			continue
 		}
 		p.seen = true
-		p.value, p.quality, p.time, p.updated = smp.Value, smp.Quality, smp.Time, t
+		p.value, p.status, p.reason = smp.Value, smp.Quality.Status, smp.Quality.Reason
+		p.timeSec, p.timeNs = pack(smp.Time)
+		p.updatedSec, p.updatedNs = tSec, tNs
 		if smp.Quality.Status == ferry.Good && !smp.Value.IsNone() {
-			p.lastGood, p.lastGoodTime = smp.Value, smp.Time
+			p.lastGood, p.lastGoodSec, p.lastGoodNs = smp.Value, p.timeSec, p.timeNs
 		}
 		if smp.Quality.Status == ferry.Bad {
 			continue
@@ -202,39 +333,40 @@ func (s *Store) Observe(scan *ferry.Scan) {
 			continue
 		}
 		if s.slots > 0 && (p.ring != nil || dd.viewed) {
-			p.add(seq, float32(f), s.slots)
+			if p.ring == nil {
+				p.ring = &ring{buckets: make([]bucket, s.slots)}
+				p.ring.reset(seq)
+			}
+			p.ring.add(seq, float32(f))
 		}
 	}
 	s.mu.Unlock()
 }
 
 // add puts f into the bucket of seq.
-func (p *pointSlot) add(seq int64, f float32, slots int) {
-	if p.ring == nil {
-		p.ring = make([]bucket, slots)
-		p.reset(seq)
-	}
+func (r *ring) add(seq int64, f float32) {
+	slots := len(r.buckets)
 	switch {
-	case seq > p.headSeq:
-		n := seq - p.headSeq
+	case seq > r.headSeq:
+		n := seq - r.headSeq
 		if n > int64(slots) {
 			n = int64(slots)
 		}
 		for ; n > 0; n-- {
-			p.head++
-			if p.head == slots {
-				p.head = 0
+			r.head++
+			if r.head == slots {
+				r.head = 0
 			}
-			p.ring[p.head] = emptyBucket
+			r.buckets[r.head] = emptyBucket
 		}
-		p.headSeq = seq
-	case seq <= p.headSeq-int64(slots):
+		r.headSeq = seq
+	case seq <= r.headSeq-int64(slots):
 		// The clock went back further than the ring: start again.
-		p.reset(seq)
+		r.reset(seq)
 	}
 	// seq within the ring but not newer (the clock stepped back a little):
 	// folded into the newest bucket.
-	b := &p.ring[p.head]
+	b := &r.buckets[r.head]
 	if b.empty() {
 		*b = bucket{f, f, f}
 		return
@@ -244,11 +376,11 @@ func (p *pointSlot) add(seq int64, f float32, slots int) {
 	b.last = f
 }
 
-func (p *pointSlot) reset(seq int64) {
-	for i := range p.ring {
-		p.ring[i] = emptyBucket
+func (r *ring) reset(seq int64) {
+	for i := range r.buckets {
+		r.buckets[i] = emptyBucket
 	}
-	p.head, p.headSeq = 0, seq
+	r.head, r.headSeq = 0, seq
 }
 
 // Unknown returns how many samples named a point that is not configured.
@@ -328,16 +460,18 @@ func (s *Store) Points(device string, spark bool) (out []Point, ok bool) {
 		if spark {
 			d.viewed = true
 		}
-		for _, p := range d.order {
-			j := Point{PointInfo: p.info, Seen: p.seen, Value: jsonValue(p.value), Time: p.time, Updated: p.updated}
+		for i := range d.points {
+			p := &d.points[i]
+			j := Point{PointInfo: *p.info, Seen: p.seen, Value: jsonValue(p.value),
+				Time: unpack(p.timeSec, p.timeNs), Updated: unpack(p.updatedSec, p.updatedNs)}
 			if p.seen {
-				j.Quality, j.Reason = p.quality.Status.String(), p.quality.Reason
-				if p.quality.Status != ferry.Good && !p.lastGood.IsNone() {
-					j.LastGood, j.LastGoodTime = jsonValue(p.lastGood), p.lastGoodTime
+				j.Quality, j.Reason = p.status.String(), p.reason
+				if p.status != ferry.Good && !p.lastGood.IsNone() {
+					j.LastGood, j.LastGoodTime = jsonValue(p.lastGood), unpack(p.lastGoodSec, p.lastGoodNs)
 				}
 			}
 			if spark && p.ring != nil {
-				j.Spark = p.spark(endSeq, s.slots, s.step)
+				j.Spark = p.ring.spark(endSeq, s.step)
 			}
 			out = append(out, j)
 		}
@@ -345,8 +479,9 @@ func (s *Store) Points(device string, spark bool) (out []Point, ok bool) {
 	return out, true
 }
 
-// spark copies the ring as the slots buckets ending at bucket endSeq.
-func (p *pointSlot) spark(endSeq int64, slots int, step int64) *Spark {
+// spark copies the ring as its buckets ending at bucket endSeq.
+func (r *ring) spark(endSeq int64, step int64) *Spark {
+	slots := len(r.buckets)
 	sp := &Spark{
 		End:    time.Unix(0, (endSeq+1)*step),
 		StepMS: step / int64(time.Millisecond),
@@ -357,8 +492,8 @@ func (p *pointSlot) spark(endSeq int64, slots int, step int64) *Spark {
 	for i := 0; i < slots; i++ {
 		seq := endSeq - int64(slots-1-i)
 		b := emptyBucket
-		if back := p.headSeq - seq; back >= 0 && back < int64(slots) {
-			b = p.ring[(p.head-int(back)+slots)%slots]
+		if back := r.headSeq - seq; back >= 0 && back < int64(slots) {
+			b = r.buckets[(r.head-int(back)+slots)%slots]
 		}
 		sp.Min[i], sp.Max[i], sp.Last[i] = b.min, b.max, b.last
 	}
@@ -379,10 +514,10 @@ func (s *Store) devices() []deviceSummary {
 	defer s.mu.Unlock()
 	out := make([]deviceSummary, 0, len(s.order))
 	for _, d := range s.order {
-		ds := deviceSummary{info: d.info, points: len(d.order), lastScan: d.lastScan, scans: d.scans}
-		for _, p := range d.order {
-			if p.seen {
-				st := p.quality.Status
+		ds := deviceSummary{info: d.info, points: len(d.points), lastScan: d.lastScan, scans: d.scans}
+		for i := range d.points {
+			if p := &d.points[i]; p.seen {
+				st := p.status
 				if st > ferry.Bad {
 					st = ferry.Bad
 				}
