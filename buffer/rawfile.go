@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"slices"
 )
 
 // This file reads a bbolt file with plain positioned reads, checking every
@@ -270,10 +271,14 @@ type visitFunc func(path string, key, value []byte) error
 // subtree is recorded in f.damage and skipped; otherwise the first problem
 // is returned.
 func (f *rawFile) walk(visit visitFunc) error {
+	var free []uint64
 	if fl := f.meta.freelist; fl != noFreelist {
 		buf, err := f.readPage(fl)
 		if err == nil && binary.LittleEndian.Uint16(buf[8:]) != freelistPageFlag {
 			err = corruptf("page %d: free list page has flags %#x", fl, binary.LittleEndian.Uint16(buf[8:]))
+		}
+		if err == nil {
+			free, err = f.freeIDs(fl, buf)
 		}
 		if err != nil {
 			if !f.salvage || isIOError(err) {
@@ -284,7 +289,49 @@ func (f *rawFile) walk(visit visitFunc) error {
 			f.markRun(fl, buf)
 		}
 	}
-	return f.walkBucket("", f.meta.root, nil, visit, 0)
+	if err := f.walkBucket("", f.meta.root, nil, visit, 0); err != nil {
+		return err
+	}
+	// bbolt loads a stored free list as it is (ferry writes none, but the
+	// meta pages of a new file point at one, and an older meta page may
+	// be the one left): a page both free and in the tree would be handed
+	// out again and overwritten (found by FuzzCheckedFileOpensInBolt).
+	for _, id := range free {
+		if f.reachable[id/64]&(1<<(id%64)) != 0 {
+			return f.fail(corruptf("page %d is on the free list and in use", id))
+		}
+	}
+	return nil
+}
+
+// freeIDs decodes the free list page fl: its page ids, each a page that
+// is neither a meta page nor past the high water mark, none twice.
+func (f *rawFile) freeIDs(fl uint64, buf []byte) ([]uint64, error) {
+	le := binary.LittleEndian
+	n, at := uint64(le.Uint16(buf[10:])), pageHeaderSize
+	if n == 0xFFFF { // the count overflowed into the first element
+		if len(buf) < pageHeaderSize+8 {
+			return nil, corruptf("page %d: free list page too short", fl)
+		}
+		n, at = le.Uint64(buf[pageHeaderSize:]), pageHeaderSize+8
+	}
+	if n > uint64(len(buf)-at)/8 {
+		return nil, corruptf("page %d: a free list of %d page ids does not fit its %d bytes", fl, n, len(buf))
+	}
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = le.Uint64(buf[at+8*i:])
+	}
+	slices.Sort(ids)
+	for i, id := range ids {
+		if id < 2 || id >= f.meta.hwm {
+			return nil, corruptf("page %d: free page id %d outside 2..%d", fl, id, f.meta.hwm-1)
+		}
+		if i > 0 && ids[i-1] == id {
+			return nil, corruptf("page %d: page %d is free twice", fl, id)
+		}
+	}
+	return ids, nil
 }
 
 func (f *rawFile) markRun(id uint64, buf []byte) bool {
