@@ -229,6 +229,8 @@ func nextItem(doc []byte, i int, closing byte) (int, error) {
 	return 0, errNotJSON
 }
 
+// skipWS returns the offset of the first byte at or after i that is not
+// JSON whitespace (space, tab, LF, CR), or len(b).
 func skipWS(b []byte, i int) int {
 	for i < len(b) {
 		switch b[i] {

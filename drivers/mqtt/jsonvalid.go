@@ -26,7 +26,7 @@ func validJSON(b []byte) bool {
 	var small [4]uint64
 	objs := small[:] // bit d-1 set: the container at depth d is an object
 	depth := 0
-	i := skipJSONSpace(b, 0)
+	i := skipWS(b, 0)
 	for {
 		// A value starts at b[i].
 		if i >= len(b) {
@@ -44,7 +44,7 @@ func validJSON(b []byte) bool {
 				copy(grown, objs)
 				objs = grown
 			}
-			i = skipJSONSpace(b, i+1)
+			i = skipWS(b, i+1)
 			if c == '[' {
 				objs[w] &^= bit
 				if i < len(b) && b[i] == ']' {
@@ -80,7 +80,7 @@ func validJSON(b []byte) bool {
 		}
 		// A value ends before b[i]: close containers until one goes on.
 		for {
-			i = skipJSONSpace(b, i)
+			i = skipWS(b, i)
 			if depth == 0 {
 				return i == len(b)
 			}
@@ -90,7 +90,7 @@ func validJSON(b []byte) bool {
 			obj := objs[(depth-1)>>6]&(uint64(1)<<((depth-1)&63)) != 0
 			c := b[i]
 			if c == ',' {
-				i = skipJSONSpace(b, i+1)
+				i = skipWS(b, i+1)
 				if obj {
 					if i = scanJSONKey(b, i); i < 0 {
 						return false
@@ -108,20 +108,6 @@ func validJSON(b []byte) bool {
 	}
 }
 
-// skipJSONSpace returns the offset of the first byte at or after i that is
-// not JSON whitespace (space, tab, CR, LF), or len(b).
-func skipJSONSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\r', '\n':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
 // scanJSONKey reads an object key, the colon and the whitespace after it
 // from b[i], and returns where the member's value starts, or -1.
 func scanJSONKey(b []byte, i int) int {
@@ -131,11 +117,11 @@ func scanJSONKey(b []byte, i int) int {
 	if i = scanJSONString(b, i+1); i < 0 {
 		return -1
 	}
-	i = skipJSONSpace(b, i)
+	i = skipWS(b, i)
 	if i >= len(b) || b[i] != ':' {
 		return -1
 	}
-	return skipJSONSpace(b, i+1)
+	return skipWS(b, i+1)
 }
 
 // scanJSONString reads the rest of a string whose opening quote is just
