@@ -481,14 +481,10 @@ func (c *NATSConfig) Validate() error {
 	default:
 		errs.Add("compression", "%q is not one of none, s2, zstd", c.Compression)
 	}
-	for _, d := range []struct {
-		path string
-		v    time.Duration
-	}{{"ack_timeout", c.AckTimeout}, {"flush_timeout", c.FlushTimeout}, {"connect_timeout", c.ConnectTimeout}, {"reconnect_max", c.ReconnectMax}} {
-		if d.v < 10*time.Millisecond {
-			errs.Add(d.path, "%v is below the minimum of 10ms", d.v)
-		}
-	}
+	errs.AtLeast("ack_timeout", c.AckTimeout, 10*time.Millisecond)
+	errs.AtLeast("flush_timeout", c.FlushTimeout, 10*time.Millisecond)
+	errs.AtLeast("connect_timeout", c.ConnectTimeout, 10*time.Millisecond)
+	errs.AtLeast("reconnect_max", c.ReconnectMax, 10*time.Millisecond)
 	return errs.Err()
 }
 

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // FieldError is one problem with one field. Path is relative to the struct
@@ -42,6 +43,13 @@ type Errors struct {
 // Add records that the field at path has a problem described by format.
 func (e *Errors) Add(path, format string, args ...any) {
 	e.list = append(e.list, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// AtLeast records that the duration field at path is below min, if it is.
+func (e *Errors) AtLeast(path string, v, min time.Duration) {
+	if v < min {
+		e.Add(path, "%v is below the minimum of %v", v, min)
+	}
 }
 
 // Merge adds every FieldError of err (as returned by a nested Validate) with

@@ -136,14 +136,10 @@ func (c *Config) Validate() error {
 	if c.BatchBytes < 1<<10 {
 		errs.Add("batch_bytes", "%v is below the minimum of 1KiB", c.BatchBytes)
 	}
-	for _, d := range []struct {
-		path string
-		v    time.Duration
-	}{{"keepalive", c.KeepAlive}, {"connect_timeout", c.ConnectTimeout}, {"ack_timeout", c.AckTimeout}, {"reconnect_max", c.ReconnectMax}} {
-		if d.v < 10*time.Millisecond {
-			errs.Add(d.path, "%v is below the minimum of 10ms", d.v)
-		}
-	}
+	errs.AtLeast("keepalive", c.KeepAlive, 10*time.Millisecond)
+	errs.AtLeast("connect_timeout", c.ConnectTimeout, 10*time.Millisecond)
+	errs.AtLeast("ack_timeout", c.AckTimeout, 10*time.Millisecond)
+	errs.AtLeast("reconnect_max", c.ReconnectMax, 10*time.Millisecond)
 	if c.KeepAlive > 0 && c.KeepAlive < time.Second {
 		errs.Add("keepalive", "%v is below the minimum of 1s (MQTT counts it in seconds)", c.KeepAlive)
 	}
