@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/buffer/buffertest"
 	"github.com/ferry-edge/ferry/internal/codec"
 )
 
@@ -99,14 +100,8 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) open() {
 	e.t.Helper()
-	var bc buffer.Config
-	bc.SetDefaults()
-	buf, err := buffer.Open(e.dir, bc, buffer.Options{Gateway: "gw1"})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	buf := buffertest.Open(e.t, e.dir, buffer.Options{Gateway: "gw1"}, nil)
 	e.buf = buf
-	e.t.Cleanup(func() { buf.Close() })
 	svc, err := New(Options{
 		Store:   buf,
 		Gateway: "gw1",

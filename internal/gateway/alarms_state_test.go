@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/buffer/buffertest"
 	"github.com/ferry-edge/ferry/drivers/opcua"
 )
 
@@ -36,14 +37,9 @@ func newAlarmsEnv(t *testing.T) *alarmsEnv {
 
 func (e *alarmsEnv) open() {
 	e.t.Helper()
-	var bc buffer.Config
-	bc.SetDefaults()
-	buf, err := buffer.Open(e.dir, bc, buffer.Options{Gateway: "gw1"})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	buf := buffertest.Open(e.t, e.dir, buffer.Options{Gateway: "gw1"}, nil)
 	e.buf = buf
-	e.t.Cleanup(func() { buf.Close() })
+	var err error
 	e.m, err = newMachineAlarms(slog.New(slog.DiscardHandler), buf, func(a ferry.Alert) {
 		e.mu.Lock()
 		e.local = append(e.local, a)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/buffer/buffertest"
 	"github.com/ferry-edge/ferry/internal/codec"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
@@ -78,14 +79,7 @@ func BenchmarkBuildDDATA(b *testing.B) {
 func BenchmarkPublish(b *testing.B) {
 	bk := testpeer.Broker(b)
 	host := sphost.New(b, bk.URL(), testHost)
-	var bc buffer.Config
-	bc.SetDefaults()
-	bc.RetainAcked = 0
-	buf, err := buffer.Open(b.TempDir(), bc, buffer.Options{Gateway: testNode})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { buf.Close() })
+	buf := buffertest.Open(b, b.TempDir(), buffer.Options{Gateway: testNode}, func(c *buffer.Config) { c.RetainAcked = 0 })
 	for i := range b.N {
 		rec := benchRecord("press", i)
 		tel, _ := codec.DecodeTelemetry(rec.Data)

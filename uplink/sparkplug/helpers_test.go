@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/buffer"
+	"github.com/ferry-edge/ferry/buffer/buffertest"
 	"github.com/ferry-edge/ferry/internal/testpeer"
 	"github.com/ferry-edge/ferry/internal/testutil"
 	"github.com/ferry-edge/ferry/uplink/sparkplug/sphost"
@@ -50,16 +51,10 @@ func newRig(t *testing.T, mod func(*Config), opts ...func(*Options)) *rig {
 
 func (r *rig) openBuffer() {
 	r.t.Helper()
-	var bc buffer.Config
-	bc.SetDefaults()
-	bc.RetainAcked = 0
-	bc.CommitInterval = 0
-	buf, err := buffer.Open(r.dir, bc, buffer.Options{Gateway: testNode})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.buf = buf
-	r.t.Cleanup(func() { buf.Close() })
+	r.buf = buffertest.Open(r.t, r.dir, buffer.Options{Gateway: testNode}, func(c *buffer.Config) {
+		c.RetainAcked = 0
+		c.CommitInterval = 0
+	})
 }
 
 func (r *rig) newNode(mod func(*Config), opts ...func(*Options)) {
