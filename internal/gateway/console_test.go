@@ -263,20 +263,6 @@ func textOf(t *testing.T, ctx context.Context, sel string) string {
 	return s
 }
 
-func screenshot(t *testing.T, ctx context.Context, file string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	if err := os.WriteFile(file, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", file, len(png))
-}
-
 // plantClock is the simulated plant's clock: real time plus a shift the
 // test moves forward to reach a part of the fault cycle at once.
 type plantClock struct{ shift atomic.Int64 }
@@ -376,7 +362,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	testutil.Browse(t, ctx, 20*time.Second, "the history shows the acknowledgement",
 		pollTrue(`[...document.querySelectorAll('#alerts-history tr')].some(tr => tr.textContent.includes('oil_hot') && tr.textContent.includes('acknowledged'))`))
 	dir := t.ArtifactDir()
-	screenshot(t, ctx, filepath.Join(dir, "console-alerts.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(dir, "console-alerts.png"))
 
 	// Health: the uplink is connected and publishing.
 	testutil.Browse(t, ctx, 30*time.Second, "health page with the uplink's rate",
@@ -386,7 +372,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := textOf(t, ctx, `#card-config`); !strings.Contains(s, "ferry.yaml") {
 		t.Errorf("configuration card %q does not name the file", s)
 	}
-	screenshot(t, ctx, filepath.Join(dir, "console-health.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(dir, "console-health.png"))
 
 	// A 360 px phone: no page is wider than the screen.
 	testutil.Browse(t, ctx, 10*time.Second, "360 px viewport", chromedp.EmulateViewport(360, 780))
@@ -399,7 +385,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("page %s at 360 px is %d px wide", p.name, w)
 		}
 	}
-	screenshot(t, ctx, filepath.Join(dir, "console-health-360.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(dir, "console-health-360.png"))
 	testutil.Browse(t, ctx, 10*time.Second, "reset the viewport", chromedp.ResetViewport())
 	t.Logf("browser checks took %v", time.Since(started).Round(time.Millisecond))
 
@@ -451,7 +437,7 @@ func docScreenshots(t *testing.T, ctx context.Context, gw *testGateway, clock *p
 				// Let one more poll (2 s) fill in the rates and the ages.
 				chromedp.Sleep(2500*time.Millisecond))
 			if !mobile {
-				screenshot(t, ctx, filepath.Join(dir, "console-"+p.name+".png"))
+				testutil.Screenshot(t, ctx, filepath.Join(dir, "console-"+p.name+".png"))
 				continue
 			}
 			// A phone shows the first screen.

@@ -88,3 +88,19 @@ func Browse(t testing.TB, ctx context.Context, timeout time.Duration, what strin
 		t.Fatalf("%s: %v", what, err)
 	}
 }
+
+// Screenshot saves a full-page PNG of the page in ctx (a Browser's) to
+// file, within 30 s.
+func Screenshot(t testing.TB, ctx context.Context, file string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", file, len(png))
+}

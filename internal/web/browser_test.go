@@ -71,20 +71,6 @@ func artifactDir(t *testing.T) string {
 	return dir
 }
 
-func shot(t *testing.T, ctx context.Context, file string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	if err := os.WriteFile(file, png, 0o640); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", file, len(png))
-}
-
 // storeHistorian adapts a history.Store to the web package's Historian,
 // as internal/gateway does.
 type storeHistorian struct{ st *history.Store }
@@ -207,7 +193,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	if n := eval[int](t, ctx, `document.querySelectorAll('#search-results li[data-point]').length`); n != 2 {
 		t.Errorf("search 'hydraulic press1': %d points listed, want press1's 2 pressure points", n)
 	}
-	shot(t, ctx, filepath.Join(shots, "search.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(shots, "search.png"))
 
 	// Picking it opens its 24 h trend, drawn from the seeded history.
 	testutil.Browse(t, ctx, 30*time.Second, "open the trend of press1.pressure_1",
@@ -256,7 +242,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	if loc := eval[string](t, ctx, `location.hash`); loc != "#trend/24h/press1:pressure_1+press0:temp_0" {
 		t.Errorf("location %s", loc)
 	}
-	shot(t, ctx, filepath.Join(shots, "trend-24h.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(shots, "trend-24h.png"))
 
 	// 1 h: raw samples; 7 d: the whole seeded 26 h in rollups.
 	testutil.Browse(t, ctx, 30*time.Second, "1 h range",
@@ -301,7 +287,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	if n := eval[int](t, ctx, `document.querySelectorAll('#ah-list tbody tr').length`); n != 4 {
 		t.Errorf("%d transitions listed, want 4", n)
 	}
-	shot(t, ctx, filepath.Join(shots, "alert-history.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(shots, "alert-history.png"))
 	testutil.Browse(t, ctx, 20*time.Second, "filter: cleared on press1",
 		chromedp.SetValue(chromedp.CSS(`#ah-state`), "cleared"),
 		runJS(`document.querySelector('#ah-state').dispatchEvent(new Event('change'))`),
@@ -334,7 +320,7 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 	}
 	testutil.Browse(t, ctx, 20*time.Second, "recent alerts on the device page",
 		waitJS(`!!document.querySelector('#device-body tr[data-rule="oil_hot"][data-state="cleared"]')`))
-	shot(t, ctx, filepath.Join(shots, "device.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(shots, "device.png"))
 
 	if v := eval[string](t, ctx, `JSON.stringify(window.cspViolations)`); v != "[]" {
 		t.Errorf("Content-Security-Policy violations: %s", v)
@@ -352,6 +338,6 @@ func TestConsoleHistoryInBrowser(t *testing.T) {
 			t.Errorf("%s at 360 px is %d px wide", hash, w)
 		}
 	}
-	shot(t, ctx, filepath.Join(shots, "trend-360.png"))
+	testutil.Screenshot(t, ctx, filepath.Join(shots, "trend-360.png"))
 	t.Logf("screenshots in %s", shots)
 }
