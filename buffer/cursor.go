@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/setting"
 )
 
 // Several consumers (issue 25). A buffer serves one consumer per upstream,
@@ -64,29 +65,13 @@ var markValue = []byte{1}
 // Options.Consumers.
 var ErrUnknownConsumer = errors.New("unknown buffer consumer")
 
-// ValidConsumerName reports whether name may name a consumer: 1 to 64
-// letters, digits, '_' or '-'.
-func ValidConsumerName(name string) bool {
-	if len(name) == 0 || len(name) > 64 {
-		return false
-	}
-	for _, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // checkConsumers validates Options.Consumers.
 func checkConsumers(names []string) error {
 	if len(names) > maxConsumers {
 		return fmt.Errorf("Options.Consumers: %d consumers, at most %d", len(names), maxConsumers)
 	}
 	for i, n := range names {
-		if !ValidConsumerName(n) {
+		if !setting.ValidName(n) {
 			return fmt.Errorf("Options.Consumers[%d]: %q is not a valid name (1 to 64 letters, digits, '_' or '-')", i, n)
 		}
 		if slices.Index(names, n) < i {

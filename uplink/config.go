@@ -188,7 +188,7 @@ func (c *Config) Validate() error {
 			name = kinds[0]
 		}
 		switch {
-		case e.Name != "" && !ValidName(e.Name):
+		case e.Name != "" && !setting.ValidName(e.Name):
 			errs.Add(setting.Join(p, "name"), "%q is not a valid name: 1 to 64 letters, digits, '_' or '-'", e.Name)
 		case name == "":
 		case names[name] > 0:
@@ -275,22 +275,6 @@ func (c *Config) Control() *NATSConfig {
 		}
 	}
 	return nil
-}
-
-// ValidName reports whether name may name an upstream: 1 to 64 letters,
-// digits, '_' or '-'.
-func ValidName(name string) bool {
-	if len(name) == 0 || len(name) > 64 {
-		return false
-	}
-	for _, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // Filter is an upstream's `filter:` block: which records it takes. A

@@ -45,6 +45,23 @@ func (e *Errors) Add(path, format string, args ...any) {
 	e.list = append(e.list, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// ValidName reports whether name may name something ferry keeps by name
+// in files and labels (an upstream, the buffer consumer that is its
+// cursor): 1 to 64 letters, digits, '_' or '-'.
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // AtLeast records that the duration field at path is below min, if it is.
 func (e *Errors) AtLeast(path string, v, min time.Duration) {
 	if v < min {
