@@ -145,7 +145,36 @@ func (b *MQTTBroker) Stop() {
 	b.srv, b.sess = nil, nil
 	b.mu.Unlock()
 	if srv != nil {
+		settleDisconnects(srv)
 		_ = srv.Close() // closes the session listener and the clients
+	}
+}
+
+// settleDisconnects waits (at most 5 s) until no client that has gone
+// is still to be deleted from mochi's client map. mochi v2.7.9's Close
+// takes the map's read lock twice in a row (Clients.GetByListener calls
+// Len); a client's Delete arriving between the two — a client that
+// disconnected just before Stop, such as a daemon stopped by the test's
+// cleanup — waits for the first and blocks the second: a deadlock that
+// hung internal/gateway TestSparkplugReload's cleanup until the test
+// binary's timeout. Clients still connected are closed by Close after
+// that lookup, so their deletes cannot meet it.
+func settleDisconnects(srv *mochi.Server) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		pending := false
+		for _, cl := range srv.Clients.GetAll() {
+			expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+				(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+			if cl.Closed() && expire && !cl.IsTakenOver() {
+				pending = true
+				break
+			}
+		}
+		if !pending {
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // polls mochi's map: it has no signal for a finished disconnect
 	}
 }
 
