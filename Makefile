@@ -50,7 +50,7 @@ build:
 	$(BUILD) -o bin/ferry ./cmd/ferry
 
 test:
-	$(GO) test -race -timeout 10m ./...
+	$(GO) test -race -timeout 10m ./... github.com/gopcua/opcua/id
 
 test-short:
 	$(GO) test -short ./...

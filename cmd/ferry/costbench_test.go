@@ -47,6 +47,7 @@ import (
 // the first rate's window (that row is marked: profiling costs CPU).
 // FERRY_BENCH_UPLINK adds keys to the uplink.nats block, FERRY_BENCH_BUFFER
 // a buffer block (e.g. "commit_max_waiting: 16"), to compare settings;
+// FERRY_BENCH_INFLIGHT sets mosquitto's max_inflight_messages (20);
 // FERRY_BENCH_BINARY runs that ferry binary instead of building this one
 // (an A/B of two builds).
 func TestCostBench(t *testing.T) {
@@ -135,6 +136,17 @@ func uplinkExtra() string {
 	return ""
 }
 
+// inflight is mosquitto's max_inflight_messages for the run:
+// FERRY_BENCH_INFLIGHT, or mosquitto's default of 20.
+func inflight() int {
+	if v := os.Getenv("FERRY_BENCH_INFLIGHT"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 20
+}
+
 // bufferBlock returns a buffer block of FERRY_BENCH_BUFFER's keys, or
 // nothing (the defaults).
 func bufferBlock() string {
@@ -148,9 +160,9 @@ func bufferBlock() string {
 // window and measures ferry until every sample is upstream.
 func runCost(t *testing.T, bin, mosquitto, natsServer string, rate int, window time.Duration, profiles string) costResult {
 	dir := t.TempDir()
-	// The default in-flight window towards ferry (20 QoS 1 messages), and
-	// room to queue every message of the run.
-	mqAddr, _, _ := startMosquitto(t, mosquitto, dir, "max_inflight_messages 20\nmax_queued_messages 1000000\n")
+	// The default in-flight window towards ferry (20 QoS 1 messages, or
+	// FERRY_BENCH_INFLIGHT), and room to queue every message of the run.
+	mqAddr, _, _ := startMosquitto(t, mosquitto, dir, fmt.Sprintf("max_inflight_messages %d\nmax_queued_messages 1000000\n", inflight()))
 	natsURL, _ := startNATSServer(t, natsServer, dir)
 	createInteropStream(t, natsURL)
 

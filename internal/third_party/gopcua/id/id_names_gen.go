@@ -6,29 +6,30 @@
 
 package id
 
-import "strconv"
+import (
+	"strconv"
+	"sync"
+)
+
+// ferry patch: the name tables are built on the first call (see
+// nameVariableMap), in the order upstream looked them up.
+var names = sync.OnceValue(func() []map[uint32]string {
+	return []map[uint32]string{
+		nameDataTypeMap(),
+		nameReferenceTypeMap(),
+		nameObjectTypeMap(),
+		nameVariableTypeMap(),
+		nameObjectMap(),
+		nameVariableMap(),
+		nameMethodMap(),
+	}
+})
 
 func Name(id uint32) string {
-	if s, ok := nameDataType[id]; ok {
-		return s
-	}
-	if s, ok := nameReferenceType[id]; ok {
-		return s
-	}
-	if s, ok := nameObjectType[id]; ok {
-		return s
-	}
-	if s, ok := nameVariableType[id]; ok {
-		return s
-	}
-	if s, ok := nameObject[id]; ok {
-		return s
-	}
-	if s, ok := nameVariable[id]; ok {
-		return s
-	}
-	if s, ok := nameMethod[id]; ok {
-		return s
+	for _, m := range names() {
+		if s, ok := m[id]; ok {
+			return s
+		}
 	}
 	return strconv.FormatUint(uint64(id), 10)
 }
