@@ -35,7 +35,8 @@ import (
 // a seq at QoS 1, paced at each rate for the window. For each rate every
 // process is new. It reports ferry's CPU (utime+stime from /proc, from the
 // first publish until every sample is in the stream) per million samples,
-// its peak RSS (VmHWM), its buffer commits (ferry_buffer_commits_total,
+// the part of it in the kernel, its threads' sleeps (voluntary context
+// switches) per message, its peak RSS (VmHWM), its buffer commits (ferry_buffer_commits_total,
 // read after the CPU), the stream's message count and bytes, and whether
 // every message arrived exactly once, as one table on stdout.
 //
@@ -95,8 +96,8 @@ func TestCostBench(t *testing.T) {
 
 	host, _ := os.Hostname()
 	fmt.Printf("\nferry end-to-end cost — mosquitto → ferry → nats-server (JetStream), QoS 1, JSON of %d numeric fields + seq, %v per rate; %s\n\n", costFields, window, host)
-	fmt.Println("| rate (msg/s) | msgs published | samples | ferry CPU (s) | CPU s / M samples | RSS peak (MiB) | buffer commits | upstream msgs | upstream bytes | bytes / sample | exactly once |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| rate (msg/s) | msgs published | samples | ferry CPU (s) | CPU s / M samples | in kernel | thread sleeps / msg | RSS peak (MiB) | buffer commits | upstream msgs | upstream bytes | bytes / sample | exactly once |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range results {
 		once := "yes"
 		if r.missing > 0 || r.dups > 0 {
@@ -106,8 +107,9 @@ func TestCostBench(t *testing.T) {
 		if r.profiled {
 			note = " (profiled)"
 		}
-		fmt.Printf("| %d%s | %d | %d | %.2f | %.2f | %.1f | %d | %d | %d | %.1f | %s |\n",
+		fmt.Printf("| %d%s | %d | %d | %.2f | %.2f | %.0f %% | %.1f | %.1f | %d | %d | %d | %.1f | %s |\n",
 			r.rate, note, r.published, r.samples, r.cpu.Seconds(), r.cpu.Seconds()/float64(r.samples)*1e6,
+			100*r.sys.Seconds()/max(r.cpu.Seconds(), 1e-9), float64(r.sleeps)/float64(r.published),
 			r.hwm/(1<<20), r.commits, r.upMsgs, r.upBytes, float64(r.upBytes)/float64(r.samples), once)
 	}
 }
@@ -118,6 +120,8 @@ const costFields = 50
 type costResult struct {
 	rate, published, samples int
 	cpu                      time.Duration
+	sys                      time.Duration // the part of cpu in the kernel
+	sleeps                   int64         // voluntary context switches of ferry's threads in the window
 	drain                    time.Duration
 	hwm                      float64 // bytes
 	commits                  int     // buffer commits (ferry_buffer_commits_total at the end)
@@ -236,7 +240,8 @@ devices:
 	defer pub.Disconnect(250)
 
 	pid := f.Pid()
-	cpu0 := procCPU(t, pid)
+	user0, sys0 := procTimes(t, pid)
+	sleeps0 := threadSleeps(t, pid)
 	start := time.Now()
 	n := int(window.Seconds() * float64(rate))
 	type result struct {
@@ -278,7 +283,9 @@ devices:
 	published := time.Since(start)
 	testutil.WaitFor(t, 2*time.Minute, fmt.Sprintf("all %d messages upstream", n), func() bool { return distinct.Load() >= int64(n) })
 	r := costResult{rate: rate, published: n, samples: n * (costFields + 1), profiled: profiled}
-	r.cpu = procCPU(t, pid) - cpu0
+	user, sys := procTimes(t, pid)
+	r.cpu, r.sys = user+sys-user0-sys0, sys-sys0
+	r.sleeps = threadSleeps(t, pid) - sleeps0
 	r.drain = time.Since(start) - published
 	r.hwm = procStatusBytes(t, pid, "VmHWM")
 	// After the CPU reading: a scrape costs ferry CPU.
@@ -431,6 +438,36 @@ func startNATSServer(t *testing.T, bin, dir string) (string, *testpeer.Proc) {
 		return nil
 	})
 	return url, p
+}
+
+// threadSleeps is the number of times the threads of process pid went to
+// sleep so far (voluntary_ctxt_switches, summed over /proc/PID/task): a
+// count of the wake-ups a workload costs, steadier than its CPU seconds.
+// A thread that ended took its count with it; the Go runtime rarely ends
+// one.
+func threadSleeps(t *testing.T, pid int) int64 {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	var n int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				c, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					t.Fatalf("%s: %q: %v", f, line, err)
+				}
+				n += c
+			}
+		}
+	}
+	return n
 }
 
 // procStatusBytes returns a size field of /proc/PID/status ("VmHWM") in

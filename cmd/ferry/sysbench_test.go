@@ -200,6 +200,12 @@ next:
 
 // procCPU returns the user+system CPU time of a process.
 func procCPU(t *testing.T, pid int) time.Duration {
+	user, sys := procTimes(t, pid)
+	return user + sys
+}
+
+// procTimes returns a process's user and system CPU time so far.
+func procTimes(t *testing.T, pid int) (user, sys time.Duration) {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -209,7 +215,8 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
-	return time.Duration((ut + st) / 100 * float64(time.Second)) // USER_HZ is 100 on Linux
+	tick := func(v float64) time.Duration { return time.Duration(v / 100 * float64(time.Second)) } // USER_HZ is 100 on Linux
+	return tick(ut), tick(st)
 }
 
 // procRSS returns a process's resident set and its anonymous part, in bytes.
