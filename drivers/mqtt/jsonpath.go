@@ -331,7 +331,9 @@ func literal(b []byte, i int, lit string) int {
 	return -1
 }
 
-// scanNumber returns the end of the JSON number at b[i], or -1.
+// scanNumber returns the end of the JSON number at b[i],
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, or -1. What follows it
+// is the caller's to judge: "01" is the number 0 followed by a stray digit.
 func scanNumber(b []byte, i int) int {
 	j := i
 	if j < len(b) && b[j] == '-' {

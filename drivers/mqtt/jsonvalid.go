@@ -67,13 +67,13 @@ func validJSON(b []byte) bool {
 		case '"':
 			i = scanJSONString(b, i+1)
 		case 't':
-			i = scanJSONLiteral(b, i, "true")
+			i = literal(b, i, "true")
 		case 'f':
-			i = scanJSONLiteral(b, i, "false")
+			i = literal(b, i, "false")
 		case 'n':
-			i = scanJSONLiteral(b, i, "null")
+			i = literal(b, i, "null")
 		default:
-			i = scanJSONNumber(b, i)
+			i = scanNumber(b, i)
 		}
 		if i < 0 {
 			return false
@@ -160,59 +160,4 @@ func scanJSONString(b []byte, i int) int {
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// scanJSONLiteral returns the offset after lit if b holds it at i, or -1.
-func scanJSONLiteral(b []byte, i int, lit string) int {
-	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
-		return -1
-	}
-	return i + len(lit)
-}
-
-// scanJSONNumber reads a number at b[i],
-// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, and returns the offset
-// after it, or -1. What follows it is the caller's to judge: "01" is the
-// number 0 followed by a stray digit.
-func scanJSONNumber(b []byte, i int) int {
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	if i >= len(b) {
-		return -1
-	}
-	switch c := b[i]; {
-	case c == '0':
-		i++
-	case '1' <= c && c <= '9':
-		i = skipDigits(b, i+1)
-	default:
-		return -1
-	}
-	if i < len(b) && b[i] == '.' {
-		j := skipDigits(b, i+1)
-		if j == i+1 {
-			return -1
-		}
-		i = j
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		j := skipDigits(b, i)
-		if j == i {
-			return -1
-		}
-		i = j
-	}
-	return i
-}
-
-func skipDigits(b []byte, i int) int {
-	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-		i++
-	}
-	return i
 }
