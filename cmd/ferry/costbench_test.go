@@ -457,15 +457,12 @@ func threadSleeps(t *testing.T, pid int) int64 {
 		if err != nil {
 			continue // the thread ended meanwhile
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				c, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				if err != nil {
-					t.Fatalf("%s: %q: %v", f, line, err)
-				}
-				n += c
-			}
+		v, _ := statusField(b, "voluntary_ctxt_switches")
+		c, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s: voluntary_ctxt_switches %q: %v", f, v, err)
 		}
+		n += c
 	}
 	return n
 }
@@ -478,15 +475,13 @@ func procStatusBytes(t *testing.T, pid int, field string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				t.Fatalf("/proc/%d/status %q: %v", pid, line, err)
-			}
-			return kb * 1024
-		}
+	v, ok := statusField(b, field)
+	if !ok {
+		t.Fatalf("/proc/%d/status has no %s", pid, field)
 	}
-	t.Fatalf("/proc/%d/status has no %s", pid, field)
-	return 0
+	kb, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
+	if err != nil {
+		t.Fatalf("/proc/%d/status %s %q: %v", pid, field, v, err)
+	}
+	return kb * 1024
 }

@@ -226,20 +226,23 @@ func procRSS(t *testing.T, pid int) (rss, anon float64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kb := func(field string) float64 {
+		v, _ := statusField(b, field)
+		n, _ := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
+		return n * 1024
+	}
+	return kb("VmRSS"), kb("RssAnon")
+}
+
+// statusField returns the value of field in a /proc status file ("VmHWM"
+// → "1234 kB"), trimmed, and whether the file has it.
+func statusField(b []byte, field string) (string, bool) {
 	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v * 1024
-		case "RssAnon:":
-			anon = v * 1024
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v), true
 		}
 	}
-	return rss, anon
+	return "", false
 }
 
 // streamLatency returns, sorted, for every telemetry scan stored in the
