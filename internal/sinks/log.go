@@ -28,7 +28,11 @@ func (s *logSink) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case a := <-s.q.ch:
+		case <-s.q.ready:
+			a, ok := s.q.pop()
+			if !ok {
+				continue
+			}
 			level := slog.LevelInfo
 			if a.State == ferry.AlertRaised {
 				switch a.Severity {

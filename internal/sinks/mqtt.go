@@ -205,7 +205,11 @@ func (s *mqttSink) run(ctx context.Context) {
 				continue
 			case <-s.dirtyC:
 				continue
-			case a := <-s.q.ch:
+			case <-s.q.ready:
+				a, ok := s.q.pop()
+				if !ok {
+					continue
+				}
 				pending, attempts = &a, 0
 			}
 		}

@@ -119,23 +119,80 @@ func (s *Sinks) Run(ctx context.Context) error {
 	return nil
 }
 
-// queue is a sink's bounded queue.
+// queue is a sink's bounded queue. It holds what is waiting and no more:
+// a channel of the configured size would allocate its whole buffer (1,000
+// alerts of about 300 bytes, per sink) up front for queues that are empty
+// nearly always.
 type queue struct {
-	ch   chan ferry.Alert
-	full prometheus.Counter
+	// ready holds a token while the queue is not empty: push puts one
+	// in, pop puts it back when it leaves alerts behind.
+	ready chan struct{}
+	size  int
+	full  prometheus.Counter
+
+	mu    sync.Mutex
+	items []ferry.Alert // items[head:] wait, oldest first
+	head  int
 }
 
 func newQueue(name string, size int, m *metrics) *queue {
-	q := &queue{ch: make(chan ferry.Alert, size), full: m.dropped.WithLabelValues(name, "queue_full")}
-	m.queued(name, func() float64 { return float64(len(q.ch)) })
+	q := &queue{ready: make(chan struct{}, 1), size: size, full: m.dropped.WithLabelValues(name, "queue_full")}
+	m.queued(name, func() float64 { return float64(q.len()) })
 	return q
 }
 
 // push queues a, or drops and counts it when the queue is full.
 func (q *queue) push(a ferry.Alert) {
-	select {
-	case q.ch <- a:
-	default:
+	q.mu.Lock()
+	if len(q.items)-q.head >= q.size {
+		q.mu.Unlock()
 		q.full.Inc()
+		return
+	}
+	if q.head > 0 && len(q.items) == cap(q.items) {
+		// Reuse the room the popped front left before append grows.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, a)
+	q.mu.Unlock()
+	signal(q.ready)
+}
+
+// pop takes the oldest waiting alert; ok is false when none waits. A
+// consumer calls it when ready delivers a token.
+func (q *queue) pop() (a ferry.Alert, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.items) {
+		return a, false
+	}
+	a = q.items[q.head]
+	q.items[q.head] = ferry.Alert{}
+	q.head++
+	if q.head == len(q.items) {
+		// Empty: give a burst's room back rather than keep it.
+		if cap(q.items) > 64 {
+			q.items = nil
+		}
+		q.items, q.head = q.items[:0], 0
+	} else {
+		signal(q.ready)
+	}
+	return a, true
+}
+
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) - q.head
+}
+
+// signal puts a token in c unless one is there.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }

@@ -62,8 +62,10 @@ func (s *webhookSink) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case a := <-s.q.ch:
-			s.deliver(ctx, a)
+		case <-s.q.ready:
+			if a, ok := s.q.pop(); ok {
+				s.deliver(ctx, a)
+			}
 		}
 	}
 }
