@@ -108,7 +108,7 @@ func newDrain(u *Uplink, nc *nats.Conn) *drain {
 		u:       u,
 		nc:      nc,
 		msgs:    newMsgBuilder(u, nc.MaxPayload()),
-		parts:   make(map[*nats.Msg]part, u.cfg.MaxInflight),
+		parts:   map[*nats.Msg]part{}, // grows to what is in flight, not max_inflight
 		room:    make(chan struct{}, 1),
 		ackc:    make(chan struct{}, 1),
 		ackStop: make(chan struct{}),
