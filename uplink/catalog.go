@@ -45,6 +45,18 @@ func (u *Uplink) publishCatalog(ctx context.Context, js jetstream.JetStream, c *
 		return fmt.Errorf("catalog: %w", err)
 	}
 	h := nats.Header{}
+	if algo := u.cfg.Compression; algo != "" && algo != CompressionNone {
+		// 85 bytes of JSON per point: 0.85 MB at 10k tags, near NATS's
+		// default max_payload of 1 MB and sent again on every reconnect.
+		// Compressed as batches are, it is 10-20 times smaller.
+		if body, err = compress(algo, nil, body); err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+		h.Set(HeaderCompression, algo)
+	}
+	if limit := js.Conn().MaxPayload(); int64(len(body)) > limit {
+		return fmt.Errorf("catalog of %d points is %d bytes, over the server's max_payload of %d (set uplink.nats.compression, or raise max_payload)", len(c.Points), len(body), limit)
+	}
 	h.Set(HeaderContentType, ContentTypeJSON)
 	h.Set(HeaderKind, KindCatalog)
 	h.Set(HeaderVersion, u.opts.Version)

@@ -70,7 +70,7 @@ type NATSConfig struct {
 	ReconnectMax     time.Duration `yaml:"reconnect_max" doc:"longest wait between reconnect attempts (the backoff cap)"`
 
 	Batch       BatchConfig `yaml:"batch" doc:"many telemetry records in one upstream message"`
-	Compression string      `yaml:"compression" doc:"compression of batch message bodies: none, s2 or zstd"`
+	Compression string      `yaml:"compression" doc:"compression of batch and catalog message bodies: none, s2 or zstd"`
 
 	LossCheck time.Duration `yaml:"loss_check" doc:"how often the stream is checked for acknowledged messages it lost (also after every reconnect), which are sent again from the buffer's retention (buffer.retain_acked); 0: after reconnects only"`
 }

@@ -113,7 +113,15 @@ func TestPublish(t *testing.T) {
 	if len(cat) != 1 {
 		t.Fatalf("catalog stream holds %d messages, want 1", len(cat))
 	}
-	validateWire(t, KindCatalog, cat[0].Data())
+	// Compressed as the batches are (zstd by default), the header naming it.
+	if got := cat[0].Headers().Get(HeaderCompression); got != CompressionZstd {
+		t.Errorf("catalog %s header %q, want %q", HeaderCompression, got, CompressionZstd)
+	}
+	plain, err := decompress(cat[0].Headers().Get(HeaderCompression), cat[0].Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateWire(t, KindCatalog, plain)
 	dm, err := Decode(cat[0].Subject(), cat[0].Headers(), cat[0].Data())
 	if err != nil {
 		t.Fatal(err)

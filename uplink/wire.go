@@ -213,8 +213,11 @@ func Decode(subject string, hdr nats.Header, data []byte) (*Message, error) {
 			err = errors.New("rule is missing")
 		}
 	case KindCatalog:
-		m.Catalog = new(CatalogMessage)
-		err = json.Unmarshal(data, m.Catalog)
+		data, err = decompress(hdr.Get(HeaderCompression), data)
+		if err == nil {
+			m.Catalog = new(CatalogMessage)
+			err = json.Unmarshal(data, m.Catalog)
+		}
 	case KindBatch:
 		data, err = decompress(hdr.Get(HeaderCompression), data)
 		if err == nil {
