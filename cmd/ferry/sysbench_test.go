@@ -97,6 +97,13 @@ func TestSystemBench(t *testing.T) {
 	rss, anon := procRSS(t, f.Pid())
 	report("rss", rss/(1<<20), "MiB")
 	report("rss_anon", anon/(1<<20), "MiB")
+	// Where the anonymous part goes, as the Go runtime counts it: the heap
+	// in use and the goal the next GC starts at (twice the live heap at
+	// GOGC=100), goroutine stacks, and all the runtime holds from the OS.
+	for _, g := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_next_gc_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"} {
+		report(strings.TrimSuffix(strings.TrimPrefix(g, "go_memstats_"), "_bytes"), m1.sum(g)/(1<<20), "MiB")
+	}
+	report("goroutines", m1.sum("go_goroutines"), "")
 	if dir := os.Getenv("FERRY_BENCH_PROFILES"); dir != "" {
 		saveProfiles(t, base, dir)
 	}

@@ -191,7 +191,7 @@ func BenchmarkSearch10k(b *testing.B) {
 	x.set(bigCatalog(100, 100))
 	// What the client would fetch to search on its own: every point.
 	all := x.search("", 0)
-	for _, p := range x.p.Load().points {
+	for _, p := range x.data().points {
 		all.Points = append(all.Points, pointHit(*p.info))
 	}
 	js, _ := json.Marshal(all)
@@ -206,25 +206,54 @@ func BenchmarkSearch10k(b *testing.B) {
 }
 
 // TestSearchIndexBytesPerPoint bounds the search index's memory for
-// 10,000 points, the catalog not counted (the configuration holds it).
-// Issue 20: a copy of each point's fields and a separate device.point
-// measured 267 bytes per point here; a reference and the text only, 145.
+// 10,000 points, the catalog not counted (the configuration holds it):
+// nothing per point until the first search, at most 180 bytes after it.
 func TestSearchIndexBytesPerPoint(t *testing.T) {
 	cat := bigCatalog(100, 100)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	perPoint := func(from uint64) float64 {
+		return (float64(heap()) - float64(from)) / float64(len(cat.Points))
+	}
+	before := heap()
 	var x searchIndex
 	x.set(cat)
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	runtime.KeepAlive(cat)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / float64(len(cat.Points))
-	t.Logf("%.0f bytes per point", per)
-	if per > 180 {
-		t.Errorf("the search index holds %.0f bytes per point, want at most 180", per)
-	}
+	unsearched := perPoint(before)
 	if res := x.search("press42 pressure_1", 5); len(res.Points) != 3 || res.Points[0] != (SearchHit{Device: "press42", Point: "pressure_1", Protocol: "modbus", Unit: "bar", Description: "hydraulic pressure", Source: "unit 1 holding 101"}) {
 		t.Errorf("search: %+v", res.Points)
+	}
+	searched := perPoint(before)
+	runtime.KeepAlive(cat)
+	runtime.KeepAlive(&x)
+	t.Logf("%.1f bytes per point before the first search, %.0f after", unsearched, searched)
+	if unsearched > 1 {
+		t.Errorf("the search index holds %.1f bytes per point before any search, want none", unsearched)
+	}
+	if searched > 180 {
+		t.Errorf("the search index holds %.0f bytes per point, want at most 180", searched)
+	}
+	// A new catalog drops the old index; the next search builds the new one.
+	cat2 := bigCatalog(2, 3)
+	x.set(cat2)
+	if res := x.search("press1 pressure_1", 5); res.Total != 1 || res.Points[0].Device != "press1" {
+		t.Errorf("search after set: %+v", res)
+	}
+	if res := x.search("press42", 5); res.Total != 0 {
+		t.Errorf("the old catalog still answers: %+v", res)
+	}
+}
+
+// BenchmarkSearchFirst10k: one op is the first search after a catalog of
+// 10,000 points is set, which builds the index.
+func BenchmarkSearchFirst10k(b *testing.B) {
+	cat := bigCatalog(100, 100)
+	var x searchIndex
+	for b.Loop() {
+		x.set(cat)
+		x.search("temp", 20)
 	}
 }
