@@ -157,6 +157,15 @@ func TestSystemBench(t *testing.T) {
 	del := time.Since(drainStart)
 	report("backlog_samples", drained, "")
 	report("drain_rate", drained/del.Seconds(), "samples/s")
+	// After a backlog the buffer file is larger, and the pages of it the
+	// drain read stay mapped: clean page cache the kernel may take back,
+	// counted in RSS until it does.
+	rss, anon = procRSS(t, f.Pid())
+	report("rss_after_drain", rss/(1<<20), "MiB")
+	report("rss_anon_after_drain", anon/(1<<20), "MiB")
+	if fi, err := os.Stat(filepath.Join(dir, "data", "buffer.db")); err == nil {
+		report("buffer_file", float64(fi.Size())/(1<<20), "MiB")
+	}
 	stopFerry(t, f)
 }
 
