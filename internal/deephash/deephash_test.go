@@ -507,3 +507,16 @@ var mutations = []mutation{
 		v.Set(reflect.ValueOf(int64(0)))
 	}},
 }
+
+// BenchmarkOfPress digests one device of 513 points, as the system bench's
+// presses: a reload digests every group of the new configuration.
+func BenchmarkOfPress(b *testing.B) {
+	dev := modbus.Device{Name: "press1", Config: modbus.Config{URL: "tcp://127.0.0.1:502", Unit: 1, Interval: time.Second}}
+	for i := range 513 {
+		dev.Points = append(dev.Points, modbus.Point{Name: fmt.Sprint("p", i), Table: "holding", Address: uint16(2 * i), Type: "float32", Unit: "bar", Scale: 0.1})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		Of(dev)
+	}
+}
