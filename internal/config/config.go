@@ -26,7 +26,9 @@
 // Schema: internal/gateway's Protocols, next to the one protocol switch of
 // the runtime. The loader decodes the block and the points into that
 // protocol's types, strictly and with their defaults, and keeps the typed
-// device it built in Device.Spec for the runtime to switch on.
+// device it built in Device.Spec for the runtime to switch on; once the
+// runtime has built its drivers it drops the points from the specs it
+// keeps (Config.DropPointSpecs).
 package config
 
 import (
@@ -126,8 +128,12 @@ type Device struct {
 	Pos  Pos    `yaml:"-"`
 	Path string `yaml:"-"`
 	// Spec is the typed device its Protocol built from the block and the
-	// points (a modbus.Device, …), validated.
+	// points (a modbus.Device, …), validated. DropPointSpecs leaves it
+	// without its points.
 	Spec any `yaml:"-"`
+
+	// withoutPoints is the Protocol's WithoutPoints, for DropPointSpecs.
+	withoutPoints func(spec any) any
 
 	// blocks holds the protocol blocks as decoded, by protocol name: each
 	// an addressable *Config, nil when the file wrote `modbus: null`.
@@ -155,11 +161,17 @@ type Protocol struct {
 	// setting field errors with paths relative to the device entry
 	// ("modbus.url", "points[2].type").
 	Device func(name string, block, points any) (dev any, infos []ferry.PointInfo, err error)
+	// WithoutPoints returns a copy of a typed device that Device built,
+	// without its points (Config.DropPointSpecs).
+	WithoutPoints func(dev any) any
 }
 
 // NewProtocol returns the Protocol of a driver package whose block is C,
 // whose points are P and whose device D, built by build: the points' Info
-// describes them and D's Validate checks the device.
+// describes them and D's Validate checks the device. D is a struct that
+// holds the points in a field of type []P, which WithoutPoints sets to
+// nil; NewProtocol panics when D has none (the running gateway would keep
+// the points of its devices).
 func NewProtocol[C, P, D any, PP interface {
 	*P
 	Info() ferry.PointInfo
@@ -167,6 +179,10 @@ func NewProtocol[C, P, D any, PP interface {
 	*D
 	Validate() error
 }](name string, build func(name string, block C, points []P) D) Protocol {
+	pointsFields := fieldsOf[D, []P]()
+	if len(pointsFields) == 0 {
+		panic(fmt.Sprintf("config.NewProtocol(%q): %v holds its points in no field of type %v", name, reflect.TypeFor[D](), reflect.TypeFor[[]P]()))
+	}
 	return Protocol{
 		Name:   name,
 		Block:  func() any { return new(C) },
@@ -176,11 +192,36 @@ func NewProtocol[C, P, D any, PP interface {
 			d := build(devName, *block.(*C), pts)
 			return d, pointInfos[P, PP](pts), DP(&d).Validate()
 		},
+		WithoutPoints: func(dev any) any {
+			d := dev.(D)
+			v := reflect.ValueOf(&d).Elem()
+			for _, i := range pointsFields {
+				v.Field(i).SetZero()
+			}
+			return d
+		},
 	}
 }
 
+// fieldsOf returns the indexes of the exported fields of struct type S
+// whose type is F.
+func fieldsOf[S, F any]() []int {
+	s, f := reflect.TypeFor[S](), reflect.TypeFor[F]()
+	if s.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []int
+	for i := range s.NumField() {
+		if fd := s.Field(i); fd.IsExported() && fd.Type == f {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // DevicesOf returns the typed devices of c whose Spec is a T (the
-// modbus.Device values, say), in file order.
+// modbus.Device values, say), in file order; without their points once
+// DropPointSpecs has run.
 func DevicesOf[T any](c *Config) []T {
 	var out []T
 	for _, dev := range c.Devices {
@@ -189,6 +230,25 @@ func DevicesOf[T any](c *Config) []T {
 		}
 	}
 	return out
+}
+
+// DropPointSpecs removes the points from every device's Spec: each keeps
+// its name and its protocol block (a modbus.Device with its Config and no
+// Points). Points, the catalog of every point, stays.
+//
+// A running gateway calls it once it has built the drivers of c: the
+// drivers hold what they need of the points, and the typed points (a few
+// hundred bytes each) are then dead weight in the configuration it keeps.
+// Nothing may build drivers from c afterwards (ferry read, plan and
+// validate load a configuration of their own). DropPointSpecs changes c in
+// place: call it before c is shared with other goroutines.
+func (c *Config) DropPointSpecs() {
+	for i := range c.Devices {
+		dev := &c.Devices[i]
+		if dev.Spec != nil && dev.withoutPoints != nil {
+			dev.Spec = dev.withoutPoints(dev.Spec)
+		}
+	}
 }
 
 // SetDefaults sets the defaults applied before decoding.
@@ -460,7 +520,7 @@ func (l *loader) checkDevices(c *Config, fileIndex []int) map[string]bool {
 		points := proto.Points()
 		l.decodePoints(d, dev, pp, points)
 		spec, infos, err := proto.Device(dev.Name, dev.blocks[proto.Name].Interface(), points) // infos[j].Point is the point's name
-		dev.Spec, dev.blocks = spec, nil
+		dev.Spec, dev.blocks, dev.withoutPoints = spec, nil, proto.WithoutPoints
 		l.validate(d, p, err)
 		seen := map[string]int{}
 		for j := range infos {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -119,6 +120,55 @@ func TestProtocolTableBuildsDevices(t *testing.T) {
 		t.Errorf("points %+v", c.Points)
 	}
 }
+
+func TestDropPointSpecs(t *testing.T) {
+	c, err := loadFake(t, fakeProtocols, `devices:
+  - name: a
+    fake: {url: "tcp://h:1"}
+    points: [{name: p, register: 7}, {name: q, register: 8}]
+  - name: b
+    other: {url: "tcp://h:2", retries: 9}
+    points: [{name: r, register: 1}]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	points := append([]ferry.PointInfo(nil), c.Points...)
+	c.DropPointSpecs()
+	want := []fakeDevice{
+		{Name: "a", Config: fakeConfig{URL: "tcp://h:1", Retries: 3}},
+		{Name: "other:b", Config: fakeConfig{URL: "tcp://h:2", Retries: 9}},
+	}
+	if got := DevicesOf[fakeDevice](c); !reflect.DeepEqual(got, want) {
+		t.Errorf("specs after DropPointSpecs: %+v, want %+v", got, want)
+	}
+	if !reflect.DeepEqual(c.Points, points) {
+		t.Errorf("the catalog changed: %+v, want %+v", c.Points, points)
+	}
+	c.DropPointSpecs() // again: nothing left to drop
+	if got := DevicesOf[fakeDevice](c); !reflect.DeepEqual(got, want) {
+		t.Errorf("specs after a second DropPointSpecs: %+v", got)
+	}
+}
+
+func TestNewProtocolNeedsAPointsField(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil {
+			t.Error("NewProtocol accepted a device type that holds its points nowhere DropPointSpecs can drop them")
+		}
+	}()
+	NewProtocol("pointless", func(name string, c fakeConfig, points []fakePoint) pointlessDevice {
+		return pointlessDevice{Name: name, Count: len(points)}
+	})
+}
+
+// pointlessDevice keeps no points: NewProtocol refuses it.
+type pointlessDevice struct {
+	Name  string
+	Count int
+}
+
+func (*pointlessDevice) Validate() error { return nil }
 
 func TestProtocolTableErrors(t *testing.T) {
 	tests := []struct {

@@ -114,14 +114,8 @@ func (d *Gateway) writerFor(device string) (ferry.Writer, error) {
 func (d *Gateway) publishDeviceDrivers() {
 	m := map[string]ferry.Driver{}
 	for _, g := range d.groups {
-		for _, dev := range g.spec.modbus {
-			m[dev.Name] = g.drv
-		}
-		for _, dev := range g.spec.opcua {
-			m[dev.Name] = g.drv
-		}
-		for _, dev := range g.spec.mqtt {
-			m[dev.Name] = g.drv
+		for _, name := range g.devices {
+			m[name] = g.drv
 		}
 	}
 	d.cmds.writers.Store(&m)

@@ -51,6 +51,9 @@ func (d *Gateway) fleetBoot(cfg *config.Config) (*config.Config, error) {
 			booted, st.LKG = cfg, nil
 		} else {
 			d.log.Info("fleet: running the last-known-good bundle", "revision", st.LKG.Revision, "site_revision", st.LKG.SiteRevision, "version", booted.Version)
+			// The local file is kept for its local-only settings; no
+			// driver is built from its devices.
+			cfg.DropPointSpecs()
 		}
 	}
 	agent, err := fleet.New(*cfg.Fleet, fleet.Options{
@@ -92,6 +95,9 @@ func (d *Gateway) loadConfig(path string) (*config.Config, error) {
 	merged, err := d.lastKnownGood(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: last-known-good bundle with %s: %w", path, err)
+	}
+	if merged != cfg {
+		cfg.DropPointSpecs() // kept for its local-only settings, as in fleetBoot
 	}
 	d.fleet.local.Store(cfg)
 	return merged, nil

@@ -100,7 +100,9 @@ type Gateway struct {
 // New builds the gateway of cfg: it opens the buffer (taking its file
 // lock), builds every part and binds the HTTP listener, so that a bad
 // setting or a port in use stops the start with a clear error. It starts
-// nothing: Run does.
+// nothing: Run does. The gateway keeps cfg, and drops the points from its
+// devices' specs once their drivers are built (config.Config.DropPointSpecs):
+// do not build drivers from cfg afterwards.
 func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 20 * time.Second
@@ -167,8 +169,11 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			buf.Close()
 			return nil, err
 		}
-		d.groups[key] = &group{key: key, spec: spec, drv: drv}
+		d.groups[key] = newGroup(key, spec, drv)
 	}
+	// The drivers hold what they need of the points: the configuration
+	// the gateway keeps drops them (a reload compares digests).
+	cfg.DropPointSpecs()
 	d.publishDrivers()
 	ups, err := d.newUpstreams(cfg)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/ferry-edge/ferry/drivers/mqtt"
 	"github.com/ferry-edge/ferry/drivers/opcua"
 	"github.com/ferry-edge/ferry/internal/config"
+	"github.com/ferry-edge/ferry/internal/deephash"
 	"github.com/ferry-edge/ferry/internal/devstat"
 	"github.com/ferry-edge/ferry/internal/setting"
 )
@@ -51,20 +51,48 @@ func LoadConfig(path string) (*config.Config, error) {
 
 // group is one running Driver: the devices that share a link (Modbus), a
 // connection (MQTT) or a session (OPC UA).
+//
+// A group keeps the digest of its spec, not the spec: the driver holds
+// what it needs of the points, and the configuration the gateway keeps
+// has dropped them (config.Config.DropPointSpecs). A reload restarts the
+// group when the digest of its new spec differs (deephash: the equality
+// of reflect.DeepEqual), a change of one point's scale included.
 type group struct {
-	key  string
-	spec groupSpec
-	drv  ferry.Driver
-	run  *runner
+	key    string
+	digest deephash.Digest
+	// devices names the group's devices (publishDeviceDrivers).
+	devices []string
+	drv     ferry.Driver
+	run     *runner
 }
 
-// groupSpec is the configuration of a group; a reload restarts the group
-// when it changes.
+// newGroup returns the group of spec, with its driver drv (nil: not built).
+func newGroup(key string, spec groupSpec, drv ferry.Driver) *group {
+	return &group{key: key, digest: deephash.Of(spec), devices: spec.deviceNames(), drv: drv}
+}
+
+// groupSpec is the configuration of a group, while the drivers of a
+// configuration are built.
 type groupSpec struct {
 	protocol string
 	modbus   []modbus.Device
 	opcua    []opcua.Device
 	mqtt     []mqtt.Device
+}
+
+// deviceNames names the devices of s, in configuration order.
+func (s *groupSpec) deviceNames() []string {
+	var out []string
+	for _, dev := range s.modbus {
+		out = append(out, dev.Name)
+	}
+	for _, dev := range s.opcua {
+		out = append(out, dev.Name)
+	}
+	for _, dev := range s.mqtt {
+		out = append(out, dev.Name)
+	}
+	return out
 }
 
 // driverMetrics are the drivers' metrics, one set per protocol, shared by
@@ -147,7 +175,8 @@ func placeDeviceErrors(cfg *config.Config, err error) []error {
 	return out
 }
 
-// groupSpecs groups the configured devices by the drivers' GroupKey.
+// groupSpecs groups the configured devices by the drivers' GroupKey. cfg
+// must still hold its points (not yet DropPointSpecs).
 func groupSpecs(cfg *config.Config) map[string]groupSpec {
 	out := map[string]groupSpec{}
 	add := func(protocol, key string, f func(s *groupSpec)) {
@@ -246,35 +275,39 @@ func (d *Gateway) stopGroup(g *group, timeout time.Duration) {
 	}
 }
 
-// buildChangedGroups builds the drivers of the groups that are new or
-// changed in cfg, without starting them.
-func (d *Gateway) buildChangedGroups(cfg *config.Config) (map[string]ferry.Driver, error) {
-	built := map[string]ferry.Driver{}
+// buildChangedGroups returns the groups of cfg, without starting any: the
+// new and changed ones with their driver built, the unchanged ones (same
+// digest as the running group) with none. It reads the points of cfg; the
+// groups it returns do not keep them.
+func (d *Gateway) buildChangedGroups(cfg *config.Config) (map[string]*group, error) {
+	next := map[string]*group{}
 	for key, spec := range groupSpecs(cfg) {
-		if g, ok := d.groups[key]; ok && reflect.DeepEqual(spec, g.spec) {
-			continue
+		g := newGroup(key, spec, nil)
+		if running, ok := d.groups[key]; !ok || running.digest != g.digest {
+			drv, err := d.newDriver(key, spec)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+			g.drv = drv
 		}
-		drv, err := d.newDriver(key, spec)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", key, err)
-		}
-		built[key] = drv
+		next[key] = g
 	}
-	return built, nil
+	return next, nil
 }
 
 // syncGroups stops the groups that are gone or changed and starts the new
-// and changed ones (built by buildChangedGroups); unchanged groups keep running (and connected). The
-// series of devices that are gone are removed from /metrics.
-func (d *Gateway) syncGroups(old, cfg *config.Config, built map[string]ferry.Driver, timeout time.Duration) {
-	specs := groupSpecs(cfg)
+// and changed ones of next (from buildChangedGroups); unchanged groups keep
+// running (and connected). The series of devices that are gone are removed
+// from /metrics. It reads only the device names of old and cfg, so cfg
+// may have dropped its points.
+func (d *Gateway) syncGroups(old, cfg *config.Config, next map[string]*group, timeout time.Duration) {
 	var stopped, started []string
 	for key, g := range d.groups {
-		if spec, ok := specs[key]; ok && reflect.DeepEqual(spec, g.spec) {
+		if n, ok := next[key]; ok && n.digest == g.digest {
 			continue
 		}
 		d.stopGroup(g, timeout)
-		if _, still := specs[key]; !still {
+		if _, still := next[key]; !still {
 			forgetGroup(g)
 		}
 		delete(d.groups, key)
@@ -283,12 +316,10 @@ func (d *Gateway) syncGroups(old, cfg *config.Config, built map[string]ferry.Dri
 	// Before the new drivers create their series: a device that moved to
 	// another group keeps its name and gets them back.
 	d.forgetRemoved(old, cfg)
-	for key, spec := range specs {
+	for key, g := range next {
 		if _, ok := d.groups[key]; ok {
 			continue
 		}
-		drv := built[key]
-		g := &group{key: key, spec: spec, drv: drv}
 		d.groups[key] = g
 		d.startGroup(d.runCtx, g)
 		started = append(started, key)

@@ -64,7 +64,8 @@ var ErrNotRunning = errors.New("ferry is not running (starting or stopping)")
 
 // ApplyConfig applies cfg, already loaded and validated, as Reload applies
 // the file it loads, and returns why it was refused (nil: applied). A
-// refused configuration changes nothing.
+// refused configuration changes nothing. An applied one is kept, with the
+// points dropped from its devices' specs, as New keeps its own.
 func (d *Gateway) ApplyConfig(cfg *config.Config) error {
 	daemon.Reloading()
 	defer daemon.Ready()
@@ -99,6 +100,9 @@ func (d *Gateway) apply(src string, cfg *config.Config) error {
 	if lv, err := daemon.ParseLevel(cfg.Log.Level); err == nil && d.opts.Level != nil {
 		d.opts.Level.Set(lv)
 	}
+	// Every driver is built: the configuration kept from here on needs
+	// no points in its specs (the groups' digests decide the next reload).
+	cfg.DropPointSpecs()
 	d.buf.SetConfigVersion(cfg.Version)
 	d.cfg = cfg
 	d.curCfg.Store(cfg)
@@ -150,11 +154,11 @@ func (d *Gateway) prepareUplink(old, cfg *config.Config) (func(), error) {
 // changed; the commit stops the groups that are gone or changed and
 // starts the built ones.
 func (d *Gateway) prepareGroups(old, cfg *config.Config) (func(), error) {
-	built, err := d.buildChangedGroups(cfg)
+	next, err := d.buildChangedGroups(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return func() { d.syncGroups(old, cfg, built, d.opts.ShutdownTimeout) }, nil
+	return func() { d.syncGroups(old, cfg, next, d.opts.ShutdownTimeout) }, nil
 }
 
 // prepareReduce checks a changed reduce section; the commit swaps it in.
