@@ -97,6 +97,9 @@ func TestSystemBench(t *testing.T) {
 	rss, anon := procRSS(t, f.Pid())
 	report("rss", rss/(1<<20), "MiB")
 	report("rss_anon", anon/(1<<20), "MiB")
+	files := mappedRSS(t, f.Pid())
+	report("rss_binary", files[bin]/(1<<20), "MiB")
+	report("rss_buffer_file", files[filepath.Join(dir, "data", "buffer.db")]/(1<<20), "MiB")
 	// Where the anonymous part goes, as the Go runtime counts it: the heap
 	// in use and the goal the next GC starts at (twice the live heap at
 	// GOGC=100), goroutine stacks, and all the runtime holds from the OS.
@@ -163,6 +166,7 @@ func TestSystemBench(t *testing.T) {
 	rss, anon = procRSS(t, f.Pid())
 	report("rss_after_drain", rss/(1<<20), "MiB")
 	report("rss_anon_after_drain", anon/(1<<20), "MiB")
+	report("rss_buffer_file_after_drain", mappedRSS(t, f.Pid())[filepath.Join(dir, "data", "buffer.db")]/(1<<20), "MiB")
 	if fi, err := os.Stat(filepath.Join(dir, "data", "buffer.db")); err == nil {
 		report("buffer_file", float64(fi.Size())/(1<<20), "MiB")
 	}
@@ -248,6 +252,33 @@ func procRSS(t *testing.T, pid int) (rss, anon float64) {
 		return n * 1024
 	}
 	return kb("VmRSS"), kb("RssAnon")
+}
+
+// mappedRSS returns the resident bytes of each file a process maps, by
+// path (/proc/PID/smaps): the file-backed part of its RSS.
+func mappedRSS(t *testing.T, pid int) map[string]float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	var file string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			// A mapping's header: range perms offset dev inode [path].
+			file = ""
+			if len(f) >= 6 {
+				file = f[5]
+			}
+		case len(f) == 3 && f[0] == "Rss:" && file != "":
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			out[file] += kb * 1024
+		}
+	}
+	return out
 }
 
 // statusField returns the value of field in a /proc status file ("VmHWM"
