@@ -55,7 +55,11 @@ func (u *Uplink) publishCatalog(ctx context.Context, js jetstream.JetStream, c *
 		h.Set(HeaderCompression, algo)
 	}
 	if limit := js.Conn().MaxPayload(); int64(len(body)) > limit {
-		return fmt.Errorf("catalog of %d points is %d bytes, over the server's max_payload of %d (set uplink.nats.compression, or raise max_payload)", len(c.Points), len(body), limit)
+		hint := "raise the server's max_payload"
+		if h.Get(HeaderCompression) == "" {
+			hint = "set uplink.nats.compression: zstd, or " + hint
+		}
+		return fmt.Errorf("catalog of %d points is %d bytes, over the server's max_payload of %d (%s)", len(c.Points), len(body), limit, hint)
 	}
 	h.Set(HeaderContentType, ContentTypeJSON)
 	h.Set(HeaderKind, KindCatalog)
