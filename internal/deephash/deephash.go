@@ -136,20 +136,25 @@ func (h *hasher) str(s string) {
 	}
 }
 
-// enter puts the pointer, map or slice v on the path; false (and a back
-// reference written) when it is on it already.
-func (h *hasher) enter(k visit) bool {
+// ref digests the slice, pointer or map v (n: a slice's length, else 0):
+// nil, or a back reference when v is on the path already, or else body
+// with v on the path.
+func (h *hasher) ref(v reflect.Value, n int, body func()) {
+	if v.IsNil() {
+		h.byte(tagNil)
+		return
+	}
+	k := visit{v.UnsafePointer(), v.Type(), n}
 	if depth, ok := h.path[k]; ok {
 		h.byte(tagBack)
 		h.u64(uint64(depth))
-		return false
+		return
 	}
 	h.byte(tagSet)
 	h.path[k] = len(h.path)
-	return true
+	body()
+	delete(h.path, k)
 }
-
-func (h *hasher) leave(k visit) { delete(h.path, k) }
 
 // funcs numbers the non-nil funcs digested, so that no two are equal.
 var funcs atomic.Uint64
@@ -183,30 +188,14 @@ func (h *hasher) value(v reflect.Value) {
 			h.value(v.Field(i))
 		}
 	case reflect.Slice:
-		if v.IsNil() {
-			h.byte(tagNil)
-			return
-		}
-		k := visit{v.UnsafePointer(), v.Type(), v.Len()}
-		if !h.enter(k) {
-			return
-		}
-		h.u64(uint64(v.Len()))
-		for i := range v.Len() {
-			h.value(v.Index(i))
-		}
-		h.leave(k)
+		h.ref(v, v.Len(), func() {
+			h.u64(uint64(v.Len()))
+			for i := range v.Len() {
+				h.value(v.Index(i))
+			}
+		})
 	case reflect.Pointer:
-		if v.IsNil() {
-			h.byte(tagNil)
-			return
-		}
-		k := visit{v.UnsafePointer(), v.Type(), 0}
-		if !h.enter(k) {
-			return
-		}
-		h.value(v.Elem())
-		h.leave(k)
+		h.ref(v, 0, func() { h.value(v.Elem()) })
 	case reflect.Interface:
 		if v.IsNil() {
 			h.byte(tagNil)
@@ -217,16 +206,7 @@ func (h *hasher) value(v reflect.Value) {
 		h.u64(typeID(e.Type()))
 		h.value(e)
 	case reflect.Map:
-		if v.IsNil() {
-			h.byte(tagNil)
-			return
-		}
-		k := visit{v.UnsafePointer(), v.Type(), 0}
-		if !h.enter(k) {
-			return
-		}
-		h.mapPairs(v)
-		h.leave(k)
+		h.ref(v, 0, func() { h.mapPairs(v) })
 	case reflect.Func:
 		if v.IsNil() {
 			h.byte(tagNil)
