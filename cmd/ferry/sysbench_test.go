@@ -98,9 +98,10 @@ func TestSystemBench(t *testing.T) {
 	rss, anon := procRSS(t, f.Pid())
 	report("rss", rss/(1<<20), "MiB")
 	report("rss_anon", anon/(1<<20), "MiB")
+	db := filepath.Join(dir, "data", "buffer.db")
 	files := mappedRSS(t, f.Pid())
 	report("rss_binary", files[bin]/(1<<20), "MiB")
-	report("rss_buffer_file", files[filepath.Join(dir, "data", "buffer.db")]/(1<<20), "MiB")
+	report("rss_buffer_file", files[db]/(1<<20), "MiB")
 	// Where the anonymous part goes, as the Go runtime counts it: the heap
 	// in use and the goal the next GC starts at (twice the live heap at
 	// GOGC=100), goroutine stacks, and all the runtime holds from the OS.
@@ -144,8 +145,8 @@ func TestSystemBench(t *testing.T) {
 	// backoff is not the drain's speed) and ends when the backlog is gone.
 	// It is watched through /api/status: /metrics at 10k tags costs ferry
 	// about 1.5 MB of garbage a scrape, and fifty scrapes a second (a
-	// Prometheus scrapes every 15 s) would be most of what ferry
-	// allocates during the drain.
+	// Prometheus scrapes every 15 s) were the largest part of what ferry
+	// allocated during the drain.
 	var drainStart time.Time
 	var u0 float64
 	testutil.WaitFor(t, 5*time.Minute, "the backlog drained", func() bool {
@@ -169,11 +170,11 @@ func TestSystemBench(t *testing.T) {
 	rss, anon = procRSS(t, f.Pid())
 	report("rss_after_drain", rss/(1<<20), "MiB")
 	report("rss_anon_after_drain", anon/(1<<20), "MiB")
-	report("rss_buffer_file_after_drain", mappedRSS(t, f.Pid())[filepath.Join(dir, "data", "buffer.db")]/(1<<20), "MiB")
+	report("rss_buffer_file_after_drain", mappedRSS(t, f.Pid())[db]/(1<<20), "MiB")
 	// The file stays this size until the acknowledged records it retains
 	// (retain_acked, 5 min by default) have expired and the buffer
 	// compacts it: longer than the bench waits.
-	if fi, err := os.Stat(filepath.Join(dir, "data", "buffer.db")); err == nil {
+	if fi, err := os.Stat(db); err == nil {
 		report("buffer_file", float64(fi.Size())/(1<<20), "MiB")
 	}
 	stopFerry(t, f)
@@ -406,26 +407,23 @@ func saveProfiles(t *testing.T, base, dir string) {
 	if v := os.Getenv("FERRY_BENCH_PROFILE_SECONDS"); v != "" {
 		secs = v // a longer CPU profile: more samples at a low rate
 	}
-	saveProfile(t, base, dir, "heap.pb.gz", "/debug/pprof/heap?gc=1")
-	saveProfile(t, base, dir, "cpu.pb.gz", "/debug/pprof/profile?seconds="+secs)
+	for name, path := range map[string]string{
+		"heap.pb.gz": "/debug/pprof/heap?gc=1",
+		"cpu.pb.gz":  "/debug/pprof/profile?seconds=" + secs,
+	} {
+		c := http.Client{Timeout: time.Minute}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Logf("profiles in %s (go tool pprof %s)", dir, filepath.Join(dir, "heap.pb.gz"))
-}
-
-// saveProfile writes the profile at path of ferry's pprof endpoint to
-// dir/name.
-func saveProfile(t *testing.T, base, dir, name, path string) {
-	t.Helper()
-	c := http.Client{Timeout: time.Minute}
-	resp, err := c.Get(base + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
