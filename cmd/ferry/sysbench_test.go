@@ -274,16 +274,7 @@ func procTimes(t *testing.T, pid int) (user, sys time.Duration) {
 // procRSS returns a process's resident set and its anonymous part, in bytes.
 func procRSS(t *testing.T, pid int) (rss, anon float64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb := func(field string) float64 {
-		v, _ := statusField(b, field)
-		n, _ := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
-		return n * 1024
-	}
-	return kb("VmRSS"), kb("RssAnon")
+	return procStatusBytes(t, pid, "VmRSS"), procStatusBytes(t, pid, "RssAnon")
 }
 
 // mappedRSS returns the resident bytes of each file a process maps, by
