@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-edge/ferry/drivers/modbus"
 	"github.com/ferry-edge/ferry/internal/config"
 	"github.com/ferry-edge/ferry/internal/gateway"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // TestRetainedBytesPerPoint measures what a loaded configuration of
@@ -42,12 +43,7 @@ func TestRetainedBytesPerPoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	heap := func() uint64 {
-		var m runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
+	heap := testutil.LiveHeap
 	before := heap()
 	c, err := config.Load(main, gateway.Protocols)
 	if err != nil {

@@ -1,8 +1,9 @@
 // Package testutil holds the helpers that several of ferry's test suites
 // share: loopback addresses and TCP peers, polling with a deadline,
 // running a component until the test ends, a goroutine leak check for
-// TestMain, a log sink safe for concurrent writes, and a throwaway
-// certificate authority.
+// TestMain, a log sink safe for concurrent writes, the live heap for
+// tests that bound what a structure keeps, and a throwaway certificate
+// authority.
 //
 // It is a normal package so that tests of any package can import it, but
 // only _test.go files may: nothing in the daemon depends on it. It imports
@@ -145,4 +146,14 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// LiveHeap collects garbage and returns the bytes of heap objects still in
+// use (HeapAlloc): read before and after building a structure, with the
+// structure kept alive (runtime.KeepAlive), it is what the structure keeps.
+func LiveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

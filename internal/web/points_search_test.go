@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 // bigCatalog is a gateway of devices×per points: "press3.temp_17" in °C,
@@ -210,16 +211,10 @@ func BenchmarkSearch10k(b *testing.B) {
 // nothing per point until the first search, at most 180 bytes after it.
 func TestSearchIndexBytesPerPoint(t *testing.T) {
 	cat := bigCatalog(100, 100)
-	heap := func() uint64 {
-		var m runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
 	perPoint := func(from uint64) float64 {
-		return (float64(heap()) - float64(from)) / float64(len(cat.Points))
+		return (float64(testutil.LiveHeap()) - float64(from)) / float64(len(cat.Points))
 	}
-	before := heap()
+	before := testutil.LiveHeap()
 	var x searchIndex
 	x.set(cat)
 	unsearched := perPoint(before)

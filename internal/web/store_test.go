@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/testutil"
 )
 
 var t0 = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
@@ -487,18 +488,15 @@ func TestStoreBytesPerPoint(t *testing.T) {
 			scans[d].Samples = append(scans[d].Samples, ferry.Sample{Device: dev, Point: name, Value: ferry.FloatValue(float64(i)), Time: t0})
 		}
 	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	before := testutil.LiveHeap()
 	s := NewStore(cat, DefaultStep, DefaultSlots, nil)
 	for _, sc := range scans {
 		s.Observe(sc)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
+	after := testutil.LiveHeap()
 	runtime.KeepAlive(scans) // not counted: the scans are the drivers'
 	runtime.KeepAlive(cat)   // nor the catalog: the configuration's
-	per := float64(after.HeapAlloc-before.HeapAlloc) / (devices * perDevice)
+	per := float64(after-before) / (devices * perDevice)
 	t.Logf("%.0f bytes per point", per)
 	if per > 200 {
 		t.Errorf("the store holds %.0f bytes per point, want at most 200", per)
