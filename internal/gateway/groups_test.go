@@ -68,9 +68,7 @@ func TestEveryProtocolRuns(t *testing.T) {
 				t.Errorf("group devices %q, want [d]: deviceNames has no case for %s", g.devices, p.Name)
 			}
 			cfg.DropPointSpecs()
-			if pts := reflect.ValueOf(cfg.Devices[0].Spec).FieldByName("Points"); !pts.IsValid() || !pts.IsNil() {
-				t.Errorf("spec %+v after DropPointSpecs", cfg.Devices[0].Spec)
-			}
+			noPointSpecs(t, cfg, "after DropPointSpecs")
 			for key, spec := range groupSpecs(cfg) {
 				if newGroup(key, spec, nil).digest == g.digest {
 					t.Error("the group's digest does not change when its points go")
@@ -110,11 +108,7 @@ func TestReloadOnePointScale(t *testing.T) {
 	if ndev != 4 {
 		t.Fatalf("%d typed devices in the running configuration, want 4", ndev)
 	}
-	for _, dev := range running.Devices {
-		if pts := reflect.ValueOf(dev.Spec).FieldByName("Points"); !pts.IsNil() {
-			t.Errorf("device %s: the running configuration keeps %d points in its spec", dev.Name, pts.Len())
-		}
-	}
+	noPointSpecs(t, running, "running")
 	if h.active("p1_fast") || h.active("p2_fast") {
 		t.Fatal("a speed rule is active at speed 30")
 	}
@@ -140,15 +134,22 @@ func TestReloadOnePointScale(t *testing.T) {
 	if h.active("p2_fast") {
 		t.Error("press2's speed is scaled too")
 	}
-	for _, dev := range h.d.curCfg.Load().Devices {
-		if pts := reflect.ValueOf(dev.Spec).FieldByName("Points"); !pts.IsNil() {
-			t.Errorf("device %s: after the reload the configuration keeps %d points in its spec", dev.Name, pts.Len())
-		}
-	}
+	noPointSpecs(t, h.d.curCfg.Load(), "after the reload")
 
 	// The same file again: nothing changed, nothing restarts.
 	h.reload(scaled)
 	if groups := h.logs.lines("device groups changed"); len(groups) != 1 {
 		t.Errorf("a reload of the same file changed device groups: %q", groups[1:])
+	}
+}
+
+// noPointSpecs fails t for each device of cfg whose typed spec still holds
+// its points (a Points field that is not nil, or none at all).
+func noPointSpecs(t *testing.T, cfg *config.Config, when string) {
+	t.Helper()
+	for _, dev := range cfg.Devices {
+		if pts := reflect.ValueOf(dev.Spec).FieldByName("Points"); !pts.IsValid() || !pts.IsNil() {
+			t.Errorf("%s: device %s keeps points in its spec: %+v", when, dev.Name, dev.Spec)
+		}
 	}
 }
