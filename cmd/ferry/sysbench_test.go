@@ -30,7 +30,8 @@ import (
 // prints "BENCH name value unit" lines that scripts/bench.sh turns into a
 // table. It runs only when FERRY_BENCH=1 (it takes about two minutes and
 // asserts nothing about speed). FERRY_BENCH_SPARKLINES sets the console's
-// http.sparklines; FERRY_BENCH_PROFILES=DIR saves heap and CPU profiles.
+// http.sparklines; FERRY_BENCH_PROFILES=DIR saves heap and CPU profiles;
+// FERRY_BENCH_LOG=FILE keeps ferry's output.
 func TestSystemBench(t *testing.T) {
 	if os.Getenv("FERRY_BENCH") == "" {
 		t.Skip("set FERRY_BENCH=1 (scripts/bench.sh does)")
@@ -101,6 +102,12 @@ func TestSystemBench(t *testing.T) {
 	db := filepath.Join(dir, "data", "buffer.db")
 	files := mappedRSS(t, f.Pid())
 	report("rss_binary", files[bin]/(1<<20), "MiB")
+	// The kernel maps most of an executable it runs, used or not (here
+	// about four fifths of it: a Go hello-world, perl and gdb measured the
+	// same), so the binary's pages follow its size more than its use.
+	if fi, err := os.Stat(bin); err == nil {
+		report("binary_size", float64(fi.Size())/(1<<20), "MiB")
+	}
 	report("rss_buffer_file", files[db]/(1<<20), "MiB")
 	// Where the anonymous part goes, as the Go runtime counts it: the heap
 	// in use and the goal the next GC starts at (twice the live heap at
@@ -109,6 +116,9 @@ func TestSystemBench(t *testing.T) {
 		report(strings.TrimSuffix(strings.TrimPrefix(g, "go_memstats_"), "_bytes"), m1.sum(g)/(1<<20), "MiB")
 	}
 	report("goroutines", m1.sum("go_goroutines"), "")
+	// How often the heap reached its goal: the collector's cost scales
+	// with this (each cycle marks the live heap).
+	report("gc_per_s", (m1.sum("go_gc_duration_seconds_count")-m0.sum("go_gc_duration_seconds_count"))/el.Seconds(), "")
 	if dir := os.Getenv("FERRY_BENCH_PROFILES"); dir != "" {
 		saveProfiles(t, base, dir)
 	}
@@ -178,6 +188,13 @@ func TestSystemBench(t *testing.T) {
 		report("buffer_file", float64(fi.Size())/(1<<20), "MiB")
 	}
 	stopFerry(t, f)
+	if p := os.Getenv("FERRY_BENCH_LOG"); p != "" {
+		// ferry's whole output, e.g. with GODEBUG=gctrace=1 in the
+		// environment: one line per collection with its CPU time.
+		if err := os.WriteFile(p, []byte(f.Log()), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 // backlog reads ferry's /api/status: whether the uplink is connected, and
