@@ -68,6 +68,9 @@ type Options struct {
 	// 1s bound: tests of the group commit's triggers make it an hour, so
 	// that only the trigger can have caused a commit.
 	commitInterval time.Duration
+	// releaseEvery spaces the releases of the file's mapped pages
+	// (writer.release); tests make it tiny to release after every commit.
+	releaseEvery time.Duration
 	// fixedLimit turns off the adaptation of the bound to the file's page
 	// fill, for tests that count drops exactly.
 	fixedLimit bool
@@ -113,6 +116,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.DedupeMaxKeys <= 0 {
 		o.DedupeMaxKeys = defaultDedupeMaxKeys
+	}
+	if o.releaseEvery <= 0 {
+		o.releaseEvery = releaseEvery
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-edge/ferry"
 	"github.com/ferry-edge/ferry/internal/backoff"
+	"github.com/ferry-edge/ferry/internal/boltmap"
 	"github.com/ferry-edge/ferry/internal/codec"
 )
 
@@ -41,6 +42,11 @@ const (
 	maxRatio = 2.0
 	// compactEvery spaces compaction checks.
 	compactEvery = 10 * time.Second
+	// releaseEvery spaces the releases of the file's mapped pages
+	// (release): at 10k samples/s the records read in a second map about
+	// 0.2 MiB, and a release costs a page-table walk of the mapping and
+	// the hot pages' minor faults after it.
+	releaseEvery = time.Second
 )
 
 // writer is the state of the writer goroutine; only it touches these
@@ -74,6 +80,11 @@ type writer struct {
 	dd        dedupe
 	newChunks []dedupeChunk
 	own       ownAlerts
+
+	// released is when release last ran; releaseErr stops it after a
+	// failure.
+	released   time.Time
+	releaseErr bool
 
 	// Dropping episode.
 	lastDrop     time.Time
@@ -805,6 +816,28 @@ func (w *writer) committed(now time.Time, samples, dups int, wrote bool, took ti
 	b.m.fileBytes.Set(float64(b.fileSize()))
 	if wrote {
 		w.measure()
+		w.release()
+	}
+}
+
+// release drops the pages of the file that reads mapped into the process
+// (internal/boltmap), at most once per Options.releaseEvery. Every record
+// is read through bbolt's mapping at least once (sent by the uplink,
+// copied into the retention when acknowledged) and would otherwise stay
+// in the process's RSS until bbolt maps the file again, which it stops
+// doing once the file has its steady size: the whole file counted as the
+// gateway's memory (41 MiB of an 85 MB file after seven minutes at 10k
+// samples/s in the system bench).
+func (w *writer) release() {
+	b := w.b
+	if w.releaseErr || time.Since(w.released) < b.opts.releaseEvery {
+		return
+	}
+	w.released = time.Now()
+	if err := boltmap.Release(b.db); err != nil {
+		// Nothing is lost but memory; say it once.
+		w.releaseErr = true
+		b.log.Warn("buffer: cannot release the file's mapped pages; they stay in RSS until the file is mapped again", "err", err)
 	}
 }
 

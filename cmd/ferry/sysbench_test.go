@@ -112,7 +112,7 @@ func TestSystemBench(t *testing.T) {
 	report("rss", rss/(1<<20), "MiB")
 	report("rss_anon", anon/(1<<20), "MiB")
 	db := filepath.Join(dir, "data", "buffer.db")
-	files := mappedRSS(t, f.Pid())
+	files := testutil.MappedRSS(t, f.Pid())
 	report("rss_binary", files[bin]/(1<<20), "MiB")
 	// The kernel maps most of an executable it runs, used or not (here
 	// about four fifths of it: a Go hello-world, perl and gdb measured the
@@ -192,7 +192,7 @@ func TestSystemBench(t *testing.T) {
 	rss, anon = procRSS(t, f.Pid())
 	report("rss_after_drain", rss/(1<<20), "MiB")
 	report("rss_anon_after_drain", anon/(1<<20), "MiB")
-	report("rss_buffer_file_after_drain", mappedRSS(t, f.Pid())[db]/(1<<20), "MiB")
+	report("rss_buffer_file_after_drain", testutil.MappedRSS(t, f.Pid())[db]/(1<<20), "MiB")
 	// The file stays this size until the acknowledged records it retains
 	// (retain_acked, 5 min by default) have expired and the buffer
 	// compacts it: longer than the bench waits.
@@ -304,33 +304,6 @@ func procTimes(t *testing.T, pid int) (user, sys time.Duration) {
 func procRSS(t *testing.T, pid int) (rss, anon float64) {
 	t.Helper()
 	return procStatusBytes(t, pid, "VmRSS"), procStatusBytes(t, pid, "RssAnon")
-}
-
-// mappedRSS returns the resident bytes of each file a process maps, by
-// path (/proc/PID/smaps): the file-backed part of its RSS.
-func mappedRSS(t *testing.T, pid int) map[string]float64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	var file string
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
-			// A mapping's header: range perms offset dev inode [path].
-			file = ""
-			if len(f) >= 6 {
-				file = f[5]
-			}
-		case len(f) == 3 && f[0] == "Rss:" && file != "":
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			out[file] += kb * 1024
-		}
-	}
-	return out
 }
 
 // statusField returns the value of field in a /proc status file ("VmHWM"

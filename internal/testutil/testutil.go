@@ -2,8 +2,8 @@
 // share: loopback addresses and TCP peers, polling with a deadline,
 // running a component until the test ends, a goroutine leak check for
 // TestMain, a log sink safe for concurrent writes, the live heap for
-// tests that bound what a structure keeps, and a throwaway certificate
-// authority.
+// tests that bound what a structure keeps, a process's resident pages of
+// each file it maps, and a throwaway certificate authority.
 //
 // It is a normal package so that tests of any package can import it, but
 // only _test.go files may: nothing in the daemon depends on it. It imports

@@ -1,0 +1,154 @@
+package boltmap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/ferry-edge/ferry/internal/testutil"
+)
+
+const (
+	values    = 8192
+	valueSize = 2000 // two to a 4 KiB page, like the buffer's records
+)
+
+// fill writes values records of valueSize bytes, each holding its own
+// index, and returns the open database.
+func fill(t *testing.T) (*bolt.DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "test.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for start := 0; start < values; start += 1024 {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("r"))
+			if err != nil {
+				return err
+			}
+			for i := start; i < start+1024; i++ {
+				if err := b.Put(key(i), value(i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db, path
+}
+
+func key(i int) []byte { return binary.BigEndian.AppendUint64(nil, uint64(i)) }
+
+func value(i int) []byte {
+	return bytes.Repeat(binary.BigEndian.AppendUint32(nil, uint32(i)), valueSize/4)
+}
+
+// readAll reads every record through the mapping and checks its bytes.
+func readAll(t *testing.T, db *bolt.DB) {
+	t.Helper()
+	err := db.View(func(tx *bolt.Tx) error {
+		i := 0
+		return tx.Bucket([]byte("r")).ForEach(func(k, v []byte) error {
+			if !bytes.Equal(k, key(i)) || !bytes.Equal(v, value(i)) {
+				t.Fatalf("record %d: key %x, value %x… after a release", i, k, v[:8])
+			}
+			i++
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReleaseDropsMappedPages: reading a 16 MB file through bbolt maps it
+// into the process; Release takes it out, and what is read afterwards is
+// still the file's bytes.
+func TestReleaseDropsMappedPages(t *testing.T) {
+	if !Supported {
+		t.Skip("Release does nothing on this platform")
+	}
+	db, path := fill(t)
+	readAll(t, db)
+	before := testutil.MappedRSS(t, 0)[path]
+	if before < values*valueSize/2 {
+		t.Fatalf("%.1f MiB of %s mapped after reading all of it: the test does not show a release", before/(1<<20), path)
+	}
+	if err := Release(db); err != nil {
+		t.Fatal(err)
+	}
+	after := testutil.MappedRSS(t, 0)[path]
+	t.Logf("mapped: %.1f MiB after reading the file, %.2f MiB after Release", before/(1<<20), after/(1<<20))
+	if after > 256<<10 {
+		t.Fatalf("%.2f MiB still mapped after Release", after/(1<<20))
+	}
+	readAll(t, db)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("r")).Put(key(values), value(values)) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReleaseWhileReadingAndWriting: releases racing with readers and a
+// writer (which remaps the file as it grows) never show a reader anything
+// but the records' bytes.
+func TestReleaseWhileReadingAndWriting(t *testing.T) {
+	db, _ := fill(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					readAll(t, db)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := Release(db); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	// The writer grows the file past its mapping: bbolt maps it again
+	// while releases and reads go on.
+	for i := range 64 {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("grow"))
+			if err != nil {
+				return err
+			}
+			for j := range 256 {
+				if err := b.Put(key(i*256+j), value(j)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
