@@ -20,6 +20,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ferry-edge/ferry"
+	"github.com/ferry-edge/ferry/internal/boltmap"
 )
 
 // FileName is the history file in the data directory.
@@ -100,6 +101,8 @@ type Store struct {
 	// measured after each commit (bbolt's pages are about half full):
 	// the size bound applies to bytes*ratio.
 	ratio float64
+	// releaseErr stops release after a failure (under wmu).
+	releaseErr bool
 
 	m metrics
 }
@@ -625,7 +628,10 @@ func (s *Store) commit(forceFold bool) error {
 		if err := s.evict(tx); err != nil {
 			return err
 		}
-		tx.OnCommit(func() { s.measure() })
+		tx.OnCommit(func() {
+			s.measure()
+			s.release()
+		})
 		return nil
 	})
 	// The transaction no longer reads the slices: keep them for the
@@ -793,6 +799,20 @@ func (s *Store) measure() {
 	st := s.db.Stats()
 	inUse := size - int64(st.FreePageN+st.PendingPageN)*int64(s.db.Info().PageSize)
 	s.ratio = max(1, float64(inUse)/float64(tracked))
+}
+
+// release drops the file's pages that reads mapped into the process (the
+// fold's, the queries' since the last fold: a 7-day query of a point reads
+// megabytes): see internal/boltmap. Called after a fold's commit, under
+// wmu.
+func (s *Store) release() {
+	if s.releaseErr {
+		return
+	}
+	if err := boltmap.Release(s.db); err != nil {
+		s.releaseErr = true
+		s.log.Warn("history: cannot release the file's mapped pages; they stay in RSS until the file is mapped again", "err", err)
+	}
 }
 
 // Bytes is the key and value bytes the history holds.
