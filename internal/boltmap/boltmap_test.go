@@ -3,6 +3,7 @@ package boltmap
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -54,21 +55,42 @@ func value(i int) []byte {
 }
 
 // readAll reads every record through the mapping and checks its bytes.
-func readAll(t testing.TB, db *bolt.DB) {
-	t.Helper()
-	err := db.View(func(tx *bolt.Tx) error {
+func readAll(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
 		i := 0
 		return tx.Bucket([]byte("r")).ForEach(func(k, v []byte) error {
 			if !bytes.Equal(k, key(i)) || !bytes.Equal(v, value(i)) {
-				t.Fatalf("record %d: key %x, value %x… after a release", i, k, v[:8])
+				return fmt.Errorf("record %d: key %x, value %x…", i, k, v[:8])
 			}
 			i++
 			return nil
 		})
 	})
-	if err != nil {
+}
+
+// mustReadAll is readAll on the test's goroutine.
+func mustReadAll(t testing.TB, db *bolt.DB) {
+	t.Helper()
+	if err := readAll(db); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// repeat runs fn until stop is closed or fn fails, on a goroutine of wg.
+func repeat(t *testing.T, wg *sync.WaitGroup, stop <-chan struct{}, fn func() error) {
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := fn(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // TestReleaseDropsMappedPages: reading a 16 MB file through bbolt maps it
@@ -79,7 +101,7 @@ func TestReleaseDropsMappedPages(t *testing.T) {
 		t.Skip("Release does nothing on this platform")
 	}
 	db, path := fill(t)
-	readAll(t, db)
+	mustReadAll(t, db)
 	before := testutil.MappedRSS(t, 0)[path]
 	if before < values*valueSize/2 {
 		t.Fatalf("%.1f MiB of %s mapped after reading all of it: the test does not show a release", before/(1<<20), path)
@@ -92,7 +114,7 @@ func TestReleaseDropsMappedPages(t *testing.T) {
 	if after > 256<<10 {
 		t.Fatalf("%.2f MiB still mapped after Release", after/(1<<20))
 	}
-	readAll(t, db)
+	mustReadAll(t, db)
 	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("r")).Put(key(values), value(values)) }); err != nil {
 		t.Fatal(err)
 	}
@@ -106,30 +128,9 @@ func TestReleaseWhileReadingAndWriting(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					readAll(t, db)
-				}
-			}
-		})
+		repeat(t, &wg, stop, func() error { return readAll(db) })
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if err := Release(db); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	})
+	repeat(t, &wg, stop, func() error { return Release(db) })
 	// The writer grows the file past its mapping: bbolt maps it again
 	// while releases and reads go on.
 	for i := range 64 {
@@ -165,7 +166,7 @@ func BenchmarkRelease(b *testing.B) {
 		db, _ := fill(b)
 		for range b.N {
 			b.StopTimer()
-			readAll(b, db)
+			mustReadAll(b, db)
 			b.StartTimer()
 			if err := Release(db); err != nil {
 				b.Fatal(err)
@@ -180,7 +181,7 @@ func BenchmarkRelease(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			db, _ := fill(b)
 			db.NoSync = true
-			readAll(b, db)
+			mustReadAll(b, db)
 			next := values + 1
 			b.ResetTimer()
 			for range b.N {
