@@ -6,6 +6,10 @@
 #   - the rule engine's evaluation benchmarks,
 #   - TestSystemBench: the ferry binary against plantsim with 10k tags at
 #     1 Hz (CPU, RSS, sample → stream latency, Modbus requests, a drain).
+#     Its knobs (cmd/ferry/sysbench_test.go): FERRY_BENCH_WARMUP (7m runs
+#     past buffer.retain_acked, to the steady state), FERRY_BENCH_ENV
+#     ("GOGC=50": ferry's own environment), FERRY_BENCH_PROFILES=DIR,
+#     FERRY_BENCH_LOG=FILE, FERRY_BENCH_WINDOW.
 # Nothing here asserts a speed; the table is for reading (and for the
 # README's performance section). Takes about 5 minutes.
 #

@@ -66,14 +66,7 @@ func TestCostBench(t *testing.T) {
 			rates = append(rates, r)
 		}
 	}
-	window := 15 * time.Second
-	if v := os.Getenv("FERRY_BENCH_COST_WINDOW"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			t.Fatalf("FERRY_BENCH_COST_WINDOW=%q: not a positive duration", v)
-		}
-		window = d
-	}
+	window := envDuration(t, "FERRY_BENCH_COST_WINDOW", 15*time.Second)
 	mosquitto := mosquittoPath(t)
 	natsServer := buildNATSServer(t)
 	bin := os.Getenv("FERRY_BENCH_BINARY")
