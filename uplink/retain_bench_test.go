@@ -31,11 +31,8 @@ import (
 // Nothing is asserted but that the runs lose nothing: the figures are
 // for reading.
 
-func benchWindow() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("FERRY_BENCH_WINDOW")); err == nil && d > 0 {
-		return d
-	}
-	return time.Minute
+func benchWindow(t *testing.T) time.Duration {
+	return testutil.EnvDuration(t, "FERRY_BENCH_WINDOW", time.Minute)
 }
 
 type retentionRun struct {
@@ -53,7 +50,7 @@ func TestRetentionCost(t *testing.T) {
 		t.Skip("FERRY_BENCH=retention runs it (scripts/bench.sh retention)")
 	}
 	bin := testpeer.BuildNATSServer(t)
-	window := benchWindow()
+	window := benchWindow(t)
 	var runs []retentionRun
 	for _, retain := range []time.Duration{0, 5 * time.Minute} {
 		runs = append(runs, retentionCostRun(t, bin, retain, window))
@@ -148,7 +145,7 @@ func TestSyncIntervalCost(t *testing.T) {
 		t.Skip("FERRY_BENCH=retention runs it (scripts/bench.sh retention)")
 	}
 	bin := testpeer.BuildNATSServer(t)
-	window := min(benchWindow(), 10*time.Second)
+	window := min(benchWindow(t), 10*time.Second)
 	fmt.Printf("nats-server throughput by sync_interval (child process, one stream R1 on the test's disk, async publishes with 256 outstanding, %v each)\n", window)
 	fmt.Printf("| sync_interval | message | messages/s | MiB/s |\n|---|---|---|---|\n")
 	for _, sync := range []string{"2m", "1s", "always"} {

@@ -66,7 +66,7 @@ func TestCostBench(t *testing.T) {
 			rates = append(rates, r)
 		}
 	}
-	window := envDuration(t, "FERRY_BENCH_COST_WINDOW", 15*time.Second)
+	window := testutil.EnvDuration(t, "FERRY_BENCH_COST_WINDOW", 15*time.Second)
 	mosquitto := mosquittoPath(t)
 	natsServer := buildNATSServer(t)
 	bin := os.Getenv("FERRY_BENCH_BINARY")

@@ -42,10 +42,10 @@ func TestSystemBench(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("FERRY_BENCH_PRESSES")); err == nil && v > 0 {
 		presses = v
 	}
-	window := envDuration(t, "FERRY_BENCH_WINDOW", 30*time.Second)
+	window := testutil.EnvDuration(t, "FERRY_BENCH_WINDOW", 30*time.Second)
 	// Longer than buffer.retain_acked (5 min), buffer.db reaches its
 	// steady size.
-	warmup := envDuration(t, "FERRY_BENCH_WARMUP", 10*time.Second)
+	warmup := testutil.EnvDuration(t, "FERRY_BENCH_WARMUP", 10*time.Second)
 	bin := buildFerry(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -304,22 +304,6 @@ func procTimes(t *testing.T, pid int) (user, sys time.Duration) {
 func procRSS(t *testing.T, pid int) (rss, anon float64) {
 	t.Helper()
 	return procStatusBytes(t, pid, "VmRSS"), procStatusBytes(t, pid, "RssAnon")
-}
-
-// envDuration reads a bench knob: def when name is unset, a positive
-// duration when set, and a failed test (before anything starts) for
-// anything else.
-func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v <= 0 {
-		t.Fatalf("%s=%q: want a positive duration such as 10s or 7m", name, s)
-	}
-	return v
 }
 
 // statusField returns the value of field in a /proc status file ("VmHWM"

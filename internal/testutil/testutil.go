@@ -3,7 +3,8 @@
 // running a component until the test ends, a goroutine leak check for
 // TestMain, a log sink safe for concurrent writes, the live heap for
 // tests that bound what a structure keeps, a process's resident pages of
-// each file it maps, and a throwaway certificate authority.
+// each file it maps, benchmarks' duration knobs, and a throwaway
+// certificate authority.
 //
 // It is a normal package so that tests of any package can import it, but
 // only _test.go files may: nothing in the daemon depends on it. It imports
@@ -156,4 +157,21 @@ func LiveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// EnvDuration reads a benchmark's duration knob from the environment: def
+// when name is unset, the duration when it is a positive one, and a failed
+// test (before anything starts) for anything else, instead of a run with
+// a setting the user did not ask for.
+func EnvDuration(t testing.TB, name string, def time.Duration) time.Duration {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		t.Fatalf("%s=%q: want a positive duration such as 10s or 7m", name, s)
+	}
+	return v
 }
